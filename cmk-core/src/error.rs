@@ -1,0 +1,191 @@
+//! The one error type of cmk.
+//!
+//! No variant carries plaintext or key material: messages name tenants, tables, columns,
+//! classes and key identifiers only. Every failure to authenticate stored data (a flipped
+//! bit, a truncated value, a ciphertext moved to another field, row, class or tenant) is
+//! [`Error::Tampered`] with one fixed message, so the error gives an attacker no oracle.
+
+use std::sync::Arc;
+
+use crate::kms::KmsError;
+
+/// Result alias used throughout cmk.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in cmk.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Stored ciphertext, key column, index value or registry entry failed authentication or
+    /// could not be parsed. Deliberately carries no detail.
+    #[error("stored ciphertext failed authentication")]
+    Tampered,
+
+    /// A stored value uses a format version older than the deployment accepts.
+    #[error("stored value uses format version {found}, older than the minimum accepted {minimum}")]
+    FormatTooOld {
+        /// Version found in the value.
+        found: u8,
+        /// Oldest version this deployment accepts (set in code, never read from the database).
+        minimum: u8,
+    },
+
+    /// The row, model or key handle belongs to a tenant other than the request's.
+    #[error(
+        "tenant mismatch: the request is for tenant `{expected}` but the data belongs to `{found}`"
+    )]
+    TenantMismatch {
+        /// Tenant of the request context.
+        expected: String,
+        /// Tenant named by the data or handle.
+        found: String,
+    },
+
+    /// The tenant has no entries in the key registry: it was never onboarded (nothing is
+    /// provisioned implicitly) or it has been purged.
+    #[error("tenant `{tenant}` is unknown: onboard it explicitly first")]
+    UnknownTenant {
+        /// The tenant.
+        tenant: String,
+    },
+
+    /// The tenant has been crypto-shredded: its keys are gone for good.
+    #[error("tenant `{tenant}` has been shredded")]
+    TenantShredded {
+        /// The tenant.
+        tenant: String,
+    },
+
+    /// The actor lacks a reader role for a class.
+    #[error("access denied: the actor may not read class `{class}`")]
+    AccessDenied {
+        /// The class withheld.
+        class: String,
+    },
+
+    /// The class has no policy in the tenant's configuration.
+    #[error("class `{class}` has no policy in the configuration of tenant `{tenant}`")]
+    UnknownClass {
+        /// The tenant.
+        tenant: String,
+        /// The class.
+        class: String,
+    },
+
+    /// The key a value names is not available to this handle (not requested, destroyed, or
+    /// never provisioned).
+    #[error("key {kek_id:08x} version {version} of tenant `{tenant}` is not available")]
+    KeyUnavailable {
+        /// The tenant.
+        tenant: String,
+        /// The key id from the stored value.
+        kek_id: u32,
+        /// The key version from the stored value.
+        version: u32,
+    },
+
+    /// A row has a classified value but no key column for its class (strict mode).
+    #[error("column `{column}` has a value but the row has no key column listing it")]
+    MissingKeyColumn {
+        /// The column.
+        column: String,
+    },
+
+    /// The KMS refused or failed an operation.
+    #[error("KMS `{provider}` failed for tenant `{tenant}`: {source}")]
+    Kms {
+        /// Tenant the operation was for.
+        tenant: String,
+        /// Provider name (`local`, `aws`, `pkcs11`, `kmip`).
+        provider: String,
+        /// What the KMS said, classified.
+        #[source]
+        source: KmsError,
+    },
+
+    /// A tenant configuration record failed its MAC check.
+    #[error("tenant configuration of `{tenant}` failed its integrity check")]
+    ConfigIntegrity {
+        /// The tenant.
+        tenant: String,
+    },
+
+    /// A tenant configuration record is older than one already seen (a rollback).
+    #[error(
+        "tenant configuration of `{tenant}` has revision {offered}, older than revision {seen} already seen"
+    )]
+    ConfigRollback {
+        /// The tenant.
+        tenant: String,
+        /// Highest revision seen.
+        seen: u64,
+        /// Revision offered.
+        offered: u64,
+    },
+
+    /// Configuration or caller input is invalid; the message names what and how to fix it.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Caller input is invalid (not data from the database); the message says why.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The key registry failed or refused an operation.
+    #[error("key registry: {0}")]
+    Registry(String),
+
+    /// The operating system's random number generator failed.
+    #[error("the operating system's random number generator failed")]
+    Random,
+
+    /// A fail-closed audit policy could not record the event, so the operation was refused.
+    #[error("audit event could not be recorded and the policy is fail-closed: {0}")]
+    AuditFailClosed(String),
+
+    /// An I/O failure (keyring file, spool); the message names the path, never contents.
+    #[error("i/o: {0}")]
+    Io(String),
+
+    /// A provider- or adapter-specific failure that fits no other variant.
+    #[error("{0}")]
+    Other(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// True when the error means stored data failed authentication.
+    pub fn is_tampered(&self) -> bool {
+        matches!(self, Error::Tampered)
+    }
+
+    /// A stable snake_case name of the variant, for events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Tampered => "tampered",
+            Error::FormatTooOld { .. } => "format_too_old",
+            Error::TenantMismatch { .. } => "tenant_mismatch",
+            Error::UnknownTenant { .. } => "unknown_tenant",
+            Error::TenantShredded { .. } => "tenant_shredded",
+            Error::AccessDenied { .. } => "access_denied",
+            Error::UnknownClass { .. } => "unknown_class",
+            Error::KeyUnavailable { .. } => "key_unavailable",
+            Error::MissingKeyColumn { .. } => "missing_key_column",
+            Error::Kms { source, .. } => match source.kind {
+                crate::kms::KmsErrorKind::Unavailable => "kms_unavailable",
+                crate::kms::KmsErrorKind::Throttled => "kms_throttled",
+                crate::kms::KmsErrorKind::Denied => "kms_denied",
+                crate::kms::KmsErrorKind::NotFound => "kms_not_found",
+                crate::kms::KmsErrorKind::Invalid => "kms_invalid",
+            },
+            Error::ConfigIntegrity { .. } => "config_integrity",
+            Error::ConfigRollback { .. } => "config_rollback",
+            Error::InvalidConfig(_) => "invalid_config",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::Registry(_) => "registry",
+            Error::Random => "random",
+            Error::AuditFailClosed(_) => "audit_fail_closed",
+            Error::Io(_) => "io",
+            Error::Other(_) => "other",
+        }
+    }
+}

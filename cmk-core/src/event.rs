@@ -1,0 +1,273 @@
+//! Security events: one for every seal, unseal, denial, onboarding and configuration change.
+//!
+//! Events carry names, never values: tenant, operation, outcome, table, record id, the
+//! columns and classes touched, and the request context. Core emits them through an
+//! [`EventSink`]; delivery to each tenant's SIEM (queues, spools, HTTP, syslog) plugs in as
+//! further sinks.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::context::RequestContext;
+
+/// Event names: `CATEGORY_ACTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "&'static str")]
+#[non_exhaustive]
+pub enum EventName {
+    /// A row's classified fields were encrypted.
+    DataEncrypt,
+    /// A row's classified fields were decrypted.
+    DataDecrypt,
+    /// Reading a class was refused for lack of a reader role.
+    DataDenyAccess,
+    /// A tenant was onboarded (its keys provisioned, its master keys proven).
+    AdminTenantOnboarded,
+    /// A tenant's configuration was changed.
+    AdminTenantConfigChanged,
+    /// The KMS unwrapped a key for a key handle.
+    KmsUnwrap,
+    /// The KMS wrapped a key (provisioning).
+    KmsWrap,
+}
+
+impl EventName {
+    /// The documented name, e.g. `DATA_DECRYPT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::DataEncrypt => "DATA_ENCRYPT",
+            EventName::DataDecrypt => "DATA_DECRYPT",
+            EventName::DataDenyAccess => "DATA_DENY_ACCESS",
+            EventName::AdminTenantOnboarded => "ADMIN_TENANT_ONBOARDED",
+            EventName::AdminTenantConfigChanged => "ADMIN_TENANT_CONFIG_CHANGED",
+            EventName::KmsUnwrap => "KMS_UNWRAP",
+            EventName::KmsWrap => "KMS_WRAP",
+        }
+    }
+}
+
+impl From<EventName> for &'static str {
+    fn from(n: EventName) -> &'static str {
+        n.as_str()
+    }
+}
+
+/// Whether the operation succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// It did.
+    Success,
+    /// It did not; `error` is a stable error kind (see [`crate::Error::kind`]).
+    Failure {
+        /// The error kind.
+        error: String,
+    },
+}
+
+/// One security event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityEvent {
+    /// Unique id (128 random bits, hex) for de-duplication downstream.
+    pub id: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Tenant.
+    pub tenant: String,
+    /// Name.
+    pub name: EventName,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Stored table name, if the event concerns rows.
+    pub table: Option<String>,
+    /// Record id, if known (application-assigned ids).
+    pub record_id: Option<String>,
+    /// Columns touched (names only).
+    pub columns: Vec<String>,
+    /// Classes touched.
+    pub classes: Vec<String>,
+    /// Actor (`user:ID` or `service:NAME`).
+    pub actor: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Source address.
+    pub source: Option<String>,
+    /// Purpose.
+    pub purpose: Option<String>,
+    /// Free-form metadata from the request context.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl SecurityEvent {
+    /// A new event for the request, with a fresh id and the current time.
+    pub fn new(ctx: &RequestContext, name: EventName, outcome: Outcome) -> Self {
+        let id = crate::crypto::rng::array::<16>()
+            .map(|b| crate::hex::encode(&b))
+            // Without randomness the id falls back to time + counter, still unique per process.
+            .unwrap_or_else(|_| fallback_id());
+        SecurityEvent {
+            id,
+            timestamp_ms: now_ms(),
+            tenant: ctx.tenant().as_str().to_string(),
+            name,
+            outcome,
+            table: None,
+            record_id: None,
+            columns: Vec::new(),
+            classes: Vec::new(),
+            actor: ctx.actor().map(|a| a.label()),
+            request_id: ctx.request_id().map(str::to_string),
+            source: ctx.source().map(str::to_string),
+            purpose: ctx.purpose().map(str::to_string),
+            metadata: ctx.metadata().clone(),
+        }
+    }
+
+    /// Sets the table.
+    pub fn with_table(mut self, table: &str) -> Self {
+        self.table = Some(table.to_string());
+        self
+    }
+
+    /// Sets the record id.
+    pub fn with_record(mut self, record: Option<String>) -> Self {
+        self.record_id = record;
+        self
+    }
+
+    /// Sets columns and classes touched.
+    pub fn with_fields(mut self, columns: Vec<String>, classes: Vec<String>) -> Self {
+        self.columns = columns;
+        self.classes = classes;
+        self
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn fallback_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{:016x}{:016x}",
+        now_ms(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Why a sink could not take an event.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("event sink failed: {0}")]
+pub struct SinkError(pub String);
+
+/// Where events go. `emit` must not block beyond a bound: sinks that talk to the network
+/// queue internally.
+pub trait EventSink: Send + Sync + std::fmt::Debug {
+    /// Takes one event. An `Err` means the event is not recorded (fail-closed policies then
+    /// refuse the operation).
+    fn emit(&self, event: SecurityEvent) -> Result<(), SinkError>;
+}
+
+/// Emits events as structured `tracing` events at INFO level, target `cmk::security`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingSink;
+
+impl EventSink for TracingSink {
+    fn emit(&self, e: SecurityEvent) -> Result<(), SinkError> {
+        tracing::info!(
+            target: "cmk::security",
+            id = %e.id,
+            name = e.name.as_str(),
+            tenant = %e.tenant,
+            outcome = ?e.outcome,
+            table = e.table.as_deref().unwrap_or(""),
+            record_id = e.record_id.as_deref().unwrap_or(""),
+            columns = ?e.columns,
+            classes = ?e.classes,
+            actor = e.actor.as_deref().unwrap_or(""),
+            request_id = e.request_id.as_deref().unwrap_or(""),
+            "security event"
+        );
+        Ok(())
+    }
+}
+
+/// Keeps events in memory, for tests and examples; can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<SecurityEvent>>,
+    failing: AtomicBool,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of every event recorded so far.
+    pub fn events(&self) -> Vec<SecurityEvent> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Removes and returns the recorded events.
+    pub fn take(&self) -> Vec<SecurityEvent> {
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+
+    /// Makes every following `emit` fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+impl EventSink for MemorySink {
+    fn emit(&self, event: SecurityEvent) -> Result<(), SinkError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(SinkError("memory sink set to fail".into()));
+        }
+        self.events
+            .lock()
+            .map_err(|_| SinkError("memory sink lock poisoned".into()))?
+            .push(event);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Actor, TenantId};
+
+    #[test]
+    fn events_copy_the_context_and_serialise_names() {
+        let ctx = RequestContext::new(TenantId::new("acme").unwrap())
+            .with_actor(Actor::Service("billing".into()))
+            .with_request_id("r1")
+            .with_metadata("k", "v");
+        let e = SecurityEvent::new(&ctx, EventName::DataDecrypt, Outcome::Success)
+            .with_table("patients")
+            .with_fields(vec!["ssn".into()], vec!["restricted".into()]);
+        assert_eq!(e.id.len(), 32);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"name\":\"DATA_DECRYPT\""), "{json}");
+        assert!(json.contains("\"actor\":\"service:billing\""));
+        assert!(json.contains("\"status\":\"success\""));
+        let sink = MemorySink::new();
+        sink.emit(e.clone()).unwrap();
+        sink.set_failing(true);
+        assert!(sink.emit(e).is_err());
+        assert_eq!(sink.events().len(), 1);
+    }
+}

@@ -1,0 +1,191 @@
+//! The key column: one per class per row, holding that row-class's wrapped DEK.
+//!
+//! ```text
+//! 0       version            0x01
+//! 1..5    KEK id             u32 BE   \ the fixed, queryable prefix: the rows a KEK
+//! 5..9    KEK version        u32 BE   / rotation must touch are `substr(col, 1, 9) = ?`
+//! 9..21   nonce              12 bytes
+//! 21..53  encrypted DEK      32 bytes  AES-256-GCM under the KEK
+//! 53..69  tag                16 bytes
+//! 69..    column list        one or more entries: u8 (bit 7: NULL, bits 0-6: name length
+//!                            1..=127) then the column name
+//! ```
+//!
+//! The column list records which columns the DEK sealed and which were NULL; it is
+//! authenticated as part of the wrap's associated data, so a field cannot be nulled out or
+//! moved between classes unnoticed, and a reclassified field is found under its old class.
+
+use super::FORMAT_V1;
+use crate::crypto::aead::{NONCE_LEN, TAG_LEN};
+
+/// Length of the queryable prefix (version, KEK id, KEK version).
+pub const PREFIX_LEN: usize = 9;
+/// Offset of the column list.
+pub const LIST_OFFSET: usize = PREFIX_LEN + NONCE_LEN + 32 + TAG_LEN;
+/// Longest column name a key column can record.
+pub const MAX_COLUMN_NAME: usize = 127;
+const NULL_BIT: u8 = 0x80;
+
+/// One column recorded in a key column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedColumn<'a> {
+    /// Stored column name.
+    pub name: &'a str,
+    /// True when the column was NULL (no ciphertext stored).
+    pub null: bool,
+}
+
+/// A parsed key column (borrowing the stored bytes).
+#[derive(Debug, Clone)]
+pub struct KeyColumn<'a> {
+    /// Format version.
+    pub version: u8,
+    /// KEK id.
+    pub kek_id: u32,
+    /// KEK version.
+    pub kek_version: u32,
+    /// Nonce of the DEK wrap.
+    pub nonce: [u8; NONCE_LEN],
+    /// Encrypted DEK.
+    pub encrypted_dek: [u8; 32],
+    /// Tag of the DEK wrap.
+    pub tag: [u8; TAG_LEN],
+    /// The raw column-list bytes (bound into the wrap's associated data).
+    pub list_bytes: &'a [u8],
+    /// The decoded column list.
+    pub columns: Vec<ListedColumn<'a>>,
+}
+
+/// The queryable prefix for a KEK version: `0x01 ‖ kek_id ‖ kek_version`.
+pub fn prefix(kek_id: u32, kek_version: u32) -> [u8; PREFIX_LEN] {
+    let mut p = [0u8; PREFIX_LEN];
+    p[0] = FORMAT_V1;
+    p[1..5].copy_from_slice(&kek_id.to_be_bytes());
+    p[5..9].copy_from_slice(&kek_version.to_be_bytes());
+    p
+}
+
+/// Encodes a column list; fails on an empty list or a name of 0 or over 127 bytes.
+pub fn encode_list<'a>(
+    columns: impl IntoIterator<Item = (&'a str, bool)>,
+) -> crate::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (name, null) in columns {
+        if name.is_empty() || name.len() > MAX_COLUMN_NAME {
+            return Err(crate::Error::InvalidInput(format!(
+                "column name `{name}` must be 1 to {MAX_COLUMN_NAME} bytes to be recorded in a key column"
+            )));
+        }
+        out.push(name.len() as u8 | if null { NULL_BIT } else { 0 });
+        out.extend_from_slice(name.as_bytes());
+    }
+    if out.is_empty() {
+        return Err(crate::Error::InvalidInput(
+            "a key column must list at least one column".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn decode_list(mut bytes: &[u8]) -> crate::Result<Vec<ListedColumn<'_>>> {
+    let mut out = Vec::new();
+    while let Some((&head, rest)) = bytes.split_first() {
+        let len = usize::from(head & !NULL_BIT);
+        if len == 0 || rest.len() < len {
+            return Err(crate::Error::Tampered);
+        }
+        let name = std::str::from_utf8(&rest[..len]).map_err(|_| crate::Error::Tampered)?;
+        out.push(ListedColumn {
+            name,
+            null: head & NULL_BIT != 0,
+        });
+        bytes = &rest[len..];
+    }
+    if out.is_empty() {
+        return Err(crate::Error::Tampered);
+    }
+    Ok(out)
+}
+
+/// Parses a key column. Unknown versions and malformed input are `Tampered`.
+pub fn parse(bytes: &[u8]) -> crate::Result<KeyColumn<'_>> {
+    if bytes.len() <= LIST_OFFSET || bytes[0] != FORMAT_V1 {
+        return Err(crate::Error::Tampered);
+    }
+    let u32_at =
+        |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let arr = |from: usize, to: usize| bytes[from..to].to_vec();
+    let nonce: [u8; NONCE_LEN] = arr(9, 21).try_into().map_err(|_| crate::Error::Tampered)?;
+    let encrypted_dek: [u8; 32] = arr(21, 53).try_into().map_err(|_| crate::Error::Tampered)?;
+    let tag: [u8; TAG_LEN] = arr(53, 69).try_into().map_err(|_| crate::Error::Tampered)?;
+    let list_bytes = &bytes[LIST_OFFSET..];
+    Ok(KeyColumn {
+        version: bytes[0],
+        kek_id: u32_at(1),
+        kek_version: u32_at(5),
+        nonce,
+        encrypted_dek,
+        tag,
+        list_bytes,
+        columns: decode_list(list_bytes)?,
+    })
+}
+
+/// Lays out a key column from its parts.
+pub fn build(
+    kek_id: u32,
+    kek_version: u32,
+    nonce: &[u8; NONCE_LEN],
+    encrypted_dek: &[u8; 32],
+    tag: &[u8; TAG_LEN],
+    list: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LIST_OFFSET + list.len());
+    out.extend_from_slice(&prefix(kek_id, kek_version));
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(encrypted_dek);
+    out.extend_from_slice(tag);
+    out.extend_from_slice(list);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips() {
+        let list = encode_list([("email", false), ("phone", true)]).unwrap();
+        let bytes = build(7, 2, &[1; 12], &[2; 32], &[3; 16], &list);
+        assert_eq!(&bytes[..9], &prefix(7, 2));
+        let k = parse(&bytes).unwrap();
+        assert_eq!((k.kek_id, k.kek_version), (7, 2));
+        assert_eq!(
+            k.columns,
+            vec![
+                ListedColumn {
+                    name: "email",
+                    null: false
+                },
+                ListedColumn {
+                    name: "phone",
+                    null: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_key_columns_are_tampered_never_panics() {
+        let list = encode_list([("email", false)]).unwrap();
+        let bytes = build(7, 2, &[1; 12], &[2; 32], &[3; 16], &list);
+        for len in 0..bytes.len() {
+            assert!(parse(&bytes[..len]).unwrap_err().is_tampered());
+        }
+        let mut long = bytes.clone();
+        long.push(9); // a list entry claiming 9 bytes that are not there
+        assert!(parse(&long).unwrap_err().is_tampered());
+        assert!(encode_list([("", false)]).is_err());
+        assert!(encode_list(std::iter::empty()).is_err());
+    }
+}

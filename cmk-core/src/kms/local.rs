@@ -1,0 +1,615 @@
+//! The local KMS: a keyring file of AES-256 master keys.
+//!
+//! For development, tests, and a hosted-KMS tier where the operator runs the KMS. Each key
+//! has numbered versions; wrapping uses the primary (newest) version, unwrapping the version
+//! the blob names. A key can be disabled (every use is refused, *invalid*), enabled again,
+//! and each version destroyed for good (its material is wiped from the file: *not found*).
+//!
+//! The file is rewritten atomically (temporary file with mode 0600, fsync, rename, fsync of
+//! the directory) on every change, so a crash leaves the old or the new keyring, never half.
+//!
+//! Wrapped blob: `0x01 ‖ version (u32 BE) ‖ nonce (12) ‖ ciphertext ‖ tag (16)`, AES-256-GCM
+//! with associated data `Aad("cmk/local-kms") ‖ text(key name) ‖ u32(version) ‖ bytes(aad)`
+//! (docs/FORMAT.md §6).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{KeyRef, Kms, KmsError, KmsErrorKind};
+use crate::crypto::aead::{GcmKey, NONCE_LEN, TAG_LEN};
+use crate::crypto::rng;
+use crate::format::aad::Aad;
+use crate::secret::{SecretBytes, SecretKey};
+
+const FILE_MAGIC: &str = "cmk-local-keyring 1";
+const BLOB_VERSION: u8 = 0x01;
+const BLOB_HEADER: usize = 1 + 4 + NONCE_LEN;
+
+/// State of one key version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    /// Usable.
+    Active,
+    /// Material wiped; never usable again.
+    Destroyed,
+}
+
+/// What [`LocalKms::list`] reports of a key (never its material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalKeyInfo {
+    /// Key name (the part after `local:`).
+    pub name: String,
+    /// Whether the key is enabled.
+    pub enabled: bool,
+    /// Version used for new wraps.
+    pub primary: u32,
+    /// Every version and its state.
+    pub versions: Vec<(u32, VersionState)>,
+}
+
+struct LocalVersion {
+    material: Option<SecretKey>,
+}
+
+struct LocalKey {
+    enabled: bool,
+    versions: BTreeMap<u32, LocalVersion>,
+}
+
+impl LocalKey {
+    fn primary(&self) -> Option<u32> {
+        self.versions
+            .iter()
+            .rev()
+            .find(|(_, v)| v.material.is_some())
+            .map(|(n, _)| *n)
+    }
+}
+
+#[derive(Default)]
+struct Keyring {
+    keys: BTreeMap<String, LocalKey>,
+}
+
+/// A local KMS backed by a keyring file (or memory only, for tests).
+pub struct LocalKms {
+    path: Option<PathBuf>,
+    ring: RwLock<Keyring>,
+}
+
+impl std::fmt::Debug for LocalKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKms")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid_name(name: &str) -> bool {
+    name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> crate::Error {
+    crate::Error::Io(format!("{what} {}: {e}", path.display()))
+}
+
+impl LocalKms {
+    /// A keyring held in memory only (lost on drop).
+    pub fn in_memory() -> Self {
+        LocalKms {
+            path: None,
+            ring: RwLock::new(Keyring::default()),
+        }
+    }
+
+    /// Opens the keyring file at `path`, creating an empty one if it does not exist.
+    pub fn open(path: impl Into<PathBuf>) -> crate::Result<Self> {
+        let path = path.into();
+        let ring = match fs::read(&path) {
+            Ok(bytes) => parse(&Zeroizing::new(bytes)).map_err(|why| {
+                crate::Error::InvalidConfig(format!("keyring {}: {why}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let ring = Keyring::default();
+                persist(&path, &ring)?;
+                ring
+            }
+            Err(e) => return Err(io_err(&path, "reading keyring", e)),
+        };
+        Ok(LocalKms {
+            path: Some(path),
+            ring: RwLock::new(ring),
+        })
+    }
+
+    fn change<T>(&self, f: impl FnOnce(&mut Keyring) -> crate::Result<T>) -> crate::Result<T> {
+        let mut ring = self
+            .ring
+            .write()
+            .map_err(|_| crate::Error::Io("keyring lock poisoned".into()))?;
+        let out = f(&mut ring)?;
+        if let Some(path) = &self.path {
+            persist(path, &ring)?;
+        }
+        Ok(out)
+    }
+
+    /// Creates a key with a fresh random version 1 and returns its reference `local:NAME`.
+    pub fn create_key(&self, name: &str) -> crate::Result<KeyRef> {
+        if invalid_name(name) {
+            return Err(crate::Error::InvalidInput(format!(
+                "local key name `{name}` must be 1 to 128 bytes of A-Z, a-z, 0-9, `-_./`"
+            )));
+        }
+        let material = SecretKey::random()?;
+        self.change(|ring| {
+            if ring.keys.contains_key(name) {
+                return Err(crate::Error::InvalidInput(format!(
+                    "local key `{name}` exists already"
+                )));
+            }
+            let mut versions = BTreeMap::new();
+            versions.insert(
+                1,
+                LocalVersion {
+                    material: Some(material),
+                },
+            );
+            ring.keys.insert(
+                name.to_string(),
+                LocalKey {
+                    enabled: true,
+                    versions,
+                },
+            );
+            Ok(())
+        })?;
+        KeyRef::new(format!("local:{name}"))
+    }
+
+    /// Adds a new version that becomes primary for wraps; older versions still unwrap.
+    pub fn rotate(&self, name: &str) -> crate::Result<u32> {
+        let material = SecretKey::random()?;
+        self.change(|ring| {
+            let key = lookup_mut(ring, name)?;
+            let next = key.versions.keys().next_back().copied().unwrap_or(0) + 1;
+            key.versions.insert(
+                next,
+                LocalVersion {
+                    material: Some(material),
+                },
+            );
+            Ok(next)
+        })
+    }
+
+    /// Disables a key: wraps and unwraps fail with *invalid* until it is enabled again.
+    pub fn disable(&self, name: &str) -> crate::Result<()> {
+        self.change(|ring| {
+            lookup_mut(ring, name)?.enabled = false;
+            Ok(())
+        })
+    }
+
+    /// Enables a disabled key.
+    pub fn enable(&self, name: &str) -> crate::Result<()> {
+        self.change(|ring| {
+            lookup_mut(ring, name)?.enabled = true;
+            Ok(())
+        })
+    }
+
+    /// Destroys one version: its material is wiped from memory and from the file.
+    pub fn destroy_version(&self, name: &str, version: u32) -> crate::Result<()> {
+        self.change(|ring| {
+            let v = lookup_mut(ring, name)?
+                .versions
+                .get_mut(&version)
+                .ok_or_else(|| {
+                    crate::Error::InvalidInput(format!(
+                        "local key `{name}` has no version {version}"
+                    ))
+                })?;
+            v.material = None; // SecretKey zeroizes on drop
+            Ok(())
+        })
+    }
+
+    /// Destroys every version of a key.
+    pub fn destroy(&self, name: &str) -> crate::Result<()> {
+        self.change(|ring| {
+            for v in lookup_mut(ring, name)?.versions.values_mut() {
+                v.material = None;
+            }
+            Ok(())
+        })
+    }
+
+    /// Lists keys and versions (never material).
+    pub fn list(&self) -> Vec<LocalKeyInfo> {
+        let Ok(ring) = self.ring.read() else {
+            return Vec::new();
+        };
+        ring.keys
+            .iter()
+            .map(|(name, k)| LocalKeyInfo {
+                name: name.clone(),
+                enabled: k.enabled,
+                primary: k.primary().unwrap_or(0),
+                versions: k
+                    .versions
+                    .iter()
+                    .map(|(n, v)| {
+                        let s = if v.material.is_some() {
+                            VersionState::Active
+                        } else {
+                            VersionState::Destroyed
+                        };
+                        (*n, s)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn with_key<T>(
+        &self,
+        key: &KeyRef,
+        f: impl FnOnce(&str, &LocalKey) -> Result<T, KmsError>,
+    ) -> Result<T, KmsError> {
+        if key.provider() != "local" {
+            return Err(KmsError::new(
+                KmsErrorKind::NotFound,
+                "not a local key reference",
+            ));
+        }
+        let ring = self
+            .ring
+            .read()
+            .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "keyring lock poisoned"))?;
+        let name = key.key_id();
+        let k = ring.keys.get(name).ok_or_else(|| {
+            KmsError::new(KmsErrorKind::NotFound, format!("no local key `{name}`"))
+        })?;
+        if !k.enabled {
+            return Err(KmsError::new(
+                KmsErrorKind::Invalid,
+                format!("local key `{name}` is disabled"),
+            ));
+        }
+        f(name, k)
+    }
+}
+
+fn lookup_mut<'a>(ring: &'a mut Keyring, name: &str) -> crate::Result<&'a mut LocalKey> {
+    ring.keys
+        .get_mut(name)
+        .ok_or_else(|| crate::Error::InvalidInput(format!("no local key `{name}`")))
+}
+
+fn blob_aad(name: &str, version: u32, aad: &[u8]) -> Aad {
+    Aad::new("cmk/local-kms").text(name).u32(version).bytes(aad)
+}
+
+#[async_trait::async_trait]
+impl Kms for LocalKms {
+    fn provider(&self) -> &str {
+        "local"
+    }
+
+    async fn wrap(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+        self.with_key(key, |name, k| {
+            let (version, material) = k
+                .primary()
+                .and_then(|v| Some((v, k.versions.get(&v)?.material.as_ref()?)))
+                .ok_or_else(|| {
+                    KmsError::new(
+                        KmsErrorKind::NotFound,
+                        format!("local key `{name}` has no live version"),
+                    )
+                })?;
+            let nonce: [u8; NONCE_LEN] = rng::array()
+                .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "no randomness"))?;
+            let mut out = Vec::with_capacity(BLOB_HEADER + plaintext.len() + TAG_LEN);
+            out.push(BLOB_VERSION);
+            out.extend_from_slice(&version.to_be_bytes());
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(plaintext);
+            let tag = GcmKey::new(material).seal(
+                &nonce,
+                blob_aad(name, version, aad).as_bytes(),
+                &mut out[BLOB_HEADER..],
+            );
+            out.extend_from_slice(&tag);
+            Ok(out)
+        })
+    }
+
+    async fn unwrap(
+        &self,
+        key: &KeyRef,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<SecretBytes, KmsError> {
+        let invalid = || {
+            KmsError::new(
+                KmsErrorKind::Invalid,
+                "ciphertext or associated data invalid",
+            )
+        };
+        if wrapped.len() < BLOB_HEADER + TAG_LEN || wrapped[0] != BLOB_VERSION {
+            return Err(invalid());
+        }
+        let version = u32::from_be_bytes([wrapped[1], wrapped[2], wrapped[3], wrapped[4]]);
+        let nonce: [u8; NONCE_LEN] = wrapped[5..BLOB_HEADER].try_into().map_err(|_| invalid())?;
+        let (body, tag) = wrapped[BLOB_HEADER..].split_at(wrapped.len() - BLOB_HEADER - TAG_LEN);
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| invalid())?;
+        self.with_key(key, |name, k| {
+            let material = k
+                .versions
+                .get(&version)
+                .and_then(|v| v.material.as_ref())
+                .ok_or_else(|| {
+                    KmsError::new(
+                        KmsErrorKind::NotFound,
+                        format!("local key `{name}` version {version} is destroyed or unknown"),
+                    )
+                })?;
+            let mut buf = body.to_vec();
+            GcmKey::new(material)
+                .open(
+                    &nonce,
+                    blob_aad(name, version, aad).as_bytes(),
+                    &mut buf,
+                    &tag,
+                )
+                .map_err(|_| invalid())?;
+            Ok(SecretBytes::new(buf))
+        })
+    }
+}
+
+/// Parses the keyring file format (docs/FORMAT.md §6):
+/// `cmk-local-keyring 1`, then `key NAME enabled|disabled` and
+/// `version NAME N HEX|destroyed` lines.
+fn parse(bytes: &[u8]) -> Result<Keyring, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let mut lines = text.lines();
+    if lines.next() != Some(FILE_MAGIC) {
+        return Err(format!("first line must be `{FILE_MAGIC}`"));
+    }
+    let mut ring = Keyring::default();
+    for (i, line) in lines.enumerate() {
+        let n = i + 2;
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts.as_slice() {
+            [] | [""] => {}
+            ["key", name, state] => {
+                let enabled = match *state {
+                    "enabled" => true,
+                    "disabled" => false,
+                    _ => return Err(format!("line {n}: key state must be enabled or disabled")),
+                };
+                ring.keys.insert(
+                    (*name).to_string(),
+                    LocalKey {
+                        enabled,
+                        versions: BTreeMap::new(),
+                    },
+                );
+            }
+            ["version", name, num, material] => {
+                let num: u32 = num
+                    .parse()
+                    .map_err(|_| format!("line {n}: bad version number"))?;
+                let material = if *material == "destroyed" {
+                    None
+                } else {
+                    let raw = Zeroizing::new(
+                        crate::hex::decode(material)
+                            .ok_or_else(|| format!("line {n}: bad key hex"))?,
+                    );
+                    Some(
+                        SecretKey::from_slice(&raw)
+                            .ok_or_else(|| format!("line {n}: key is not 32 bytes"))?,
+                    )
+                };
+                ring.keys
+                    .get_mut(*name)
+                    .ok_or_else(|| format!("line {n}: version before its key line"))?
+                    .versions
+                    .insert(num, LocalVersion { material });
+            }
+            _ => return Err(format!("line {n}: unrecognised")),
+        }
+    }
+    Ok(ring)
+}
+
+fn render(ring: &Keyring) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::from(FILE_MAGIC));
+    s.push('\n');
+    for (name, k) in &ring.keys {
+        s.push_str(&format!(
+            "key {name} {}\n",
+            if k.enabled { "enabled" } else { "disabled" }
+        ));
+        for (num, v) in &k.versions {
+            match &v.material {
+                Some(m) => {
+                    let mut hex = crate::hex::encode(m.expose_secret());
+                    s.push_str(&format!("version {name} {num} {hex}\n"));
+                    hex.zeroize();
+                }
+                None => s.push_str(&format!("version {name} {num} destroyed\n")),
+            }
+        }
+    }
+    s
+}
+
+/// Writes the keyring atomically with mode 0600.
+fn persist(path: &Path, ring: &Keyring) -> crate::Result<()> {
+    let text = render(ring);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| io_err(&tmp, "creating", e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err(&tmp, "writing", e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| io_err(path, "replacing", e))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all(); // best effort: not every filesystem syncs directories
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wrap_unwrap_and_aad_binding() {
+        let kms = LocalKms::in_memory();
+        let k = kms.create_key("acme").unwrap();
+        let blob = kms
+            .wrap(&k, b"0123456789abcdef0123456789abcdef", b"ctx")
+            .await
+            .unwrap();
+        assert_eq!(blob.len(), 1 + 4 + 12 + 32 + 16);
+        let out = kms.unwrap(&k, &blob, b"ctx").await.unwrap();
+        assert_eq!(out.expose_secret(), b"0123456789abcdef0123456789abcdef");
+        let err = kms.unwrap(&k, &blob, b"other").await.unwrap_err();
+        assert_eq!(err.kind, KmsErrorKind::Invalid);
+    }
+
+    #[tokio::test]
+    async fn key_lifecycle_maps_to_error_kinds() {
+        let kms = LocalKms::in_memory();
+        let k = kms.create_key("acme").unwrap();
+        let v1 = kms.wrap(&k, b"k1", b"").await.unwrap();
+        assert_eq!(kms.rotate("acme").unwrap(), 2);
+        let v2 = kms.wrap(&k, b"k2", b"").await.unwrap();
+        assert_eq!(&v2[1..5], &2u32.to_be_bytes());
+        // Old version still unwraps after rotation.
+        assert_eq!(
+            kms.unwrap(&k, &v1, b"").await.unwrap().expose_secret(),
+            b"k1"
+        );
+
+        kms.disable("acme").unwrap();
+        assert_eq!(
+            kms.unwrap(&k, &v2, b"").await.unwrap_err().kind,
+            KmsErrorKind::Invalid
+        );
+        kms.enable("acme").unwrap();
+        assert!(kms.unwrap(&k, &v2, b"").await.is_ok());
+
+        kms.destroy_version("acme", 1).unwrap();
+        assert_eq!(
+            kms.unwrap(&k, &v1, b"").await.unwrap_err().kind,
+            KmsErrorKind::NotFound
+        );
+        assert!(kms.unwrap(&k, &v2, b"").await.is_ok());
+
+        let missing = KeyRef::new("local:nobody").unwrap();
+        assert_eq!(
+            kms.wrap(&missing, b"x", b"").await.unwrap_err().kind,
+            KmsErrorKind::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn keyring_file_is_private_atomic_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.keyring");
+        let kms = LocalKms::open(&path).unwrap();
+        let k = kms.create_key("acme").unwrap();
+        kms.rotate("acme").unwrap();
+        kms.destroy_version("acme", 1).unwrap();
+        kms.disable("acme").unwrap();
+        let blob = {
+            kms.enable("acme").unwrap();
+            let b = kms.wrap(&k, b"secret", b"a").await.unwrap();
+            kms.disable("acme").unwrap();
+            b
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let again = LocalKms::open(&path).unwrap();
+        let info = again.list();
+        assert_eq!(info.len(), 1);
+        assert!(!info[0].enabled);
+        assert_eq!(info[0].primary, 2);
+        assert_eq!(
+            info[0].versions,
+            vec![(1, VersionState::Destroyed), (2, VersionState::Active)]
+        );
+        again.enable("acme").unwrap();
+        assert_eq!(
+            again.unwrap(&k, &blob, b"a").await.unwrap().expose_secret(),
+            b"secret"
+        );
+        // The destroyed version's material is not in the file.
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("version acme 1 destroyed"));
+    }
+
+    #[test]
+    fn corrupt_keyring_files_are_clear_errors() {
+        for bad in [
+            "",
+            "cmk-local-keyring 2\n",
+            "cmk-local-keyring 1\nversion a 1 00\n",
+            "cmk-local-keyring 1\nkey a enabled\nversion a 1 zz\n",
+            "cmk-local-keyring 1\nkey a enabled\nversion a 1 0011\n",
+            "cmk-local-keyring 1\nkey a sometimes\n",
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_blobs_never_panic() {
+        let kms = LocalKms::in_memory();
+        let k = kms.create_key("acme").unwrap();
+        let blob = kms.wrap(&k, b"material", b"").await.unwrap();
+        for len in 0..blob.len() {
+            assert!(kms.unwrap(&k, &blob[..len], b"").await.is_err());
+        }
+        let mut long = blob.clone();
+        long.push(0);
+        assert!(kms.unwrap(&k, &long, b"").await.is_err());
+    }
+}

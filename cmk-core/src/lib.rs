@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod context;
+pub mod crypto;
+pub mod error;
+pub mod event;
+pub mod format;
+mod hex;
+pub mod keys;
+pub mod kms;
+pub mod policy;
+pub mod registry;
+pub mod schema;
+pub mod seal;
+pub mod secret;
+mod service;
+pub mod tenant;
+
+pub use context::{Actor, RequestContext, TenantId};
+pub use error::{Error, Result};
+pub use keys::TenantKeys;
+pub use policy::{AuditMode, Class, LeasePolicy, Policy, SearchMode};
+pub use service::{Cmk, CmkBuilder, CmkSettings, OnboardReport};
+pub use tenant::TenantConfig;
+
+/// Hex helpers, exposed for tools and docs (lower-case encode, either-case decode).
+pub mod hexfmt {
+    pub use crate::hex::{decode, encode};
+}

@@ -1,0 +1,250 @@
+//! The shape of an encrypted table: which columns are classified, how, and which key
+//! columns exist. Built once per model (the derive keeps it in a static) and reused for
+//! every row, so the hot path allocates nothing for it.
+
+use crate::crypto::normalize::Normalizer;
+use crate::format::key_column::MAX_COLUMN_NAME;
+use crate::policy::Class;
+
+/// How a field can be searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldSearch {
+    /// Not searchable.
+    None,
+    /// A blind index column (`<column>_bidx` by convention) holds HMAC-SHA256 of the
+    /// normalised value.
+    BlindIndex(Normalizer),
+    /// The field itself is encrypted deterministically (AES-SIV) and compared for equality.
+    Deterministic,
+}
+
+/// One classified column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// Stored column name (bound into associated data; renaming the Rust field is free).
+    pub column: String,
+    /// Class.
+    pub class: Class,
+    /// Search mode.
+    pub search: FieldSearch,
+    /// Hide NULL (encrypt a presence byte) for this field.
+    pub hide_null: bool,
+    /// Padding block in bytes (0: none); the class policy may raise it.
+    pub pad_to: u16,
+}
+
+impl FieldSpec {
+    /// An envelope-encrypted, non-searchable field with visible NULL and no padding.
+    pub fn new(column: impl Into<String>, class: Class) -> Self {
+        FieldSpec {
+            column: column.into(),
+            class,
+            search: FieldSearch::None,
+            hide_null: false,
+            pad_to: 0,
+        }
+    }
+
+    /// Adds a blind index.
+    pub fn blind_index(mut self, normalizer: Normalizer) -> Self {
+        self.search = FieldSearch::BlindIndex(normalizer);
+        self
+    }
+
+    /// Makes the field deterministic.
+    pub fn deterministic(mut self) -> Self {
+        self.search = FieldSearch::Deterministic;
+        self
+    }
+
+    /// Hides NULL.
+    pub fn hide_null(mut self) -> Self {
+        self.hide_null = true;
+        self
+    }
+
+    /// Pads to a multiple of `block` bytes.
+    pub fn pad_to(mut self, block: u16) -> Self {
+        self.pad_to = block;
+        self
+    }
+
+    /// True when the field is sealed with the row's DEK (not deterministic).
+    pub fn is_envelope(&self) -> bool {
+        self.search != FieldSearch::Deterministic
+    }
+}
+
+/// The classified part of a table.
+#[derive(Debug, Clone)]
+pub struct RowSchema {
+    table: String,
+    fields: Vec<FieldSpec>,
+    /// Classes that have a key column, in order: classes of envelope fields first (in field
+    /// order), then legacy classes kept only to read rows sealed before a reclassification.
+    key_classes: Vec<Class>,
+    /// Per key class, the indexes of the envelope fields it seals.
+    members: Vec<Vec<usize>>,
+}
+
+impl RowSchema {
+    /// Checks and builds a schema for `table`.
+    pub fn new(table: impl Into<String>, fields: Vec<FieldSpec>) -> crate::Result<Self> {
+        let table = table.into();
+        if table.is_empty() || table.len() > 255 {
+            return Err(crate::Error::InvalidInput(
+                "a table name must be 1 to 255 bytes".into(),
+            ));
+        }
+        let mut key_classes: Vec<Class> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            if f.column.is_empty() || f.column.len() > MAX_COLUMN_NAME {
+                return Err(crate::Error::InvalidInput(format!(
+                    "column `{}` must be 1 to {MAX_COLUMN_NAME} bytes long",
+                    f.column
+                )));
+            }
+            if fields[..i].iter().any(|g| g.column == f.column) {
+                return Err(crate::Error::InvalidInput(format!(
+                    "column `{}` appears twice in table `{table}`",
+                    f.column
+                )));
+            }
+            if f.hide_null && f.search != FieldSearch::None {
+                return Err(crate::Error::InvalidInput(format!(
+                    "column `{}`: a hidden NULL cannot be searchable (the index would reveal NULL)",
+                    f.column
+                )));
+            }
+            if f.pad_to > 4096 {
+                return Err(crate::Error::InvalidInput(format!(
+                    "column `{}`: padding block {} exceeds 4096",
+                    f.column, f.pad_to
+                )));
+            }
+            if f.is_envelope() {
+                match key_classes.iter().position(|c| *c == f.class) {
+                    Some(k) => members[k].push(i),
+                    None => {
+                        key_classes.push(f.class.clone());
+                        members.push(vec![i]);
+                    }
+                }
+            }
+        }
+        if fields.is_empty() {
+            return Err(crate::Error::InvalidInput(format!(
+                "table `{table}` has no classified columns"
+            )));
+        }
+        Ok(RowSchema {
+            table,
+            fields,
+            key_classes,
+            members,
+        })
+    }
+
+    /// Keeps a key column for `class` even if no field has that class any more, so rows
+    /// sealed before a reclassification stay readable.
+    pub fn with_legacy_class(mut self, class: Class) -> Self {
+        if !self.key_classes.contains(&class) {
+            self.key_classes.push(class);
+            self.members.push(Vec::new());
+        }
+        self
+    }
+
+    /// Stored table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Fields in order.
+    pub fn fields(&self) -> &[FieldSpec] {
+        &self.fields
+    }
+
+    /// Classes with a key column, in key-column order.
+    pub fn key_classes(&self) -> &[Class] {
+        &self.key_classes
+    }
+
+    /// Distinct classes of all fields, plus legacy classes.
+    pub fn classes(&self) -> Vec<&Class> {
+        let mut out: Vec<&Class> = Vec::new();
+        for c in self
+            .fields
+            .iter()
+            .map(|f| &f.class)
+            .chain(self.key_classes.iter())
+        {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn members(&self, key_class: usize) -> &[usize] {
+        self.members
+            .get(key_class)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Position of a column.
+    pub fn position(&self, column: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.column == column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Class {
+        Class::new(s).unwrap()
+    }
+
+    #[test]
+    fn key_classes_follow_envelope_fields() {
+        let s = RowSchema::new(
+            "patients",
+            vec![
+                FieldSpec::new("email", c("private")).blind_index(Normalizer::Casefold),
+                FieldSpec::new("ssn", c("restricted")),
+                FieldSpec::new("code", c("secret")).deterministic(),
+                FieldSpec::new("name", c("private")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.key_classes(), &[c("private"), c("restricted")]);
+        assert_eq!(s.members(0), &[0, 3]);
+        assert_eq!(s.classes().len(), 3);
+        let s = s.with_legacy_class(c("public"));
+        assert_eq!(s.key_classes().len(), 3);
+    }
+
+    #[test]
+    fn bad_schemas_are_refused() {
+        assert!(RowSchema::new("t", vec![]).is_err());
+        assert!(
+            RowSchema::new(
+                "t",
+                vec![FieldSpec::new("a", c("x")), FieldSpec::new("a", c("y"))]
+            )
+            .is_err()
+        );
+        assert!(
+            RowSchema::new(
+                "t",
+                vec![FieldSpec::new("a", c("x")).deterministic().hide_null()]
+            )
+            .is_err()
+        );
+        assert!(RowSchema::new("t", vec![FieldSpec::new("x".repeat(128), c("x"))]).is_err());
+        assert!(RowSchema::new("", vec![FieldSpec::new("a", c("x"))]).is_err());
+    }
+}

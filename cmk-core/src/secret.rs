@@ -1,0 +1,106 @@
+//! Secret byte containers: zeroized on drop, never printed.
+//!
+//! The one way to reach the bytes is `expose_secret`, easy to grep for in review.
+
+use std::fmt;
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// A 256-bit symmetric key (master, key-encryption, data or root key).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretKey([u8; 32]);
+
+impl SecretKey {
+    /// Length in bytes.
+    pub const LEN: usize = 32;
+
+    /// Wraps key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SecretKey(bytes)
+    }
+
+    /// Copies a key from a slice, which must be 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let arr: [u8; 32] = bytes.try_into().ok()?;
+        Some(SecretKey(arr))
+    }
+
+    /// A fresh random key from the operating system's CSPRNG.
+    pub fn random() -> crate::Result<Self> {
+        let mut k = [0u8; 32];
+        crate::crypto::rng::fill(&mut k)?;
+        let key = SecretKey(k);
+        k.zeroize();
+        Ok(key)
+    }
+
+    /// The key bytes.
+    pub fn expose_secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(AES-256, redacted)")
+    }
+}
+
+/// Secret bytes of any length (unwrapped key material, decrypted plaintext).
+#[derive(Clone, Default, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    /// Takes ownership of bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretBytes(bytes)
+    }
+
+    /// The bytes.
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Moves the bytes out; the caller takes over the duty to zeroize them.
+    pub fn into_exposed(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes({} bytes, redacted)", self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_bytes() {
+        let k = SecretKey::from_bytes([0xAB; 32]);
+        let s = SecretBytes::new(b"canary-secret".to_vec());
+        let out = format!("{k:?} {s:?}");
+        assert!(!out.contains("ab") && !out.contains("AB") && !out.contains("171"));
+        assert!(!out.contains("canary"));
+        assert!(out.contains("redacted"));
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        let a = SecretKey::random().unwrap();
+        let b = SecretKey::random().unwrap();
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+}

@@ -1,0 +1,414 @@
+//! Tenant configuration: policies per class and the audit destination, authenticated.
+//!
+//! The database is not trusted with configuration (DESIGN.md §4): each record carries an
+//! HMAC-SHA256 under an operator key that lives in deployment secrets, over the tenant id,
+//! a monotonic revision and the exact content bytes. A store refuses a record whose MAC
+//! fails and a revision older than the newest it has seen. A fresh process has seen nothing,
+//! so it cannot tell a rolled-back record from the newest one unless the deployment gives it
+//! a revision floor ([`ConfigVerifier::with_floor`]); docs/SECURITY.md says so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::context::TenantId;
+use crate::format::aad::Aad;
+use crate::kms::KeyRef;
+use crate::policy::{Class, Policy};
+use crate::secret::SecretKey;
+
+/// A tenant's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantConfig {
+    /// The tenant (serialised as its string).
+    #[serde(with = "tenant_serde")]
+    pub tenant: TenantId,
+    /// Monotonic revision; every change must raise it.
+    pub revision: u64,
+    /// The master key that wraps the tenant's index and deterministic roots.
+    pub root_key: KeyRef,
+    /// Policy per class.
+    pub policies: BTreeMap<Class, Policy>,
+    /// Name of the audit sink for this tenant's events (`None`: the default sink).
+    #[serde(default)]
+    pub audit_sink: Option<String>,
+}
+
+mod tenant_serde {
+    use super::TenantId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &TenantId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.as_str())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TenantId, D::Error> {
+        TenantId::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TenantConfig {
+    /// A configuration at revision 1 whose built-in classes all use `master_key` with default
+    /// policies; adjust `policies` before saving.
+    pub fn new(tenant: TenantId, master_key: KeyRef) -> Self {
+        let policies = Class::BUILT_IN
+            .iter()
+            .filter_map(|c| Class::new(*c).ok())
+            .map(|c| (c, Policy::new(master_key.clone())))
+            .collect();
+        TenantConfig {
+            tenant,
+            revision: 1,
+            root_key: master_key,
+            policies,
+            audit_sink: None,
+        }
+    }
+
+    /// The policy of a class.
+    pub fn policy(&self, class: &Class) -> crate::Result<&Policy> {
+        self.policies
+            .get(class)
+            .ok_or_else(|| crate::Error::UnknownClass {
+                tenant: self.tenant.to_string(),
+                class: class.to_string(),
+            })
+    }
+
+    /// Checks every policy and that no two classes share a KEK id.
+    pub fn validate(&self) -> crate::Result<()> {
+        let mut ids = HashMap::new();
+        for (class, policy) in &self.policies {
+            policy.validate(class)?;
+            if let Some(other) = ids.insert(crate::registry::kek_id(class.as_str()), class) {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "classes `{other}` and `{class}` map to the same KEK id; rename one"
+                )));
+            }
+        }
+        if self.policies.is_empty() {
+            return Err(crate::Error::InvalidConfig(format!(
+                "tenant `{}` has no class policies",
+                self.tenant
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration record as stored: content bytes plus MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTenantConfig {
+    /// Tenant id (also inside the content; both are MACed).
+    pub tenant: String,
+    /// Revision (also inside the content).
+    pub revision: u64,
+    /// The configuration as JSON.
+    pub content: Vec<u8>,
+    /// HMAC-SHA256 under the operator key.
+    pub mac: [u8; 32],
+}
+
+/// The operator key that authenticates configuration records; from deployment secrets.
+pub struct OperatorKey(SecretKey);
+
+impl std::fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorKey(redacted)")
+    }
+}
+
+impl OperatorKey {
+    /// Wraps a 32-byte key.
+    pub fn new(key: SecretKey) -> Self {
+        OperatorKey(key)
+    }
+
+    /// Reads a 64-hex-digit key from an environment variable (deployment secrets).
+    pub fn from_env(var: &str) -> crate::Result<Self> {
+        let hex = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
+            crate::Error::InvalidConfig(format!(
+                "environment variable `{var}` holding the operator key is not set"
+            ))
+        })?);
+        let raw = zeroize::Zeroizing::new(crate::hex::decode(hex.trim()).unwrap_or_default());
+        SecretKey::from_slice(&raw).map(OperatorKey).ok_or_else(|| {
+            crate::Error::InvalidConfig(format!("`{var}` must hold 64 hex digits (a 256-bit key)"))
+        })
+    }
+
+    fn mac(&self, tenant: &str, revision: u64, content: &[u8]) -> Hmac<Sha256> {
+        let input = Aad::new("cmk/tenant-config")
+            .u8(1)
+            .text(tenant)
+            .bytes(&revision.to_be_bytes())
+            .bytes(content);
+        let mut mac = crate::crypto::mac::hmac_sha256(self.0.expose_secret());
+        mac.update(input.as_bytes());
+        mac
+    }
+
+    /// Validates and signs a configuration.
+    pub fn sign(&self, config: &TenantConfig) -> crate::Result<SignedTenantConfig> {
+        config.validate()?;
+        let content = serde_json::to_vec(config)
+            .map_err(|e| crate::Error::InvalidConfig(format!("serialising configuration: {e}")))?;
+        let tag = self
+            .mac(config.tenant.as_str(), config.revision, &content)
+            .finalize();
+        Ok(SignedTenantConfig {
+            tenant: config.tenant.to_string(),
+            revision: config.revision,
+            mac: tag.into_bytes().into(),
+            content,
+        })
+    }
+
+    /// Checks the MAC (constant time) and parses the content; the tenant and revision in the
+    /// content must equal the record's.
+    pub fn verify(&self, record: &SignedTenantConfig) -> crate::Result<TenantConfig> {
+        let bad = || crate::Error::ConfigIntegrity {
+            tenant: record.tenant.clone(),
+        };
+        self.mac(&record.tenant, record.revision, &record.content)
+            .verify_slice(&record.mac)
+            .map_err(|_| bad())?;
+        let config: TenantConfig = serde_json::from_slice(&record.content).map_err(|_| bad())?;
+        if config.tenant.as_str() != record.tenant || config.revision != record.revision {
+            return Err(bad());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// MAC and revision checks shared by every store implementation.
+#[derive(Debug)]
+pub struct ConfigVerifier {
+    key: OperatorKey,
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl ConfigVerifier {
+    /// A verifier with no revisions seen yet.
+    pub fn new(key: OperatorKey) -> Self {
+        ConfigVerifier {
+            key,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets a revision floor from deployment settings: older records are refused even by a
+    /// fresh process.
+    pub fn with_floor(self, tenant: &TenantId, revision: u64) -> Self {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(tenant.to_string(), revision);
+        }
+        self
+    }
+
+    fn check_revision(&self, tenant: &str, revision: u64, allow_equal: bool) -> crate::Result<()> {
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| crate::Error::InvalidConfig("verifier lock poisoned".into()))?;
+        let floor = seen.get(tenant).copied().unwrap_or(0);
+        if revision < floor || (revision == floor && !allow_equal) {
+            return Err(crate::Error::ConfigRollback {
+                tenant: tenant.to_string(),
+                seen: floor,
+                offered: revision,
+            });
+        }
+        seen.insert(tenant.to_string(), revision);
+        Ok(())
+    }
+
+    /// Verifies a loaded record and records its revision.
+    pub fn verify_loaded(&self, record: &SignedTenantConfig) -> crate::Result<TenantConfig> {
+        let config = self.key.verify(record)?;
+        self.check_revision(&record.tenant, record.revision, true)?;
+        Ok(config)
+    }
+
+    /// Signs a record to save; its revision must be above every revision seen.
+    pub fn sign_for_save(&self, config: &TenantConfig) -> crate::Result<SignedTenantConfig> {
+        let record = self.key.sign(config)?;
+        self.check_revision(&record.tenant, record.revision, false)?;
+        Ok(record)
+    }
+}
+
+/// Where tenant configurations live. Implementations verify MACs and revisions through a
+/// [`ConfigVerifier`].
+#[async_trait::async_trait]
+pub trait TenantConfigStore: Send + Sync + std::fmt::Debug {
+    /// Loads and verifies a tenant's configuration.
+    async fn load(&self, tenant: &TenantId) -> crate::Result<TenantConfig>;
+
+    /// Signs and saves a configuration; its revision must be above every revision seen.
+    async fn save(&self, config: &TenantConfig) -> crate::Result<()>;
+}
+
+/// An in-memory configuration store.
+#[derive(Debug)]
+pub struct MemoryConfigStore {
+    verifier: ConfigVerifier,
+    records: Mutex<HashMap<String, SignedTenantConfig>>,
+}
+
+impl MemoryConfigStore {
+    /// An empty store verifying with `key`.
+    pub fn new(key: OperatorKey) -> Self {
+        Self::with_verifier(ConfigVerifier::new(key))
+    }
+
+    /// An empty store with a configured verifier (for example with revision floors).
+    pub fn with_verifier(verifier: ConfigVerifier) -> Self {
+        MemoryConfigStore {
+            verifier,
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn records(
+        &self,
+    ) -> crate::Result<std::sync::MutexGuard<'_, HashMap<String, SignedTenantConfig>>> {
+        self.records
+            .lock()
+            .map_err(|_| crate::Error::InvalidConfig("config store lock poisoned".into()))
+    }
+
+    /// The stored record, as a database reader would see it.
+    pub fn raw(&self, tenant: &TenantId) -> Option<SignedTenantConfig> {
+        self.records().ok()?.get(tenant.as_str()).cloned()
+    }
+
+    /// Replaces the stored record without checks, as a database writer could.
+    pub fn put_raw(&self, record: SignedTenantConfig) -> crate::Result<()> {
+        self.records()?.insert(record.tenant.clone(), record);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantConfigStore for MemoryConfigStore {
+    async fn load(&self, tenant: &TenantId) -> crate::Result<TenantConfig> {
+        let record = self
+            .raw(tenant)
+            .ok_or_else(|| crate::Error::UnknownTenant {
+                tenant: tenant.to_string(),
+            })?;
+        self.verifier.verify_loaded(&record)
+    }
+
+    async fn save(&self, config: &TenantConfig) -> crate::Result<()> {
+        let record = self.verifier.sign_for_save(config)?;
+        self.put_raw(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (MemoryConfigStore, TenantConfig) {
+        let store = MemoryConfigStore::new(OperatorKey::new(SecretKey::from_bytes([9; 32])));
+        let cfg = TenantConfig::new(
+            TenantId::new("acme").unwrap(),
+            KeyRef::new("local:acme").unwrap(),
+        );
+        (store, cfg)
+    }
+
+    #[tokio::test]
+    async fn round_trip() {
+        let (store, cfg) = setup();
+        store.save(&cfg).await.unwrap();
+        assert_eq!(store.load(&cfg.tenant).await.unwrap(), cfg);
+    }
+
+    #[tokio::test]
+    async fn edited_record_is_refused() {
+        let (store, cfg) = setup();
+        store.save(&cfg).await.unwrap();
+        let mut raw = store.raw(&cfg.tenant).unwrap();
+        let text = String::from_utf8(raw.content.clone()).unwrap();
+        // An attacker adds a reader role to the restricted class.
+        raw.content = text
+            .replacen("\"readers\":[]", "\"readers\":[\"attacker\"]", 1)
+            .into_bytes();
+        assert_ne!(raw.content, text.as_bytes());
+        store.put_raw(raw).unwrap();
+        assert!(matches!(
+            store.load(&cfg.tenant).await,
+            Err(crate::Error::ConfigIntegrity { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn moved_record_is_refused() {
+        let (store, cfg) = setup();
+        store.save(&cfg).await.unwrap();
+        let mut raw = store.raw(&cfg.tenant).unwrap();
+        raw.tenant = "evil".into();
+        store.put_raw(raw).unwrap();
+        let evil = TenantId::new("evil").unwrap();
+        assert!(matches!(
+            store.load(&evil).await,
+            Err(crate::Error::ConfigIntegrity { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn rolled_back_record_is_refused() {
+        let (store, mut cfg) = setup();
+        store.save(&cfg).await.unwrap();
+        let old = store.raw(&cfg.tenant).unwrap();
+        cfg.revision = 2;
+        cfg.audit_sink = Some("siem".into());
+        store.save(&cfg).await.unwrap();
+        store.load(&cfg.tenant).await.unwrap();
+        store.put_raw(old).unwrap();
+        assert!(matches!(
+            store.load(&cfg.tenant).await,
+            Err(crate::Error::ConfigRollback {
+                seen: 2,
+                offered: 1,
+                ..
+            })
+        ));
+        // Saving without raising the revision is refused too.
+        assert!(store.save(&cfg).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_process_needs_a_floor_to_see_rollbacks() {
+        let key = || OperatorKey::new(SecretKey::from_bytes([9; 32]));
+        let (store, cfg) = setup();
+        store.save(&cfg).await.unwrap();
+        let old = store.raw(&cfg.tenant).unwrap();
+        let fresh =
+            MemoryConfigStore::with_verifier(ConfigVerifier::new(key()).with_floor(&cfg.tenant, 2));
+        fresh.put_raw(old).unwrap();
+        assert!(matches!(
+            fresh.load(&cfg.tenant).await,
+            Err(crate::Error::ConfigRollback { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_clear_errors() {
+        let (_, mut cfg) = setup();
+        cfg.policies.clear();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no class policies")
+        );
+        assert!(OperatorKey::from_env("CMK_TEST_SURELY_UNSET_VAR").is_err());
+    }
+}
