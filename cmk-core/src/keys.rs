@@ -6,7 +6,7 @@
 //! [`crate::CmkSettings::max_warm_versions`] per class), so rows sealed before a roll-over
 //! still read, and the index and deterministic roots when a requested class is searchable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +39,12 @@ pub struct TenantKeys {
     pub(crate) config: Arc<TenantConfig>,
     pub(crate) keks: HashMap<(u32, u32), LoadedKek>,
     pub(crate) active: HashMap<Class, (u32, u32)>,
+    /// Every (KEK id, version) the registry records for the tenant, requested, destroyed or
+    /// not: a value naming one of these that is not loaded is `KeyUnavailable`; a value
+    /// naming anything else is `Tampered`.
+    pub(crate) known_keks: HashSet<(u32, u32)>,
+    /// Every index and deterministic root version the registry records.
+    pub(crate) known_roots: HashSet<(bool, u8)>,
     pub(crate) index_roots: BTreeMap<u8, SecretKey>,
     pub(crate) deterministic_roots: BTreeMap<u8, SecretKey>,
     pub(crate) derived: Mutex<DerivedKeys>,
@@ -99,6 +105,31 @@ impl TenantKeys {
         }
     }
 
+    /// The error for a KEK a stored value names but the handle does not hold.
+    pub(crate) fn missing_kek(&self, kek_id: u32, version: u32) -> crate::Error {
+        if self.known_keks.contains(&(kek_id, version)) {
+            crate::Error::KeyUnavailable {
+                tenant: self.tenant.to_string(),
+                kek_id,
+                version,
+            }
+        } else {
+            crate::Error::Tampered
+        }
+    }
+
+    fn missing_root(&self, deterministic: bool, version: u8) -> crate::Error {
+        if self.known_roots.contains(&(deterministic, version)) {
+            crate::Error::KeyUnavailable {
+                tenant: self.tenant.to_string(),
+                kek_id: 0,
+                version: u32::from(version),
+            }
+        } else {
+            crate::Error::Tampered
+        }
+    }
+
     pub(crate) fn current_index_version(&self) -> crate::Result<u8> {
         self.index_roots
             .keys()
@@ -120,11 +151,7 @@ impl TenantKeys {
         let root = self
             .index_roots
             .get(&version)
-            .ok_or_else(|| crate::Error::KeyUnavailable {
-                tenant: self.tenant.to_string(),
-                kek_id: 0,
-                version: u32::from(version),
-            })?;
+            .ok_or_else(|| self.missing_root(false, version))?;
         let mut cache = self
             .derived
             .lock()
@@ -154,14 +181,10 @@ impl TenantKeys {
         column: &str,
         version: u8,
     ) -> crate::Result<Arc<Zeroizing<[u8; 64]>>> {
-        let root =
-            self.deterministic_roots
-                .get(&version)
-                .ok_or_else(|| crate::Error::KeyUnavailable {
-                    tenant: self.tenant.to_string(),
-                    kek_id: 0,
-                    version: u32::from(version),
-                })?;
+        let root = self
+            .deterministic_roots
+            .get(&version)
+            .ok_or_else(|| self.missing_root(true, version))?;
         let mut cache = self
             .derived
             .lock()

@@ -487,11 +487,7 @@ impl TenantKeys {
             let kek = self
                 .keks
                 .get(&(kc.kek_id, kc.kek_version))
-                .ok_or(Error::KeyUnavailable {
-                    tenant: tenant.to_string(),
-                    kek_id: kc.kek_id,
-                    version: kc.kek_version,
-                })?;
+                .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
             if kek.class != *class {
                 return Err(Error::Tampered);
             }

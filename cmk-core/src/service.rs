@@ -312,6 +312,22 @@ impl Cmk {
             .iter()
             .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
 
+        let known_keks = views
+            .iter()
+            .filter(|v| v.purpose == Purpose::Kek)
+            .map(|v| (v.kek_id, v.version))
+            .collect();
+        let known_roots = views
+            .iter()
+            .filter_map(|v| {
+                let version = u8::try_from(v.version).ok()?;
+                match v.purpose {
+                    Purpose::IndexRoot => Some((false, version)),
+                    Purpose::DeterministicRoot => Some((true, version)),
+                    _ => None,
+                }
+            })
+            .collect();
         let mut keks = HashMap::new();
         let mut active = HashMap::new();
         let mut index_roots = BTreeMap::new();
@@ -333,6 +349,12 @@ impl Cmk {
                 )));
             }
             for v in versions {
+                // A version without material under the configured master key is skipped:
+                // rows naming it fail with `KeyUnavailable`, and it never becomes the write
+                // key (an entry forged under another key must not be written with).
+                if v.wrapped_by.is_none() {
+                    continue;
+                }
                 let key = self.unwrap_view(ctx, v).await?;
                 if v.state == KeyState::Active && !active.contains_key(*class) {
                     active.insert((*class).clone(), (v.kek_id, v.version));
@@ -345,9 +367,17 @@ impl Cmk {
                     },
                 );
             }
+            if !active.contains_key(*class) {
+                return Err(Error::InvalidConfig(format!(
+                    "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
+                )));
+            }
         }
         if searchable {
-            for v in views.iter().filter(|v| v.state != KeyState::Destroyed) {
+            for v in views
+                .iter()
+                .filter(|v| v.state != KeyState::Destroyed && v.wrapped_by.is_some())
+            {
                 let Ok(version) = u8::try_from(v.version) else {
                     continue;
                 };
@@ -367,6 +397,8 @@ impl Cmk {
             config,
             keks,
             active,
+            known_keks,
+            known_roots,
             index_roots,
             deterministic_roots,
             derived: Mutex::new(Default::default()),

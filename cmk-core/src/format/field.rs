@@ -61,8 +61,9 @@ pub fn parse(bytes: &[u8]) -> crate::Result<FieldCiphertext<'_>> {
     })
 }
 
-/// Builds the inner plaintext into `out` (which must be empty).
+/// Appends the inner plaintext to `out` (padding counts from where it starts).
 pub fn inner_plaintext(out: &mut Vec<u8>, value: Option<&[u8]>, flags: u8, block: u16) {
+    let start = out.len();
     if flags & FLAG_PRESENCE != 0 {
         out.push(u8::from(value.is_some()));
     }
@@ -70,7 +71,7 @@ pub fn inner_plaintext(out: &mut Vec<u8>, value: Option<&[u8]>, flags: u8, block
     if flags & FLAG_PADDED != 0 && block > 0 {
         out.push(0x80);
         let block = usize::from(block);
-        while out.len() % block != 0 {
+        while (out.len() - start) % block != 0 {
             out.push(0);
         }
     }

@@ -1,0 +1,173 @@
+//! Shared fixture: a local KMS (counted), in-memory registry, configuration store and event
+//! sink, two onboarded tenants and a patients schema with three classes.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cmk_core::crypto::normalize::Normalizer;
+use cmk_core::event::MemorySink;
+use cmk_core::kms::local::LocalKms;
+use cmk_core::kms::{KeyRef, Kms, KmsError};
+use cmk_core::registry::MemoryRegistry;
+use cmk_core::schema::{FieldSpec, RowSchema};
+use cmk_core::seal::{SealedRow, StoredRow};
+use cmk_core::secret::{SecretBytes, SecretKey};
+use cmk_core::tenant::{MemoryConfigStore, OperatorKey};
+use cmk_core::{Class, Cmk, Policy, RequestContext, SearchMode, TenantConfig, TenantId};
+
+/// Counts calls into an inner KMS.
+#[derive(Debug)]
+pub struct CountingKms {
+    pub inner: Arc<LocalKms>,
+    pub wraps: AtomicUsize,
+    pub unwraps: AtomicUsize,
+}
+
+impl CountingKms {
+    pub fn calls(&self) -> usize {
+        self.wraps.load(Ordering::SeqCst) + self.unwraps.load(Ordering::SeqCst)
+    }
+    pub fn reset(&self) {
+        self.wraps.store(0, Ordering::SeqCst);
+        self.unwraps.store(0, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Kms for CountingKms {
+    fn provider(&self) -> &str {
+        "local"
+    }
+    async fn wrap(&self, key: &KeyRef, p: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+        self.wraps.fetch_add(1, Ordering::SeqCst);
+        self.inner.wrap(key, p, aad).await
+    }
+    async fn unwrap(&self, key: &KeyRef, w: &[u8], aad: &[u8]) -> Result<SecretBytes, KmsError> {
+        self.unwraps.fetch_add(1, Ordering::SeqCst);
+        self.inner.unwrap(key, w, aad).await
+    }
+}
+
+pub struct Fixture {
+    pub local: Arc<LocalKms>,
+    pub kms: Arc<CountingKms>,
+    pub registry: Arc<MemoryRegistry>,
+    pub configs: Arc<MemoryConfigStore>,
+    pub sink: Arc<MemorySink>,
+    pub cmk: Cmk,
+}
+
+pub fn ctx(tenant: &str) -> RequestContext {
+    RequestContext::new(TenantId::new(tenant).unwrap())
+}
+
+/// A configuration whose classes all allow search; `restricted` is readable by `doctor` only.
+pub fn config_for(tenant: &str, key: KeyRef) -> TenantConfig {
+    let mut cfg = TenantConfig::new(TenantId::new(tenant).unwrap(), key.clone());
+    for policy in cfg.policies.values_mut() {
+        policy.search = SearchMode::Deterministic;
+    }
+    cfg.policies.insert(
+        Class::new("restricted").unwrap(),
+        Policy::new(key).with_readers(["doctor"]),
+    );
+    cfg
+}
+
+impl Fixture {
+    pub async fn new(tenants: &[&str]) -> Fixture {
+        let local = Arc::new(LocalKms::in_memory());
+        let kms = Arc::new(CountingKms {
+            inner: local.clone(),
+            wraps: 0.into(),
+            unwraps: 0.into(),
+        });
+        let registry = Arc::new(MemoryRegistry::new());
+        let configs = Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::from_bytes([42; 32]),
+        )));
+        let sink = Arc::new(MemorySink::new());
+        let cmk = Cmk::builder()
+            .kms(kms.clone())
+            .registry(registry.clone())
+            .configs(configs.clone())
+            .sink(sink.clone())
+            .build()
+            .unwrap();
+        for t in tenants {
+            let key = local.create_key(t).unwrap();
+            let c = ctx(t);
+            cmk.configure_tenant(&c, &config_for(t, key)).await.unwrap();
+            cmk.onboard(&c).await.unwrap();
+        }
+        kms.reset();
+        sink.take();
+        Fixture {
+            local,
+            kms,
+            registry,
+            configs,
+            sink,
+            cmk,
+        }
+    }
+}
+
+pub fn class(s: &str) -> Class {
+    Class::new(s).unwrap()
+}
+
+/// patients: email (private, blind index), name (private), ssn (restricted),
+/// code (secret, deterministic).
+pub fn patients() -> RowSchema {
+    RowSchema::new(
+        "patients",
+        vec![
+            FieldSpec::new("email", class("private")).blind_index(Normalizer::Casefold),
+            FieldSpec::new("name", class("private")),
+            FieldSpec::new("ssn", class("restricted")),
+            FieldSpec::new("code", class("secret")).deterministic(),
+        ],
+    )
+    .unwrap()
+}
+
+pub const ALL: [&str; 3] = ["private", "restricted", "secret"];
+
+pub fn doctor(tenant: &str) -> RequestContext {
+    ctx(tenant).with_role("doctor")
+}
+
+/// Owned copy of a sealed row that tests can tamper with, viewed as a `StoredRow`.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub tenant: String,
+    pub key_columns: Vec<Option<Vec<u8>>>,
+    pub fields: Vec<Option<Vec<u8>>>,
+}
+
+impl Stored {
+    pub fn from_sealed(tenant: &str, s: &SealedRow) -> Stored {
+        Stored {
+            tenant: tenant.into(),
+            key_columns: s.key_columns.clone(),
+            fields: s.fields.clone(),
+        }
+    }
+
+    pub fn with<T>(
+        &self,
+        row_id: Option<&cmk_core::format::aad::RowId>,
+        f: impl FnOnce(&StoredRow<'_>) -> T,
+    ) -> T {
+        let k: Vec<Option<&[u8]>> = self.key_columns.iter().map(|v| v.as_deref()).collect();
+        let v: Vec<Option<&[u8]>> = self.fields.iter().map(|v| v.as_deref()).collect();
+        f(&StoredRow {
+            tenant: &self.tenant,
+            row_id,
+            key_columns: &k,
+            fields: &v,
+        })
+    }
+}

@@ -1,0 +1,53 @@
+//! The random buffer must not survive `fork`: parent and child would otherwise draw the same
+//! bytes, hence the same DEKs and nonces. This binary holds this one test only, so the fork
+//! happens with no other test thread running.
+
+use std::io::Read;
+use std::os::fd::FromRawFd;
+
+use cmk_core::crypto::rng;
+
+#[test]
+fn parent_and_child_draw_different_bytes_after_fork() {
+    // Fill this thread's buffer, so both processes would hold the same unused bytes.
+    let _warm: [u8; 32] = rng::array().unwrap();
+    let mut fds = [0i32; 2];
+    // SAFETY: `pipe` writes two file descriptors into the array we own.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: the child only draws from the already allocated buffer (getpid, copy,
+    // possibly the getrandom syscall), writes to a pipe and calls `_exit`; it allocates
+    // nothing and takes no lock another thread could hold.
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let bytes: [u8; 32] = rng::array().unwrap_or([0; 32]);
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::write(fds[1], bytes.as_ptr().cast(), 32);
+            libc::_exit(0);
+        }
+    }
+    let parent: [u8; 32] = rng::array().unwrap();
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::close(fds[1]);
+    }
+    // SAFETY: fds[0] is the read end we own; File closes it on drop.
+    #[allow(unsafe_code)]
+    let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let mut child = [0u8; 32];
+    reader.read_exact(&mut child).unwrap();
+    let mut status = 0;
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::waitpid(pid, &mut status, 0);
+    }
+    assert_ne!(child, [0u8; 32], "child produced no bytes");
+    assert_ne!(
+        parent, child,
+        "parent and child drew the same random bytes after fork"
+    );
+}

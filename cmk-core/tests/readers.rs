@@ -1,0 +1,77 @@
+//! Reader roles: a class the actor may not read is refused with a distinct error, or withheld
+//! by a partial unseal, and either way a DATA_DENY_ACCESS event is emitted.
+
+mod common;
+
+use cmk_core::Error;
+use cmk_core::event::Outcome;
+use cmk_core::format::aad::RowId;
+use cmk_core::seal::Revealed;
+use common::*;
+
+#[tokio::test]
+async fn strict_unseal_refuses_and_partial_unseal_withholds() {
+    let fx = Fixture::new(&["acme"]).await;
+    let writer = doctor("acme");
+    let keys = fx.cmk.keys_for(&writer, &ALL).await.unwrap();
+    let id = RowId::Uuid([7; 16]);
+    let sealed = keys
+        .seal(
+            &writer,
+            &patients(),
+            Some(&id),
+            &[Some(b"a@x"), Some(b"Ann"), Some(b"123"), Some(b"C")],
+        )
+        .unwrap();
+    let row = Stored::from_sealed("acme", &sealed);
+    fx.sink.take();
+
+    // A nurse lacks the `doctor` role that `restricted` requires.
+    let nurse = ctx("acme").with_role("nurse");
+    let err = row
+        .with(Some(&id), |r| keys.unseal(&nurse, &patients(), r))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::AccessDenied { class } if class == "restricted"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "access denied: the actor may not read class `restricted`"
+    );
+
+    let partial = row
+        .with(Some(&id), |r| keys.unseal_partial(&nurse, &patients(), r))
+        .unwrap();
+    assert_eq!(partial.values[0].value(), Some(&b"a@x"[..]));
+    assert_eq!(partial.values[1].value(), Some(&b"Ann"[..]));
+    assert_eq!(partial.values[2], Revealed::Withheld);
+    assert_eq!(partial.values[3].value(), Some(&b"C"[..]));
+
+    let events = fx.sink.take();
+    let summary: Vec<(&str, bool)> = events
+        .iter()
+        .map(|e| (e.name.as_str(), e.outcome == Outcome::Success))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("DATA_DENY_ACCESS", false),
+            ("DATA_DENY_ACCESS", false),
+            ("DATA_DECRYPT", true)
+        ]
+    );
+    assert_eq!(events[1].classes, vec!["restricted"]);
+    assert_eq!(events[1].columns, vec!["ssn"]);
+    assert_eq!(
+        events[1].record_id.as_deref(),
+        Some("07070707-0707-0707-0707-070707070707")
+    );
+    assert_eq!(events[2].columns, vec!["email", "name", "code"]);
+
+    // The doctor reads everything.
+    let all = row
+        .with(Some(&id), |r| keys.unseal(&writer, &patients(), r))
+        .unwrap();
+    assert_eq!(all.values[2].value(), Some(&b"123"[..]));
+}

@@ -1,0 +1,301 @@
+//! The key registry and onboarding: entries are bound to tenant, purpose and policy; the
+//! database cannot make cmk write under a key it knows; nothing is provisioned implicitly.
+
+mod common;
+
+use cmk_core::format::aad::Aad;
+use cmk_core::kms::{KeyRef, Kms, KmsErrorKind};
+use cmk_core::registry::{KeyRegistry, KeyState, Purpose, RegistryEntry, entry_aad, kek_id};
+use cmk_core::schema::{FieldSpec, RowSchema};
+use cmk_core::{Error, TenantId};
+use common::*;
+
+async fn entry(fx: &Fixture, tenant: &str, purpose: Purpose, policy: &str) -> RegistryEntry {
+    fx.registry
+        .entries(&TenantId::new(tenant).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.purpose == purpose && e.policy == policy)
+        .unwrap()
+}
+
+fn kms_kind(e: &Error) -> Option<KmsErrorKind> {
+    match e {
+        Error::Kms { source, .. } => Some(source.kind),
+        _ => None,
+    }
+}
+
+/// Two tenants that share one master key (a hosted tier), so only the associated data
+/// tells their entries apart.
+async fn shared_key_fixture() -> Fixture {
+    let fx = Fixture::new(&[]).await;
+    let key = fx.local.create_key("shared").unwrap();
+    for t in ["acme", "globex"] {
+        fx.cmk
+            .configure_tenant(&ctx(t), &config_for(t, key.clone()))
+            .await
+            .unwrap();
+        fx.cmk.onboard(&ctx(t)).await.unwrap();
+    }
+    fx
+}
+
+#[tokio::test]
+async fn an_entry_copied_to_another_tenant_fails_to_unwrap() {
+    let fx = shared_key_fixture().await;
+    let mut copied = entry(&fx, "acme", Purpose::Kek, "private").await;
+    copied.tenant = TenantId::new("globex").unwrap();
+    copied.version = 2;
+    fx.registry.insert_raw(copied).unwrap();
+    let err = fx
+        .cmk
+        .keys_for(&ctx("globex"), &["private"])
+        .await
+        .unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+    // The same bytes under their own tenant still unwrap: the binding is what failed.
+    assert!(fx.cmk.keys_for(&ctx("acme"), &["private"]).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_entry_copied_to_another_purpose_or_class_fails_to_unwrap() {
+    let fx = shared_key_fixture().await;
+    let root = entry(&fx, "acme", Purpose::IndexRoot, "").await;
+    let as_kek = RegistryEntry {
+        purpose: Purpose::Kek,
+        policy: "private".into(),
+        kek_id: kek_id("private"),
+        version: 2,
+        ..root
+    };
+    fx.registry.insert_raw(as_kek).unwrap();
+    let err = fx
+        .cmk
+        .keys_for(&ctx("acme"), &["private"])
+        .await
+        .unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+
+    let restricted = entry(&fx, "globex", Purpose::Kek, "restricted").await;
+    let as_private = RegistryEntry {
+        policy: "private".into(),
+        kek_id: kek_id("private"),
+        version: 2,
+        ..restricted
+    };
+    fx.registry.insert_raw(as_private).unwrap();
+    let err = fx
+        .cmk
+        .keys_for(&ctx("globex"), &["private"])
+        .await
+        .unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_database_writer_cannot_make_cmk_write_under_a_key_it_knows() {
+    let fx = Fixture::new(&["acme"]).await;
+    // The attacker controls a master key of its own and forges a version 2 KEK under it,
+    // with correct associated data, so its own KMS would unwrap it happily.
+    let attacker_key = fx.local.create_key("attacker").unwrap();
+    let known_kek = [0x66u8; 32];
+    let tenant = TenantId::new("acme").unwrap();
+    let aad = entry_aad(
+        Purpose::Kek,
+        &tenant,
+        "private",
+        kek_id("private"),
+        2,
+        &attacker_key,
+    );
+    let wrapped = fx
+        .kms
+        .wrap(&attacker_key, &known_kek, aad.as_bytes())
+        .await
+        .unwrap();
+    fx.registry
+        .insert_raw(RegistryEntry {
+            tenant: tenant.clone(),
+            purpose: Purpose::Kek,
+            policy: "private".into(),
+            kek_id: kek_id("private"),
+            version: 2,
+            cmk_ref: attacker_key,
+            state: KeyState::Active,
+            wrapped,
+            created_at: 0,
+        })
+        .unwrap();
+    let c = ctx("acme");
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    // Writes stay on version 1, wrapped under the tenant's configured key.
+    assert_eq!(
+        keys.active_kek(&class("private")),
+        Some((kek_id("private"), 1))
+    );
+    let schema = RowSchema::new("t", vec![FieldSpec::new("p", class("private"))]).unwrap();
+    let sealed = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    assert_eq!(
+        &sealed.key_columns[0].as_ref().unwrap()[5..9],
+        &1u32.to_be_bytes()
+    );
+}
+
+#[tokio::test]
+async fn a_forged_state_entry_can_only_restrict() {
+    let fx = Fixture::new(&["acme"]).await;
+    let mut destroyed = entry(&fx, "acme", Purpose::Kek, "private").await;
+    destroyed.state = KeyState::Destroyed;
+    destroyed.wrapped.clear();
+    fx.registry.insert_raw(destroyed).unwrap();
+    // Version 1 is now destroyed as far as anyone can tell: denial of service, no widening.
+    let err = fx
+        .cmk
+        .keys_for(&ctx("acme"), &["private"])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn unknown_tenants_are_errors_and_nothing_is_provisioned_implicitly() {
+    let fx = Fixture::new(&[]).await;
+    let c = ctx("acme");
+    let err = fx.cmk.keys_for(&c, &["private"]).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownTenant { .. }), "{err:?}");
+    // Configured but not onboarded: still unknown, and the registry stays empty.
+    let key = fx.local.create_key("acme").unwrap();
+    fx.cmk
+        .configure_tenant(&c, &config_for("acme", key))
+        .await
+        .unwrap();
+    let err = fx.cmk.keys_for(&c, &["private"]).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownTenant { .. }), "{err:?}");
+    assert!(fx.registry.entries(c.tenant()).await.unwrap().is_empty());
+    // Onboarding without a configuration is refused.
+    assert!(matches!(
+        fx.cmk.onboard(&ctx("nobody")).await,
+        Err(Error::UnknownTenant { .. })
+    ));
+}
+
+#[tokio::test]
+async fn onboarding_proves_the_master_key_first_and_writes_nothing_if_it_fails() {
+    let fx = Fixture::new(&[]).await;
+    let c = ctx("acme");
+    let key = fx.local.create_key("acme").unwrap();
+    fx.cmk
+        .configure_tenant(&c, &config_for("acme", key))
+        .await
+        .unwrap();
+    fx.local.disable("acme").unwrap();
+    let err = fx.cmk.onboard(&c).await.unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+    assert!(fx.registry.entries(c.tenant()).await.unwrap().is_empty());
+    let events = fx.sink.take();
+    let last = events.last().unwrap();
+    assert_eq!(last.name.as_str(), "ADMIN_TENANT_ONBOARDED");
+    assert!(
+        matches!(&last.outcome, cmk_core::event::Outcome::Failure { error } if error == "kms_invalid")
+    );
+
+    fx.local.enable("acme").unwrap();
+    let report = fx.cmk.onboard(&c).await.unwrap();
+    assert_eq!(report.proven_keys, vec![KeyRef::new("local:acme").unwrap()]);
+    // Four built-in classes, index root, deterministic root.
+    assert_eq!(report.entries_written, 6);
+    assert_eq!(
+        fx.cmk.onboard(&c).await.unwrap().entries_written,
+        0,
+        "idempotent"
+    );
+}
+
+#[tokio::test]
+async fn a_class_added_later_is_provisioned_by_onboarding_again_only() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let key = KeyRef::new("local:acme").unwrap();
+    let mut cfg = config_for("acme", key.clone());
+    cfg.revision = 2;
+    cfg.policies
+        .insert(class("payroll"), cmk_core::Policy::new(key));
+    fx.cmk.configure_tenant(&c, &cfg).await.unwrap();
+    let err = fx.cmk.keys_for(&c, &["payroll"]).await.unwrap_err();
+    assert!(err.to_string().contains("run onboarding"), "{err}");
+    assert_eq!(fx.cmk.onboard(&c).await.unwrap().entries_written, 1);
+    assert!(fx.cmk.keys_for(&c, &["payroll"]).await.is_ok());
+}
+
+#[tokio::test]
+async fn two_instances_onboarding_at_once_agree_on_one_key() {
+    let fx = Fixture::new(&[]).await;
+    let c = ctx("acme");
+    let key = fx.local.create_key("acme").unwrap();
+    fx.cmk
+        .configure_tenant(&c, &config_for("acme", key))
+        .await
+        .unwrap();
+    let other = cmk_core::Cmk::builder()
+        .kms(fx.kms.clone())
+        .registry(fx.registry.clone())
+        .configs(fx.configs.clone())
+        .sink(fx.sink.clone())
+        .build()
+        .unwrap();
+    let (a, b) = tokio::join!(fx.cmk.onboard(&c), other.onboard(&c));
+    assert_eq!(a.unwrap().entries_written + b.unwrap().entries_written, 6);
+    let entries = fx.registry.entries(c.tenant()).await.unwrap();
+    assert_eq!(entries.len(), 6, "one entry per key, whoever won");
+    let schema = RowSchema::new("t", vec![FieldSpec::new("p", class("private"))]).unwrap();
+    let ka = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    let kb = other.keys_for(&c, &["private"]).await.unwrap();
+    let sealed = ka.seal(&c, &schema, None, &[Some(b"shared")]).unwrap();
+    let out = Stored::from_sealed("acme", &sealed)
+        .with(None, |r| kb.unseal(&c, &schema, r))
+        .unwrap();
+    assert_eq!(out.values[0].value(), Some(&b"shared"[..]));
+}
+
+#[tokio::test]
+async fn configuration_changes_are_audited_and_bound_to_the_tenant() {
+    let fx = Fixture::new(&["acme"]).await;
+    let key = KeyRef::new("local:acme").unwrap();
+    let mut cfg = config_for("acme", key);
+    cfg.revision = 2;
+    // Saving acme's configuration from globex's context is refused.
+    assert!(matches!(
+        fx.cmk.configure_tenant(&ctx("globex"), &cfg).await,
+        Err(Error::TenantMismatch { .. })
+    ));
+    fx.cmk.configure_tenant(&ctx("acme"), &cfg).await.unwrap();
+    let names: Vec<_> = fx
+        .sink
+        .take()
+        .iter()
+        .map(|e| (e.name.as_str(), e.outcome.clone()))
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(
+        names
+            .iter()
+            .all(|(n, _)| *n == "ADMIN_TENANT_CONFIG_CHANGED")
+    );
+    assert_eq!(names[1].1, cmk_core::event::Outcome::Success);
+}
+
+#[tokio::test]
+async fn the_kms_sees_only_bound_associated_data() {
+    // Sanity of the test double: the local KMS refuses other associated data.
+    let fx = Fixture::new(&["acme"]).await;
+    let e = entry(&fx, "acme", Purpose::Kek, "private").await;
+    let wrong = Aad::new("cmk/registry").text("something else");
+    let err = fx
+        .kms
+        .unwrap(&e.cmk_ref, &e.wrapped, wrong.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, KmsErrorKind::Invalid);
+}
