@@ -19,8 +19,8 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use cmk_core::crypto::rng;
-use cmk_core::format::aad::Aad;
 use cmk_core::event::{EventSink, SecurityEvent, SinkError};
+use cmk_core::format::aad::Aad;
 use cmk_core::kms::local::LocalKms;
 use cmk_core::registry::MemoryRegistry;
 use cmk_core::schema::{FieldSpec, RowSchema};
@@ -60,10 +60,29 @@ impl Baseline {
         // Same lengths as cmk's associated data (built with cmk's encoder, then replaced by
         // filler: only the length matters to GHASH's cost).
         let field_aad_len = |col: &str, class: &str| {
-            Aad::new("cmk/field").u8(1).u8(0).text("acme").text(TABLE).text(col).text(class).row_id(None).as_bytes().len()
+            Aad::new("cmk/field")
+                .u8(1)
+                .u8(0)
+                .text("acme")
+                .text(TABLE)
+                .text(col)
+                .text(class)
+                .row_id(None)
+                .as_bytes()
+                .len()
         };
         let dek_aad_len = |class: &str, list: usize| {
-            Aad::new("cmk/dek").u8(1).text("acme").text(TABLE).text(class).u32(0).u32(1).row_id(None).bytes(&vec![0; list]).as_bytes().len()
+            Aad::new("cmk/dek")
+                .u8(1)
+                .text("acme")
+                .text(TABLE)
+                .text(class)
+                .u32(0)
+                .u32(1)
+                .row_id(None)
+                .bytes(&vec![0; list])
+                .as_bytes()
+                .len()
         };
         Baseline {
             kek: Aes256Gcm::new(&[7u8; 32].into()),
@@ -72,12 +91,18 @@ impl Baseline {
                 vec![2; field_aad_len(COLUMNS[1], "private")],
                 vec![3; field_aad_len(COLUMNS[2], "restricted")],
             ],
-            dek_aad: [vec![4; dek_aad_len("private", 12)], vec![5; dek_aad_len("restricted", 8)]],
+            dek_aad: [
+                vec![4; dek_aad_len("private", 12)],
+                vec![5; dek_aad_len("restricted", 8)],
+            ],
         }
     }
 
     fn seal(&self, values: &[&[u8]; 3]) -> BaselineRow {
-        let mut row = BaselineRow { wrapped: [[0; 60]; 2], fields: Default::default() };
+        let mut row = BaselineRow {
+            wrapped: [[0; 60]; 2],
+            fields: Default::default(),
+        };
         let classes: [&[usize]; 2] = [&[0, 1], &[2]];
         for (k, members) in classes.iter().enumerate() {
             let dek: [u8; 32] = rng::array().unwrap();
@@ -88,14 +113,21 @@ impl Baseline {
                 out.extend_from_slice(&nonce);
                 out.extend_from_slice(values[i]);
                 let tag = cipher
-                    .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.field_aad[i], &mut out[12..])
+                    .encrypt_in_place_detached(
+                        Nonce::from_slice(&nonce),
+                        &self.field_aad[i],
+                        &mut out[12..],
+                    )
                     .unwrap();
                 out.extend_from_slice(&tag);
                 row.fields[i] = out;
             }
             let nonce: [u8; 12] = rng::array().unwrap();
             let mut buf = dek;
-            let tag = self.kek.encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.dek_aad[k], &mut buf).unwrap();
+            let tag = self
+                .kek
+                .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.dek_aad[k], &mut buf)
+                .unwrap();
             row.wrapped[k][..12].copy_from_slice(&nonce);
             row.wrapped[k][12..44].copy_from_slice(&buf);
             row.wrapped[k][44..].copy_from_slice(&tag);
@@ -111,7 +143,12 @@ impl Baseline {
             let mut dek = [0u8; 32];
             dek.copy_from_slice(&w[12..44]);
             self.kek
-                .decrypt_in_place_detached(Nonce::from_slice(&w[..12]), &self.dek_aad[k], &mut dek, Tag::from_slice(&w[44..]))
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(&w[..12]),
+                    &self.dek_aad[k],
+                    &mut dek,
+                    Tag::from_slice(&w[44..]),
+                )
                 .unwrap();
             let cipher = Aes256Gcm::new(&dek.into());
             for &i in *members {
@@ -133,21 +170,29 @@ impl Baseline {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let kms = Arc::new(LocalKms::in_memory());
     let key = kms.create_key("acme").unwrap();
     let cmk = Cmk::builder()
         .kms(kms)
         .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(SecretKey::from_bytes([1; 32])))))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::from_bytes([1; 32]),
+        ))))
         .sink(Arc::new(CountingSink::default()))
         .build()
         .unwrap();
     let ctx = RequestContext::new(TenantId::new("acme").unwrap());
     let keys = rt.block_on(async {
-        cmk.configure_tenant(&ctx, &TenantConfig::new(ctx.tenant().clone(), key)).await.unwrap();
+        cmk.configure_tenant(&ctx, &TenantConfig::new(ctx.tenant().clone(), key))
+            .await
+            .unwrap();
         cmk.onboard(&ctx).await.unwrap();
-        cmk.keys_for(&ctx, &["private", "restricted"]).await.unwrap()
+        cmk.keys_for(&ctx, &["private", "restricted"])
+            .await
+            .unwrap()
     });
     let class = |s: &str| Class::new(s).unwrap();
     let schema = RowSchema::new(
@@ -164,20 +209,49 @@ fn benches(c: &mut Criterion) {
     let base = Baseline::new();
 
     let mut g = c.benchmark_group("row_3x32B_2_classes");
-    g.bench_function("seal/cmk", |b| b.iter(|| keys.seal(&ctx, &schema, None, black_box(&values)).unwrap()));
-    g.bench_function("seal/raw_aes_gcm", |b| b.iter(|| base.seal(black_box(&[&v[0], &v[1], &v[2]]))));
+    g.bench_function("seal/cmk", |b| {
+        b.iter(|| keys.seal(&ctx, &schema, None, black_box(&values)).unwrap())
+    });
+    g.bench_function("seal/raw_aes_gcm", |b| {
+        b.iter(|| base.seal(black_box(&[&v[0], &v[1], &v[2]])))
+    });
 
     let sealed = keys.seal(&ctx, &schema, None, &values).unwrap();
     let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
     let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
-    let row = StoredRow { tenant: "acme", row_id: None, key_columns: &kc, fields: &fs };
+    let row = StoredRow {
+        tenant: "acme",
+        row_id: None,
+        key_columns: &kc,
+        fields: &fs,
+    };
     let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
-    g.bench_function("unseal/cmk", |b| b.iter(|| keys.unseal(&ctx, &schema, black_box(&row)).unwrap()));
-    g.bench_function("unseal/raw_aes_gcm", |b| b.iter(|| base.unseal(black_box(&base_row))));
+    g.bench_function("unseal/cmk", |b| {
+        b.iter(|| keys.unseal(&ctx, &schema, black_box(&row)).unwrap())
+    });
+    g.bench_function("unseal/raw_aes_gcm", |b| {
+        b.iter(|| base.unseal(black_box(&base_row)))
+    });
     g.finish();
 
-    let sizes = (sealed.key_columns.iter().flatten().map(Vec::len).collect::<Vec<_>>(), sealed.fields.iter().flatten().map(Vec::len).collect::<Vec<_>>());
-    println!("sizes: key columns {:?} bytes, fields {:?} bytes for 32-byte plaintexts", sizes.0, sizes.1);
+    let sizes = (
+        sealed
+            .key_columns
+            .iter()
+            .flatten()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+        sealed
+            .fields
+            .iter()
+            .flatten()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+    );
+    println!(
+        "sizes: key columns {:?} bytes, fields {:?} bytes for 32-byte plaintexts",
+        sizes.0, sizes.1
+    );
 }
 
 criterion_group! {

@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// A tenant identifier, as stored in the model's tenant column.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// Makes a tenant id; it must be non-empty and at most 255 bytes.
@@ -20,7 +21,12 @@ impl TenantId {
                 "a tenant id must be 1 to 255 bytes long".into(),
             ));
         }
-        Ok(TenantId(id))
+        Ok(TenantId(Arc::from(id)))
+    }
+
+    /// The id as a shared string (cheap to clone into events).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
     }
 
     /// The id as a string.

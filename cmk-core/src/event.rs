@@ -6,8 +6,9 @@
 //! further sinks.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -69,27 +70,65 @@ pub enum Outcome {
     },
 }
 
-/// One security event.
+/// A unique event id: 128 random bits, shown and serialised as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId(pub [u8; 16]);
+
+impl EventId {
+    fn fresh() -> Self {
+        // Without randomness the id falls back to time and a counter: still unique per process.
+        crate::crypto::rng::array::<16>()
+            .map(EventId)
+            .unwrap_or_else(|_| {
+                static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&now_ms().to_be_bytes());
+                b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+                EventId(b)
+            })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::hex::encode(&self.0))
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One security event. Column and class lists are shared (`Arc`) because most events of a
+/// table repeat the same lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecurityEvent {
-    /// Unique id (128 random bits, hex) for de-duplication downstream.
-    pub id: String,
+    /// Unique id for de-duplication downstream.
+    pub id: EventId,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// Tenant.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Name.
     pub name: EventName,
     /// Outcome.
     pub outcome: Outcome,
     /// Stored table name, if the event concerns rows.
-    pub table: Option<String>,
+    pub table: Option<Arc<str>>,
     /// Record id, if known (application-assigned ids).
     pub record_id: Option<String>,
     /// Columns touched (names only).
-    pub columns: Vec<String>,
+    pub columns: Arc<[String]>,
     /// Classes touched.
-    pub classes: Vec<String>,
+    pub classes: Arc<[String]>,
     /// Actor (`user:ID` or `service:NAME`).
     pub actor: Option<String>,
     /// Request id.
@@ -105,20 +144,16 @@ pub struct SecurityEvent {
 impl SecurityEvent {
     /// A new event for the request, with a fresh id and the current time.
     pub fn new(ctx: &RequestContext, name: EventName, outcome: Outcome) -> Self {
-        let id = crate::crypto::rng::array::<16>()
-            .map(|b| crate::hex::encode(&b))
-            // Without randomness the id falls back to time + counter, still unique per process.
-            .unwrap_or_else(|_| fallback_id());
         SecurityEvent {
-            id,
+            id: EventId::fresh(),
             timestamp_ms: now_ms(),
-            tenant: ctx.tenant().as_str().to_string(),
+            tenant: ctx.tenant().shared(),
             name,
             outcome,
             table: None,
             record_id: None,
-            columns: Vec::new(),
-            classes: Vec::new(),
+            columns: Arc::from([]),
+            classes: Arc::from([]),
             actor: ctx.actor().map(|a| a.label()),
             request_id: ctx.request_id().map(str::to_string),
             source: ctx.source().map(str::to_string),
@@ -128,8 +163,8 @@ impl SecurityEvent {
     }
 
     /// Sets the table.
-    pub fn with_table(mut self, table: &str) -> Self {
-        self.table = Some(table.to_string());
+    pub fn with_table(mut self, table: impl Into<Arc<str>>) -> Self {
+        self.table = Some(table.into());
         self
     }
 
@@ -140,9 +175,13 @@ impl SecurityEvent {
     }
 
     /// Sets columns and classes touched.
-    pub fn with_fields(mut self, columns: Vec<String>, classes: Vec<String>) -> Self {
-        self.columns = columns;
-        self.classes = classes;
+    pub fn with_fields(
+        mut self,
+        columns: impl Into<Arc<[String]>>,
+        classes: impl Into<Arc<[String]>>,
+    ) -> Self {
+        self.columns = columns.into();
+        self.classes = classes.into();
         self
     }
 }
@@ -152,15 +191,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-fn fallback_id() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        "{:016x}{:016x}",
-        now_ms(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Why a sink could not take an event.
@@ -259,7 +289,7 @@ mod tests {
         let e = SecurityEvent::new(&ctx, EventName::DataDecrypt, Outcome::Success)
             .with_table("patients")
             .with_fields(vec!["ssn".into()], vec!["restricted".into()]);
-        assert_eq!(e.id.len(), 32);
+        assert_eq!(e.id.to_string().len(), 32);
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"name\":\"DATA_DECRYPT\""), "{json}");
         assert!(json.contains("\"actor\":\"service:billing\""));

@@ -37,8 +37,10 @@ pub(crate) struct DerivedKeys {
 pub struct TenantKeys {
     pub(crate) tenant: TenantId,
     pub(crate) config: Arc<TenantConfig>,
-    pub(crate) keks: HashMap<(u32, u32), LoadedKek>,
-    pub(crate) active: HashMap<Class, (u32, u32)>,
+    /// Loaded KEKs by (id, version). A handful per handle: a linear scan beats hashing.
+    pub(crate) keks: Vec<((u32, u32), LoadedKek)>,
+    /// Write KEK per class.
+    pub(crate) active: Vec<(Class, (u32, u32))>,
     /// Every (KEK id, version) the registry records for the tenant, requested, destroyed or
     /// not: a value naming one of these that is not loaded is `KeyUnavailable`; a value
     /// naming anything else is `Tampered`.
@@ -54,7 +56,7 @@ pub struct TenantKeys {
 
 impl fmt::Debug for TenantKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut versions: Vec<_> = self.keks.keys().collect();
+        let mut versions: Vec<_> = self.keks.iter().map(|(k, _)| k).collect();
         versions.sort();
         f.debug_struct("TenantKeys")
             .field("tenant", &self.tenant)
@@ -80,14 +82,24 @@ impl TenantKeys {
 
     /// Classes with an active KEK in this handle.
     pub fn classes(&self) -> Vec<&Class> {
-        let mut c: Vec<&Class> = self.active.keys().collect();
+        let mut c: Vec<&Class> = self.active.iter().map(|(c, _)| c).collect();
         c.sort();
         c
     }
 
     /// The (KEK id, version) new writes of `class` use.
     pub fn active_kek(&self, class: &Class) -> Option<(u32, u32)> {
-        self.active.get(class).copied()
+        self.active
+            .iter()
+            .find(|(c, _)| c == class)
+            .map(|(_, k)| *k)
+    }
+
+    pub(crate) fn kek(&self, id: u32, version: u32) -> Option<&LoadedKek> {
+        self.keks
+            .iter()
+            .find(|(k, _)| *k == (id, version))
+            .map(|(_, kek)| kek)
     }
 
     pub(crate) fn policy(&self, class: &Class) -> crate::Result<&Policy> {

@@ -2,6 +2,8 @@
 //! columns exist. Built once per model (the derive keeps it in a static) and reused for
 //! every row, so the hot path allocates nothing for it.
 
+use std::sync::Arc;
+
 use crate::crypto::normalize::Normalizer;
 use crate::format::key_column::MAX_COLUMN_NAME;
 use crate::policy::Class;
@@ -85,6 +87,22 @@ pub struct RowSchema {
     key_classes: Vec<Class>,
     /// Per key class, the indexes of the envelope fields it seals.
     members: Vec<Vec<usize>>,
+    /// Per key class, its KEK id (a SHA-256 each time would cost more than a field's AES).
+    kek_ids: Vec<u32>,
+    /// Shared lists for events.
+    shared: SharedNames,
+    /// Per field, the schema-fixed start of its associated data (see `seal`).
+    field_aad_prefixes: Vec<Vec<u8>>,
+    /// Per key class, the schema-fixed start of its DEK wrap's associated data.
+    dek_aad_prefixes: Vec<Vec<u8>>,
+}
+
+/// Names events repeat, built once.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedNames {
+    pub(crate) table: Arc<str>,
+    pub(crate) columns: Arc<[String]>,
+    pub(crate) classes: Arc<[String]>,
 }
 
 impl RowSchema {
@@ -138,12 +156,64 @@ impl RowSchema {
                 "table `{table}` has no classified columns"
             )));
         }
-        Ok(RowSchema {
+        let mut schema = RowSchema {
+            shared: SharedNames {
+                table: Arc::from(table.as_str()),
+                columns: Arc::from([]),
+                classes: Arc::from([]),
+            },
             table,
             fields,
             key_classes,
             members,
-        })
+            kek_ids: Vec::new(),
+            field_aad_prefixes: Vec::new(),
+            dek_aad_prefixes: Vec::new(),
+        };
+        schema.refresh();
+        Ok(schema)
+    }
+
+    fn refresh(&mut self) {
+        self.kek_ids = self
+            .key_classes
+            .iter()
+            .map(|c| crate::registry::kek_id(c.as_str()))
+            .collect();
+        self.shared.columns = self.fields.iter().map(|f| f.column.clone()).collect();
+        self.shared.classes = self.classes().iter().map(|c| c.to_string()).collect();
+        self.field_aad_prefixes = self
+            .fields
+            .iter()
+            .map(|f| crate::seal::field_aad_prefix(&self.table, &f.column, f.class.as_str()))
+            .collect();
+        self.dek_aad_prefixes = self
+            .key_classes
+            .iter()
+            .map(|c| crate::seal::dek_aad_prefix(&self.table, c.as_str()))
+            .collect();
+    }
+
+    pub(crate) fn field_aad_prefix(&self, field: usize) -> &[u8] {
+        self.field_aad_prefixes
+            .get(field)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn dek_aad_prefix(&self, key_class: usize) -> &[u8] {
+        self.dek_aad_prefixes
+            .get(key_class)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn shared(&self) -> &SharedNames {
+        &self.shared
+    }
+
+    pub(crate) fn kek_id(&self, key_class: usize) -> u32 {
+        self.kek_ids.get(key_class).copied().unwrap_or_default()
     }
 
     /// Keeps a key column for `class` even if no field has that class any more, so rows
@@ -152,6 +222,7 @@ impl RowSchema {
         if !self.key_classes.contains(&class) {
             self.key_classes.push(class);
             self.members.push(Vec::new());
+            self.refresh();
         }
         self
     }

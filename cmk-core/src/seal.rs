@@ -6,6 +6,8 @@
 //! when ids are application-assigned (docs/FORMAT.md). Any failure to authenticate is
 //! [`Error::Tampered`]; the caller never receives wrong plaintext.
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
 use crate::context::RequestContext;
@@ -14,7 +16,7 @@ use crate::crypto::{rng, search};
 use crate::error::{Error, Result};
 use crate::event::{EventName, Outcome, SecurityEvent};
 use crate::format::aad::{Aad, RowId};
-use crate::format::key_column::{self, ListedColumn};
+use crate::format::key_column;
 use crate::format::{FORMAT_V1, field};
 use crate::keys::TenantKeys;
 use crate::policy::{AuditMode, Class, SearchMode};
@@ -85,41 +87,49 @@ pub struct UnsealedRow {
     pub values: Vec<Revealed>,
 }
 
-fn field_aad(
-    tenant: &str,
-    table: &str,
-    column: &str,
-    class: &str,
-    flags: u8,
-    row_id: Option<&RowId>,
-) -> Aad {
+/// The part of a field's associated data fixed by the schema:
+/// `label "cmk/field" ‖ u8 version ‖ text table ‖ text column ‖ text class`.
+pub(crate) fn field_aad_prefix(table: &str, column: &str, class: &str) -> Vec<u8> {
     Aad::new("cmk/field")
         .u8(FORMAT_V1)
-        .u8(flags)
-        .text(tenant)
         .text(table)
         .text(column)
         .text(class)
+        .into_buffer()
+}
+
+/// The part of a DEK wrap's associated data fixed by the schema:
+/// `label "cmk/dek" ‖ u8 version ‖ text table ‖ text class`.
+pub(crate) fn dek_aad_prefix(table: &str, class: &str) -> Vec<u8> {
+    Aad::new("cmk/dek")
+        .u8(FORMAT_V1)
+        .text(table)
+        .text(class)
+        .into_buffer()
+}
+
+/// A field's associated data: the schema prefix, then `text tenant ‖ u8 flags ‖ row_id`.
+fn field_aad(buf: Vec<u8>, prefix: &[u8], tenant: &str, flags: u8, row_id: Option<&RowId>) -> Aad {
+    Aad::from_prefix(buf, prefix)
+        .text(tenant)
+        .u8(flags)
         .row_id(row_id)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A DEK wrap's associated data: the schema prefix, then
+/// `text tenant ‖ u32 kek_id ‖ u32 kek_version ‖ row_id ‖ bytes column_list`.
 fn dek_aad(
+    buf: Vec<u8>,
+    prefix: &[u8],
     tenant: &str,
-    table: &str,
-    class: &str,
-    kek_id: u32,
-    kek_version: u32,
+    kek: (u32, u32),
     row_id: Option<&RowId>,
     list: &[u8],
 ) -> Aad {
-    Aad::new("cmk/dek")
-        .u8(FORMAT_V1)
+    Aad::from_prefix(buf, prefix)
         .text(tenant)
-        .text(table)
-        .text(class)
-        .u32(kek_id)
-        .u32(kek_version)
+        .u32(kek.0)
+        .u32(kek.1)
         .row_id(row_id)
         .bytes(list)
 }
@@ -174,16 +184,13 @@ impl TenantKeys {
         values: &[Option<&[u8]>],
     ) -> Result<SealedRow> {
         let result = self.seal_inner(ctx, schema, row_id, values);
-        let classes: Vec<&Class> = schema.classes();
-        let columns = schema.fields().iter().map(|f| f.column.clone()).collect();
         self.audit(
             ctx,
             schema,
             row_id,
             EventName::DataEncrypt,
             &result,
-            columns,
-            &classes,
+            Touched::All,
         )?;
         result
     }
@@ -234,6 +241,7 @@ impl TenantKeys {
         let table = schema.table();
         let mut sealed_fields: Vec<Option<Vec<u8>>> = vec![None; fields.len()];
         let mut key_columns = Vec::with_capacity(schema.key_classes().len());
+        let mut aad_buf = Vec::with_capacity(256);
 
         for (k, class) in schema.key_classes().iter().enumerate() {
             let members = schema.members(k);
@@ -247,24 +255,11 @@ impl TenantKeys {
                 ))
             })?;
             let kek = self
-                .keks
-                .get(&(kek_id, kek_version))
-                .ok_or(Error::KeyUnavailable {
-                    tenant: tenant.to_string(),
-                    kek_id,
-                    version: kek_version,
-                })?;
+                .kek(kek_id, kek_version)
+                .ok_or_else(|| self.missing_kek(kek_id, kek_version))?;
             let dek = SecretKey::random()?;
             let gcm = GcmKey::new(&dek);
-            let list = key_column::encode_list(members.iter().map(|&i| {
-                let f = &fields[i];
-                (
-                    f.column.as_str(),
-                    values[i].is_none() && !effective[i].hide_null,
-                )
-            }))?;
             for &i in members {
-                let f = &fields[i];
                 let eff = &effective[i];
                 if values[i].is_none() && !eff.hide_null {
                     continue;
@@ -279,37 +274,50 @@ impl TenantKeys {
                     0
                 };
                 let nonce: [u8; NONCE_LEN] = rng::array()?;
-                let mut out =
-                    Vec::with_capacity(field::OVERHEAD + values[i].map_or(1, <[u8]>::len) + 1);
+                let mut out = Vec::with_capacity(
+                    field::OVERHEAD
+                        + 1
+                        + values[i].map_or(0, <[u8]>::len)
+                        + usize::from(eff.pad_to),
+                );
                 out.push(FORMAT_V1);
                 out.push(flags);
                 out.extend_from_slice(&nonce);
                 field::inner_plaintext(&mut out, values[i], flags, eff.pad_to);
-                let aad = field_aad(tenant, table, &f.column, class.as_str(), flags, row_id);
+                let aad = field_aad(aad_buf, schema.field_aad_prefix(i), tenant, flags, row_id);
                 let tag = gcm.seal(&nonce, aad.as_bytes(), &mut out[field::HEADER_LEN..]);
+                aad_buf = aad.into_buffer();
                 out.extend_from_slice(&tag);
                 sealed_fields[i] = Some(out);
             }
+            // Lay the key column out in place: prefix, nonce, DEK (encrypted below), tag, list.
             let nonce: [u8; NONCE_LEN] = rng::array()?;
-            let mut encrypted = Zeroizing::new(*dek.expose_secret());
+            let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
+            kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
+            kc.extend_from_slice(&nonce);
+            kc.extend_from_slice(dek.expose_secret());
+            kc.extend_from_slice(&[0u8; TAG_LEN]);
+            key_column::encode_list_into(
+                &mut kc,
+                members.iter().map(|&i| {
+                    (
+                        fields[i].column.as_str(),
+                        values[i].is_none() && !effective[i].hide_null,
+                    )
+                }),
+            )?;
             let aad = dek_aad(
+                aad_buf,
+                schema.dek_aad_prefix(k),
                 tenant,
-                table,
-                class.as_str(),
-                kek_id,
-                kek_version,
+                (kek_id, kek_version),
                 row_id,
-                &list,
+                &kc[key_column::LIST_OFFSET..],
             );
-            let tag = kek.key.seal(&nonce, aad.as_bytes(), &mut encrypted[..]);
-            key_columns.push(Some(key_column::build(
-                kek_id,
-                kek_version,
-                &nonce,
-                &encrypted,
-                &tag,
-                &list,
-            )));
+            let tag = kek.key.seal(&nonce, aad.as_bytes(), &mut kc[21..53]);
+            aad_buf = aad.into_buffer();
+            kc[53..69].copy_from_slice(&tag);
+            key_columns.push(Some(kc));
         }
 
         let mut indexes: Vec<Option<Vec<u8>>> = vec![None; fields.len()];
@@ -382,61 +390,66 @@ impl TenantKeys {
     ) -> Result<UnsealedRow> {
         let mut withheld: Vec<&Class> = Vec::new();
         let result = self.unseal_inner(ctx, schema, row, partial, &mut withheld);
-        if !withheld.is_empty() || matches!(result, Err(Error::AccessDenied { .. })) {
-            let denied: Result<()> = match &result {
-                Err(e @ Error::AccessDenied { .. }) => Err(e.clone()),
-                _ => Err(Error::AccessDenied {
-                    class: withheld
-                        .iter()
-                        .map(|c| c.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                }),
-            };
-            let columns = schema
-                .fields()
-                .iter()
-                .zip(
-                    &result
-                        .as_ref()
-                        .map(|r| r.values.clone())
-                        .unwrap_or_default(),
-                )
-                .filter(|(_, v)| matches!(v, Revealed::Withheld))
-                .map(|(f, _)| f.column.clone())
-                .collect();
+        if withheld.is_empty() && !matches!(result, Err(Error::AccessDenied { .. })) {
             self.audit(
                 ctx,
                 schema,
                 row.row_id,
-                EventName::DataDenyAccess,
-                &denied,
-                columns,
-                &withheld,
+                EventName::DataDecrypt,
+                &result,
+                Touched::All,
             )?;
-            if result.is_err() {
-                return result;
-            }
+            return result;
         }
-        let read: Vec<&Class> = schema
+        // Some classes were refused: one DATA_DENY_ACCESS event for them, then (partial reads)
+        // a DATA_DECRYPT event for what was revealed.
+        let denied: Result<()> = match &result {
+            Err(e @ Error::AccessDenied { .. }) => Err(e.clone()),
+            _ => Err(Error::AccessDenied {
+                class: join(&withheld),
+            }),
+        };
+        let is_withheld = |i: usize| {
+            result
+                .as_ref()
+                .is_ok_and(|r| matches!(r.values.get(i), Some(Revealed::Withheld)))
+        };
+        let fields = schema.fields();
+        let names = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+            (0..fields.len())
+                .filter(|&i| keep(i))
+                .map(|i| fields[i].column.clone())
+                .collect()
+        };
+        let denied_classes: Vec<String> = match &result {
+            Err(Error::AccessDenied { class }) => vec![class.clone()],
+            _ => withheld.iter().map(|c| c.to_string()).collect(),
+        };
+        self.audit(
+            ctx,
+            schema,
+            row.row_id,
+            EventName::DataDenyAccess,
+            &denied,
+            Touched::Some(names(&is_withheld), denied_classes),
+        )?;
+        if result.is_err() {
+            return result;
+        }
+        let read_classes = schema
             .classes()
             .into_iter()
             .filter(|c| !withheld.contains(c))
+            .map(|c| c.to_string())
             .collect();
-        let columns = schema
-            .fields()
-            .iter()
-            .filter(|f| !withheld.contains(&&f.class))
-            .map(|f| f.column.clone())
-            .collect();
+        let read = Touched::Some(names(&|i| !is_withheld(i)), read_classes);
         self.audit(
             ctx,
             schema,
             row.row_id,
             EventName::DataDecrypt,
             &result,
-            columns,
-            &read,
+            read,
         )?;
         result
     }
@@ -462,14 +475,16 @@ impl TenantKeys {
         }
         let tenant = self.tenant.as_str();
         let table = schema.table();
+        let mut aad_buf = Vec::with_capacity(256);
 
-        // Open every key column first: class check, reader check, DEK unwrap.
-        struct Opened<'b> {
+        // 1. Parse and check every key column (class, key, reader role); nothing decrypted yet.
+        struct Listed<'b> {
+            k: usize,
             class: &'b Class,
-            columns: Vec<ListedColumn<'b>>,
-            dek: Option<GcmKey>, // None: withheld
+            kc: key_column::KeyColumn<'b>,
+            readable: bool,
         }
-        let mut opened: Vec<Opened<'_>> = Vec::new();
+        let mut listed: Vec<Listed<'_>> = Vec::with_capacity(row.key_columns.len());
         for (k, class) in schema.key_classes().iter().enumerate() {
             let Some(bytes) = row.key_columns[k] else {
                 continue;
@@ -481,109 +496,111 @@ impl TenantKeys {
                     minimum: self.min_format_version,
                 });
             }
-            if kc.kek_id != crate::registry::kek_id(class.as_str()) {
+            if kc.kek_id != schema.kek_id(k) {
                 return Err(Error::Tampered);
             }
             let kek = self
-                .keks
-                .get(&(kc.kek_id, kc.kek_version))
+                .kek(kc.kek_id, kc.kek_version)
                 .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
             if kek.class != *class {
                 return Err(Error::Tampered);
             }
-            if !self.policy(class)?.may_read(ctx.roles()) {
+            let readable = self.policy(class)?.may_read(ctx.roles());
+            if !readable {
                 if !partial {
                     return Err(Error::AccessDenied {
                         class: class.to_string(),
                     });
                 }
                 withheld.push(class);
-                opened.push(Opened {
-                    class,
-                    columns: kc.columns,
-                    dek: None,
-                });
-                continue;
             }
-            let aad = dek_aad(
-                tenant,
-                table,
-                class.as_str(),
-                kc.kek_id,
-                kc.kek_version,
-                row.row_id,
-                kc.list_bytes,
-            );
-            let mut dek = Zeroizing::new(kc.encrypted_dek);
-            kek.key
-                .open(&kc.nonce, aad.as_bytes(), &mut dek[..], &kc.tag)?;
-            let dek = GcmKey::new(&SecretKey::from_bytes(*dek));
-            opened.push(Opened {
+            listed.push(Listed {
+                k,
                 class,
-                columns: kc.columns,
-                dek: Some(dek),
+                kc,
+                readable,
             });
         }
 
-        let mut values = Vec::with_capacity(fields.len());
+        // 2. Assign each field to the key column that lists it: the one of the field's current
+        //    class first, else the one that recorded it before a reclassification. No trial
+        //    decryption. NULLs, withheld and deterministic fields are settled here.
+        let mut values: Vec<Revealed> = Vec::with_capacity(fields.len());
+        let mut sealed_by: Vec<Option<usize>> = vec![None; fields.len()];
         for (i, f) in fields.iter().enumerate() {
             let stored = row.fields[i];
             if !f.is_envelope() {
                 values.push(self.open_deterministic(ctx, f, stored, table, partial, withheld)?);
                 continue;
             }
-            // The key column of the field's current class wins; otherwise the one that
-            // recorded it before a reclassification. No trial decryption.
-            let listing = |o: &Opened<'_>| {
-                o.columns
-                    .iter()
-                    .find(|c| c.name == f.column)
-                    .map(|c| c.null)
-            };
-            let found = opened
-                .iter()
-                .filter(|o| *o.class == f.class)
-                .chain(opened.iter().filter(|o| *o.class != f.class))
-                .find_map(|o| listing(o).map(|null| (o, null)));
-            let Some((o, listed_null)) = found else {
-                match (stored, opened.is_empty()) {
-                    (None, _) => values.push(Revealed::Null),
-                    (Some(_), true) => {
-                        return Err(Error::MissingKeyColumn {
-                            column: f.column.clone(),
-                        });
-                    }
-                    (Some(_), false) => return Err(Error::Tampered),
+            let found = (0..listed.len())
+                .filter(|&j| *listed[j].class == f.class)
+                .chain((0..listed.len()).filter(|&j| *listed[j].class != f.class))
+                .find_map(|j| listed[j].kc.listing(&f.column).map(|null| (j, null)));
+            let value = match (found, stored) {
+                (None, None) => Revealed::Null,
+                (None, Some(_)) if listed.is_empty() => {
+                    return Err(Error::MissingKeyColumn {
+                        column: f.column.clone(),
+                    });
                 }
-                continue;
-            };
-            let Some(dek) = &o.dek else {
-                values.push(Revealed::Withheld);
-                continue;
-            };
-            match (stored, listed_null) {
-                (None, true) => values.push(Revealed::Null),
-                (Some(bytes), false) => {
-                    let fc = field::parse(bytes)?;
-                    let aad = field_aad(
-                        tenant,
-                        table,
-                        &f.column,
-                        o.class.as_str(),
-                        fc.flags,
-                        row.row_id,
-                    );
-                    let mut buf = fc.body.to_vec();
-                    dek.open(&fc.nonce, aad.as_bytes(), &mut buf, &fc.tag)?;
-                    let mut buf = Zeroizing::new(buf);
-                    match field::strip_inner(&mut buf, fc.flags)? {
-                        None => values.push(Revealed::Null),
-                        Some(()) => values
-                            .push(Revealed::Value(SecretBytes::new(std::mem::take(&mut *buf)))),
-                    }
+                (None, Some(_)) => return Err(Error::Tampered),
+                (Some((j, _)), _) if !listed[j].readable => Revealed::Withheld,
+                (Some((_, true)), None) => Revealed::Null,
+                (Some((j, false)), Some(_)) => {
+                    sealed_by[i] = Some(j);
+                    Revealed::Null // replaced in step 3
                 }
                 // NULL where a value was sealed, or a value where NULL was: tampering.
-                _ => return Err(Error::Tampered),
+                (Some(_), _) => return Err(Error::Tampered),
+            };
+            values.push(value);
+        }
+
+        // 3. Per readable key column: unwrap its DEK (always, so a tampered key column fails
+        //    even when all its fields are NULL) and open the fields it seals.
+        for (j, l) in listed.iter().enumerate().filter(|(_, l)| l.readable) {
+            let kc = &l.kc;
+            let kek = self
+                .kek(kc.kek_id, kc.kek_version)
+                .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
+            let aad = dek_aad(
+                aad_buf,
+                schema.dek_aad_prefix(l.k),
+                tenant,
+                (kc.kek_id, kc.kek_version),
+                row.row_id,
+                kc.list_bytes,
+            );
+            let mut dek = Zeroizing::new(kc.encrypted_dek);
+            let unwrapped = kek
+                .key
+                .open(&kc.nonce, aad.as_bytes(), &mut dek[..], &kc.tag);
+            aad_buf = aad.into_buffer();
+            unwrapped?;
+            let gcm = GcmKey::new(&SecretKey::from_bytes(*dek));
+            for i in (0..fields.len()).filter(|&i| sealed_by[i] == Some(j)) {
+                let Some(bytes) = row.fields[i] else {
+                    return Err(Error::Tampered);
+                };
+                let fc = field::parse(bytes)?;
+                // A field found under another class's key column (reclassified) needs its own prefix.
+                let other;
+                let prefix = if fields[i].class == *l.class {
+                    schema.field_aad_prefix(i)
+                } else {
+                    other = field_aad_prefix(table, &fields[i].column, l.class.as_str());
+                    &other
+                };
+                let aad = field_aad(aad_buf, prefix, tenant, fc.flags, row.row_id);
+                let mut buf = Zeroizing::new(fc.body.to_vec());
+                let opened = gcm.open(&fc.nonce, aad.as_bytes(), &mut buf, &fc.tag);
+                aad_buf = aad.into_buffer();
+                opened?;
+                values[i] = match field::strip_inner(&mut buf, fc.flags)? {
+                    None => Revealed::Null,
+                    Some(()) => Revealed::Value(SecretBytes::new(std::mem::take(&mut *buf))),
+                };
             }
         }
         Ok(UnsealedRow { values })
@@ -686,7 +703,6 @@ impl TenantKeys {
 
     /// Emits the event of an operation; when the sink fails and a class involved is
     /// fail-closed, the operation fails too.
-    #[allow(clippy::too_many_arguments)]
     fn audit<T>(
         &self,
         ctx: &RequestContext,
@@ -694,8 +710,7 @@ impl TenantKeys {
         row_id: Option<&RowId>,
         name: EventName,
         result: &Result<T>,
-        columns: Vec<String>,
-        classes: &[&Class],
+        touched: Touched,
     ) -> Result<()> {
         let outcome = match result {
             Ok(_) => Outcome::Success,
@@ -703,25 +718,47 @@ impl TenantKeys {
                 error: e.kind().to_string(),
             },
         };
-        let event = SecurityEvent::new(ctx, name, outcome)
-            .with_table(schema.table())
-            .with_record(row_id.map(record_label))
-            .with_fields(columns, classes.iter().map(|c| c.to_string()).collect());
+        let shared = schema.shared();
+        let (columns, classes): (Arc<[String]>, Arc<[String]>) = match touched {
+            Touched::All => (Arc::clone(&shared.columns), Arc::clone(&shared.classes)),
+            Touched::Some(columns, classes) => (columns.into(), classes.into()),
+        };
+        let fail_closed = || {
+            classes.iter().any(|c| {
+                Class::new(c.as_str()).is_ok_and(|c| {
+                    self.policy(&c)
+                        .is_ok_and(|p| p.audit == AuditMode::FailClosed)
+                })
+            })
+        };
+        // Filled in place: the builder methods would move the event four times.
+        let mut event = SecurityEvent::new(ctx, name, outcome);
+        event.table = Some(Arc::clone(&shared.table));
+        event.record_id = row_id.map(record_label);
+        event.columns = Arc::clone(&columns);
+        event.classes = Arc::clone(&classes);
         match self.sink.emit(event) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let fail_closed = classes.iter().any(|c| {
-                    self.policy(c)
-                        .is_ok_and(|p| p.audit == AuditMode::FailClosed)
-                });
-                if fail_closed && result.is_ok() {
-                    Err(Error::AuditFailClosed(e.to_string()))
-                } else {
-                    Ok(())
-                }
-            }
+            Err(e) if result.is_ok() && fail_closed() => Err(Error::AuditFailClosed(e.to_string())),
+            Err(_) => Ok(()),
         }
     }
+}
+
+/// Which columns and classes an event names.
+enum Touched {
+    /// Every classified column and class of the schema.
+    All,
+    /// These.
+    Some(Vec<String>, Vec<String>),
+}
+
+fn join(classes: &[&Class]) -> String {
+    classes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// How a row id appears in events.

@@ -2,7 +2,7 @@
 //! together. Its async methods talk to the KMS; what they return (key handles) seals and
 //! unseals synchronously.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -328,8 +328,8 @@ impl Cmk {
                 }
             })
             .collect();
-        let mut keks = HashMap::new();
-        let mut active = HashMap::new();
+        let mut keks: Vec<((u32, u32), LoadedKek)> = Vec::new();
+        let mut active: Vec<(Class, (u32, u32))> = Vec::new();
         let mut index_roots = BTreeMap::new();
         let mut deterministic_roots = BTreeMap::new();
         for class in &wanted {
@@ -356,18 +356,16 @@ impl Cmk {
                     continue;
                 }
                 let key = self.unwrap_view(ctx, v).await?;
-                if v.state == KeyState::Active && !active.contains_key(*class) {
-                    active.insert((*class).clone(), (v.kek_id, v.version));
+                if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == *class) {
+                    active.push(((*class).clone(), (v.kek_id, v.version)));
                 }
-                keks.insert(
-                    (v.kek_id, v.version),
-                    LoadedKek {
-                        class: (*class).clone(),
-                        key: GcmKey::new(&key),
-                    },
-                );
+                let loaded = LoadedKek {
+                    class: (*class).clone(),
+                    key: GcmKey::new(&key),
+                };
+                keks.push(((v.kek_id, v.version), loaded));
             }
-            if !active.contains_key(*class) {
+            if !active.iter().any(|(c, _)| c == *class) {
                 return Err(Error::InvalidConfig(format!(
                     "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
                 )));

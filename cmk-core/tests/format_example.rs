@@ -92,11 +92,11 @@ fn independent_example() -> Example {
     // Field: 0x01, flags 0x00, nonce, AES-256-GCM(DEK, nonce, inner, AAD).
     let field_aad = Parts::new("cmk/field")
         .u8(1)
-        .u8(0)
-        .text(tenant)
         .text(table)
         .text("email")
         .text(class)
+        .text(tenant)
+        .u8(0)
         .i64(42)
         .0
         .clone();
@@ -107,9 +107,9 @@ fn independent_example() -> Example {
     let list = [&[5u8][..], b"email"].concat();
     let dek_aad = Parts::new("cmk/dek")
         .u8(1)
-        .text(tenant)
         .text(table)
         .text(class)
+        .text(tenant)
         .u32(kek_id)
         .u32(1)
         .i64(42)

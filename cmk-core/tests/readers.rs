@@ -61,13 +61,13 @@ async fn strict_unseal_refuses_and_partial_unseal_withholds() {
             ("DATA_DECRYPT", true)
         ]
     );
-    assert_eq!(events[1].classes, vec!["restricted"]);
-    assert_eq!(events[1].columns, vec!["ssn"]);
+    assert_eq!(&*events[1].classes, ["restricted"]);
+    assert_eq!(&*events[1].columns, ["ssn"]);
     assert_eq!(
         events[1].record_id.as_deref(),
         Some("07070707-0707-0707-0707-070707070707")
     );
-    assert_eq!(events[2].columns, vec!["email", "name", "code"]);
+    assert_eq!(&*events[2].columns, ["email", "name", "code"]);
 
     // The doctor reads everything.
     let all = row

@@ -406,7 +406,7 @@ async fn events_name_the_operation_and_never_a_value() {
     assert_eq!(decrypt.record_id.as_deref(), Some("7"));
     assert_eq!(decrypt.request_id.as_deref(), Some("req-1"));
     assert_eq!(decrypt.actor.as_deref(), Some("user:u7"));
-    assert_eq!(decrypt.columns, vec!["email", "name", "ssn", "code"]);
+    assert_eq!(&*decrypt.columns, ["email", "name", "ssn", "code"]);
     let json = serde_json::to_string(&events).unwrap();
     assert!(json.contains("patients"), "the scan can find what is there");
     assert!(!json.contains("CANARY"));

@@ -35,9 +35,27 @@ pub struct Aad(Vec<u8>);
 impl Aad {
     /// Starts with a label naming what the data authenticates (`cmk/field`, `cmk/dek`, ...).
     pub fn new(label: &str) -> Self {
-        let mut a = Aad(Vec::with_capacity(128));
+        Self::with_buffer(Vec::with_capacity(128), label)
+    }
+
+    /// Like [`Aad::new`], reusing `buf`'s allocation (its contents are discarded).
+    pub fn with_buffer(mut buf: Vec<u8>, label: &str) -> Self {
+        buf.clear();
+        let mut a = Aad(buf);
         a.part(tag::LABEL, label.as_bytes());
         a
+    }
+
+    /// Starts from already encoded parts (a cached prefix), reusing `buf`'s allocation.
+    pub fn from_prefix(mut buf: Vec<u8>, prefix: &[u8]) -> Self {
+        buf.clear();
+        buf.extend_from_slice(prefix);
+        Aad(buf)
+    }
+
+    /// Gives the allocation back for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.0
     }
 
     fn part(&mut self, tag: u8, bytes: &[u8]) {

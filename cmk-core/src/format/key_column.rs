@@ -50,10 +50,48 @@ pub struct KeyColumn<'a> {
     pub encrypted_dek: [u8; 32],
     /// Tag of the DEK wrap.
     pub tag: [u8; TAG_LEN],
-    /// The raw column-list bytes (bound into the wrap's associated data).
+    /// The raw column-list bytes (bound into the wrap's associated data), checked well formed.
     pub list_bytes: &'a [u8],
-    /// The decoded column list.
-    pub columns: Vec<ListedColumn<'a>>,
+}
+
+impl<'a> KeyColumn<'a> {
+    /// The recorded columns, in order.
+    pub fn columns(&self) -> ListIter<'a> {
+        ListIter(self.list_bytes)
+    }
+
+    /// Whether `column` is listed, and if so whether it was NULL.
+    pub fn listing(&self, column: &str) -> Option<bool> {
+        let want = column.as_bytes();
+        let mut rest = self.list_bytes;
+        while let Some((&head, tail)) = rest.split_first() {
+            let len = usize::from(head & !NULL_BIT);
+            let name = tail.get(..len)?;
+            if name == want {
+                return Some(head & NULL_BIT != 0);
+            }
+            rest = &tail[len..];
+        }
+        None
+    }
+}
+
+/// Iterates over a column list that [`parse`] has checked.
+#[derive(Debug, Clone)]
+pub struct ListIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for ListIter<'a> {
+    type Item = ListedColumn<'a>;
+    fn next(&mut self) -> Option<ListedColumn<'a>> {
+        let (&head, rest) = self.0.split_first()?;
+        let len = usize::from(head & !NULL_BIT);
+        let name = std::str::from_utf8(rest.get(..len)?).ok()?;
+        self.0 = &rest[len..];
+        Some(ListedColumn {
+            name,
+            null: head & NULL_BIT != 0,
+        })
+    }
 }
 
 /// The queryable prefix for a KEK version: `0x01 ‖ kek_id ‖ kek_version`.
@@ -65,11 +103,12 @@ pub fn prefix(kek_id: u32, kek_version: u32) -> [u8; PREFIX_LEN] {
     p
 }
 
-/// Encodes a column list; fails on an empty list or a name of 0 or over 127 bytes.
-pub fn encode_list<'a>(
+/// Appends a column list to `out`; fails on an empty list or a name of 0 or over 127 bytes.
+pub fn encode_list_into<'a>(
+    out: &mut Vec<u8>,
     columns: impl IntoIterator<Item = (&'a str, bool)>,
-) -> crate::Result<Vec<u8>> {
-    let mut out = Vec::new();
+) -> crate::Result<()> {
+    let start = out.len();
     for (name, null) in columns {
         if name.is_empty() || name.len() > MAX_COLUMN_NAME {
             return Err(crate::Error::InvalidInput(format!(
@@ -79,32 +118,36 @@ pub fn encode_list<'a>(
         out.push(name.len() as u8 | if null { NULL_BIT } else { 0 });
         out.extend_from_slice(name.as_bytes());
     }
-    if out.is_empty() {
+    if out.len() == start {
         return Err(crate::Error::InvalidInput(
             "a key column must list at least one column".into(),
         ));
     }
+    Ok(())
+}
+
+/// Encodes a column list on its own.
+pub fn encode_list<'a>(
+    columns: impl IntoIterator<Item = (&'a str, bool)>,
+) -> crate::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_list_into(&mut out, columns)?;
     Ok(out)
 }
 
-fn decode_list(mut bytes: &[u8]) -> crate::Result<Vec<ListedColumn<'_>>> {
-    let mut out = Vec::new();
-    while let Some((&head, rest)) = bytes.split_first() {
-        let len = usize::from(head & !NULL_BIT);
-        if len == 0 || rest.len() < len {
-            return Err(crate::Error::Tampered);
-        }
-        let name = std::str::from_utf8(&rest[..len]).map_err(|_| crate::Error::Tampered)?;
-        out.push(ListedColumn {
-            name,
-            null: head & NULL_BIT != 0,
-        });
-        bytes = &rest[len..];
-    }
-    if out.is_empty() {
+/// Checks that a column list is well formed: one or more entries, each 1..=127 bytes of UTF-8.
+fn check_list(mut bytes: &[u8]) -> crate::Result<()> {
+    if bytes.is_empty() {
         return Err(crate::Error::Tampered);
     }
-    Ok(out)
+    while let Some((&head, rest)) = bytes.split_first() {
+        let len = usize::from(head & !NULL_BIT);
+        if len == 0 || rest.len() < len || std::str::from_utf8(&rest[..len]).is_err() {
+            return Err(crate::Error::Tampered);
+        }
+        bytes = &rest[len..];
+    }
+    Ok(())
 }
 
 /// Parses a key column. Unknown versions and malformed input are `Tampered`.
@@ -112,22 +155,17 @@ pub fn parse(bytes: &[u8]) -> crate::Result<KeyColumn<'_>> {
     if bytes.len() <= LIST_OFFSET || bytes[0] != FORMAT_V1 {
         return Err(crate::Error::Tampered);
     }
-    let u32_at =
-        |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-    let arr = |from: usize, to: usize| bytes[from..to].to_vec();
-    let nonce: [u8; NONCE_LEN] = arr(9, 21).try_into().map_err(|_| crate::Error::Tampered)?;
-    let encrypted_dek: [u8; 32] = arr(21, 53).try_into().map_err(|_| crate::Error::Tampered)?;
-    let tag: [u8; TAG_LEN] = arr(53, 69).try_into().map_err(|_| crate::Error::Tampered)?;
+    let bad = |_| crate::Error::Tampered;
     let list_bytes = &bytes[LIST_OFFSET..];
+    check_list(list_bytes)?;
     Ok(KeyColumn {
         version: bytes[0],
-        kek_id: u32_at(1),
-        kek_version: u32_at(5),
-        nonce,
-        encrypted_dek,
-        tag,
+        kek_id: u32::from_be_bytes(bytes[1..5].try_into().map_err(bad)?),
+        kek_version: u32::from_be_bytes(bytes[5..9].try_into().map_err(bad)?),
+        nonce: bytes[9..21].try_into().map_err(bad)?,
+        encrypted_dek: bytes[21..53].try_into().map_err(bad)?,
+        tag: bytes[53..69].try_into().map_err(bad)?,
         list_bytes,
-        columns: decode_list(list_bytes)?,
     })
 }
 
@@ -160,8 +198,10 @@ mod tests {
         assert_eq!(&bytes[..9], &prefix(7, 2));
         let k = parse(&bytes).unwrap();
         assert_eq!((k.kek_id, k.kek_version), (7, 2));
+        assert_eq!(k.listing("phone"), Some(true));
+        assert_eq!(k.listing("fax"), None);
         assert_eq!(
-            k.columns,
+            k.columns().collect::<Vec<_>>(),
             vec![
                 ListedColumn {
                     name: "email",
