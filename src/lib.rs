@@ -4,5 +4,9 @@
 //! derive and the ORM adapters). See the workspace README for the overview.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub use cmk_core::*;

@@ -10,6 +10,8 @@
 //!
 //! `cargo bench -p cmk-core --bench seal`
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

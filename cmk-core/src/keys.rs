@@ -29,9 +29,12 @@ pub(crate) struct LoadedKek {
 /// Keys derived per field from a root, cached for the handle's life.
 #[derive(Default)]
 pub(crate) struct DerivedKeys {
-    pub(crate) index: HashMap<(String, String, u8), Arc<SecretKey>>,
-    pub(crate) deterministic: HashMap<(String, String, u8), Arc<Zeroizing<[u8; 64]>>>,
+    pub(crate) index: HashMap<FieldKeyId, Arc<SecretKey>>,
+    pub(crate) deterministic: HashMap<FieldKeyId, Arc<Zeroizing<[u8; 64]>>>,
 }
+
+/// (table, column, root version) of a derived per-field key.
+pub(crate) type FieldKeyId = (String, String, u8);
 
 /// The keys of one tenant for one request (or one batch).
 pub struct TenantKeys {

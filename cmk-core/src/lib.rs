@@ -2,6 +2,10 @@
 // One justified unsafe block (pthread_atfork registration in crypto/rng.rs); all else is safe.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod context;
 pub mod crypto;

@@ -409,15 +409,17 @@ impl TenantKeys {
                 class: join(&withheld),
             }),
         };
-        let is_withheld = |i: usize| {
-            result
-                .as_ref()
-                .is_ok_and(|r| matches!(r.values.get(i), Some(Revealed::Withheld)))
-        };
         let fields = schema.fields();
-        let names = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+        let mask: Vec<bool> = (0..fields.len())
+            .map(|i| {
+                result
+                    .as_ref()
+                    .is_ok_and(|r| matches!(r.values.get(i), Some(Revealed::Withheld)))
+            })
+            .collect();
+        let names = |want: bool| -> Vec<String> {
             (0..fields.len())
-                .filter(|&i| keep(i))
+                .filter(|&i| mask[i] == want)
                 .map(|i| fields[i].column.clone())
                 .collect()
         };
@@ -431,18 +433,16 @@ impl TenantKeys {
             row.row_id,
             EventName::DataDenyAccess,
             &denied,
-            Touched::Some(names(&is_withheld), denied_classes),
+            Touched::Some(names(true), denied_classes),
         )?;
-        if result.is_err() {
-            return result;
-        }
+        let result = Ok(result?);
         let read_classes = schema
             .classes()
             .into_iter()
             .filter(|c| !withheld.contains(c))
             .map(|c| c.to_string())
             .collect();
-        let read = Touched::Some(names(&|i| !is_withheld(i)), read_classes);
+        let read = Touched::Some(names(false), read_classes);
         self.audit(
             ctx,
             schema,

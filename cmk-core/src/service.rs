@@ -341,7 +341,7 @@ impl Cmk {
                         && v.state != KeyState::Destroyed
                 })
                 .collect();
-            versions.sort_by(|a, b| b.version.cmp(&a.version));
+            versions.sort_by_key(|v| std::cmp::Reverse(v.version));
             versions.truncate(self.settings.max_warm_versions);
             if versions.is_empty() {
                 return Err(Error::InvalidConfig(format!(

@@ -5,3 +5,7 @@
 //! subject of the project's issue 6. It has no dependencies yet, so it costs nothing to build.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]

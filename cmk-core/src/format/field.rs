@@ -71,7 +71,7 @@ pub fn inner_plaintext(out: &mut Vec<u8>, value: Option<&[u8]>, flags: u8, block
     if flags & FLAG_PADDED != 0 && block > 0 {
         out.push(0x80);
         let block = usize::from(block);
-        while (out.len() - start) % block != 0 {
+        while !(out.len() - start).is_multiple_of(block) {
             out.push(0);
         }
     }
