@@ -525,19 +525,20 @@ impl TenantKeys {
         // 2. Assign each field to the key column that lists it: the one of the field's current
         //    class first, else the one that recorded it before a reclassification. No trial
         //    decryption. NULLs, withheld and deterministic fields are settled here.
+        let assigned = |f: &FieldSpec| {
+            (0..listed.len())
+                .filter(|&j| *listed[j].class == f.class)
+                .chain((0..listed.len()).filter(|&j| *listed[j].class != f.class))
+                .find_map(|j| listed[j].kc.listing(&f.column).map(|null| (j, null)))
+        };
         let mut values: Vec<Revealed> = Vec::with_capacity(fields.len());
-        let mut sealed_by: Vec<Option<usize>> = vec![None; fields.len()];
         for (i, f) in fields.iter().enumerate() {
             let stored = row.fields[i];
             if !f.is_envelope() {
                 values.push(self.open_deterministic(ctx, f, stored, table, partial, withheld)?);
                 continue;
             }
-            let found = (0..listed.len())
-                .filter(|&j| *listed[j].class == f.class)
-                .chain((0..listed.len()).filter(|&j| *listed[j].class != f.class))
-                .find_map(|j| listed[j].kc.listing(&f.column).map(|null| (j, null)));
-            let value = match (found, stored) {
+            let value = match (assigned(f), stored) {
                 (None, None) => Revealed::Null,
                 (None, Some(_)) if listed.is_empty() => {
                     return Err(Error::MissingKeyColumn {
@@ -547,10 +548,7 @@ impl TenantKeys {
                 (None, Some(_)) => return Err(Error::Tampered),
                 (Some((j, _)), _) if !listed[j].readable => Revealed::Withheld,
                 (Some((_, true)), None) => Revealed::Null,
-                (Some((j, false)), Some(_)) => {
-                    sealed_by[i] = Some(j);
-                    Revealed::Null // replaced in step 3
-                }
+                (Some((_, false)), Some(_)) => Revealed::Null, // opened in step 3
                 // NULL where a value was sealed, or a value where NULL was: tampering.
                 (Some(_), _) => return Err(Error::Tampered),
             };
@@ -579,7 +577,9 @@ impl TenantKeys {
             aad_buf = aad.into_buffer();
             unwrapped?;
             let gcm = GcmKey::new(&SecretKey::from_bytes(*dek));
-            for i in (0..fields.len()).filter(|&i| sealed_by[i] == Some(j)) {
+            // Recomputing the assignment is cheaper than allocating to remember it.
+            let sealed_here = |i: usize| fields[i].is_envelope() && assigned(&fields[i]) == Some((j, false));
+            for i in (0..fields.len()).filter(|&i| sealed_here(i)) {
                 let Some(bytes) = row.fields[i] else {
                     return Err(Error::Tampered);
                 };

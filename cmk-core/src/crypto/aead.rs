@@ -4,8 +4,10 @@
 //! docs/FORMAT.md says without extra copies, and a failed open wipes the buffer so no
 //! unauthenticated plaintext survives.
 
+use aes::Aes256Enc;
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::{AesGcm, Nonce, Tag};
 use zeroize::Zeroize;
 
 use crate::secret::SecretKey;
@@ -15,13 +17,18 @@ pub const NONCE_LEN: usize = 12;
 /// Tag length in bytes.
 pub const TAG_LEN: usize = 16;
 
+/// AES-256-GCM over the encrypt-only AES-256 core: GCM never runs the block cipher backwards,
+/// so expanding decryption round keys (as `aes_gcm::Aes256Gcm` does) would be wasted work on
+/// every DEK. Same algorithm, same bytes.
+type Aes256GcmEnc = AesGcm<Aes256Enc, U12>;
+
 /// An AES-256-GCM key with its key schedule expanded once (zeroized on drop by `aes`).
-pub struct GcmKey(Aes256Gcm);
+pub struct GcmKey(Aes256GcmEnc);
 
 impl GcmKey {
     /// Expands the key schedule.
     pub fn new(key: &SecretKey) -> Self {
-        GcmKey(Aes256Gcm::new(key.expose_secret().into()))
+        GcmKey(Aes256GcmEnc::new(key.expose_secret().into()))
     }
 
     /// Encrypts `buf` in place and returns the tag.
@@ -60,6 +67,17 @@ impl std::fmt::Debug for GcmKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_as_the_standard_aes256gcm() {
+        let key = SecretKey::from_bytes([3; 32]);
+        let mut a = b"interoperable".to_vec();
+        let tag = GcmKey::new(&key).seal(&[9; 12], b"aad", &mut a);
+        let std_gcm = aes_gcm::Aes256Gcm::new(key.expose_secret().into());
+        let mut b = b"interoperable".to_vec();
+        let std_tag = std_gcm.encrypt_in_place_detached(Nonce::from_slice(&[9; 12]), b"aad", &mut b).unwrap();
+        assert_eq!((a, tag.to_vec()), (b, std_tag.to_vec()));
+    }
 
     #[test]
     fn open_rejects_wrong_aad_and_wipes() {
