@@ -17,25 +17,42 @@ async fn a_row_round_trips_through_the_facade_and_a_keyring_file() {
     let cmk = Cmk::builder()
         .kms(kms.clone())
         .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(SecretKey::random().unwrap()))))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::random().unwrap(),
+        ))))
         .build()
         .unwrap();
     let ctx = RequestContext::new(TenantId::new("acme").unwrap());
     let config = TenantConfig::new(ctx.tenant().clone(), kms.create_key("acme").unwrap());
     cmk.configure_tenant(&ctx, &config).await.unwrap();
     cmk.onboard(&ctx).await.unwrap();
-    let schema = RowSchema::new("t", vec![FieldSpec::new("v", Class::new("secret").unwrap())]).unwrap();
+    let schema = RowSchema::new(
+        "t",
+        vec![FieldSpec::new("v", Class::new("secret").unwrap())],
+    )
+    .unwrap();
     let keys = cmk.keys_for(&ctx, &["secret"]).await.unwrap();
     let sealed = keys.seal(&ctx, &schema, None, &[Some(b"hello")]).unwrap();
     let k: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|c| c.as_deref()).collect();
     let f: Vec<Option<&[u8]>> = sealed.fields.iter().map(|c| c.as_deref()).collect();
-    let row = StoredRow { tenant: "acme", row_id: None, key_columns: &k, fields: &f };
-    assert_eq!(keys.unseal(&ctx, &schema, &row).unwrap().values[0].value(), Some(&b"hello"[..]));
+    let row = StoredRow {
+        tenant: "acme",
+        row_id: None,
+        key_columns: &k,
+        fields: &f,
+    };
+    assert_eq!(
+        keys.unseal(&ctx, &schema, &row).unwrap().values[0].value(),
+        Some(&b"hello"[..])
+    );
 
     // The tenant revokes its key: fetching keys fails with a KMS error naming the tenant.
     kms.disable("acme").unwrap();
     let err = cmk.keys_for(&ctx, &["secret"]).await.unwrap_err();
-    assert!(matches!(&err, Error::Kms { tenant, .. } if tenant == "acme"), "{err}");
+    assert!(
+        matches!(&err, Error::Kms { tenant, .. } if tenant == "acme"),
+        "{err}"
+    );
 }
 
 #[test]

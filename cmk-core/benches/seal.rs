@@ -21,7 +21,7 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use criterion::{Criterion, criterion_group};
 
 use cmk_core::crypto::rng;
-use cmk_core::event::{EventSink, SecurityEvent, SinkError};
+use cmk_core::event::{EventName, EventSink, Outcome, SecurityEvent, SinkError};
 use cmk_core::format::aad::Aad;
 use cmk_core::kms::local::LocalKms;
 use cmk_core::registry::MemoryRegistry;
@@ -130,7 +130,14 @@ impl Baseline {
             let mut w = Vec::with_capacity(60);
             w.extend_from_slice(&nonce);
             w.extend_from_slice(&dek);
-            let tag = self.kek.encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.dek_aad[k], &mut w[12..]).unwrap();
+            let tag = self
+                .kek
+                .encrypt_in_place_detached(
+                    Nonce::from_slice(&nonce),
+                    &self.dek_aad[k],
+                    &mut w[12..],
+                )
+                .unwrap();
             w.extend_from_slice(&tag);
             row.wrapped[k] = w;
         }
@@ -180,21 +187,29 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let kms = Arc::new(LocalKms::in_memory());
     let key = kms.create_key("acme").unwrap();
     let cmk = Cmk::builder()
         .kms(kms)
         .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(SecretKey::from_bytes([1; 32])))))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::from_bytes([1; 32]),
+        ))))
         .sink(Arc::new(CountingSink::default()))
         .build()
         .unwrap();
     let ctx = RequestContext::new(TenantId::new("acme").unwrap());
     let keys = rt.block_on(async {
-        cmk.configure_tenant(&ctx, &TenantConfig::new(ctx.tenant().clone(), key)).await.unwrap();
+        cmk.configure_tenant(&ctx, &TenantConfig::new(ctx.tenant().clone(), key))
+            .await
+            .unwrap();
         cmk.onboard(&ctx).await.unwrap();
-        cmk.keys_for(&ctx, &["private", "restricted"]).await.unwrap()
+        cmk.keys_for(&ctx, &["private", "restricted"])
+            .await
+            .unwrap()
     });
     let class = |s: &str| Class::new(s).unwrap();
     let schema = RowSchema::new(
@@ -206,42 +221,91 @@ fn setup() -> Setup {
         ],
     )
     .unwrap();
-    Setup { ctx, keys, schema, base: Baseline::new(), v: [[0x41u8; 32], [0x42; 32], [0x43; 32]] }
+    Setup {
+        ctx,
+        keys,
+        schema,
+        base: Baseline::new(),
+        v: [[0x41u8; 32], [0x42; 32], [0x43; 32]],
+    }
 }
 
 fn benches(c: &mut Criterion) {
-    let Setup { ctx, keys, schema, base, v } = setup();
+    let Setup {
+        ctx,
+        keys,
+        schema,
+        base,
+        v,
+    } = setup();
     let values: [Option<&[u8]>; 3] = [Some(&v[0]), Some(&v[1]), Some(&v[2])];
 
     let mut g = c.benchmark_group("row_3x32B_2_classes");
-    g.bench_function("seal/cmk", |b| b.iter(|| keys.seal(&ctx, &schema, None, black_box(&values)).unwrap()));
-    g.bench_function("seal/raw_aes_gcm", |b| b.iter(|| base.seal(black_box(&[&v[0], &v[1], &v[2]]))));
+    g.bench_function("seal/cmk", |b| {
+        b.iter(|| keys.seal(&ctx, &schema, None, black_box(&values)).unwrap())
+    });
+    g.bench_function("seal/raw_aes_gcm", |b| {
+        b.iter(|| base.seal(black_box(&[&v[0], &v[1], &v[2]])))
+    });
 
     let sealed = keys.seal(&ctx, &schema, None, &values).unwrap();
     let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
     let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
-    let row = StoredRow { tenant: "acme", row_id: None, key_columns: &kc, fields: &fs };
+    let row = StoredRow {
+        tenant: "acme",
+        row_id: None,
+        key_columns: &kc,
+        fields: &fs,
+    };
     let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
-    g.bench_function("unseal/cmk", |b| b.iter(|| keys.unseal(&ctx, &schema, black_box(&row)).unwrap()));
-    g.bench_function("unseal/raw_aes_gcm", |b| b.iter(|| base.unseal(black_box(&base_row))));
+    g.bench_function("unseal/cmk", |b| {
+        b.iter(|| keys.unseal(&ctx, &schema, black_box(&row)).unwrap())
+    });
+    g.bench_function("unseal/raw_aes_gcm", |b| {
+        b.iter(|| base.unseal(black_box(&base_row)))
+    });
     g.finish();
 
     let sizes = (
-        sealed.key_columns.iter().flatten().map(Vec::len).collect::<Vec<_>>(),
-        sealed.fields.iter().flatten().map(Vec::len).collect::<Vec<_>>(),
+        sealed
+            .key_columns
+            .iter()
+            .flatten()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+        sealed
+            .fields
+            .iter()
+            .flatten()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
     );
-    println!("sizes: key columns {:?} bytes, fields {:?} bytes for 32-byte plaintexts", sizes.0, sizes.1);
+    println!(
+        "sizes: key columns {:?} bytes, fields {:?} bytes for 32-byte plaintexts",
+        sizes.0, sizes.1
+    );
 }
 
 /// Ratios measured interleaved: each round times cmk and the baseline back to back, so drift
 /// of this shared machine hits both; the median over rounds is reported.
 fn interleaved_ratios() {
-    let Setup { ctx, keys, schema, base, v } = setup();
+    let Setup {
+        ctx,
+        keys,
+        schema,
+        base,
+        v,
+    } = setup();
     let values: [Option<&[u8]>; 3] = [Some(&v[0]), Some(&v[1]), Some(&v[2])];
     let sealed = keys.seal(&ctx, &schema, None, &values).unwrap();
     let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
     let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
-    let row = StoredRow { tenant: "acme", row_id: None, key_columns: &kc, fields: &fs };
+    let row = StoredRow {
+        tenant: "acme",
+        row_id: None,
+        key_columns: &kc,
+        fields: &fs,
+    };
     let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
     const ROUNDS: usize = 31;
     const ITERS: u32 = 4000;
@@ -252,12 +316,32 @@ fn interleaved_ratios() {
         }
         t.elapsed().as_nanos() as f64 / f64::from(ITERS)
     };
-    let mut ns = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let sink = CountingSink::default();
+    let mut ns = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {
-        ns[0].push(time(&mut || drop(black_box(keys.seal(&ctx, &schema, None, black_box(&values)).unwrap()))));
-        ns[1].push(time(&mut || drop(black_box(base.seal(black_box(&[&v[0], &v[1], &v[2]]))))));
-        ns[2].push(time(&mut || drop(black_box(keys.unseal(&ctx, &schema, black_box(&row)).unwrap()))));
-        ns[3].push(time(&mut || drop(black_box(base.unseal(black_box(&base_row))))));
+        ns[4].push(time(&mut || {
+            let _ = sink.emit(SecurityEvent::new(
+                &ctx,
+                EventName::DataDecrypt,
+                Outcome::Success,
+            ));
+        }));
+        ns[0].push(time(&mut || {
+            drop(black_box(
+                keys.seal(&ctx, &schema, None, black_box(&values)).unwrap(),
+            ))
+        }));
+        ns[1].push(time(&mut || {
+            drop(black_box(base.seal(black_box(&[&v[0], &v[1], &v[2]]))))
+        }));
+        ns[2].push(time(&mut || {
+            drop(black_box(
+                keys.unseal(&ctx, &schema, black_box(&row)).unwrap(),
+            ))
+        }));
+        ns[3].push(time(&mut || {
+            drop(black_box(base.unseal(black_box(&base_row))))
+        }));
     }
     let median = |mut xs: Vec<f64>| {
         xs.sort_by(f64::total_cmp);
@@ -266,13 +350,14 @@ fn interleaved_ratios() {
     let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
     println!(
         "interleaved medians over {ROUNDS} rounds of {ITERS}: seal cmk {:.0} ns, raw {:.0} ns, ratio {:.2}; \
-         unseal cmk {:.0} ns, raw {:.0} ns, ratio {:.2}",
+         unseal cmk {:.0} ns, raw {:.0} ns, ratio {:.2}; of which the security event {:.0} ns",
         median(ns[0].clone()),
         median(ns[1].clone()),
         ratio(&ns[0], &ns[1]),
         median(ns[2].clone()),
         median(ns[3].clone()),
         ratio(&ns[2], &ns[3]),
+        median(ns[4].clone()),
     );
 }
 
@@ -285,7 +370,50 @@ criterion_group! {
     targets = benches
 }
 
+/// `CMK_BENCH_ONLY=<op> CMK_BENCH_N=<n>` runs one operation n times and exits, for counting
+/// instructions under `valgrind --tool=callgrind` (stable where wall time is not).
+fn only(op: &str, n: u32) {
+    let Setup {
+        ctx,
+        keys,
+        schema,
+        base,
+        v,
+    } = setup();
+    let values: [Option<&[u8]>; 3] = [Some(&v[0]), Some(&v[1]), Some(&v[2])];
+    let sealed = keys.seal(&ctx, &schema, None, &values).unwrap();
+    let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
+    let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
+    let row = StoredRow {
+        tenant: "acme",
+        row_id: None,
+        key_columns: &kc,
+        fields: &fs,
+    };
+    let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
+    for _ in 0..n {
+        match op {
+            "seal_cmk" => drop(black_box(
+                keys.seal(&ctx, &schema, None, black_box(&values)).unwrap(),
+            )),
+            "seal_raw" => drop(black_box(base.seal(black_box(&[&v[0], &v[1], &v[2]])))),
+            "unseal_cmk" => drop(black_box(
+                keys.unseal(&ctx, &schema, black_box(&row)).unwrap(),
+            )),
+            "unseal_raw" => drop(black_box(base.unseal(black_box(&base_row)))),
+            _ => {}
+        }
+    }
+}
+
 fn main() {
+    if let Ok(op) = std::env::var("CMK_BENCH_ONLY") {
+        let n = std::env::var("CMK_BENCH_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
+        return only(&op, n);
+    }
     seal();
     Criterion::default().configure_from_args().final_summary();
     // Only under `cargo bench` (not `cargo test --benches` or a profiler run).

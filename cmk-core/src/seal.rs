@@ -531,6 +531,15 @@ impl TenantKeys {
                 .chain((0..listed.len()).filter(|&j| *listed[j].class != f.class))
                 .find_map(|j| listed[j].kc.listing(&f.column).map(|null| (j, null)))
         };
+        // Which key column opens each field: on the stack for up to 32 fields.
+        let mut on_stack = [None; 32];
+        let mut on_heap;
+        let sealed_by: &mut [Option<usize>] = if fields.len() <= on_stack.len() {
+            &mut on_stack[..fields.len()]
+        } else {
+            on_heap = vec![None; fields.len()];
+            &mut on_heap
+        };
         let mut values: Vec<Revealed> = Vec::with_capacity(fields.len());
         for (i, f) in fields.iter().enumerate() {
             let stored = row.fields[i];
@@ -548,7 +557,10 @@ impl TenantKeys {
                 (None, Some(_)) => return Err(Error::Tampered),
                 (Some((j, _)), _) if !listed[j].readable => Revealed::Withheld,
                 (Some((_, true)), None) => Revealed::Null,
-                (Some((_, false)), Some(_)) => Revealed::Null, // opened in step 3
+                (Some((j, false)), Some(_)) => {
+                    sealed_by[i] = Some(j);
+                    Revealed::Null // opened in step 3
+                }
                 // NULL where a value was sealed, or a value where NULL was: tampering.
                 (Some(_), _) => return Err(Error::Tampered),
             };
@@ -577,9 +589,7 @@ impl TenantKeys {
             aad_buf = aad.into_buffer();
             unwrapped?;
             let gcm = GcmKey::new(&SecretKey::from_bytes(*dek));
-            // Recomputing the assignment is cheaper than allocating to remember it.
-            let sealed_here = |i: usize| fields[i].is_envelope() && assigned(&fields[i]) == Some((j, false));
-            for i in (0..fields.len()).filter(|&i| sealed_here(i)) {
+            for i in (0..fields.len()).filter(|&i| sealed_by[i] == Some(j)) {
                 let Some(bytes) = row.fields[i] else {
                     return Err(Error::Tampered);
                 };

@@ -75,7 +75,9 @@ mod tests {
         let tag = GcmKey::new(&key).seal(&[9; 12], b"aad", &mut a);
         let std_gcm = aes_gcm::Aes256Gcm::new(key.expose_secret().into());
         let mut b = b"interoperable".to_vec();
-        let std_tag = std_gcm.encrypt_in_place_detached(Nonce::from_slice(&[9; 12]), b"aad", &mut b).unwrap();
+        let std_tag = std_gcm
+            .encrypt_in_place_detached(Nonce::from_slice(&[9; 12]), b"aad", &mut b)
+            .unwrap();
         assert_eq!((a, tag.to_vec()), (b, std_tag.to_vec()));
     }
 
