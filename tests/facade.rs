@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cmk::clock::ManualClock;
 use cmk::kms::local::LocalKms;
 use cmk::registry::MemoryRegistry;
 use cmk::schema::{FieldSpec, RowSchema};
@@ -14,7 +15,9 @@ use cmk::{Class, Cmk, Error, RequestContext, TenantConfig, TenantId};
 async fn a_row_round_trips_through_the_facade_and_a_keyring_file() {
     let dir = tempfile::tempdir().unwrap();
     let kms = Arc::new(LocalKms::open(dir.path().join("k.keyring")).unwrap());
+    let clock = Arc::new(ManualClock::new());
     let cmk = Cmk::builder()
+        .clock(clock.clone())
         .kms(kms.clone())
         .registry(Arc::new(MemoryRegistry::new()))
         .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
@@ -46,8 +49,19 @@ async fn a_row_round_trips_through_the_facade_and_a_keyring_file() {
         Some(&b"hello"[..])
     );
 
-    // The tenant revokes its key: fetching keys fails with a KMS error naming the tenant.
+    // The tenant revokes its key: within one renewal interval (20 min by default) the lease is
+    // revoked, the handle in hand stops, and fetching keys fails with a KMS error.
     kms.disable("acme").unwrap();
+    assert!(
+        keys.unseal(&ctx, &schema, &row).is_ok(),
+        "served from the lease until renewal"
+    );
+    clock.advance(std::time::Duration::from_secs(20 * 60));
+    assert_eq!(cmk.renew_due().await.revoked, 1);
+    assert!(matches!(
+        keys.unseal(&ctx, &schema, &row),
+        Err(Error::LeaseEnded { .. })
+    ));
     let err = cmk.keys_for(&ctx, &["secret"]).await.unwrap_err();
     assert!(
         matches!(&err, Error::Kms { tenant, .. } if tenant == "acme"),

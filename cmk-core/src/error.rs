@@ -84,6 +84,33 @@ pub enum Error {
         version: u32,
     },
 
+    /// A leased key can no longer be used: past its hard expiry while the KMS was
+    /// unreachable, revoked by the tenant, or used up. The message names tenant and provider.
+    #[error("lease of a key of tenant `{tenant}` (KMS `{provider}`) ended: {reason}")]
+    LeaseEnded {
+        /// The tenant.
+        tenant: String,
+        /// The KMS provider.
+        provider: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// Row-loading code ran outside a key scope (see `TenantKeys::scope`).
+    #[error(
+        "no key scope is active: enter one with TenantKeys::scope (sync) or TenantKeys::scope_async before loading encrypted rows"
+    )]
+    NoKeyScope,
+
+    /// The class is in classic mode (a KMS call per row) and cannot be served synchronously.
+    #[error(
+        "class `{class}` is in classic mode (no lease): use Cmk::seal_classic / Cmk::unseal_classic (async)"
+    )]
+    ClassicModeNeedsAsync {
+        /// The class.
+        class: String,
+    },
+
     /// A row has a classified value but no key column for its class (strict mode).
     #[error("column `{column}` has a value but the row has no key column listing it")]
     MissingKeyColumn {
@@ -170,6 +197,9 @@ impl Error {
             Error::UnknownClass { .. } => "unknown_class",
             Error::KeyUnavailable { .. } => "key_unavailable",
             Error::MissingKeyColumn { .. } => "missing_key_column",
+            Error::LeaseEnded { .. } => "lease_ended",
+            Error::NoKeyScope => "no_key_scope",
+            Error::ClassicModeNeedsAsync { .. } => "classic_mode_needs_async",
             Error::Kms { source, .. } => match source.kind {
                 crate::kms::KmsErrorKind::Unavailable => "kms_unavailable",
                 crate::kms::KmsErrorKind::Throttled => "kms_throttled",

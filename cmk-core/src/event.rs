@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::context::RequestContext;
+use crate::context::{RequestContext, TenantId};
 
 /// Event names: `CATEGORY_ACTION`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -34,6 +34,22 @@ pub enum EventName {
     KmsUnwrap,
     /// The KMS wrapped a key (provisioning).
     KmsWrap,
+    /// A lease was renewed by a real unwrap.
+    KmsLeaseRenewed,
+    /// A lease passed its hard expiry without renewal and was wiped.
+    KmsLeaseExpired,
+    /// A lease was revoked (KMS refusal, destroyed key, shredded tenant) and wiped.
+    KmsLeaseRevoked,
+    /// The KMS could not be reached (or throttled); leases ride it out until hard expiry.
+    KmsUnreachable,
+    /// A master key was rotated (registry entries re-wrapped).
+    AdminKeyRotated,
+    /// A KEK version changed state (rolled over, retired, destroyed).
+    AdminKekStateChanged,
+    /// A tenant was crypto-shredded.
+    AdminTenantShredded,
+    /// Key columns were re-wrapped to another KEK version.
+    DataRekey,
 }
 
 impl EventName {
@@ -47,6 +63,14 @@ impl EventName {
             EventName::AdminTenantConfigChanged => "ADMIN_TENANT_CONFIG_CHANGED",
             EventName::KmsUnwrap => "KMS_UNWRAP",
             EventName::KmsWrap => "KMS_WRAP",
+            EventName::KmsLeaseRenewed => "KMS_LEASE_RENEWED",
+            EventName::KmsLeaseExpired => "KMS_LEASE_EXPIRED",
+            EventName::KmsLeaseRevoked => "KMS_LEASE_REVOKED",
+            EventName::KmsUnreachable => "KMS_UNREACHABLE",
+            EventName::AdminKeyRotated => "ADMIN_KEY_ROTATED",
+            EventName::AdminKekStateChanged => "ADMIN_KEK_STATE_CHANGED",
+            EventName::AdminTenantShredded => "ADMIN_TENANT_SHREDDED",
+            EventName::DataRekey => "DATA_REKEY",
         }
     }
 }
@@ -160,6 +184,13 @@ impl SecurityEvent {
             purpose: ctx.purpose().map(str::to_string),
             metadata: ctx.metadata().clone(),
         }
+    }
+
+    /// An event of cmk's own (lease renewal, expiry) with no request behind it.
+    pub fn system(tenant: &TenantId, name: EventName, outcome: Outcome) -> Self {
+        let ctx = RequestContext::new(tenant.clone())
+            .with_actor(crate::context::Actor::Service("cmk".into()));
+        SecurityEvent::new(&ctx, name, outcome)
     }
 
     /// Sets the table.

@@ -16,14 +16,25 @@ use crate::context::TenantId;
 use crate::crypto::aead::GcmKey;
 use crate::crypto::search;
 use crate::event::EventSink;
+use crate::lease::{Lease, Material};
 use crate::policy::{Class, Policy};
 use crate::secret::SecretKey;
 use crate::tenant::TenantConfig;
 
-/// An unwrapped KEK with its key schedule expanded.
-pub(crate) struct LoadedKek {
+/// A leased KEK of one class.
+pub(crate) struct LeasedKek {
     pub(crate) class: Class,
-    pub(crate) key: GcmKey,
+    pub(crate) lease: Arc<Lease>,
+}
+
+impl LeasedKek {
+    /// Runs `f` with the KEK if its lease still serves (checked at every use).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&GcmKey) -> R) -> crate::Result<R> {
+        self.lease.with(|m| match m {
+            Material::Kek(k) => Ok(f(k)),
+            Material::Root(_) => Err(crate::Error::Tampered),
+        })?
+    }
 }
 
 /// Keys derived per field from a root, cached for the handle's life.
@@ -40,21 +51,24 @@ pub(crate) type FieldKeyId = (String, String, u8);
 pub struct TenantKeys {
     pub(crate) tenant: TenantId,
     pub(crate) config: Arc<TenantConfig>,
-    /// Loaded KEKs by (id, version). A handful per handle: a linear scan beats hashing.
-    pub(crate) keks: Vec<((u32, u32), LoadedKek)>,
+    /// Leased KEKs by (id, version). A handful per handle: a linear scan beats hashing.
+    pub(crate) keks: Vec<((u32, u32), LeasedKek)>,
     /// Write KEK per class.
     pub(crate) active: Vec<(Class, (u32, u32))>,
+    /// Requested classes in classic mode (no lease): only the async path serves them.
+    pub(crate) classic: Vec<Class>,
     /// Every (KEK id, version) the registry records for the tenant, requested, destroyed or
     /// not: a value naming one of these that is not loaded is `KeyUnavailable`; a value
     /// naming anything else is `Tampered`.
     pub(crate) known_keks: HashSet<(u32, u32)>,
     /// Every index and deterministic root version the registry records.
     pub(crate) known_roots: HashSet<(bool, u8)>,
-    pub(crate) index_roots: BTreeMap<u8, SecretKey>,
-    pub(crate) deterministic_roots: BTreeMap<u8, SecretKey>,
+    pub(crate) index_roots: BTreeMap<u8, Arc<Lease>>,
+    pub(crate) deterministic_roots: BTreeMap<u8, Arc<Lease>>,
     pub(crate) derived: Mutex<DerivedKeys>,
     pub(crate) sink: Arc<dyn EventSink>,
     pub(crate) min_format_version: u8,
+    pub(crate) kek_max_wraps: u64,
 }
 
 impl fmt::Debug for TenantKeys {
@@ -98,7 +112,28 @@ impl TenantKeys {
             .map(|(_, k)| *k)
     }
 
-    pub(crate) fn kek(&self, id: u32, version: u32) -> Option<&LoadedKek> {
+    /// Classes of this handle in classic mode.
+    pub fn classic_classes(&self) -> &[Class] {
+        &self.classic
+    }
+
+    /// Fails for a class in classic mode: the synchronous path cannot serve it.
+    pub(crate) fn check_not_classic(&self, class: &Class) -> crate::Result<()> {
+        if self.classic.contains(class) {
+            Err(crate::Error::ClassicModeNeedsAsync {
+                class: class.to_string(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The lease of a KEK version in this handle, if loaded.
+    pub fn kek_lease(&self, id: u32, version: u32) -> Option<&Arc<Lease>> {
+        self.kek(id, version).map(|k| &k.lease)
+    }
+
+    pub(crate) fn kek(&self, id: u32, version: u32) -> Option<&LeasedKek> {
         self.keks
             .iter()
             .find(|(k, _)| *k == (id, version))
@@ -163,7 +198,7 @@ impl TenantKeys {
         column: &str,
         version: u8,
     ) -> crate::Result<Arc<SecretKey>> {
-        let root = self
+        let lease = self
             .index_roots
             .get(&version)
             .ok_or_else(|| self.missing_root(false, version))?;
@@ -171,11 +206,16 @@ impl TenantKeys {
             .derived
             .lock()
             .map_err(|_| crate::Error::Io("key cache poisoned".into()))?;
-        let k = cache
-            .index
-            .entry((table.to_string(), column.to_string(), version))
-            .or_insert_with(|| Arc::new(search::index_key(root, table, column, version)));
-        Ok(Arc::clone(k))
+        let id = (table.to_string(), column.to_string(), version);
+        // The lease is checked at every use, cached derivation or not.
+        lease.with(|m| match m {
+            Material::Root(root) => {
+                Ok(Arc::clone(cache.index.entry(id).or_insert_with(|| {
+                    Arc::new(search::index_key(root, table, column, version))
+                })))
+            }
+            Material::Kek(_) => Err(crate::Error::Tampered),
+        })?
     }
 
     pub(crate) fn current_deterministic_version(&self) -> crate::Result<u8> {
@@ -196,7 +236,7 @@ impl TenantKeys {
         column: &str,
         version: u8,
     ) -> crate::Result<Arc<Zeroizing<[u8; 64]>>> {
-        let root = self
+        let lease = self
             .deterministic_roots
             .get(&version)
             .ok_or_else(|| self.missing_root(true, version))?;
@@ -204,10 +244,12 @@ impl TenantKeys {
             .derived
             .lock()
             .map_err(|_| crate::Error::Io("key cache poisoned".into()))?;
-        let k = cache
-            .deterministic
-            .entry((table.to_string(), column.to_string(), version))
-            .or_insert_with(|| Arc::new(search::deterministic_key(root, table, column, version)));
-        Ok(Arc::clone(k))
+        let id = (table.to_string(), column.to_string(), version);
+        lease.with(|m| match m {
+            Material::Root(root) => Ok(Arc::clone(cache.deterministic.entry(id).or_insert_with(
+                || Arc::new(search::deterministic_key(root, table, column, version)),
+            ))),
+            Material::Kek(_) => Err(crate::Error::Tampered),
+        })?
     }
 }

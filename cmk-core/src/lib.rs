@@ -7,6 +7,8 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod admin;
+pub mod clock;
 pub mod context;
 pub mod crypto;
 pub mod error;
@@ -15,9 +17,12 @@ pub mod format;
 mod hex;
 pub mod keys;
 pub mod kms;
+pub mod lease;
+mod leasing;
 pub mod policy;
 pub mod registry;
 pub mod schema;
+pub mod scope;
 pub mod seal;
 pub mod secret;
 mod service;
@@ -26,6 +31,7 @@ pub mod tenant;
 pub use context::{Actor, RequestContext, TenantId};
 pub use error::{Error, Result};
 pub use keys::TenantKeys;
+pub use leasing::RenewReport;
 pub use policy::{AuditMode, Class, LeasePolicy, Policy, SearchMode};
 pub use service::{Cmk, CmkBuilder, CmkSettings, OnboardReport};
 pub use tenant::TenantConfig;

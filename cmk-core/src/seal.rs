@@ -118,7 +118,7 @@ fn field_aad(buf: Vec<u8>, prefix: &[u8], tenant: &str, flags: u8, row_id: Optio
 
 /// A DEK wrap's associated data: the schema prefix, then
 /// `text tenant ‖ u32 kek_id ‖ u32 kek_version ‖ row_id ‖ bytes column_list`.
-fn dek_aad(
+pub(crate) fn dek_aad(
     buf: Vec<u8>,
     prefix: &[u8],
     tenant: &str,
@@ -249,6 +249,7 @@ impl TenantKeys {
                 key_columns.push(None);
                 continue;
             }
+            self.check_not_classic(class)?;
             let (kek_id, kek_version) = self.active_kek(class).ok_or_else(|| {
                 Error::InvalidInput(format!(
                     "class `{class}` was not requested when the keys were fetched; add it to keys_for"
@@ -314,7 +315,16 @@ impl TenantKeys {
                 row_id,
                 &kc[key_column::LIST_OFFSET..],
             );
-            let tag = kek.key.seal(&nonce, aad.as_bytes(), &mut kc[21..53]);
+            let tag = kek.with(|k| k.seal(&nonce, aad.as_bytes(), &mut kc[21..53]))?;
+            if kek.lease.count_wrap() > self.kek_max_wraps.saturating_mul(4) {
+                // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather
+                // than approach the AES-GCM random-nonce bound with a handle never refreshed.
+                return Err(Error::LeaseEnded {
+                    tenant: tenant.to_string(),
+                    provider: kek.lease.provider.clone(),
+                    reason: "the KEK reached its wrap limit; fetch keys again to roll over".into(),
+                });
+            }
             aad_buf = aad.into_buffer();
             kc[53..69].copy_from_slice(&tag);
             key_columns.push(Some(kc));
@@ -489,6 +499,7 @@ impl TenantKeys {
             let Some(bytes) = row.key_columns[k] else {
                 continue;
             };
+            self.check_not_classic(class)?;
             let kc = key_column::parse(bytes)?;
             if kc.version < self.min_format_version {
                 return Err(Error::FormatTooOld {
@@ -583,9 +594,8 @@ impl TenantKeys {
                 kc.list_bytes,
             );
             let mut dek = Zeroizing::new(kc.encrypted_dek);
-            let unwrapped = kek
-                .key
-                .open(&kc.nonce, aad.as_bytes(), &mut dek[..], &kc.tag);
+            let unwrapped =
+                kek.with(|k| k.open(&kc.nonce, aad.as_bytes(), &mut dek[..], &kc.tag))?;
             aad_buf = aad.into_buffer();
             unwrapped?;
             let gcm = GcmKey::new(&SecretKey::from_bytes(*dek));

@@ -2,21 +2,22 @@
 //! together. Its async methods talk to the KMS; what they return (key handles) seals and
 //! unseals synchronously.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::context::TenantId;
+use crate::lease::LeaseCache;
+use crate::leasing::TenantView;
 
 use crate::context::RequestContext;
-use crate::crypto::aead::GcmKey;
 use crate::error::{Error, Result};
 use crate::event::{EventName, EventSink, Outcome, SecurityEvent, TracingSink};
 use crate::format::MIN_FORMAT_VERSION;
-use crate::keys::{LoadedKek, TenantKeys};
 use crate::kms::{KeyRef, Kms};
-use crate::policy::{Class, SearchMode};
 use crate::registry::{
-    InsertOutcome, KeyRegistry, KeyState, KeyVersionView, Purpose, RegistryEntry, entry_aad,
-    fold_versions, kek_id,
+    InsertOutcome, KeyRegistry, KeyState, Purpose, RegistryEntry, entry_aad, kek_id,
 };
 use crate::secret::SecretKey;
 use crate::tenant::{TenantConfig, TenantConfigStore};
@@ -29,6 +30,17 @@ pub struct CmkSettings {
     /// Most KEK versions per class a key handle unwraps, newest first (default: 16). Rows
     /// sealed under older versions fail with `KeyUnavailable` until rekeyed.
     pub max_warm_versions: usize,
+    /// How long a KMS refusal is remembered before the KMS is asked again (default: 60 s),
+    /// so a re-enabled key recovers without a restart.
+    pub denial_ttl: Duration,
+    /// A KEK version older than this rolls over to a new version (default: 90 days).
+    pub kek_max_age: Duration,
+    /// A KEK version that wrapped this many DEKs in this process rolls over (default: 2^30;
+    /// AES-GCM with random nonces must stay below 2^32 per key, so up to four instances
+    /// writing with one version stay within the bound; lower it for more instances).
+    pub kek_max_wraps: u64,
+    /// The monotonic clock leases run on (tests pass a `ManualClock`).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for CmkSettings {
@@ -36,6 +48,10 @@ impl Default for CmkSettings {
         CmkSettings {
             min_format_version: MIN_FORMAT_VERSION,
             max_warm_versions: 16,
+            denial_ttl: Duration::from_secs(60),
+            kek_max_age: Duration::from_secs(90 * 24 * 3600),
+            kek_max_wraps: 1 << 30,
+            clock: Arc::new(MonotonicClock::default()),
         }
     }
 }
@@ -43,11 +59,13 @@ impl Default for CmkSettings {
 /// The cmk service.
 #[derive(Debug, Clone)]
 pub struct Cmk {
-    kms: Arc<dyn Kms>,
-    registry: Arc<dyn KeyRegistry>,
-    configs: Arc<dyn TenantConfigStore>,
-    sink: Arc<dyn EventSink>,
-    settings: CmkSettings,
+    pub(crate) kms: Arc<dyn Kms>,
+    pub(crate) registry: Arc<dyn KeyRegistry>,
+    pub(crate) configs: Arc<dyn TenantConfigStore>,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) settings: CmkSettings,
+    pub(crate) leases: Arc<LeaseCache>,
+    pub(crate) views: Arc<Mutex<HashMap<TenantId, Arc<TenantView>>>>,
 }
 
 /// Builds a [`Cmk`].
@@ -86,10 +104,21 @@ impl CmkBuilder {
         self.settings = settings;
         self
     }
+    /// The clock leases run on (default: the monotonic clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.settings.clock = clock;
+        self
+    }
     /// Builds, naming what is missing.
     pub fn build(self) -> Result<Cmk> {
         let missing = |what: &str| Error::InvalidConfig(format!("Cmk::builder() needs {what}"));
+        let leases = Arc::new(LeaseCache::new(
+            Arc::clone(&self.settings.clock),
+            self.settings.denial_ttl,
+        ));
         Ok(Cmk {
+            leases,
+            views: Arc::new(Mutex::new(HashMap::new())),
             kms: self.kms.ok_or_else(|| missing("a KMS (.kms(...))"))?,
             registry: self
                 .registry
@@ -112,7 +141,7 @@ pub struct OnboardReport {
     pub entries_written: usize,
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -130,7 +159,12 @@ impl Cmk {
         &self.sink
     }
 
-    fn kms_error(&self, ctx: &RequestContext, key: &KeyRef, e: crate::kms::KmsError) -> Error {
+    pub(crate) fn kms_error(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        e: crate::kms::KmsError,
+    ) -> Error {
         Error::Kms {
             tenant: ctx.tenant().to_string(),
             provider: key.provider().to_string(),
@@ -138,7 +172,7 @@ impl Cmk {
         }
     }
 
-    fn emit(&self, ctx: &RequestContext, name: EventName, result: &Result<impl Sized>) {
+    pub(crate) fn emit(&self, ctx: &RequestContext, name: EventName, result: &Result<impl Sized>) {
         let outcome = match result {
             Ok(_) => Outcome::Success,
             Err(e) => Outcome::Failure {
@@ -243,192 +277,51 @@ impl Cmk {
         }
         let mut written = 0;
         for (purpose, policy, id, cmk_ref) in wanted {
-            let material = SecretKey::random()?;
-            let aad = entry_aad(purpose, tenant, &policy, id, 1, &cmk_ref);
-            let wrapped = self
-                .kms
-                .wrap(&cmk_ref, material.expose_secret(), aad.as_bytes())
-                .await
-                .map_err(|e| self.kms_error(ctx, &cmk_ref, e))?;
-            let entry = RegistryEntry {
-                tenant: tenant.clone(),
-                purpose,
-                policy,
-                kek_id: id,
-                version: 1,
-                cmk_ref,
-                state: KeyState::Active,
-                wrapped,
-                created_at: now_secs(),
-            };
-            if self.registry.insert_if_absent(entry).await? == InsertOutcome::Inserted {
+            if self
+                .provision(ctx, purpose, &policy, id, 1, &cmk_ref)
+                .await?
+                == InsertOutcome::Inserted
+            {
                 written += 1;
             }
         }
+        self.forget_view(tenant);
         Ok(OnboardReport {
             proven_keys: keys,
             entries_written: written,
         })
     }
 
-    /// Fetches the keys of the context's tenant for `classes`: one KMS unwrap per distinct
-    /// key version, never one per row. Fails for an unknown or shredded tenant, a class
-    /// without policy or KEK, and a KMS that refuses.
-    pub async fn keys_for<C: AsRef<str>>(
+    /// Writes a fresh random key version to the registry, wrapped under `cmk_ref`
+    /// (insert-if-absent: when another instance won, its entry stands).
+    pub(crate) async fn provision(
         &self,
         ctx: &RequestContext,
-        classes: &[C],
-    ) -> Result<TenantKeys> {
+        purpose: Purpose,
+        policy: &str,
+        id: u32,
+        version: u32,
+        cmk_ref: &KeyRef,
+    ) -> Result<InsertOutcome> {
         let tenant = ctx.tenant();
-        let entries = self.registry.entries(tenant).await?;
-        if entries.is_empty() {
-            return Err(Error::UnknownTenant {
-                tenant: tenant.to_string(),
-            });
-        }
-        if entries.iter().any(|e| e.purpose == Purpose::Tombstone) {
-            return Err(Error::TenantShredded {
-                tenant: tenant.to_string(),
-            });
-        }
-        let config = Arc::new(self.configs.load(tenant).await?);
-        let classes: Vec<Class> = classes
-            .iter()
-            .map(|c| Class::new(c.as_ref()))
-            .collect::<Result<_>>()?;
-        let wanted: HashSet<&Class> = classes.iter().collect();
-        for class in &wanted {
-            config.policy(class)?;
-        }
-        let trusted = |purpose: Purpose, policy: &str| match purpose {
-            Purpose::Kek => Class::new(policy)
-                .ok()
-                .and_then(|c| config.policies.get(&c))
-                .map(|p| p.kms_key.clone()),
-            _ => Some(config.root_key.clone()),
-        };
-        let views = fold_versions(&entries, trusted);
-        let searchable = wanted
-            .iter()
-            .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
-
-        let known_keks = views
-            .iter()
-            .filter(|v| v.purpose == Purpose::Kek)
-            .map(|v| (v.kek_id, v.version))
-            .collect();
-        let known_roots = views
-            .iter()
-            .filter_map(|v| {
-                let version = u8::try_from(v.version).ok()?;
-                match v.purpose {
-                    Purpose::IndexRoot => Some((false, version)),
-                    Purpose::DeterministicRoot => Some((true, version)),
-                    _ => None,
-                }
-            })
-            .collect();
-        let mut keks: Vec<((u32, u32), LoadedKek)> = Vec::new();
-        let mut active: Vec<(Class, (u32, u32))> = Vec::new();
-        let mut index_roots = BTreeMap::new();
-        let mut deterministic_roots = BTreeMap::new();
-        for class in &wanted {
-            let mut versions: Vec<&KeyVersionView> = views
-                .iter()
-                .filter(|v| {
-                    v.purpose == Purpose::Kek
-                        && v.policy == class.as_str()
-                        && v.state != KeyState::Destroyed
-                })
-                .collect();
-            versions.sort_by_key(|v| std::cmp::Reverse(v.version));
-            versions.truncate(self.settings.max_warm_versions);
-            if versions.is_empty() {
-                return Err(Error::InvalidConfig(format!(
-                    "class `{class}` has no key for tenant `{tenant}`: run onboarding to provision it"
-                )));
-            }
-            for v in versions {
-                // A version without material under the configured master key is skipped:
-                // rows naming it fail with `KeyUnavailable`, and it never becomes the write
-                // key (an entry forged under another key must not be written with).
-                if v.wrapped_by.is_none() {
-                    continue;
-                }
-                let key = self.unwrap_view(ctx, v).await?;
-                if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == *class) {
-                    active.push(((*class).clone(), (v.kek_id, v.version)));
-                }
-                let loaded = LoadedKek {
-                    class: (*class).clone(),
-                    key: GcmKey::new(&key),
-                };
-                keks.push(((v.kek_id, v.version), loaded));
-            }
-            if !active.iter().any(|(c, _)| c == *class) {
-                return Err(Error::InvalidConfig(format!(
-                    "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
-                )));
-            }
-        }
-        if searchable {
-            for v in views
-                .iter()
-                .filter(|v| v.state != KeyState::Destroyed && v.wrapped_by.is_some())
-            {
-                let Ok(version) = u8::try_from(v.version) else {
-                    continue;
-                };
-                match v.purpose {
-                    Purpose::IndexRoot => {
-                        index_roots.insert(version, self.unwrap_view(ctx, v).await?);
-                    }
-                    Purpose::DeterministicRoot => {
-                        deterministic_roots.insert(version, self.unwrap_view(ctx, v).await?);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(TenantKeys {
-            tenant: tenant.clone(),
-            config,
-            keks,
-            active,
-            known_keks,
-            known_roots,
-            index_roots,
-            deterministic_roots,
-            derived: Mutex::new(Default::default()),
-            sink: Arc::clone(&self.sink),
-            min_format_version: self.settings.min_format_version,
-        })
-    }
-
-    async fn unwrap_view(&self, ctx: &RequestContext, v: &KeyVersionView) -> Result<SecretKey> {
-        let tenant = ctx.tenant();
-        let entry = v.wrapped_by.as_ref().ok_or_else(|| Error::KeyUnavailable {
-            tenant: tenant.to_string(),
-            kek_id: v.kek_id,
-            version: v.version,
-        })?;
-        // Bound to the tenant of the request, not the entry's own column: an entry copied
-        // to another tenant fails here.
-        let aad = entry_aad(
-            v.purpose,
-            tenant,
-            &v.policy,
-            v.kek_id,
-            v.version,
-            &entry.cmk_ref,
-        );
-        let result = self
+        let material = SecretKey::random()?;
+        let aad = entry_aad(purpose, tenant, policy, id, version, cmk_ref);
+        let wrapped = self
             .kms
-            .unwrap(&entry.cmk_ref, &entry.wrapped, aad.as_bytes())
+            .wrap(cmk_ref, material.expose_secret(), aad.as_bytes())
             .await
-            .map_err(|e| self.kms_error(ctx, &entry.cmk_ref, e));
-        self.emit(ctx, EventName::KmsUnwrap, &result);
-        let bytes = result?;
-        SecretKey::from_slice(bytes.expose_secret()).ok_or(Error::Tampered)
+            .map_err(|e| self.kms_error(ctx, cmk_ref, e))?;
+        let entry = RegistryEntry {
+            tenant: tenant.clone(),
+            purpose,
+            policy: policy.to_string(),
+            kek_id: id,
+            version,
+            cmk_ref: cmk_ref.clone(),
+            state: KeyState::Active,
+            wrapped,
+            created_at: now_secs(),
+        };
+        self.registry.insert_if_absent(entry).await
     }
 }

@@ -10,7 +10,11 @@ use common::*;
 
 const TAMPER_MSG: &str = "stored ciphertext failed authentication";
 
-async fn setup() -> (Fixture, cmk_core::TenantKeys, cmk_core::RequestContext) {
+async fn setup() -> (
+    Fixture,
+    std::sync::Arc<cmk_core::TenantKeys>,
+    cmk_core::RequestContext,
+) {
     let fx = Fixture::new(&["acme", "globex"]).await;
     let ctx = doctor("acme");
     let keys = fx.cmk.keys_for(&ctx, &ALL).await.unwrap();

@@ -376,6 +376,12 @@ impl Kms for LocalKms {
             Ok(SecretBytes::new(buf))
         })
     }
+
+    async fn destroy_key(&self, key: &KeyRef) -> Result<bool, KmsError> {
+        self.destroy(key.key_id())
+            .map(|()| true)
+            .map_err(|e| KmsError::new(KmsErrorKind::NotFound, e.to_string()))
+    }
 }
 
 /// Parses the keyring file format (docs/FORMAT.md §6):

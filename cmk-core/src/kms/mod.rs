@@ -147,6 +147,13 @@ pub trait Kms: Send + Sync + fmt::Debug {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<SecretBytes, KmsError>;
+
+    /// Destroys a master key for crypto-shredding, if this provider may. `Ok(false)` means it
+    /// cannot (the default): the operator must have the tenant disable or delete the key.
+    async fn destroy_key(&self, key: &KeyRef) -> Result<bool, KmsError> {
+        let _ = key;
+        Ok(false)
+    }
 }
 
 /// Routes each key reference to the provider it names, so tenants on different KMSes share one
@@ -195,6 +202,10 @@ impl Kms for KmsRouter {
         aad: &[u8],
     ) -> Result<SecretBytes, KmsError> {
         self.route(key)?.unwrap(key, wrapped, aad).await
+    }
+
+    async fn destroy_key(&self, key: &KeyRef) -> Result<bool, KmsError> {
+        self.route(key)?.destroy_key(key).await
     }
 }
 

@@ -16,12 +16,17 @@ use cmk_core::secret::{SecretBytes, SecretKey};
 use cmk_core::tenant::{MemoryConfigStore, OperatorKey};
 use cmk_core::{Class, Cmk, Policy, RequestContext, SearchMode, TenantConfig, TenantId};
 
-/// Counts calls into an inner KMS.
+/// Counts calls into an inner KMS and can simulate outages and hold calls.
 #[derive(Debug)]
 pub struct CountingKms {
     pub inner: Arc<LocalKms>,
     pub wraps: AtomicUsize,
     pub unwraps: AtomicUsize,
+    /// 0: pass through; 1: unavailable; 2: throttled.
+    pub fault: std::sync::atomic::AtomicU8,
+    /// When armed, every unwrap waits for a permit.
+    pub gate: tokio::sync::Semaphore,
+    pub gated: std::sync::atomic::AtomicBool,
 }
 
 impl CountingKms {
@@ -32,6 +37,22 @@ impl CountingKms {
         self.wraps.store(0, Ordering::SeqCst);
         self.unwraps.store(0, Ordering::SeqCst);
     }
+    pub fn set_fault(&self, fault: u8) {
+        self.fault.store(fault, Ordering::SeqCst);
+    }
+    fn fault(&self) -> Result<(), KmsError> {
+        match self.fault.load(Ordering::SeqCst) {
+            1 => Err(KmsError::new(
+                cmk_core::kms::KmsErrorKind::Unavailable,
+                "connection refused (simulated)",
+            )),
+            2 => Err(KmsError::new(
+                cmk_core::kms::KmsErrorKind::Throttled,
+                "rate exceeded (simulated)",
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -41,15 +62,24 @@ impl Kms for CountingKms {
     }
     async fn wrap(&self, key: &KeyRef, p: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
         self.wraps.fetch_add(1, Ordering::SeqCst);
+        self.fault()?;
         self.inner.wrap(key, p, aad).await
     }
     async fn unwrap(&self, key: &KeyRef, w: &[u8], aad: &[u8]) -> Result<SecretBytes, KmsError> {
         self.unwraps.fetch_add(1, Ordering::SeqCst);
+        if self.gated.load(Ordering::SeqCst) {
+            let _permit = self.gate.acquire().await;
+        }
+        self.fault()?;
         self.inner.unwrap(key, w, aad).await
+    }
+    async fn destroy_key(&self, key: &KeyRef) -> Result<bool, KmsError> {
+        self.inner.destroy_key(key).await
     }
 }
 
 pub struct Fixture {
+    pub clock: Arc<cmk_core::clock::ManualClock>,
     pub local: Arc<LocalKms>,
     pub kms: Arc<CountingKms>,
     pub registry: Arc<MemoryRegistry>,
@@ -82,13 +112,18 @@ impl Fixture {
             inner: local.clone(),
             wraps: 0.into(),
             unwraps: 0.into(),
+            fault: 0.into(),
+            gate: tokio::sync::Semaphore::new(0),
+            gated: false.into(),
         });
+        let clock = Arc::new(cmk_core::clock::ManualClock::new());
         let registry = Arc::new(MemoryRegistry::new());
         let configs = Arc::new(MemoryConfigStore::new(OperatorKey::new(
             SecretKey::from_bytes([42; 32]),
         )));
         let sink = Arc::new(MemorySink::new());
         let cmk = Cmk::builder()
+            .clock(clock.clone())
             .kms(kms.clone())
             .registry(registry.clone())
             .configs(configs.clone())
@@ -104,6 +139,7 @@ impl Fixture {
         kms.reset();
         sink.take();
         Fixture {
+            clock,
             local,
             kms,
             registry,

@@ -1,0 +1,629 @@
+//! Key fetching through leases: `keys_for`, the renewal pass, and the per-tenant view of the
+//! registry and configuration that both read.
+//!
+//! With warm leases and a fresh view, `keys_for` performs no I/O at all. The view (tenant
+//! configuration plus folded registry entries) is reloaded once its tenant's shortest renewal
+//! interval has passed, so new KEK versions and shred tombstones written by other instances
+//! are seen within one renewal interval.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::context::{RequestContext, TenantId};
+use crate::crypto::aead::GcmKey;
+use crate::error::{Error, Result};
+use crate::event::{EventName, Outcome, SecurityEvent};
+use crate::keys::{LeasedKek, TenantKeys};
+use crate::lease::{Lease, LeaseEnd, LeaseKey, Material};
+use crate::policy::{Class, LeasePolicy, SearchMode};
+use crate::registry::{
+    KeyState, KeyVersionView, Purpose, RegistryEntry, entry_aad, fold_versions, kek_id,
+};
+use crate::secret::SecretKey;
+use crate::service::{Cmk, now_secs};
+use crate::tenant::TenantConfig;
+
+/// A tenant's configuration and registry as last read.
+#[derive(Debug)]
+pub(crate) struct TenantView {
+    pub(crate) config: Arc<TenantConfig>,
+    pub(crate) views: Vec<KeyVersionView>,
+    pub(crate) shredded: bool,
+    pub(crate) empty: bool,
+    loaded_at: Duration,
+}
+
+/// Lease timings for one key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timings {
+    renewal: Duration,
+    hard: Duration,
+    max_uses: Option<u64>,
+}
+
+impl Timings {
+    fn of(lease: &LeasePolicy) -> Option<Timings> {
+        match *lease {
+            LeasePolicy::Leased {
+                hard_expiry_secs,
+                renewal_secs,
+                max_uses,
+            } => Some(Timings {
+                renewal: Duration::from_secs(renewal_secs),
+                hard: Duration::from_secs(hard_expiry_secs),
+                max_uses,
+            }),
+            LeasePolicy::None => None,
+        }
+    }
+
+    /// Roots serve every class: they take the tightest leased policy of the tenant.
+    fn for_roots(config: &TenantConfig) -> Timings {
+        let leased: Vec<Timings> = config
+            .policies
+            .values()
+            .filter_map(|p| Timings::of(&p.lease))
+            .collect();
+        Timings {
+            renewal: leased
+                .iter()
+                .map(|t| t.renewal)
+                .min()
+                .unwrap_or(Duration::from_secs(1200)),
+            hard: leased
+                .iter()
+                .map(|t| t.hard)
+                .min()
+                .unwrap_or(Duration::from_secs(3600)),
+            max_uses: None,
+        }
+    }
+}
+
+/// What one renewal pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RenewReport {
+    /// Leases renewed by a successful unwrap.
+    pub renewed: usize,
+    /// Renewals that failed transiently (the lease keeps serving until hard expiry).
+    pub unreachable: usize,
+    /// Leases revoked (refusal, destroyed key, shredded tenant).
+    pub revoked: usize,
+    /// Leases wiped at hard expiry.
+    pub expired: usize,
+}
+
+fn system_event(
+    sink: &dyn crate::event::EventSink,
+    tenant: &TenantId,
+    name: EventName,
+    outcome: Outcome,
+) {
+    // Lease events are best effort here; the delivery pipeline makes them durable.
+    let _ = sink.emit(SecurityEvent::system(tenant, name, outcome));
+}
+
+fn failure(kind: &str) -> Outcome {
+    Outcome::Failure {
+        error: kind.to_string(),
+    }
+}
+
+impl Cmk {
+    pub(crate) fn forget_view(&self, tenant: &TenantId) {
+        if let Ok(mut v) = self.views.lock() {
+            v.remove(tenant);
+        }
+    }
+
+    /// The tenant's view, reloaded when older than its shortest renewal interval.
+    pub(crate) async fn tenant_view(
+        &self,
+        tenant: &TenantId,
+        force: bool,
+    ) -> Result<Arc<TenantView>> {
+        let now = self.settings.clock.now();
+        if !force {
+            let cached = self.views.lock().ok().and_then(|v| v.get(tenant).cloned());
+            if let Some(view) = cached {
+                let fresh_for = Timings::for_roots(&view.config).renewal;
+                if now < view.loaded_at + fresh_for {
+                    return Ok(view);
+                }
+            }
+        }
+        let entries = self.registry.entries(tenant).await?;
+        let empty = entries.is_empty();
+        let shredded = entries.iter().any(|e| e.purpose == Purpose::Tombstone);
+        let config = Arc::new(if empty || shredded {
+            // Unknown or shredded tenants fail before their configuration matters.
+            match self.configs.load(tenant).await {
+                Ok(c) => c,
+                Err(_) if empty => {
+                    return Err(Error::UnknownTenant {
+                        tenant: tenant.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::TenantShredded {
+                        tenant: tenant.to_string(),
+                    });
+                }
+            }
+        } else {
+            self.configs.load(tenant).await?
+        });
+        let trusted = |purpose: Purpose, policy: &str| match purpose {
+            Purpose::Kek => Class::new(policy)
+                .ok()
+                .and_then(|c| config.policies.get(&c))
+                .map(|p| p.kms_key.clone()),
+            _ => Some(config.root_key.clone()),
+        };
+        let views = fold_versions(&entries, trusted);
+        let view = Arc::new(TenantView {
+            config,
+            views,
+            shredded,
+            empty,
+            loaded_at: now,
+        });
+        if let Ok(mut v) = self.views.lock() {
+            v.insert(tenant.clone(), Arc::clone(&view));
+        }
+        Ok(view)
+    }
+
+    /// Fetches the keys of the context's tenant for `classes` as a handle. With warm leases
+    /// this makes no KMS call and no registry read; otherwise one KMS unwrap per distinct key
+    /// version (concurrent callers share it), never one per row. Fails for an unknown or
+    /// shredded tenant, a class without policy or KEK, and a KMS that refuses.
+    pub async fn keys_for<C: AsRef<str>>(
+        &self,
+        ctx: &RequestContext,
+        classes: &[C],
+    ) -> Result<Arc<TenantKeys>> {
+        let tenant = ctx.tenant();
+        let mut view = self.tenant_view(tenant, false).await?;
+        if view.empty {
+            return Err(Error::UnknownTenant {
+                tenant: tenant.to_string(),
+            });
+        }
+        if view.shredded {
+            return Err(Error::TenantShredded {
+                tenant: tenant.to_string(),
+            });
+        }
+        let classes: Vec<Class> = classes
+            .iter()
+            .map(|c| Class::new(c.as_ref()))
+            .collect::<Result<_>>()?;
+        let wanted: Vec<&Class> = {
+            let mut w: Vec<&Class> = classes.iter().collect();
+            w.sort();
+            w.dedup();
+            w
+        };
+        for class in &wanted {
+            view.config.policy(class)?;
+        }
+        if self.roll_over_due(ctx, &view, &wanted).await? {
+            view = self.tenant_view(tenant, true).await?;
+        }
+        let config = Arc::clone(&view.config);
+        let mut keks = Vec::new();
+        let mut active = Vec::new();
+        let mut classic = Vec::new();
+        for class in &wanted {
+            let policy = config.policy(class)?;
+            let Some(timings) = Timings::of(&policy.lease) else {
+                classic.push((*class).clone());
+                continue;
+            };
+            let mut versions: Vec<&KeyVersionView> = view
+                .views
+                .iter()
+                .filter(|v| {
+                    v.purpose == Purpose::Kek
+                        && v.policy == class.as_str()
+                        && v.state != KeyState::Destroyed
+                })
+                .collect();
+            versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+            versions.truncate(self.settings.max_warm_versions);
+            if versions.is_empty() {
+                return Err(Error::InvalidConfig(format!(
+                    "class `{class}` has no key for tenant `{tenant}`: run onboarding to provision it"
+                )));
+            }
+            for v in versions {
+                // A version without material under the configured master key is skipped:
+                // rows naming it fail with `KeyUnavailable`, and it never becomes the write
+                // key (an entry forged under another key must not be written with).
+                let Some(entry) = &v.wrapped_by else { continue };
+                let lease = self.lease_for(tenant, v, entry, timings).await?;
+                if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == *class) {
+                    active.push(((*class).clone(), (v.kek_id, v.version)));
+                }
+                keks.push((
+                    (v.kek_id, v.version),
+                    LeasedKek {
+                        class: (*class).clone(),
+                        lease,
+                    },
+                ));
+            }
+            if !active.iter().any(|(c, _)| c == *class) {
+                return Err(Error::InvalidConfig(format!(
+                    "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
+                )));
+            }
+        }
+        let searchable = wanted
+            .iter()
+            .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
+        let mut index_roots = BTreeMap::new();
+        let mut deterministic_roots = BTreeMap::new();
+        if searchable {
+            let timings = Timings::for_roots(&config);
+            for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
+                let (Ok(version), Some(entry)) = (u8::try_from(v.version), &v.wrapped_by) else {
+                    continue;
+                };
+                match v.purpose {
+                    Purpose::IndexRoot => {
+                        index_roots
+                            .insert(version, self.lease_for(tenant, v, entry, timings).await?);
+                    }
+                    Purpose::DeterministicRoot => {
+                        deterministic_roots
+                            .insert(version, self.lease_for(tenant, v, entry, timings).await?);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let known_keks = view
+            .views
+            .iter()
+            .filter(|v| v.purpose == Purpose::Kek)
+            .map(|v| (v.kek_id, v.version))
+            .collect();
+        let known_roots: HashSet<(bool, u8)> = view
+            .views
+            .iter()
+            .filter_map(|v| {
+                let version = u8::try_from(v.version).ok()?;
+                match v.purpose {
+                    Purpose::IndexRoot => Some((false, version)),
+                    Purpose::DeterministicRoot => Some((true, version)),
+                    _ => None,
+                }
+            })
+            .collect();
+        Ok(Arc::new(TenantKeys {
+            tenant: tenant.clone(),
+            config,
+            keks,
+            active,
+            classic,
+            known_keks,
+            known_roots,
+            index_roots,
+            deterministic_roots,
+            derived: Default::default(),
+            sink: Arc::clone(&self.sink),
+            min_format_version: self.settings.min_format_version,
+            kek_max_wraps: self.settings.kek_max_wraps,
+        }))
+    }
+
+    async fn lease_for(
+        &self,
+        tenant: &TenantId,
+        v: &KeyVersionView,
+        entry: &RegistryEntry,
+        timings: Timings,
+    ) -> Result<Arc<Lease>> {
+        let key = LeaseKey {
+            tenant: tenant.clone(),
+            purpose: v.purpose,
+            policy: v.policy.clone(),
+            version: v.version,
+        };
+        if let Some(l) = self.leases.get(&key)
+            && l.ended().is_none()
+            && !l.renewal_due()
+        {
+            return Ok(l);
+        }
+        self.obtain(key, entry.clone(), timings).await
+    }
+
+    /// Unwraps (or renews) one lease: single flight per key, classified failures.
+    async fn obtain(
+        &self,
+        key: LeaseKey,
+        entry: RegistryEntry,
+        timings: Timings,
+    ) -> Result<Arc<Lease>> {
+        let flight = self.leases.flight(&key);
+        let _one_at_a_time = flight.lock().await;
+        let existing = self
+            .leases
+            .get(&key)
+            .filter(|l| !matches!(l.ended(), Some(LeaseEnd::Revoked(_))));
+        if let Some(l) = &existing
+            && l.ended().is_none()
+            && !l.renewal_due()
+        {
+            return Ok(Arc::clone(l)); // another caller just did the work
+        }
+        let tenant = &key.tenant.clone();
+        let kms_error = |e| Error::Kms {
+            tenant: tenant.to_string(),
+            provider: entry.cmk_ref.provider().to_string(),
+            source: e,
+        };
+        if let Some(denied) = self.leases.denial(&key) {
+            return Err(kms_error(denied));
+        }
+        let aad = entry_aad(
+            key.purpose,
+            tenant,
+            &key.policy,
+            entry.kek_id,
+            key.version,
+            &entry.cmk_ref,
+        );
+        let result = self
+            .kms
+            .unwrap(&entry.cmk_ref, &entry.wrapped, aad.as_bytes())
+            .await;
+        let sink = self.sink.as_ref();
+        // A lease that is still serving (not expired, not used up) can be renewed in place.
+        let live = existing.filter(|l| l.ended().is_none());
+        match result {
+            Ok(bytes) => {
+                let material =
+                    SecretKey::from_slice(bytes.expose_secret()).ok_or(Error::Tampered)?;
+                self.leases.forget_denial(&key);
+                if let Some(lease) = live {
+                    lease.renewed(entry);
+                    system_event(sink, tenant, EventName::KmsLeaseRenewed, Outcome::Success);
+                    return Ok(lease);
+                }
+                let material = match key.purpose {
+                    Purpose::Kek => Material::Kek(Box::new(GcmKey::new(&material))),
+                    _ => Material::Root(material),
+                };
+                let provider = entry.cmk_ref.provider().to_string();
+                let clock = Arc::clone(&self.settings.clock);
+                let lease = Arc::new(Lease::new(
+                    key,
+                    provider,
+                    material,
+                    clock,
+                    timings.renewal,
+                    timings.hard,
+                    timings.max_uses,
+                    entry,
+                ));
+                self.leases.insert(Arc::clone(&lease));
+                system_event(sink, tenant, EventName::KmsUnwrap, Outcome::Success);
+                Ok(lease)
+            }
+            Err(e) if e.kind.is_transient() => {
+                system_event(
+                    sink,
+                    tenant,
+                    EventName::KmsUnreachable,
+                    failure(e.kind.as_str()),
+                );
+                match live {
+                    Some(lease) => {
+                        lease.retry_later();
+                        Ok(lease)
+                    }
+                    None => Err(kms_error(e)),
+                }
+            }
+            Err(e) => {
+                if let Some(lease) = self.leases.remove(&key) {
+                    lease.revoke(e.kind.as_str());
+                    system_event(
+                        sink,
+                        tenant,
+                        EventName::KmsLeaseRevoked,
+                        failure(e.kind.as_str()),
+                    );
+                }
+                self.leases.remember_denial(&key, e.clone());
+                system_event(sink, tenant, EventName::KmsUnwrap, failure(e.kind.as_str()));
+                Err(kms_error(e))
+            }
+        }
+    }
+
+    /// One renewal pass over this process's leases: re-reads each tenant's registry (shred
+    /// tombstones, destroyed versions, re-wraps), renews leases whose renewal time has passed
+    /// with a real unwrap, and wipes leases past hard expiry. The background renewer
+    /// ([`Cmk::spawn_renewer`]) calls this; so do tests, with a controllable clock.
+    pub async fn renew_due(&self) -> RenewReport {
+        let mut report = RenewReport::default();
+        let leases = self.leases.all();
+        let tenants: HashSet<TenantId> = leases.iter().map(|l| l.key.tenant.clone()).collect();
+        let mut fresh = std::collections::HashMap::new();
+        for tenant in tenants {
+            match self.tenant_view(&tenant, true).await {
+                Ok(view) => {
+                    fresh.insert(tenant, Some(view));
+                }
+                // None: the tenant is shredded or purged.
+                Err(Error::TenantShredded { .. }) | Err(Error::UnknownTenant { .. }) => {
+                    fresh.insert(tenant, None);
+                }
+                // Registry or configuration unreachable: leases ride it out like a KMS outage.
+                Err(_) => {}
+            }
+        }
+        for lease in leases {
+            let key = lease.key.clone();
+            if matches!(lease.ended(), Some(LeaseEnd::Revoked(_))) {
+                self.leases.remove(&key);
+                continue;
+            }
+            if lease.ended() == Some(LeaseEnd::Expired) {
+                lease.wipe();
+                self.leases.remove(&key);
+                system_event(
+                    self.sink.as_ref(),
+                    &key.tenant,
+                    EventName::KmsLeaseExpired,
+                    failure("lease_expired"),
+                );
+                report.expired += 1;
+                continue;
+            }
+            let Some(view) = fresh.get(&key.tenant) else {
+                continue;
+            };
+            let current = view.as_ref().and_then(|view| {
+                view.views.iter().find(|v| {
+                    v.purpose == key.purpose && v.policy == key.policy && v.version == key.version
+                })
+            });
+            let reason = match (view, current) {
+                (None, _) => Some("tenant shredded"),
+                (Some(view), _) if view.shredded || view.empty => Some("tenant shredded"),
+                (Some(_), None) => Some("key version gone from the registry"),
+                (Some(_), Some(v)) if v.state == KeyState::Destroyed => {
+                    Some("key version destroyed")
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                self.leases.remove(&key);
+                lease.revoke(reason);
+                system_event(
+                    self.sink.as_ref(),
+                    &key.tenant,
+                    EventName::KmsLeaseRevoked,
+                    failure("revoked"),
+                );
+                report.revoked += 1;
+                continue;
+            }
+            if !lease.renewal_due() {
+                continue;
+            }
+            let (Some(view), Some(v)) = (view, current) else {
+                continue;
+            };
+            let entry = match &v.wrapped_by {
+                Some(e) => e.clone(),
+                None => lease
+                    .entry
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone()),
+            };
+            let timings = match key.purpose {
+                Purpose::Kek => Class::new(&key.policy)
+                    .ok()
+                    .and_then(|c| view.config.policies.get(&c))
+                    .and_then(|p| Timings::of(&p.lease))
+                    .unwrap_or(Timings::for_roots(&view.config)),
+                _ => Timings::for_roots(&view.config),
+            };
+            match self.obtain(key, entry, timings).await {
+                Ok(l) if Arc::ptr_eq(&l, &lease) && !l.renewal_due() => report.renewed += 1,
+                Ok(_) => report.unreachable += 1,
+                Err(Error::Kms { source, .. }) if source.kind.is_transient() => {
+                    report.unreachable += 1
+                }
+                Err(_) => report.revoked += 1,
+            }
+        }
+        report
+    }
+
+    /// Starts the background renewer on the current tokio runtime: every `period` it runs
+    /// [`Cmk::renew_due`]. Choose a period well below the shortest renewal interval (for
+    /// example a tenth of it). Dropping the returned handle does not stop it; abort it.
+    pub fn spawn_renewer(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let _ = me.renew_due().await;
+            }
+        })
+    }
+
+    /// Rolls a class's KEK over to a new version when the active one is too old (by its
+    /// registry creation time) or has wrapped too many DEKs in this process. Returns true when
+    /// the registry changed.
+    async fn roll_over_due(
+        &self,
+        ctx: &RequestContext,
+        view: &TenantView,
+        wanted: &[&Class],
+    ) -> Result<bool> {
+        let mut changed = false;
+        for class in wanted {
+            let Ok(policy) = view.config.policy(class) else {
+                continue;
+            };
+            if Timings::of(&policy.lease).is_none() {
+                continue;
+            }
+            let versions: Vec<&KeyVersionView> = view
+                .views
+                .iter()
+                .filter(|v| v.purpose == Purpose::Kek && v.policy == class.as_str())
+                .collect();
+            let Some(active) = versions
+                .iter()
+                .filter(|v| v.state == KeyState::Active && v.wrapped_by.is_some())
+                .max_by_key(|v| v.version)
+            else {
+                continue;
+            };
+            let created = active.wrapped_by.as_ref().map_or(0, |e| e.created_at);
+            let too_old = now_secs().saturating_sub(created) >= self.settings.kek_max_age.as_secs();
+            let key = LeaseKey {
+                tenant: ctx.tenant().clone(),
+                purpose: Purpose::Kek,
+                policy: class.to_string(),
+                version: active.version,
+            };
+            let too_used = self
+                .leases
+                .get(&key)
+                .is_some_and(|l| l.wraps() >= self.settings.kek_max_wraps);
+            if too_old || too_used {
+                let next = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                let outcome = self
+                    .provision(
+                        ctx,
+                        Purpose::Kek,
+                        class.as_str(),
+                        kek_id(class.as_str()),
+                        next,
+                        &policy.kms_key,
+                    )
+                    .await;
+                self.emit(ctx, EventName::AdminKekStateChanged, &outcome);
+                outcome?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.forget_view(ctx.tenant());
+        }
+        Ok(changed)
+    }
+}
