@@ -180,7 +180,7 @@ impl Baseline {
 
 struct Setup {
     ctx: RequestContext,
-    keys: cmk_core::TenantKeys,
+    keys: Arc<cmk_core::TenantKeys>,
     schema: RowSchema,
     base: Baseline,
     v: [[u8; 32]; 3],
