@@ -128,6 +128,40 @@ impl Cmk {
         })
     }
 
+    /// Rolls `class` over to a new KEK version now (keys_for also does this by age and wrap
+    /// count). Returns the new version; when another instance rolled over at the same time,
+    /// its version stands (insert-if-absent) and is returned.
+    pub async fn roll_over_kek(&self, ctx: &RequestContext, class: &str) -> Result<u32> {
+        let result = async {
+            let tenant = ctx.tenant();
+            let view = self.tenant_view(tenant, true).await?;
+            let class = Class::new(class)?;
+            let policy = view.config.policy(&class)?;
+            let next = view
+                .views
+                .iter()
+                .filter(|v| v.purpose == Purpose::Kek && v.policy == class.as_str())
+                .map(|v| v.version)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            self.provision(
+                ctx,
+                Purpose::Kek,
+                class.as_str(),
+                kek_id(class.as_str()),
+                next,
+                &policy.kms_key,
+            )
+            .await?;
+            self.forget_view(tenant);
+            Ok(next)
+        }
+        .await;
+        self.emit(ctx, EventName::AdminKekStateChanged, &result);
+        result
+    }
+
     /// Moves KEK `version` of `class` from active to decrypt-only. Refused unless a newer
     /// active version has existed for at least one renewal interval, so no instance still
     /// writes with the old one.

@@ -154,6 +154,11 @@ impl Lease {
         None
     }
 
+    /// The hard expiry on the lease clock (it moves forward only when a renewal succeeds).
+    pub(crate) fn hard_expiry(&self) -> u64 {
+        self.hard_expiry.load(Ordering::Acquire)
+    }
+
     /// True once the renewal time has passed.
     pub fn renewal_due(&self) -> bool {
         nanos(self.clock.now()) >= self.renew_at.load(Ordering::Acquire)

@@ -538,8 +538,12 @@ impl Cmk {
                     .unwrap_or(Timings::for_roots(&view.config)),
                 _ => Timings::for_roots(&view.config),
             };
+            let expiry_before = lease.hard_expiry();
             match self.obtain(key, entry, timings).await {
-                Ok(l) if Arc::ptr_eq(&l, &lease) && !l.renewal_due() => report.renewed += 1,
+                // A successful renewal moves the hard expiry; riding out an outage does not.
+                Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
+                    report.renewed += 1
+                }
                 Ok(_) => report.unreachable += 1,
                 Err(Error::Kms { source, .. }) if source.kind.is_transient() => {
                     report.unreachable += 1

@@ -1,0 +1,583 @@
+//! Leases, key handles, roll-over, rotation, retirement and shredding, driven by a
+//! controllable clock through the same code production runs.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cmk_core::format::aad::RowId;
+use cmk_core::kms::{KeyRef, KmsErrorKind};
+use cmk_core::registry::{KeyRegistry, MemoryRegistry, Purpose};
+use cmk_core::schema::{FieldSpec, RowSchema};
+use cmk_core::{Cmk, CmkSettings, Error, LeasePolicy, Policy};
+use common::*;
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn names(fx: &Fixture) -> Vec<&'static str> {
+    fx.sink.take().iter().map(|e| e.name.as_str()).collect()
+}
+
+fn one_field() -> RowSchema {
+    RowSchema::new("notes", vec![FieldSpec::new("body", class("private"))]).unwrap()
+}
+
+fn another(fx: &Fixture, settings: CmkSettings) -> Cmk {
+    Cmk::builder()
+        .settings(CmkSettings {
+            clock: fx.clock.clone(),
+            ..settings
+        })
+        .kms(fx.kms.clone())
+        .registry(fx.registry.clone())
+        .configs(fx.configs.clone())
+        .sink(fx.sink.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_for_one_key_make_one_kms_call() {
+    let fx = Fixture::new(&["acme"]).await;
+    fx.kms.gated.store(true, Ordering::SeqCst);
+    let entered = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (cmk, entered, finished) = (fx.cmk.clone(), entered.clone(), finished.clone());
+        tasks.push(tokio::spawn(async move {
+            entered.fetch_add(1, Ordering::SeqCst);
+            let r = cmk.keys_for(&ctx("acme"), &["restricted"]).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            r
+        }));
+    }
+    while entered.load(Ordering::SeqCst) < 8 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first call is held in the KMS; the other seven wait for it, none has finished.
+    assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), 1);
+    assert_eq!(finished.load(Ordering::SeqCst), 0);
+    fx.kms.gate.add_permits(1000);
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // One KEK (restricted does not allow search, so no roots): exactly one call in all.
+    assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn kms_calls_stay_at_one_per_key_per_renewal_interval() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = doctor("acme");
+    let schema = patients();
+    let mut reads = 0;
+    // Three renewal intervals (3 × 20 min) in one-minute steps, a renewal pass every 5 min.
+    for minute in 0..=60 {
+        let keys = fx.cmk.keys_for(&c, &ALL).await.unwrap();
+        let id = RowId::Int(minute);
+        let sealed = keys
+            .seal(
+                &c,
+                &schema,
+                Some(&id),
+                &[Some(b"e@x"), Some(b"n"), Some(b"s"), Some(b"c")],
+            )
+            .unwrap();
+        Stored::from_sealed("acme", &sealed)
+            .with(Some(&id), |r| keys.unseal(&c, &schema, r))
+            .unwrap();
+        reads += 1;
+        if minute % 5 == 0 {
+            fx.cmk.renew_due().await;
+        }
+        fx.clock.advance(MIN);
+    }
+    // Five keys (three KEKs, two roots): the first unwrap plus one renewal per interval.
+    let calls = fx.kms.unwraps.load(Ordering::SeqCst);
+    assert_eq!(reads, 61);
+    assert!(calls <= 5 * 4, "{calls} KMS calls");
+    assert!(calls >= 5 * 3, "renewals happened: {calls}");
+}
+
+#[tokio::test]
+async fn an_outage_is_ridden_out_until_hard_expiry_then_fails_clearly() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let schema = one_field();
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    let sealed = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    let row = Stored::from_sealed("acme", &sealed);
+    fx.sink.take();
+
+    fx.kms.set_fault(1); // the KMS goes away
+    fx.clock.advance(21 * MIN);
+    let report = fx.cmk.renew_due().await;
+    assert!(report.unreachable >= 1, "{report:?}");
+    assert!(names(&fx).contains(&"KMS_UNREACHABLE"));
+    // Still serving: the handle in hand and new handles.
+    assert!(row.with(None, |r| keys.unseal(&c, &schema, r)).is_ok());
+    let again = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    assert!(again.seal(&c, &schema, None, &[Some(b"y")]).is_ok());
+
+    fx.clock.advance(40 * MIN); // 61 min: past the 60 min hard expiry
+    let err = row.with(None, |r| keys.unseal(&c, &schema, r)).unwrap_err();
+    assert!(
+        matches!(&err, Error::LeaseEnded { tenant, provider, .. } if tenant == "acme" && provider == "local"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("hard expiry"), "{err}");
+    let err = fx.cmk.keys_for(&c, &["private"]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Kms { tenant, provider, source } if tenant == "acme" && provider == "local" && source.kind == KmsErrorKind::Unavailable),
+        "{err}"
+    );
+    assert!(fx.cmk.renew_due().await.expired >= 1);
+    assert!(names(&fx).contains(&"KMS_LEASE_EXPIRED"));
+
+    fx.kms.set_fault(0); // back
+    assert!(fx.cmk.keys_for(&c, &["private"]).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_denial_revokes_within_one_renewal_and_is_remembered_for_a_bounded_time() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let schema = one_field();
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    let sealed = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    let row = Stored::from_sealed("acme", &sealed);
+    fx.sink.take();
+
+    fx.local.disable("acme").unwrap(); // the tenant's kill switch
+    assert!(
+        row.with(None, |r| keys.unseal(&c, &schema, r)).is_ok(),
+        "until the next renewal"
+    );
+    fx.clock.advance(20 * MIN);
+    // The class KEK and the two search roots share the disabled master key.
+    assert_eq!(fx.cmk.renew_due().await.revoked, 3);
+    assert!(names(&fx).contains(&"KMS_LEASE_REVOKED"));
+    // The handle held across the denial fails, from that same handle.
+    let err = row.with(None, |r| keys.unseal(&c, &schema, r)).unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+
+    // Re-enabled: the denial is remembered for a while (no KMS call), then forgotten.
+    fx.local.enable("acme").unwrap();
+    let before = fx.kms.unwraps.load(Ordering::SeqCst);
+    assert!(fx.cmk.keys_for(&c, &["private"]).await.is_err());
+    assert_eq!(
+        fx.kms.unwraps.load(Ordering::SeqCst),
+        before,
+        "denial served from memory"
+    );
+    fx.clock.advance(Duration::from_secs(61));
+    let fresh = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    assert!(row.with(None, |r| fresh.unseal(&c, &schema, r)).is_ok());
+}
+
+#[tokio::test]
+async fn a_cap_on_uses_ends_the_lease_and_keys_for_starts_a_new_one() {
+    let fx = Fixture::new(&[]).await;
+    let key = fx.local.create_key("acme").unwrap();
+    let mut cfg = config_for("acme", key.clone());
+    let capped = LeasePolicy::Leased {
+        hard_expiry_secs: 3600,
+        renewal_secs: 1200,
+        max_uses: Some(3),
+    };
+    cfg.policies
+        .insert(class("private"), Policy::new(key).with_lease(capped));
+    let c = ctx("acme");
+    fx.cmk.configure_tenant(&c, &cfg).await.unwrap();
+    fx.cmk.onboard(&c).await.unwrap();
+    let schema = one_field();
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    for _ in 0..3 {
+        keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    }
+    let err = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap_err();
+    assert!(err.to_string().contains("cap on uses"), "{err}");
+    let before = fx.kms.unwraps.load(Ordering::SeqCst);
+    let renewed = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    assert!(renewed.seal(&c, &schema, None, &[Some(b"x")]).is_ok());
+    assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn kek_rolls_over_by_wrap_count_and_old_rows_read_inside_a_scope() {
+    let fx = Fixture::new(&["acme"]).await;
+    let cmk = another(
+        &fx,
+        CmkSettings {
+            kek_max_wraps: 5,
+            ..Default::default()
+        },
+    );
+    let c = ctx("acme");
+    let schema = one_field();
+    let v1 = cmk.keys_for(&c, &["private"]).await.unwrap();
+    let old: Vec<Stored> = (0..5)
+        .map(|i| {
+            Stored::from_sealed(
+                "acme",
+                &v1.seal(&c, &schema, None, &[Some(format!("row {i}").as_bytes())])
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let v2 = cmk.keys_for(&c, &["private"]).await.unwrap();
+    let id = cmk_core::registry::kek_id("private");
+    assert_eq!(v2.active_kek(&class("private")), Some((id, 2)));
+    let new = Stored::from_sealed(
+        "acme",
+        &v2.seal(&c, &schema, None, &[Some(b"row 5")]).unwrap(),
+    );
+    assert_eq!(
+        &new.key_columns[0].as_ref().unwrap()[5..9],
+        &2u32.to_be_bytes()
+    );
+    // Row-loading code finds the keys in the scope; rows under version 1 still read.
+    v2.scope(|| {
+        let keys = cmk_core::scope::current_keys().unwrap();
+        for (i, row) in old.iter().enumerate() {
+            let out = row.with(None, |r| keys.unseal(&c, &schema, r)).unwrap();
+            assert_eq!(out.values[0].value(), Some(format!("row {i}").as_bytes()));
+        }
+    });
+    assert!(matches!(
+        cmk_core::scope::current_keys(),
+        Err(Error::NoKeyScope)
+    ));
+}
+
+#[tokio::test]
+async fn kek_rolls_over_by_age() {
+    let fx = Fixture::new(&["acme"]).await;
+    let cmk = another(
+        &fx,
+        CmkSettings {
+            kek_max_age: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    let keys = cmk.keys_for(&ctx("acme"), &["private"]).await.unwrap();
+    // Every version is already "too old" with a zero age limit: each fetch rolls once.
+    assert_eq!(keys.active_kek(&class("private")).map(|k| k.1), Some(2));
+}
+
+#[tokio::test]
+async fn two_instances_rolling_over_at_once_agree_on_one_version() {
+    let fx = Fixture::new(&["acme"]).await;
+    let a = another(
+        &fx,
+        CmkSettings {
+            kek_max_wraps: 2,
+            ..Default::default()
+        },
+    );
+    let b = another(
+        &fx,
+        CmkSettings {
+            kek_max_wraps: 2,
+            ..Default::default()
+        },
+    );
+    let c = ctx("acme");
+    let schema = one_field();
+    for cmk in [&a, &b] {
+        let keys = cmk.keys_for(&c, &["private"]).await.unwrap();
+        keys.seal(&c, &schema, None, &[Some(b"1")]).unwrap();
+        keys.seal(&c, &schema, None, &[Some(b"2")]).unwrap();
+    }
+    let (ka, kb) = tokio::join!(a.keys_for(&c, &["private"]), b.keys_for(&c, &["private"]));
+    let (ka, kb) = (ka.unwrap(), kb.unwrap());
+    let versions: Vec<u32> = fx
+        .registry
+        .entries(c.tenant())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.purpose == Purpose::Kek && e.policy == "private")
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2], "one winner for version 2");
+    assert_eq!(
+        ka.active_kek(&class("private")),
+        kb.active_kek(&class("private"))
+    );
+    let sealed = ka.seal(&c, &schema, None, &[Some(b"shared")]).unwrap();
+    let out = Stored::from_sealed("acme", &sealed)
+        .with(None, |r| kb.unseal(&c, &schema, r))
+        .unwrap();
+    assert_eq!(out.values[0].value(), Some(&b"shared"[..]));
+}
+
+#[tokio::test]
+async fn master_key_rotation_rewraps_registry_entries_only() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = doctor("acme");
+    let schema = patients();
+    let keys = fx.cmk.keys_for(&c, &ALL).await.unwrap();
+    let id = RowId::Int(1);
+    let sealed = keys
+        .seal(
+            &c,
+            &schema,
+            Some(&id),
+            &[Some(b"e@x"), Some(b"n"), Some(b"s"), Some(b"c")],
+        )
+        .unwrap();
+    let row = Stored::from_sealed("acme", &sealed);
+    let before = fx.registry.entries(c.tenant()).await.unwrap().len();
+
+    let new_key = fx.local.create_key("acme-2026").unwrap();
+    let report = fx.cmk.rotate_master_key(&c, &new_key).await.unwrap();
+    // Four class KEKs and two roots, re-wrapped; no row was touched (it reads as it was).
+    assert_eq!(report.rewrapped, 6);
+    assert_eq!(report.revision, 2);
+    assert_eq!(
+        fx.registry.entries(c.tenant()).await.unwrap().len(),
+        before + 6
+    );
+    assert_eq!(
+        fx.cmk
+            .rotate_master_key(&c, &new_key)
+            .await
+            .unwrap()
+            .rewrapped,
+        0,
+        "resumable"
+    );
+
+    // The old master key is destroyed; a fresh process reads the old row under the new one.
+    fx.local.destroy("acme").unwrap();
+    let fresh = another(&fx, CmkSettings::default());
+    let keys = fresh.keys_for(&c, &ALL).await.unwrap();
+    let out = row
+        .with(Some(&id), |r| keys.unseal(&c, &schema, r))
+        .unwrap();
+    assert_eq!(out.values[2].value(), Some(&b"s"[..]));
+}
+
+#[tokio::test]
+async fn kek_retirement_moves_to_decrypt_only_rewraps_key_columns_then_destroys() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let tenant = c.tenant().clone();
+    let schema = one_field();
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    let old = [1, 2].map(|i| {
+        let value = format!("{i}");
+        Stored::from_sealed(
+            "acme",
+            &keys
+                .seal(&c, &schema, None, &[Some(value.as_bytes())])
+                .unwrap(),
+        )
+    });
+
+    assert_eq!(fx.cmk.roll_over_kek(&c, "private").await.unwrap(), 2);
+    // Too early: other instances may still write with version 1 for one renewal interval.
+    let err = fx.cmk.retire_kek(&c, "private", 1).await.unwrap_err();
+    assert!(err.to_string().contains("renewal interval"), "{err}");
+    // Let the interval pass: version 2's entry, as if written an hour ago (a raw registry row).
+    let mut aged = fx
+        .registry
+        .entries(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.purpose == Purpose::Kek && e.policy == "private" && e.version == 2)
+        .unwrap();
+    aged.created_at -= 3600;
+    fx.registry.insert_raw(aged).unwrap();
+
+    fx.cmk.retire_kek(&c, "private", 1).await.unwrap();
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    assert_eq!(
+        keys.active_kek(&class("private")).map(|k| k.1),
+        Some(2),
+        "writes use version 2"
+    );
+    // Re-wrap the first row's key column; the second stays on version 1.
+    let rekeyed = old[0]
+        .with(None, |r| keys.rekey_key_column(&c, &schema, 0, r))
+        .unwrap()
+        .unwrap();
+    assert_eq!(&rekeyed[5..9], &2u32.to_be_bytes());
+    let mut moved = old[0].clone();
+    moved.key_columns[0] = Some(rekeyed);
+    assert_eq!(moved.fields, old[0].fields, "field ciphertext untouched");
+    assert!(moved.with(None, |r| keys.unseal(&c, &schema, r)).is_ok());
+    assert!(
+        old[1].with(None, |r| keys.unseal(&c, &schema, r)).is_ok(),
+        "decrypt-only still reads"
+    );
+    assert_eq!(
+        moved
+            .with(None, |r| keys.rekey_key_column(&c, &schema, 0, r))
+            .unwrap(),
+        None,
+        "idempotent"
+    );
+
+    // Destroyed: the row left on version 1 is unreadable, the re-wrapped one reads.
+    fx.cmk.destroy_kek(&c, "private", 1).await.unwrap();
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    assert!(matches!(
+        old[1].with(None, |r| keys.unseal(&c, &schema, r)),
+        Err(Error::KeyUnavailable { .. })
+    ));
+    let out = moved.with(None, |r| keys.unseal(&c, &schema, r)).unwrap();
+    assert_eq!(out.values[0].value(), Some(&b"1"[..]));
+}
+
+#[tokio::test]
+async fn shredding_stops_every_instance_within_one_renewal_and_defeats_a_restored_backup() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let schema = one_field();
+    let b = another(&fx, CmkSettings::default());
+    let ka = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    let kb = b.keys_for(&c, &["private"]).await.unwrap();
+    let row = Stored::from_sealed("acme", &ka.seal(&c, &schema, None, &[Some(b"x")]).unwrap());
+    let backup: Vec<_> = fx.registry.entries(c.tenant()).await.unwrap();
+
+    let report = fx.cmk.shred_tenant(&c).await.unwrap();
+    assert_eq!(
+        report.master_keys_destroyed,
+        vec![KeyRef::new("local:acme").unwrap()]
+    );
+    assert!(report.operator_must_destroy.is_empty());
+    assert!(
+        row.with(None, |r| ka.unseal(&c, &schema, r)).is_err(),
+        "this instance stops at once"
+    );
+    assert!(matches!(
+        fx.cmk.keys_for(&c, &["private"]).await,
+        Err(Error::TenantShredded { .. })
+    ));
+    // The other instance's warm lease serves until its next renewal, then stops.
+    assert!(row.with(None, |r| kb.unseal(&c, &schema, r)).is_ok());
+    fx.clock.advance(20 * MIN);
+    assert!(b.renew_due().await.revoked >= 1);
+    assert!(row.with(None, |r| kb.unseal(&c, &schema, r)).is_err());
+
+    // A registry restored from before the shred is useless: the master key is gone.
+    let restored = Arc::new(MemoryRegistry::new());
+    for e in backup {
+        restored.insert_raw(e).unwrap();
+    }
+    let after_restore = Cmk::builder()
+        .kms(fx.kms.clone())
+        .registry(restored)
+        .configs(fx.configs.clone())
+        .build()
+        .unwrap();
+    let err = after_restore.keys_for(&c, &["private"]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Kms { source, .. } if source.kind == KmsErrorKind::NotFound),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn scopes_are_per_thread_and_per_task() {
+    let fx = Fixture::new(&["acme", "globex"]).await;
+    let acme = fx.cmk.keys_for(&ctx("acme"), &["private"]).await.unwrap();
+    let globex = fx.cmk.keys_for(&ctx("globex"), &["private"]).await.unwrap();
+    assert!(matches!(
+        cmk_core::scope::current_keys(),
+        Err(Error::NoKeyScope)
+    ));
+    acme.scope(|| {
+        assert_eq!(
+            cmk_core::scope::current_keys().unwrap().tenant().as_str(),
+            "acme"
+        );
+        globex.scope(|| {
+            assert_eq!(
+                cmk_core::scope::current_keys().unwrap().tenant().as_str(),
+                "globex"
+            )
+        });
+        assert_eq!(
+            cmk_core::scope::current_keys().unwrap().tenant().as_str(),
+            "acme"
+        );
+        // Another thread does not see this thread's scope.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(cmk_core::scope::current_keys().is_err()));
+        });
+    });
+    // A task-local scope survives awaits; spawn_blocking gets its own thread scope.
+    let inner = acme.clone();
+    acme.scope_async(async move {
+        tokio::task::yield_now().await;
+        assert_eq!(
+            cmk_core::scope::current_keys().unwrap().tenant().as_str(),
+            "acme"
+        );
+        let blocking = tokio::task::spawn_blocking(move || {
+            inner.scope(|| cmk_core::scope::current_keys().map(|k| k.tenant().clone()))
+        });
+        assert_eq!(blocking.await.unwrap().unwrap().as_str(), "acme");
+    })
+    .await;
+    // Another tenant's row inside acme's scope: a clear error.
+    let schema = one_field();
+    let g = ctx("globex");
+    let row = Stored::from_sealed(
+        "globex",
+        &globex.seal(&g, &schema, None, &[Some(b"x")]).unwrap(),
+    );
+    acme.scope(|| {
+        let keys = cmk_core::scope::current_keys().unwrap();
+        let err = row
+            .with(None, |r| keys.unseal(&ctx("acme"), &schema, r))
+            .unwrap_err();
+        assert!(matches!(err, Error::TenantMismatch { .. }), "{err:?}");
+    });
+}
+
+#[tokio::test]
+async fn classic_classes_are_named_by_the_handle_and_refused_synchronously() {
+    let fx = Fixture::new(&[]).await;
+    let key = fx.local.create_key("acme").unwrap();
+    let mut cfg = config_for("acme", key.clone());
+    cfg.policies.insert(
+        class("private"),
+        Policy::new(key).with_lease(LeasePolicy::None),
+    );
+    let c = ctx("acme");
+    fx.cmk.configure_tenant(&c, &cfg).await.unwrap();
+    fx.cmk.onboard(&c).await.unwrap();
+    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    assert_eq!(keys.classic_classes(), &[class("private")]);
+    let err = keys
+        .seal(&c, &one_field(), None, &[Some(b"x")])
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ClassicModeNeedsAsync { class } if class == "private"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("seal_classic"), "{err}");
+}
+
+#[tokio::test]
+async fn lease_events_are_emitted() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    fx.clock.advance(20 * MIN);
+    fx.cmk.renew_due().await;
+    let seen = names(&fx);
+    assert!(
+        seen.contains(&"KMS_UNWRAP") && seen.contains(&"KMS_LEASE_RENEWED"),
+        "{seen:?}"
+    );
+}
