@@ -8,6 +8,7 @@
 )]
 
 pub mod admin;
+mod classic;
 pub mod clock;
 pub mod context;
 pub mod crypto;

@@ -134,6 +134,31 @@ pub(crate) fn dek_aad(
         .bytes(list)
 }
 
+/// A DEK of a classic-mode class that the async path obtained from the KMS.
+pub(crate) struct ClassicDek {
+    /// Index of the key class in the schema.
+    pub(crate) k: usize,
+    pub(crate) dek: SecretKey,
+    /// When sealing: the classic key column holding the KMS-wrapped DEK.
+    pub(crate) key_column: Option<Vec<u8>>,
+}
+
+/// The column-list entries of key class `k` for these values: each member column and whether
+/// it is stored as NULL.
+fn list_entries<'s>(
+    schema: &'s RowSchema,
+    k: usize,
+    values: &'s [Option<&[u8]>],
+    effective: &'s [Effective],
+) -> impl Iterator<Item = (&'s str, bool)> + 's {
+    schema.members(k).iter().map(move |&i| {
+        (
+            schema.fields()[i].column.as_str(),
+            values[i].is_none() && !effective[i].hide_null,
+        )
+    })
+}
+
 /// How a field is sealed once the class policy is applied.
 struct Effective {
     hide_null: bool,
@@ -141,6 +166,21 @@ struct Effective {
 }
 
 impl TenantKeys {
+    /// The column list key class `k` records for these values.
+    pub(crate) fn column_list(
+        &self,
+        schema: &RowSchema,
+        k: usize,
+        values: &[Option<&[u8]>],
+    ) -> Result<Vec<u8>> {
+        let effective = schema
+            .fields()
+            .iter()
+            .map(|f| self.effective(f))
+            .collect::<Result<Vec<_>>>()?;
+        key_column::encode_list(list_entries(schema, k, values, &effective))
+    }
+
     fn effective(&self, f: &FieldSpec) -> Result<Effective> {
         let policy = self.policy(&f.class)?;
         let needed = match f.search {
@@ -183,7 +223,19 @@ impl TenantKeys {
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
     ) -> Result<SealedRow> {
-        let result = self.seal_inner(ctx, schema, row_id, values);
+        self.seal_classic_inner(ctx, schema, row_id, values, &[])
+    }
+
+    /// Seals with classic-mode DEKs the async path obtained, and audits.
+    pub(crate) fn seal_classic_inner(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row_id: Option<&RowId>,
+        values: &[Option<&[u8]>],
+        classic: &[ClassicDek],
+    ) -> Result<SealedRow> {
+        let result = self.seal_inner(ctx, schema, row_id, values, classic);
         self.audit(
             ctx,
             schema,
@@ -193,6 +245,17 @@ impl TenantKeys {
             Touched::All,
         )?;
         result
+    }
+
+    /// Unseals with classic-mode DEKs the async path obtained (strict reader check).
+    pub(crate) fn unseal_classic_inner(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row: &StoredRow<'_>,
+        classic: &[ClassicDek],
+    ) -> Result<UnsealedRow> {
+        self.unseal_with(ctx, schema, row, false, classic)
     }
 
     /// Seals many rows with the same keys; failures are reported per row, by position.
@@ -213,6 +276,7 @@ impl TenantKeys {
         schema: &RowSchema,
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
+        classic: &[ClassicDek],
     ) -> Result<SealedRow> {
         self.check_context(ctx)?;
         let fields = schema.fields();
@@ -249,17 +313,20 @@ impl TenantKeys {
                 key_columns.push(None);
                 continue;
             }
-            self.check_not_classic(class)?;
-            let (kek_id, kek_version) = self.active_kek(class).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "class `{class}` was not requested when the keys were fetched; add it to keys_for"
-                ))
-            })?;
-            let kek = self
-                .kek(kek_id, kek_version)
-                .ok_or_else(|| self.missing_kek(kek_id, kek_version))?;
-            let dek = SecretKey::random()?;
-            let gcm = GcmKey::new(&dek);
+            // Classic mode: the DEK and its KMS-wrapped key column were made by the async path.
+            let pre = classic.iter().find(|c| c.k == k);
+            if pre.is_none() {
+                self.check_not_classic(class)?;
+            }
+            let fresh;
+            let dek = match pre {
+                Some(c) => &c.dek,
+                None => {
+                    fresh = SecretKey::random()?;
+                    &fresh
+                }
+            };
+            let gcm = GcmKey::new(dek);
             for &i in members {
                 let eff = &effective[i];
                 if values[i].is_none() && !eff.hide_null {
@@ -291,6 +358,18 @@ impl TenantKeys {
                 out.extend_from_slice(&tag);
                 sealed_fields[i] = Some(out);
             }
+            if let Some(c) = pre {
+                key_columns.push(c.key_column.clone());
+                continue;
+            }
+            let (kek_id, kek_version) = self.active_kek(class).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "class `{class}` was not requested when the keys were fetched; add it to keys_for"
+                ))
+            })?;
+            let kek = self
+                .kek(kek_id, kek_version)
+                .ok_or_else(|| self.missing_kek(kek_id, kek_version))?;
             // Lay the key column out in place: prefix, nonce, DEK (encrypted below), tag, list.
             let nonce: [u8; NONCE_LEN] = rng::array()?;
             let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
@@ -298,15 +377,7 @@ impl TenantKeys {
             kc.extend_from_slice(&nonce);
             kc.extend_from_slice(dek.expose_secret());
             kc.extend_from_slice(&[0u8; TAG_LEN]);
-            key_column::encode_list_into(
-                &mut kc,
-                members.iter().map(|&i| {
-                    (
-                        fields[i].column.as_str(),
-                        values[i].is_none() && !effective[i].hide_null,
-                    )
-                }),
-            )?;
+            key_column::encode_list_into(&mut kc, list_entries(schema, k, values, &effective))?;
             let aad = dek_aad(
                 aad_buf,
                 schema.dek_aad_prefix(k),
@@ -368,7 +439,7 @@ impl TenantKeys {
         schema: &RowSchema,
         row: &StoredRow<'_>,
     ) -> Result<UnsealedRow> {
-        self.unseal_with(ctx, schema, row, false)
+        self.unseal_with(ctx, schema, row, false, &[])
     }
 
     /// Unseals what the actor may read and marks the other fields [`Revealed::Withheld`].
@@ -378,7 +449,7 @@ impl TenantKeys {
         schema: &RowSchema,
         row: &StoredRow<'_>,
     ) -> Result<UnsealedRow> {
-        self.unseal_with(ctx, schema, row, true)
+        self.unseal_with(ctx, schema, row, true, &[])
     }
 
     /// Unseals many rows with the same keys; failures are reported per row, by position.
@@ -397,9 +468,10 @@ impl TenantKeys {
         schema: &RowSchema,
         row: &StoredRow<'_>,
         partial: bool,
+        classic: &[ClassicDek],
     ) -> Result<UnsealedRow> {
         let mut withheld: Vec<&Class> = Vec::new();
-        let result = self.unseal_inner(ctx, schema, row, partial, &mut withheld);
+        let result = self.unseal_inner(ctx, schema, row, partial, &mut withheld, classic);
         if withheld.is_empty() && !matches!(result, Err(Error::AccessDenied { .. })) {
             self.audit(
                 ctx,
@@ -471,6 +543,7 @@ impl TenantKeys {
         row: &StoredRow<'_>,
         partial: bool,
         withheld: &mut Vec<&'s Class>,
+        classic: &[ClassicDek],
     ) -> Result<UnsealedRow> {
         self.check_context(ctx)?;
         self.check_tenant(row.tenant)?;
@@ -488,10 +561,19 @@ impl TenantKeys {
         let mut aad_buf = Vec::with_capacity(256);
 
         // 1. Parse and check every key column (class, key, reader role); nothing decrypted yet.
+        enum Source<'b> {
+            /// Wrapped by a leased KEK, opened in step 3.
+            Kek(key_column::KeyColumn<'b>),
+            /// Classic mode: the async path had the KMS unwrap it.
+            Classic(&'b SecretKey),
+            /// Not readable by this actor: never opened.
+            Withheld,
+        }
         struct Listed<'b> {
             k: usize,
             class: &'b Class,
-            kc: key_column::KeyColumn<'b>,
+            list_bytes: &'b [u8],
+            source: Source<'b>,
             readable: bool,
         }
         let mut listed: Vec<Listed<'_>> = Vec::with_capacity(row.key_columns.len());
@@ -499,7 +581,45 @@ impl TenantKeys {
             let Some(bytes) = row.key_columns[k] else {
                 continue;
             };
-            self.check_not_classic(class)?;
+            let readable = self.policy(class)?.may_read(ctx.roles());
+            if bytes.first() == Some(&key_column::CLASSIC_V1) {
+                let ckc = key_column::parse_classic(bytes)?;
+                if ckc.kek_id != schema.kek_id(k) {
+                    return Err(Error::Tampered);
+                }
+                if !readable {
+                    if !partial {
+                        return Err(Error::AccessDenied {
+                            class: class.to_string(),
+                        });
+                    }
+                    withheld.push(class);
+                }
+                let pre = classic.iter().find(|c| c.k == k);
+                let Some(pre) = pre else {
+                    if !readable {
+                        listed.push(Listed {
+                            k,
+                            class,
+                            list_bytes: ckc.list_bytes,
+                            source: Source::Withheld,
+                            readable,
+                        });
+                        continue;
+                    }
+                    return Err(Error::ClassicModeNeedsAsync {
+                        class: class.to_string(),
+                    });
+                };
+                listed.push(Listed {
+                    k,
+                    class,
+                    list_bytes: ckc.list_bytes,
+                    source: Source::Classic(&pre.dek),
+                    readable,
+                });
+                continue;
+            }
             let kc = key_column::parse(bytes)?;
             if kc.version < self.min_format_version {
                 return Err(Error::FormatTooOld {
@@ -516,7 +636,6 @@ impl TenantKeys {
             if kek.class != *class {
                 return Err(Error::Tampered);
             }
-            let readable = self.policy(class)?.may_read(ctx.roles());
             if !readable {
                 if !partial {
                     return Err(Error::AccessDenied {
@@ -528,7 +647,8 @@ impl TenantKeys {
             listed.push(Listed {
                 k,
                 class,
-                kc,
+                list_bytes: kc.list_bytes,
+                source: Source::Kek(kc),
                 readable,
             });
         }
@@ -540,7 +660,9 @@ impl TenantKeys {
             (0..listed.len())
                 .filter(|&j| *listed[j].class == f.class)
                 .chain((0..listed.len()).filter(|&j| *listed[j].class != f.class))
-                .find_map(|j| listed[j].kc.listing(&f.column).map(|null| (j, null)))
+                .find_map(|j| {
+                    key_column::listing(listed[j].list_bytes, &f.column).map(|null| (j, null))
+                })
         };
         // Which key column opens each field: on the stack for up to 32 fields.
         let mut on_stack = [None; 32];
@@ -581,24 +703,29 @@ impl TenantKeys {
         // 3. Per readable key column: unwrap its DEK (always, so a tampered key column fails
         //    even when all its fields are NULL) and open the fields it seals.
         for (j, l) in listed.iter().enumerate().filter(|(_, l)| l.readable) {
-            let kc = &l.kc;
-            let kek = self
-                .kek(kc.kek_id, kc.kek_version)
-                .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
-            let aad = dek_aad(
-                aad_buf,
-                schema.dek_aad_prefix(l.k),
-                tenant,
-                (kc.kek_id, kc.kek_version),
-                row.row_id,
-                kc.list_bytes,
-            );
-            let mut dek = Zeroizing::new(kc.encrypted_dek);
-            let unwrapped =
-                kek.with(|k| k.open(&kc.nonce, aad.as_bytes(), &mut dek[..], &kc.tag))?;
-            aad_buf = aad.into_buffer();
-            unwrapped?;
-            let gcm = GcmKey::new(&SecretKey::from_bytes(*dek));
+            let gcm = match &l.source {
+                Source::Withheld => continue,
+                Source::Classic(dek) => GcmKey::new(dek),
+                Source::Kek(kc) => {
+                    let kek = self
+                        .kek(kc.kek_id, kc.kek_version)
+                        .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
+                    let aad = dek_aad(
+                        aad_buf,
+                        schema.dek_aad_prefix(l.k),
+                        tenant,
+                        (kc.kek_id, kc.kek_version),
+                        row.row_id,
+                        kc.list_bytes,
+                    );
+                    let mut dek = Zeroizing::new(kc.encrypted_dek);
+                    let unwrapped =
+                        kek.with(|k| k.open(&kc.nonce, aad.as_bytes(), &mut dek[..], &kc.tag))?;
+                    aad_buf = aad.into_buffer();
+                    unwrapped?;
+                    GcmKey::new(&SecretKey::from_bytes(*dek))
+                }
+            };
             for i in (0..fields.len()).filter(|&i| sealed_by[i] == Some(j)) {
                 let Some(bytes) = row.fields[i] else {
                     return Err(Error::Tampered);

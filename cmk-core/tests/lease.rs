@@ -545,27 +545,127 @@ async fn scopes_are_per_thread_and_per_task() {
 }
 
 #[tokio::test]
-async fn classic_classes_are_named_by_the_handle_and_refused_synchronously() {
+async fn classic_mode_makes_one_kms_call_per_row_and_refuses_the_sync_path() {
     let fx = Fixture::new(&[]).await;
     let key = fx.local.create_key("acme").unwrap();
     let mut cfg = config_for("acme", key.clone());
     cfg.policies.insert(
         class("private"),
-        Policy::new(key).with_lease(LeasePolicy::None),
+        Policy::new(key.clone())
+            .with_lease(LeasePolicy::None)
+            .with_readers(["clerk"]),
     );
-    let c = ctx("acme");
+    let c = ctx("acme").with_role("clerk").with_role("doctor");
     fx.cmk.configure_tenant(&c, &cfg).await.unwrap();
     fx.cmk.onboard(&c).await.unwrap();
-    let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    // private is classic, restricted is leased: one table mixes both.
+    let schema = RowSchema::new(
+        "mixed",
+        vec![
+            FieldSpec::new("note", class("private")),
+            FieldSpec::new("ssn", class("restricted")),
+        ],
+    )
+    .unwrap();
+    let keys = fx
+        .cmk
+        .keys_for(&c, &["private", "restricted"])
+        .await
+        .unwrap();
     assert_eq!(keys.classic_classes(), &[class("private")]);
     let err = keys
-        .seal(&c, &one_field(), None, &[Some(b"x")])
+        .seal(&c, &schema, None, &[Some(b"x"), Some(b"y")])
         .unwrap_err();
     assert!(
         matches!(&err, Error::ClassicModeNeedsAsync { class } if class == "private"),
         "{err}"
     );
     assert!(err.to_string().contains("seal_classic"), "{err}");
+
+    fx.kms.reset();
+    let id = RowId::Int(9);
+    let mut rows = Vec::new();
+    for _ in 0..3 {
+        let sealed = fx
+            .cmk
+            .seal_classic(&c, &schema, Some(&id), &[Some(b"classic"), Some(b"leased")])
+            .await
+            .unwrap();
+        assert_eq!(
+            sealed.key_columns[0].as_ref().unwrap()[0],
+            0x02,
+            "classic key column"
+        );
+        assert_eq!(
+            sealed.key_columns[1].as_ref().unwrap()[0],
+            0x01,
+            "leased key column"
+        );
+        rows.push(Stored::from_sealed("acme", &sealed));
+    }
+    assert_eq!(
+        fx.kms.wraps.load(Ordering::SeqCst),
+        3,
+        "one KMS wrap per row"
+    );
+    for row in &rows {
+        let out = row
+            .with(Some(&id), |r| {
+                futures_lite(fx.cmk.unseal_classic(&c, &schema, r))
+            })
+            .unwrap();
+        assert_eq!(out.values[0].value(), Some(&b"classic"[..]));
+        assert_eq!(out.values[1].value(), Some(&b"leased"[..]));
+    }
+    assert_eq!(
+        fx.kms.unwraps.load(Ordering::SeqCst),
+        3,
+        "one KMS unwrap per row, leased KEK warm"
+    );
+    // The synchronous path names the class; a reader without the role costs no KMS call.
+    let err = rows[0]
+        .with(Some(&id), |r| keys.unseal(&c, &schema, r))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ClassicModeNeedsAsync { .. }),
+        "{err:?}"
+    );
+    let stranger = ctx("acme").with_role("doctor");
+    let err = rows[0]
+        .with(Some(&id), |r| {
+            futures_lite(fx.cmk.unseal_classic(&stranger, &schema, r))
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
+    assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), 3);
+    // A classic key column moved to another row id fails in the KMS (bound associated data).
+    let other = RowId::Int(10);
+    assert!(
+        rows[0]
+            .with(Some(&other), |r| futures_lite(
+                fx.cmk.unseal_classic(&c, &schema, r)
+            ))
+            .is_err()
+    );
+}
+
+/// Runs a future to completion on a fresh current-thread runtime in a helper thread (the
+/// test's own runtime is busy awaiting this test).
+fn futures_lite<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 #[tokio::test]

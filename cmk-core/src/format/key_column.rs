@@ -62,17 +62,7 @@ impl<'a> KeyColumn<'a> {
 
     /// Whether `column` is listed, and if so whether it was NULL.
     pub fn listing(&self, column: &str) -> Option<bool> {
-        let want = column.as_bytes();
-        let mut rest = self.list_bytes;
-        while let Some((&head, tail)) = rest.split_first() {
-            let len = usize::from(head & !NULL_BIT);
-            let name = tail.get(..len)?;
-            if name == want {
-                return Some(head & NULL_BIT != 0);
-            }
-            rest = &tail[len..];
-        }
-        None
+        listing(self.list_bytes, column)
     }
 }
 
@@ -92,6 +82,69 @@ impl<'a> Iterator for ListIter<'a> {
             null: head & NULL_BIT != 0,
         })
     }
+}
+
+/// First byte of a classic-mode key column (the DEK wrapped by the KMS itself).
+pub const CLASSIC_V1: u8 = 0x02;
+
+/// A parsed classic-mode key column:
+/// `0x02 ‖ KEK id (u32) ‖ 0 (u32) ‖ blob length (u16) ‖ KMS blob ‖ column list`.
+#[derive(Debug, Clone)]
+pub struct ClassicKeyColumn<'a> {
+    /// The class's KEK id (identifies the class; there is no KEK).
+    pub kek_id: u32,
+    /// What the KMS returned when it wrapped the DEK.
+    pub blob: &'a [u8],
+    /// The raw column-list bytes (bound into the wrap's associated data), checked well formed.
+    pub list_bytes: &'a [u8],
+}
+
+/// Parses a classic-mode key column; malformed input is `Tampered`.
+pub fn parse_classic(bytes: &[u8]) -> crate::Result<ClassicKeyColumn<'_>> {
+    let bad = crate::Error::Tampered;
+    if bytes.len() < 11 || bytes[0] != CLASSIC_V1 || bytes[5..9] != [0; 4] {
+        return Err(bad);
+    }
+    let kek_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let n = usize::from(u16::from_be_bytes([bytes[9], bytes[10]]));
+    let blob = bytes.get(11..11 + n).ok_or(crate::Error::Tampered)?;
+    let list_bytes = &bytes[11 + n..];
+    check_list(list_bytes)?;
+    Ok(ClassicKeyColumn {
+        kek_id,
+        blob,
+        list_bytes,
+    })
+}
+
+/// Lays out a classic-mode key column.
+pub fn build_classic(kek_id: u32, blob: &[u8], list: &[u8]) -> crate::Result<Vec<u8>> {
+    let n = u16::try_from(blob.len()).map_err(|_| {
+        crate::Error::InvalidInput("the KMS returned a wrapped key over 65535 bytes".into())
+    })?;
+    let mut out = Vec::with_capacity(11 + blob.len() + list.len());
+    out.push(CLASSIC_V1);
+    out.extend_from_slice(&kek_id.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(blob);
+    out.extend_from_slice(list);
+    Ok(out)
+}
+
+/// Whether `column` is listed in a column list, and if so whether it was NULL.
+pub fn listing(list_bytes: &[u8], column: &str) -> Option<bool> {
+    let want = column.as_bytes();
+    let mut rest = list_bytes;
+    while let Some((&head, tail)) = rest.split_first() {
+        let len = usize::from(head & !NULL_BIT);
+        let name = tail.get(..len)?;
+        if name == want {
+            return Some(head & NULL_BIT != 0);
+        }
+        rest = &tail[len..];
+    }
+    None
 }
 
 /// The queryable prefix for a KEK version: `0x01 ‖ kek_id ‖ kek_version`.

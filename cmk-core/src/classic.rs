@@ -1,0 +1,124 @@
+//! Classic mode (policy `lease = none`): every DEK is wrapped by the tenant's KMS itself, one
+//! KMS call per row access, so that every access appears in the tenant's own KMS log. Exempt
+//! from the batch and size promises: a classic key column holds the KMS's wrapped blob (65
+//! bytes for the local KMS, about 180 for AWS) and each row costs a KMS round trip.
+//!
+//! Classes that are leased are sealed as usual in the same call.
+
+use crate::context::RequestContext;
+use crate::error::{Error, Result};
+use crate::format::aad::RowId;
+use crate::format::key_column;
+use crate::registry::kek_id;
+use crate::schema::RowSchema;
+use crate::seal::{ClassicDek, SealedRow, StoredRow, UnsealedRow, dek_aad};
+use crate::secret::SecretKey;
+use crate::service::Cmk;
+
+impl Cmk {
+    fn schema_classes(schema: &RowSchema) -> Vec<String> {
+        schema.classes().iter().map(|c| c.to_string()).collect()
+    }
+
+    /// Seals one row whose schema has classic-mode classes: each classic class's DEK is
+    /// wrapped by the KMS (one call per class), the rest as [`crate::TenantKeys::seal`] does.
+    pub async fn seal_classic(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row_id: Option<&RowId>,
+        values: &[Option<&[u8]>],
+    ) -> Result<SealedRow> {
+        let keys = self.keys_for(ctx, &Self::schema_classes(schema)).await?;
+        if values.len() != schema.fields().len() {
+            return Err(Error::InvalidInput(format!(
+                "table `{}` has {} classified fields but {} values were given",
+                schema.table(),
+                schema.fields().len(),
+                values.len()
+            )));
+        }
+        let tenant = ctx.tenant();
+        let mut classic = Vec::new();
+        for (k, class) in schema.key_classes().iter().enumerate() {
+            if !keys.classic_classes().contains(class) || schema.members(k).is_empty() {
+                continue;
+            }
+            let policy = keys.config().policy(class)?;
+            let list = keys.column_list(schema, k, values)?;
+            let id = kek_id(class.as_str());
+            let aad = dek_aad(
+                Vec::new(),
+                schema.dek_aad_prefix(k),
+                tenant.as_str(),
+                (id, 0),
+                row_id,
+                &list,
+            );
+            let dek = SecretKey::random()?;
+            let blob = self
+                .kms
+                .wrap(&policy.kms_key, dek.expose_secret(), aad.as_bytes())
+                .await
+                .map_err(|e| self.kms_error(ctx, &policy.kms_key, e))?;
+            let key_column = key_column::build_classic(id, &blob, &list)?;
+            classic.push(ClassicDek {
+                k,
+                dek,
+                key_column: Some(key_column),
+            });
+        }
+        keys.seal_classic_inner(ctx, schema, row_id, values, &classic)
+    }
+
+    /// Unseals one row whose schema has classic-mode classes: the KMS unwraps each classic
+    /// key column's DEK (after the reader check, so a refused reader causes no KMS call).
+    pub async fn unseal_classic(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row: &StoredRow<'_>,
+    ) -> Result<UnsealedRow> {
+        let keys = self.keys_for(ctx, &Self::schema_classes(schema)).await?;
+        if row.tenant != ctx.tenant().as_str() {
+            return Err(Error::TenantMismatch {
+                expected: ctx.tenant().to_string(),
+                found: row.tenant.to_string(),
+            });
+        }
+        let mut classic = Vec::new();
+        for (k, class) in schema.key_classes().iter().enumerate() {
+            let Some(bytes) = row.key_columns.get(k).copied().flatten() else {
+                continue;
+            };
+            if bytes.first() != Some(&key_column::CLASSIC_V1) {
+                continue;
+            }
+            let policy = keys.config().policy(class)?;
+            if !policy.may_read(ctx.roles()) {
+                continue; // refused or withheld by the synchronous step, without a KMS call
+            }
+            let ckc = key_column::parse_classic(bytes)?;
+            let aad = dek_aad(
+                Vec::new(),
+                schema.dek_aad_prefix(k),
+                ctx.tenant().as_str(),
+                (ckc.kek_id, 0),
+                row.row_id,
+                ckc.list_bytes,
+            );
+            let dek = self
+                .kms
+                .unwrap(&policy.kms_key, ckc.blob, aad.as_bytes())
+                .await
+                .map_err(|e| self.kms_error(ctx, &policy.kms_key, e))?;
+            let dek = SecretKey::from_slice(dek.expose_secret()).ok_or(Error::Tampered)?;
+            classic.push(ClassicDek {
+                k,
+                dek,
+                key_column: None,
+            });
+        }
+        keys.unseal_classic_inner(ctx, schema, row, &classic)
+    }
+}
