@@ -15,7 +15,9 @@ use cmk::schema::{FieldSpec, RowSchema};
 use cmk::seal::{Revealed, SealedRow, StoredRow};
 use cmk::secret::SecretKey;
 use cmk::tenant::{MemoryConfigStore, OperatorKey};
-use cmk::{Actor, Class, Cmk, Policy, RequestContext, SearchMode, TenantConfig, TenantId};
+use cmk::{
+    Actor, Class, Cmk, LeasePolicy, Policy, RequestContext, SearchMode, TenantConfig, TenantId,
+};
 
 /// A stored row: plain columns, then what cmk sealed.
 struct Row {
@@ -67,14 +69,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let admin = RequestContext::new(TenantId::new(tenant)?)
             .with_actor(Actor::Service("onboarding".into()));
         let mut config = TenantConfig::new(admin.tenant().clone(), master.clone());
-        config.policies.insert(
-            Class::new("private")?,
-            Policy::new(master.clone()).with_search(SearchMode::BlindIndex),
-        );
-        config.policies.insert(
-            Class::new("restricted")?,
-            Policy::new(master.clone()).with_readers(["doctor"]),
-        );
+        // Leases of 1 s (renewal) and 2 s (hard expiry) so that revocation shows up quickly
+        // here; the defaults are 20 min and 1 h.
+        let lease = LeasePolicy::Leased {
+            hard_expiry_secs: 2,
+            renewal_secs: 1,
+            max_uses: None,
+        };
+        for policy in config.policies.values_mut() {
+            policy.lease = lease;
+        }
+        let private = Policy::new(master.clone())
+            .with_search(SearchMode::BlindIndex)
+            .with_lease(lease);
+        config.policies.insert(Class::new("private")?, private);
+        let restricted = Policy::new(master.clone())
+            .with_readers(["doctor"])
+            .with_lease(lease);
+        config
+            .policies
+            .insert(Class::new("restricted")?, restricted);
         cmk.configure_tenant(&admin, &config).await?;
         let report = cmk.onboard(&admin).await?;
         println!(
@@ -198,11 +212,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_err();
     println!("globex reading acme's row: {err}");
 
-    // 10. acme disables its master key: new key fetches fail at once.
+    // 10. acme disables its master key: within one renewal interval the leases are revoked,
+    //     the handle in hand stops, and new key fetches fail.
     kms.disable("acme")?;
+    let still = keys
+        .unseal(&ctx, &schema, &stored(hit, &k, &f, &row_id))
+        .is_ok();
+    println!("acme disabled its key; reads continue until the next renewal: {still}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = cmk.renew_due().await; // what the background renewer (Cmk::spawn_renewer) runs
+    println!("renewal pass: {report:?}");
+    match keys.unseal(&ctx, &schema, &stored(hit, &k, &f, &row_id)) {
+        Err(e) => println!("the handle in hand now fails: {e}"),
+        Ok(_) => return Err("a revoked lease must stop reads".into()),
+    }
     match cmk.keys_for(&ctx, &classes).await {
-        Err(e) => println!("after acme disabled its key: {e}"),
-        Ok(_) => return Err("a disabled key must stop reads".into()),
+        Err(e) => println!("fetching keys again fails: {e}"),
+        Ok(_) => return Err("a disabled key must stop key fetches".into()),
     }
 
     // 11. The security events all of this caused.
