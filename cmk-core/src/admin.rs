@@ -7,7 +7,6 @@ use std::sync::Arc;
 use crate::context::RequestContext;
 use crate::error::{Error, Result};
 use crate::event::EventName;
-use crate::format::aad::Aad;
 use crate::format::key_column;
 use crate::keys::TenantKeys;
 use crate::kms::KeyRef;
@@ -62,23 +61,7 @@ impl Cmk {
             });
         }
         // Prove the new key before anything depends on it.
-        let probe = crate::secret::SecretKey::random()?;
-        let aad = Aad::new("cmk/probe").text(tenant.as_str());
-        let wrapped = self
-            .kms
-            .wrap(new_key, probe.expose_secret(), aad.as_bytes())
-            .await
-            .map_err(|e| self.kms_error(ctx, new_key, e))?;
-        let back = self
-            .kms
-            .unwrap(new_key, &wrapped, aad.as_bytes())
-            .await
-            .map_err(|e| self.kms_error(ctx, new_key, e))?;
-        if back.expose_secret() != probe.expose_secret() {
-            return Err(Error::InvalidConfig(format!(
-                "master key `{new_key}` failed its round trip"
-            )));
-        }
+        self.prove_key(ctx, new_key).await?;
         let mut rewrapped = 0;
         for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
             let Some(old) = &v.wrapped_by else { continue };
@@ -136,24 +119,7 @@ impl Cmk {
             let tenant = ctx.tenant();
             let view = self.tenant_view(tenant, true).await?;
             let class = Class::new(class)?;
-            let policy = view.config.policy(&class)?;
-            let next = view
-                .views
-                .iter()
-                .filter(|v| v.purpose == Purpose::Kek && v.policy == class.as_str())
-                .map(|v| v.version)
-                .max()
-                .unwrap_or(0)
-                + 1;
-            self.provision(
-                ctx,
-                Purpose::Kek,
-                class.as_str(),
-                kek_id(class.as_str()),
-                next,
-                &policy.kms_key,
-            )
-            .await?;
+            let next = self.provision_next_kek(ctx, &view, &class).await?;
             self.forget_view(tenant);
             Ok(next)
         }

@@ -30,14 +30,7 @@ impl Cmk {
         values: &[Option<&[u8]>],
     ) -> Result<SealedRow> {
         let keys = self.keys_for(ctx, &Self::schema_classes(schema)).await?;
-        if values.len() != schema.fields().len() {
-            return Err(Error::InvalidInput(format!(
-                "table `{}` has {} classified fields but {} values were given",
-                schema.table(),
-                schema.fields().len(),
-                values.len()
-            )));
-        }
+        schema.check_values(values.len())?;
         let tenant = ctx.tenant();
         let mut classic = Vec::new();
         for (k, class) in schema.key_classes().iter().enumerate() {

@@ -609,17 +609,7 @@ impl Cmk {
                 .get(&key)
                 .is_some_and(|l| l.wraps() >= self.settings.kek_max_wraps);
             if too_old || too_used {
-                let next = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
-                let outcome = self
-                    .provision(
-                        ctx,
-                        Purpose::Kek,
-                        class.as_str(),
-                        kek_id(class.as_str()),
-                        next,
-                        &policy.kms_key,
-                    )
-                    .await;
+                let outcome = self.provision_next_kek(ctx, view, class).await;
                 self.emit(ctx, EventName::AdminKekStateChanged, &outcome);
                 outcome?;
                 changed = true;
@@ -629,5 +619,33 @@ impl Cmk {
             self.forget_view(ctx.tenant());
         }
         Ok(changed)
+    }
+
+    /// Writes KEK version (highest known + 1) of `class` under its configured master key.
+    pub(crate) async fn provision_next_kek(
+        &self,
+        ctx: &RequestContext,
+        view: &TenantView,
+        class: &Class,
+    ) -> Result<u32> {
+        let policy = view.config.policy(class)?;
+        let next = view
+            .views
+            .iter()
+            .filter(|v| v.purpose == Purpose::Kek && v.policy == class.as_str())
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.provision(
+            ctx,
+            Purpose::Kek,
+            class.as_str(),
+            kek_id(class.as_str()),
+            next,
+            &policy.kms_key,
+        )
+        .await?;
+        Ok(next)
     }
 }

@@ -265,6 +265,20 @@ impl RowSchema {
             .unwrap_or_default()
     }
 
+    /// Checks that a row brings one value per classified field.
+    pub fn check_values(&self, given: usize) -> crate::Result<()> {
+        if given == self.fields.len() {
+            Ok(())
+        } else {
+            Err(crate::Error::InvalidInput(format!(
+                "table `{}` has {} classified fields but {} values were given",
+                self.table,
+                self.fields.len(),
+                given
+            )))
+        }
+    }
+
     /// Position of a column.
     pub fn position(&self, column: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.column == column)

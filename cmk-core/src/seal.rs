@@ -280,14 +280,7 @@ impl TenantKeys {
     ) -> Result<SealedRow> {
         self.check_context(ctx)?;
         let fields = schema.fields();
-        if values.len() != fields.len() {
-            return Err(Error::InvalidInput(format!(
-                "table `{}` has {} classified fields but {} values were given",
-                schema.table(),
-                fields.len(),
-                values.len()
-            )));
-        }
+        schema.check_values(values.len())?;
         let effective = fields
             .iter()
             .map(|f| self.effective(f))
@@ -582,19 +575,24 @@ impl TenantKeys {
                 continue;
             };
             let readable = self.policy(class)?.may_read(ctx.roles());
+            let mut refuse_or_withhold = || {
+                if readable {
+                    Ok(())
+                } else if partial {
+                    withheld.push(class);
+                    Ok(())
+                } else {
+                    Err(Error::AccessDenied {
+                        class: class.to_string(),
+                    })
+                }
+            };
             if bytes.first() == Some(&key_column::CLASSIC_V1) {
                 let ckc = key_column::parse_classic(bytes)?;
                 if ckc.kek_id != schema.kek_id(k) {
                     return Err(Error::Tampered);
                 }
-                if !readable {
-                    if !partial {
-                        return Err(Error::AccessDenied {
-                            class: class.to_string(),
-                        });
-                    }
-                    withheld.push(class);
-                }
+                refuse_or_withhold()?;
                 let pre = classic.iter().find(|c| c.k == k);
                 let Some(pre) = pre else {
                     if !readable {
@@ -636,14 +634,7 @@ impl TenantKeys {
             if kek.class != *class {
                 return Err(Error::Tampered);
             }
-            if !readable {
-                if !partial {
-                    return Err(Error::AccessDenied {
-                        class: class.to_string(),
-                    });
-                }
-                withheld.push(class);
-            }
+            refuse_or_withhold()?;
             listed.push(Listed {
                 k,
                 class,

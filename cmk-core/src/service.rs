@@ -231,28 +231,7 @@ impl Cmk {
         keys.sort();
         keys.dedup();
         for key in &keys {
-            let probe = SecretKey::random()?;
-            let aad = crate::format::aad::Aad::new("cmk/probe").text(tenant.as_str());
-            let wrapped = self
-                .kms
-                .wrap(key, probe.expose_secret(), aad.as_bytes())
-                .await
-                .map_err(|e| self.kms_error(ctx, key, e))?;
-            let back = self
-                .kms
-                .unwrap(key, &wrapped, aad.as_bytes())
-                .await
-                .map_err(|e| self.kms_error(ctx, key, e))?;
-            if back.expose_secret() != probe.expose_secret() {
-                return Err(Error::Kms {
-                    tenant: tenant.to_string(),
-                    provider: key.provider().to_string(),
-                    source: crate::kms::KmsError::new(
-                        crate::kms::KmsErrorKind::Invalid,
-                        "round trip returned other bytes",
-                    ),
-                });
-            }
+            self.prove_key(ctx, key).await?;
         }
         let has = |purpose: Purpose, policy: &str| {
             entries
@@ -323,5 +302,29 @@ impl Cmk {
             created_at: now_secs(),
         };
         self.registry.insert_if_absent(entry).await
+    }
+
+    /// Proves a master key with a wrap/unwrap round trip of random bytes.
+    pub(crate) async fn prove_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<()> {
+        let probe = SecretKey::random()?;
+        let aad = crate::format::aad::Aad::new("cmk/probe").text(ctx.tenant().as_str());
+        let wrapped = self
+            .kms
+            .wrap(key, probe.expose_secret(), aad.as_bytes())
+            .await
+            .map_err(|e| self.kms_error(ctx, key, e))?;
+        let back = self
+            .kms
+            .unwrap(key, &wrapped, aad.as_bytes())
+            .await
+            .map_err(|e| self.kms_error(ctx, key, e))?;
+        if back.expose_secret() != probe.expose_secret() {
+            let e = crate::kms::KmsError::new(
+                crate::kms::KmsErrorKind::Invalid,
+                "round trip returned other bytes",
+            );
+            return Err(self.kms_error(ctx, key, e));
+        }
+        Ok(())
     }
 }
