@@ -41,7 +41,10 @@ pub struct ShredReport {
 impl Cmk {
     /// Re-wraps every live registry entry of the context's tenant under `new_key`, then
     /// switches the tenant configuration to it. O(registry entries), not O(rows): rows are
-    /// untouched. Resumable: entries already re-wrapped are skipped.
+    /// untouched. Resumable: entries already re-wrapped are skipped. `new_key` is another key
+    /// reference (another key, or another KMS); a KMS's own rotation of a key's backing
+    /// version (AWS automatic rotation, `LocalKms::rotate`) needs no re-wrap, since the KMS
+    /// still decrypts under earlier versions.
     pub async fn rotate_master_key(
         &self,
         ctx: &RequestContext,
@@ -346,6 +349,34 @@ impl TenantKeys {
     /// KEK retirement. Field ciphertexts are untouched. Returns `None` when the key column is
     /// NULL or already under the active KEK.
     pub fn rekey_key_column(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        key_class: usize,
+        row: &StoredRow<'_>,
+    ) -> Result<Option<Vec<u8>>> {
+        let result = self.rekey_inner(ctx, schema, key_class, row);
+        if !matches!(result, Ok(None)) {
+            let class = schema
+                .key_classes()
+                .get(key_class)
+                .map(|c| c.to_string())
+                .into_iter()
+                .collect();
+            let touched = crate::seal::Touched::Some(Vec::new(), class);
+            self.audit(
+                ctx,
+                schema,
+                row.row_id,
+                EventName::DataRekey,
+                &result,
+                touched,
+            )?;
+        }
+        result
+    }
+
+    fn rekey_inner(
         self: &Arc<Self>,
         ctx: &RequestContext,
         schema: &RowSchema,

@@ -841,7 +841,7 @@ impl TenantKeys {
 
     /// Emits the event of an operation; when the sink fails and a class involved is
     /// fail-closed, the operation fails too.
-    fn audit<T>(
+    pub(crate) fn audit<T>(
         &self,
         ctx: &RequestContext,
         schema: &RowSchema,
@@ -884,7 +884,7 @@ impl TenantKeys {
 }
 
 /// Which columns and classes an event names.
-enum Touched {
+pub(crate) enum Touched {
     /// Every classified column and class of the schema.
     All,
     /// These.

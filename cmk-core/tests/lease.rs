@@ -143,6 +143,28 @@ async fn an_outage_is_ridden_out_until_hard_expiry_then_fails_clearly() {
 }
 
 #[tokio::test]
+async fn throttling_is_ridden_out_like_an_outage() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let keys = fx.cmk.keys_for(&c, &["restricted"]).await.unwrap();
+    fx.kms.set_fault(2);
+    fx.clock.advance(21 * MIN);
+    let report = fx.cmk.renew_due().await;
+    assert_eq!((report.unreachable, report.revoked), (1, 0), "{report:?}");
+    assert!(
+        keys.seal(&c, &one_restricted(), None, &[Some(b"x")])
+            .is_ok()
+    );
+    fx.kms.set_fault(0);
+    fx.clock.advance(2 * MIN); // past the retry back-off
+    assert_eq!(fx.cmk.renew_due().await.renewed, 1);
+}
+
+fn one_restricted() -> RowSchema {
+    RowSchema::new("notes", vec![FieldSpec::new("body", class("restricted"))]).unwrap()
+}
+
+#[tokio::test]
 async fn a_denial_revokes_within_one_renewal_and_is_remembered_for_a_bounded_time() {
     let fx = Fixture::new(&["acme"]).await;
     let c = ctx("acme");
@@ -409,6 +431,12 @@ async fn kek_retirement_moves_to_decrypt_only_rewraps_key_columns_then_destroys(
         .unwrap()
         .unwrap();
     assert_eq!(&rekeyed[5..9], &2u32.to_be_bytes());
+    assert!(
+        fx.sink
+            .events()
+            .iter()
+            .any(|e| e.name.as_str() == "DATA_REKEY")
+    );
     let mut moved = old[0].clone();
     moved.key_columns[0] = Some(rekeyed);
     assert_eq!(moved.fields, old[0].fields, "field ciphertext untouched");
