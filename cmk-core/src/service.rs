@@ -196,7 +196,10 @@ impl Cmk {
                     found: config.tenant.to_string(),
                 });
             }
-            self.configs.save(config).await
+            self.configs.save(config).await?;
+            // This instance sees its own change at once; others within one renewal interval.
+            self.forget_view(ctx.tenant());
+            Ok(())
         }
         .await;
         self.emit(ctx, EventName::AdminTenantConfigChanged, &result);

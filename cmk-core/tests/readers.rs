@@ -75,3 +75,37 @@ async fn strict_unseal_refuses_and_partial_unseal_withholds() {
         .unwrap();
     assert_eq!(all.values[2].value(), Some(&b"123"[..]));
 }
+
+#[tokio::test]
+async fn a_configuration_change_applies_to_the_next_key_fetch() {
+    let fx = Fixture::new(&["acme"]).await;
+    let nurse = ctx("acme").with_role("nurse");
+    let keys = fx.cmk.keys_for(&nurse, &ALL).await.unwrap();
+    let sealed = keys
+        .seal(
+            &nurse,
+            &patients(),
+            None,
+            &[Some(b"a@x"), Some(b"Ann"), Some(b"123"), Some(b"C")],
+        )
+        .unwrap();
+    let row = Stored::from_sealed("acme", &sealed);
+    assert!(
+        row.with(None, |r| keys.unseal(&nurse, &patients(), r))
+            .is_err()
+    );
+    // The tenant lets nurses read `restricted`.
+    let mut cfg = config_for("acme", cmk_core::kms::KeyRef::new("local:acme").unwrap());
+    cfg.revision = 2;
+    cfg.policies.insert(
+        class("restricted"),
+        cmk_core::Policy::new(cmk_core::kms::KeyRef::new("local:acme").unwrap())
+            .with_readers(["doctor", "nurse"]),
+    );
+    fx.cmk.configure_tenant(&ctx("acme"), &cfg).await.unwrap();
+    let keys = fx.cmk.keys_for(&nurse, &ALL).await.unwrap();
+    assert!(
+        row.with(None, |r| keys.unseal(&nurse, &patients(), r))
+            .is_ok()
+    );
+}
