@@ -401,6 +401,13 @@ fn only(op: &str, n: u32) {
                 keys.unseal(&ctx, &schema, black_box(&row)).unwrap(),
             )),
             "unseal_raw" => drop(black_box(base.unseal(black_box(&base_row)))),
+            "event" => {
+                let _ = CountingSink::default().emit(SecurityEvent::new(
+                    &ctx,
+                    EventName::DataDecrypt,
+                    Outcome::Success,
+                ));
+            }
             _ => {}
         }
     }

@@ -168,16 +168,29 @@ pub struct SecurityEvent {
 impl SecurityEvent {
     /// A new event for the request, with a fresh id and the current time.
     pub fn new(ctx: &RequestContext, name: EventName, outcome: Outcome) -> Self {
+        Self::about(ctx, name, outcome, None, None, empty_names(), empty_names())
+    }
+
+    /// An event about rows, built in one step (the per-row hot path).
+    pub(crate) fn about(
+        ctx: &RequestContext,
+        name: EventName,
+        outcome: Outcome,
+        table: Option<Arc<str>>,
+        record_id: Option<String>,
+        columns: Arc<[String]>,
+        classes: Arc<[String]>,
+    ) -> Self {
         SecurityEvent {
             id: EventId::fresh(),
             timestamp_ms: now_ms(),
             tenant: ctx.tenant().shared(),
             name,
             outcome,
-            table: None,
-            record_id: None,
-            columns: Arc::from([]),
-            classes: Arc::from([]),
+            table,
+            record_id,
+            columns,
+            classes,
             actor: ctx.actor().map(|a| a.label()),
             request_id: ctx.request_id().map(str::to_string),
             source: ctx.source().map(str::to_string),
@@ -215,6 +228,12 @@ impl SecurityEvent {
         self.classes = classes.into();
         self
     }
+}
+
+/// One shared empty list (an empty `Arc<[String]>` would still allocate).
+fn empty_names() -> Arc<[String]> {
+    static EMPTY: std::sync::OnceLock<Arc<[String]>> = std::sync::OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from([])))
 }
 
 fn now_ms() -> u64 {

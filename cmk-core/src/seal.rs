@@ -134,6 +134,22 @@ pub(crate) fn dek_aad(
         .bytes(list)
 }
 
+thread_local! {
+    /// One associated-data buffer per thread, reused across rows: building associated data
+    /// then allocates nothing. (It holds names and ids only, never plaintext.)
+    static AAD_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn take_aad_buffer() -> Vec<u8> {
+    let mut buf = AAD_BUFFER.with(|b| b.take());
+    buf.reserve(256);
+    buf
+}
+
+fn give_back_aad_buffer(buf: Vec<u8>) {
+    AAD_BUFFER.with(|b| b.set(buf));
+}
+
 /// A DEK of a classic-mode class that the async path obtained from the KMS.
 pub(crate) struct ClassicDek {
     /// Index of the key class in the schema.
@@ -298,7 +314,7 @@ impl TenantKeys {
         let table = schema.table();
         let mut sealed_fields: Vec<Option<Vec<u8>>> = vec![None; fields.len()];
         let mut key_columns = Vec::with_capacity(schema.key_classes().len());
-        let mut aad_buf = Vec::with_capacity(256);
+        let mut aad_buf = take_aad_buffer();
 
         for (k, class) in schema.key_classes().iter().enumerate() {
             let members = schema.members(k);
@@ -417,6 +433,7 @@ impl TenantKeys {
                 }
             }
         }
+        give_back_aad_buffer(aad_buf);
         Ok(SealedRow {
             key_columns,
             fields: sealed_fields,
@@ -551,7 +568,7 @@ impl TenantKeys {
         }
         let tenant = self.tenant.as_str();
         let table = schema.table();
-        let mut aad_buf = Vec::with_capacity(256);
+        let mut aad_buf = take_aad_buffer();
 
         // 1. Parse and check every key column (class, key, reader role); nothing decrypted yet.
         enum Source<'b> {
@@ -741,6 +758,7 @@ impl TenantKeys {
                 };
             }
         }
+        give_back_aad_buffer(aad_buf);
         Ok(UnsealedRow { values })
     }
 
@@ -869,12 +887,15 @@ impl TenantKeys {
                 })
             })
         };
-        // Filled in place: the builder methods would move the event four times.
-        let mut event = SecurityEvent::new(ctx, name, outcome);
-        event.table = Some(Arc::clone(&shared.table));
-        event.record_id = row_id.map(record_label);
-        event.columns = Arc::clone(&columns);
-        event.classes = Arc::clone(&classes);
+        let event = SecurityEvent::about(
+            ctx,
+            name,
+            outcome,
+            Some(Arc::clone(&shared.table)),
+            row_id.map(record_label),
+            Arc::clone(&columns),
+            Arc::clone(&classes),
+        );
         match self.sink.emit(event) {
             Ok(()) => Ok(()),
             Err(e) if result.is_ok() && fail_closed() => Err(Error::AuditFailClosed(e.to_string())),
