@@ -176,6 +176,7 @@ fn list_entries<'s>(
 }
 
 /// How a field is sealed once the class policy is applied.
+#[derive(Clone, Copy, Default)]
 struct Effective {
     hide_null: bool,
     pad_to: u16,
@@ -297,10 +298,19 @@ impl TenantKeys {
         self.check_context(ctx)?;
         let fields = schema.fields();
         schema.check_values(values.len())?;
-        let effective = fields
-            .iter()
-            .map(|f| self.effective(f))
-            .collect::<Result<Vec<_>>>()?;
+        // On the stack for up to 32 fields: this runs for every row.
+        let mut on_stack = [Effective::default(); 32];
+        let mut on_heap;
+        let effective: &mut [Effective] = if fields.len() <= on_stack.len() {
+            &mut on_stack[..fields.len()]
+        } else {
+            on_heap = vec![Effective::default(); fields.len()];
+            &mut on_heap
+        };
+        for (e, f) in effective.iter_mut().zip(fields) {
+            *e = self.effective(f)?;
+        }
+        let effective: &[Effective] = effective;
         if let Some(i) = values
             .iter()
             .position(|v| v.is_some_and(|v| v.len() > MAX_VALUE_LEN))
@@ -386,7 +396,7 @@ impl TenantKeys {
             kc.extend_from_slice(&nonce);
             kc.extend_from_slice(dek.expose_secret());
             kc.extend_from_slice(&[0u8; TAG_LEN]);
-            key_column::encode_list_into(&mut kc, list_entries(schema, k, values, &effective))?;
+            key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
             let aad = dek_aad(
                 aad_buf,
                 schema.dek_aad_prefix(k),
