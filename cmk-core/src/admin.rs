@@ -414,6 +414,7 @@ impl TenantKeys {
             .ok_or_else(|| self.missing_kek(active_id, active_version))?;
         let tenant = self.tenant.as_str();
         let prefix = schema.dek_aad_prefix(key_class);
+        let class_set = schema.present_class_set(row.key_columns);
         let aad_for = |version: u32| {
             crate::seal::dek_aad(
                 Vec::new(),
@@ -422,6 +423,7 @@ impl TenantKeys {
                 (kc.kek_id, version),
                 row.row_id,
                 kc.list_bytes,
+                &class_set,
             )
         };
         let mut dek = zeroize::Zeroizing::new(kc.encrypted_dek);

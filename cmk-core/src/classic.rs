@@ -47,6 +47,7 @@ impl Cmk {
                 (id, 0),
                 row_id,
                 &list,
+                schema.sealed_class_set(),
             );
             let dek = SecretKey::random()?;
             let blob = self
@@ -99,6 +100,7 @@ impl Cmk {
                 (ckc.kek_id, 0),
                 row.row_id,
                 ckc.list_bytes,
+                &schema.present_class_set(row.key_columns),
             );
             let dek = self
                 .kms

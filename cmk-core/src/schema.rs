@@ -95,6 +95,8 @@ pub struct RowSchema {
     field_aad_prefixes: Vec<Vec<u8>>,
     /// Per key class, the schema-fixed start of its DEK wrap's associated data.
     dek_aad_prefixes: Vec<Vec<u8>>,
+    /// The class set a seal binds: every key class with envelope fields.
+    sealed_class_set: Vec<u8>,
 }
 
 /// Names events repeat, built once.
@@ -169,6 +171,7 @@ impl RowSchema {
             kek_ids: Vec::new(),
             field_aad_prefixes: Vec::new(),
             dek_aad_prefixes: Vec::new(),
+            sealed_class_set: Vec::new(),
         };
         schema.refresh();
         Ok(schema)
@@ -187,11 +190,47 @@ impl RowSchema {
             .iter()
             .map(|f| crate::seal::field_aad_prefix(&self.table, &f.column, f.class.as_str()))
             .collect();
+        self.sealed_class_set = self.class_set(|k| !self.members(k).is_empty());
         self.dek_aad_prefixes = self
             .key_classes
             .iter()
             .map(|c| crate::seal::dek_aad_prefix(&self.table, c.as_str()))
             .collect();
+    }
+
+    /// Encodes the key classes `k` for which `present(k)` holds: their names sorted, each as
+    /// a length byte and the name (FORMAT.md §4).
+    fn class_set(&self, present: impl Fn(usize) -> bool) -> Vec<u8> {
+        let mut names: Vec<&str> = (0..self.key_classes.len())
+            .filter(|&k| present(k))
+            .map(|k| self.key_classes[k].as_str())
+            .collect();
+        names.sort_unstable();
+        let mut out = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+        for n in names {
+            // Class names are at most 32 bytes (checked by `Class::new`).
+            out.push(n.len() as u8);
+            out.extend_from_slice(n.as_bytes());
+        }
+        out
+    }
+
+    /// The class set a seal of this schema binds.
+    pub(crate) fn sealed_class_set(&self) -> &[u8] {
+        &self.sealed_class_set
+    }
+
+    /// The class set of a stored row: the classes whose key column is present.
+    pub(crate) fn present_class_set(
+        &self,
+        key_columns: &[Option<&[u8]>],
+    ) -> std::borrow::Cow<'_, [u8]> {
+        let present = |k: usize| key_columns.get(k).is_some_and(Option::is_some);
+        if (0..self.key_classes.len()).all(|k| present(k) == !self.members(k).is_empty()) {
+            std::borrow::Cow::Borrowed(&self.sealed_class_set)
+        } else {
+            std::borrow::Cow::Owned(self.class_set(present))
+        }
     }
 
     pub(crate) fn field_aad_prefix(&self, field: usize) -> &[u8] {

@@ -117,7 +117,9 @@ fn field_aad(buf: Vec<u8>, prefix: &[u8], tenant: &str, flags: u8, row_id: Optio
 }
 
 /// A DEK wrap's associated data: the schema prefix, then
-/// `text tenant ‖ u32 kek_id ‖ u32 kek_version ‖ row_id ‖ bytes column_list`.
+/// `text tenant ‖ u32 kek_id ‖ u32 kek_version ‖ row_id ‖ bytes column_list ‖ bytes class_set`.
+/// The class set names every class of the row that has a key column, so that removing one
+/// key column (and NULL-ing its fields) makes the others fail.
 pub(crate) fn dek_aad(
     buf: Vec<u8>,
     prefix: &[u8],
@@ -125,6 +127,7 @@ pub(crate) fn dek_aad(
     kek: (u32, u32),
     row_id: Option<&RowId>,
     list: &[u8],
+    class_set: &[u8],
 ) -> Aad {
     Aad::from_prefix(buf, prefix)
         .text(tenant)
@@ -132,6 +135,7 @@ pub(crate) fn dek_aad(
         .u32(kek.1)
         .row_id(row_id)
         .bytes(list)
+        .bytes(class_set)
 }
 
 thread_local! {
@@ -404,6 +408,7 @@ impl TenantKeys {
                 (kek_id, kek_version),
                 row_id,
                 &kc[key_column::LIST_OFFSET..],
+                schema.sealed_class_set(),
             );
             let tag = kek.with(|k| k.seal(&nonce, aad.as_bytes(), &mut kc[21..53]))?;
             if kek.lease.count_wrap() > self.kek_max_wraps.saturating_mul(4) {
@@ -671,6 +676,15 @@ impl TenantKeys {
             });
         }
 
+        // A row cmk sealed has a key column for every class with envelope fields; a row with
+        // none is a legacy (plaintext) row, which strict mode refuses, even if all is NULL.
+        if listed.is_empty() {
+            if let Some(f) = fields.iter().find(|f| f.is_envelope()) {
+                return Err(Error::MissingKeyColumn {
+                    column: f.column.clone(),
+                });
+            }
+        }
         // 2. Assign each field to the key column that lists it: the one of the field's current
         //    class first, else the one that recorded it before a reclassification. No trial
         //    decryption. NULLs, withheld and deterministic fields are settled here.
@@ -718,6 +732,7 @@ impl TenantKeys {
             values.push(value);
         }
 
+        let class_set = schema.present_class_set(row.key_columns);
         // 3. Per readable key column: unwrap its DEK (always, so a tampered key column fails
         //    even when all its fields are NULL) and open the fields it seals.
         for (j, l) in listed.iter().enumerate().filter(|(_, l)| l.readable) {
@@ -735,6 +750,7 @@ impl TenantKeys {
                         (kc.kek_id, kc.kek_version),
                         row.row_id,
                         kc.list_bytes,
+                        &class_set,
                     );
                     let mut dek = Zeroizing::new(kc.encrypted_dek);
                     let unwrapped =

@@ -114,6 +114,7 @@ fn independent_example() -> Example {
         .u32(1)
         .i64(42)
         .bytes(&list)
+        .bytes(&[&[7u8][..], b"private"].concat())
         .0
         .clone();
     let (wrapped, wtag) = gcm(&kek, &wrap_nonce, &dek_aad, &dek);

@@ -298,6 +298,23 @@ async fn nulling_out_a_field_or_a_key_column_is_detected() {
         t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
         "key column nulled",
     );
+    // A whole class removed: its key column and its field NULL. The other key column binds the
+    // row's class set, so it fails.
+    let mut t = row.clone();
+    t.key_columns[1] = None;
+    t.fields[2] = None;
+    assert_tampered(
+        t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+        "class nulled",
+    );
+    // Every key column and every envelope field NULL: a legacy row, refused by name.
+    let mut t = row.clone();
+    t.key_columns = vec![None, None];
+    t.fields[..3].fill(None);
+    let err = t
+        .with(Some(&id), |r| keys.unseal(&ctx, &schema, r))
+        .unwrap_err();
+    assert!(matches!(err, Error::MissingKeyColumn { .. }), "{err:?}");
     // Every key column removed: the row looks legacy, which strict mode refuses by name.
     let mut t = row.clone();
     t.key_columns = vec![None, None];

@@ -1,4 +1,4 @@
-//! Normalisers for blind indexes, specified byte by byte (docs/FORMAT.md §5).
+//! Normalisers for blind indexes, specified byte by byte (docs/FORMAT.md §6).
 //!
 //! Index values must never change under a toolchain upgrade, so nothing here uses the
 //! compiler's Unicode tables (`str::trim`, `char::to_lowercase`): White_Space is the fixed

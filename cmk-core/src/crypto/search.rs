@@ -1,7 +1,7 @@
 //! Searchable encryption: blind indexes (HMAC-SHA256) and deterministic encryption (AES-SIV),
 //! under per-field keys derived with HKDF-SHA256 from the tenant's index and deterministic
 //! roots. Both leak equality of values within a field; neither is a per-row envelope, so
-//! rotating them is O(rows). docs/FORMAT.md §4 and §5 give the bytes.
+//! rotating them is O(rows). docs/FORMAT.md §6 and §7 give the bytes.
 
 use aes_siv::KeyInit;
 use aes_siv::siv::Aes256Siv;

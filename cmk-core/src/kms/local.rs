@@ -10,7 +10,7 @@
 //!
 //! Wrapped blob: `0x01 ‖ version (u32 BE) ‖ nonce (12) ‖ ciphertext ‖ tag (16)`, AES-256-GCM
 //! with associated data `Aad("cmk/local-kms") ‖ text(key name) ‖ u32(version) ‖ bytes(aad)`
-//! (docs/FORMAT.md §6).
+//! (docs/FORMAT.md §8).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -384,7 +384,7 @@ impl Kms for LocalKms {
     }
 }
 
-/// Parses the keyring file format (docs/FORMAT.md §6):
+/// Parses the keyring file format (docs/FORMAT.md §8):
 /// `cmk-local-keyring 1`, then `key NAME enabled|disabled` and
 /// `version NAME N HEX|destroyed` lines.
 fn parse(bytes: &[u8]) -> Result<Keyring, String> {
