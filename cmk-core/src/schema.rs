@@ -226,7 +226,7 @@ impl RowSchema {
         key_columns: &[Option<&[u8]>],
     ) -> std::borrow::Cow<'_, [u8]> {
         let present = |k: usize| key_columns.get(k).is_some_and(Option::is_some);
-        if (0..self.key_classes.len()).all(|k| present(k) == !self.members(k).is_empty()) {
+        if (0..self.key_classes.len()).all(|k| present(k) != self.members(k).is_empty()) {
             std::borrow::Cow::Borrowed(&self.sealed_class_set)
         } else {
             std::borrow::Cow::Owned(self.class_set(present))

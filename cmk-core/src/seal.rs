@@ -678,12 +678,12 @@ impl TenantKeys {
 
         // A row cmk sealed has a key column for every class with envelope fields; a row with
         // none is a legacy (plaintext) row, which strict mode refuses, even if all is NULL.
-        if listed.is_empty() {
-            if let Some(f) = fields.iter().find(|f| f.is_envelope()) {
-                return Err(Error::MissingKeyColumn {
-                    column: f.column.clone(),
-                });
-            }
+        if listed.is_empty()
+            && let Some(f) = fields.iter().find(|f| f.is_envelope())
+        {
+            return Err(Error::MissingKeyColumn {
+                column: f.column.clone(),
+            });
         }
         // 2. Assign each field to the key column that lists it: the one of the field's current
         //    class first, else the one that recorded it before a reclassification. No trial
