@@ -102,8 +102,8 @@ impl Lease {
             key,
             provider,
             material: RwLock::new(Some(material)),
-            renew_at: AtomicU64::new(nanos(now + renewal)),
-            hard_expiry: AtomicU64::new(nanos(now + hard)),
+            renew_at: AtomicU64::new(nanos(now.saturating_add(renewal))),
+            hard_expiry: AtomicU64::new(nanos(now.saturating_add(hard))),
             clock,
             renewal,
             hard,
@@ -196,9 +196,9 @@ impl Lease {
     pub(crate) fn renewed(&self, entry: RegistryEntry) {
         let now = self.clock.now();
         self.renew_at
-            .store(nanos(now + self.renewal), Ordering::Release);
+            .store(nanos(now.saturating_add(self.renewal)), Ordering::Release);
         self.hard_expiry
-            .store(nanos(now + self.hard), Ordering::Release);
+            .store(nanos(now.saturating_add(self.hard)), Ordering::Release);
         if let Ok(mut e) = self.entry.lock() {
             *e = entry;
         }
@@ -282,7 +282,7 @@ impl LeaseCache {
     }
 
     pub(crate) fn remember_denial(&self, key: &LeaseKey, error: KmsError) {
-        let until = self.clock.now() + self.denial_ttl;
+        let until = self.clock.now().saturating_add(self.denial_ttl);
         if let Ok(mut d) = self.denials.lock() {
             d.insert(key.clone(), (until, error));
         }

@@ -128,7 +128,7 @@ impl Cmk {
             let cached = self.views.lock().ok().and_then(|v| v.get(tenant).cloned());
             if let Some(view) = cached {
                 let fresh_for = Timings::for_roots(&view.config).renewal;
-                if now < view.loaded_at + fresh_for {
+                if now < view.loaded_at.saturating_add(fresh_for) {
                     return Ok(view);
                 }
             }
@@ -161,6 +161,11 @@ impl Cmk {
                 .map(|p| p.kms_key.clone()),
             _ => Some(config.root_key.clone()),
         };
+        if &config.tenant != tenant {
+            return Err(Error::ConfigIntegrity {
+                tenant: tenant.to_string(),
+            });
+        }
         let views = fold_versions(&entries, trusted);
         let view = Arc::new(TenantView {
             config,
@@ -229,6 +234,9 @@ impl Cmk {
                     v.purpose == Purpose::Kek
                         && v.policy == class.as_str()
                         && v.state != KeyState::Destroyed
+                        // Untrusted versions go before the cut, or forged ones could crowd out
+                        // every real key.
+                        && v.wrapped_by.is_some()
                 })
                 .collect();
             versions.sort_by_key(|v| std::cmp::Reverse(v.version));
@@ -636,7 +644,8 @@ impl Cmk {
             .map(|v| v.version)
             .max()
             .unwrap_or(0)
-            + 1;
+            .checked_add(1)
+            .ok_or_else(|| Error::Registry(format!("class `{class}` has no KEK version left")))?;
         self.provision(
             ctx,
             Purpose::Kek,

@@ -241,6 +241,11 @@ impl Policy {
             max_uses,
         } = self.lease
         {
+            if hard_expiry_secs > 30 * 24 * 3600 {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "class `{class}`: a lease hard expiry of {hard_expiry_secs} s exceeds the maximum of 30 days"
+                )));
+            }
             if renewal_secs == 0 || renewal_secs >= hard_expiry_secs {
                 return Err(crate::Error::InvalidConfig(format!(
                     "class `{class}`: the lease renewal ({renewal_secs} s) must be positive and \

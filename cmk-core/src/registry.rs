@@ -264,7 +264,14 @@ pub fn fold_versions(
 ) -> Vec<KeyVersionView> {
     let mut views: std::collections::BTreeMap<(Purpose, String, u32), KeyVersionView> =
         std::collections::BTreeMap::new();
-    for e in entries.iter().filter(|e| e.purpose != Purpose::Tombstone) {
+    // Identity fields that no wrap authenticates must have their only valid values, or a
+    // forged entry could steer which key id new rows are sealed under.
+    let well_formed = |e: &&RegistryEntry| match e.purpose {
+        Purpose::Tombstone => false,
+        Purpose::Kek => e.kek_id == kek_id(&e.policy),
+        Purpose::IndexRoot | Purpose::DeterministicRoot => e.kek_id == 0 && e.policy.is_empty(),
+    };
+    for e in entries.iter().filter(well_formed) {
         let view = views
             .entry((e.purpose, e.policy.clone(), e.version))
             .or_insert_with(|| KeyVersionView {
@@ -342,6 +349,17 @@ mod tests {
         assert_eq!(v[1].state, KeyState::Destroyed);
         // Version 2 exists only under local:a, which the configuration does not trust.
         assert!(v[1].wrapped_by.is_none());
+    }
+
+    #[test]
+    fn entries_with_a_forged_identity_are_ignored() {
+        let mut wrong_id = entry(2, KeyState::Active, "local:b");
+        wrong_id.kek_id = 7;
+        let mut root_with_policy = entry(1, KeyState::Active, "local:b");
+        root_with_policy.purpose = Purpose::IndexRoot;
+        root_with_policy.kek_id = 0;
+        let trusted = |_: Purpose, _: &str| Some(KeyRef::new("local:b").unwrap());
+        assert!(fold_versions(&[wrong_id, root_with_policy], trusted).is_empty());
     }
 
     #[test]

@@ -50,13 +50,25 @@ pub struct StoredRow<'a> {
     pub fields: &'a [Option<&'a [u8]>],
 }
 
-/// Plaintext values to seal for one row.
-#[derive(Debug, Clone, Copy)]
+/// Plaintext values to seal for one row. Its `Debug` shows only the shape, never values.
+#[derive(Clone, Copy)]
 pub struct RowValues<'a> {
     /// The row id, when ids are application-assigned.
     pub row_id: Option<&'a RowId>,
     /// One entry per [`RowSchema::fields`]; `None` is NULL.
     pub values: &'a [Option<&'a [u8]>],
+}
+
+impl std::fmt::Debug for RowValues<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowValues")
+            .field("row_id", &self.row_id)
+            .field(
+                "values",
+                &format_args!("{} values, redacted", self.values.len()),
+            )
+            .finish()
+    }
 }
 
 /// One unsealed field.
@@ -393,13 +405,14 @@ impl TenantKeys {
             let kek = self
                 .kek(kek_id, kek_version)
                 .ok_or_else(|| self.missing_kek(kek_id, kek_version))?;
-            // Lay the key column out in place: prefix, nonce, DEK (encrypted below), tag, list.
+            // Lay the key column out: prefix, nonce, encrypted DEK, tag, list. The list goes in
+            // first and the DEK is encrypted in a wiped buffer, so no plaintext DEK is ever in
+            // the key column's allocation (not even on an error path or a reallocation).
             let nonce: [u8; NONCE_LEN] = rng::array()?;
             let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
             kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
             kc.extend_from_slice(&nonce);
-            kc.extend_from_slice(dek.expose_secret());
-            kc.extend_from_slice(&[0u8; TAG_LEN]);
+            kc.extend_from_slice(&[0u8; 32 + TAG_LEN]);
             key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
             let aad = dek_aad(
                 aad_buf,
@@ -410,7 +423,9 @@ impl TenantKeys {
                 &kc[key_column::LIST_OFFSET..],
                 schema.sealed_class_set(),
             );
-            let tag = kek.with(|k| k.seal(&nonce, aad.as_bytes(), &mut kc[21..53]))?;
+            let mut encrypted = Zeroizing::new(*dek.expose_secret());
+            let tag = kek.with(|k| k.seal(&nonce, aad.as_bytes(), &mut encrypted[..]))?;
+            kc[21..53].copy_from_slice(&encrypted[..]);
             if kek.lease.count_wrap() > self.kek_max_wraps.saturating_mul(4) {
                 // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather
                 // than approach the AES-GCM random-nonce bound with a handle never refreshed.
@@ -712,7 +727,25 @@ impl TenantKeys {
                 values.push(self.open_deterministic(ctx, f, stored, table, partial, withheld)?);
                 continue;
             }
-            let value = match (assigned(f), stored) {
+            let found = assigned(f);
+            // A field found under another class (sealed before a reclassification) needs the
+            // readers of both: moving it to a stricter class restricts old rows at once.
+            if let Some((j, _)) = found
+                && *listed[j].class != f.class
+                && !self.policy(&f.class)?.may_read(ctx.roles())
+            {
+                if !partial {
+                    return Err(Error::AccessDenied {
+                        class: f.class.to_string(),
+                    });
+                }
+                if !withheld.contains(&&f.class) {
+                    withheld.push(&f.class);
+                }
+                values.push(Revealed::Withheld);
+                continue;
+            }
+            let value = match (found, stored) {
                 (None, None) => Revealed::Null,
                 (None, Some(_)) if listed.is_empty() => {
                     return Err(Error::MissingKeyColumn {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::event::{EventName, EventSink, Outcome, SecurityEvent, TracingSink};
 use crate::format::MIN_FORMAT_VERSION;
 use crate::kms::{KeyRef, Kms};
+use crate::policy::Class;
 use crate::registry::{
     InsertOutcome, KeyRegistry, KeyState, Purpose, RegistryEntry, entry_aad, kek_id,
 };
@@ -236,10 +237,23 @@ impl Cmk {
         for key in &keys {
             self.prove_key(ctx, key).await?;
         }
+        // Only a live entry under the configured master key counts: a forged entry must not
+        // stop onboarding from provisioning the real one.
         let has = |purpose: Purpose, policy: &str| {
-            entries
-                .iter()
-                .any(|e| e.purpose == purpose && e.policy == policy)
+            let trusted = match purpose {
+                Purpose::Kek => Class::new(policy)
+                    .ok()
+                    .and_then(|c| config.policies.get(&c))
+                    .map(|p| &p.kms_key),
+                _ => Some(&config.root_key),
+            };
+            entries.iter().any(|e| {
+                e.purpose == purpose
+                    && e.policy == policy
+                    && e.state != KeyState::Destroyed
+                    && !e.wrapped.is_empty()
+                    && Some(&e.cmk_ref) == trusted
+            })
         };
         let mut wanted: Vec<(Purpose, String, u32, KeyRef)> = Vec::new();
         for (class, policy) in &config.policies {

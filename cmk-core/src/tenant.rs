@@ -226,9 +226,19 @@ impl ConfigVerifier {
         Ok(())
     }
 
-    /// Verifies a loaded record and records its revision.
-    pub fn verify_loaded(&self, record: &SignedTenantConfig) -> crate::Result<TenantConfig> {
+    /// Verifies a record loaded for `expected` and records its revision. A validly signed
+    /// record of another tenant is refused too (a store must not hand it out).
+    pub fn verify_loaded(
+        &self,
+        expected: &TenantId,
+        record: &SignedTenantConfig,
+    ) -> crate::Result<TenantConfig> {
         let config = self.key.verify(record)?;
+        if &config.tenant != expected {
+            return Err(crate::Error::ConfigIntegrity {
+                tenant: expected.to_string(),
+            });
+        }
         self.check_revision(&record.tenant, record.revision, true)?;
         Ok(config)
     }
@@ -301,7 +311,7 @@ impl TenantConfigStore for MemoryConfigStore {
             .ok_or_else(|| crate::Error::UnknownTenant {
                 tenant: tenant.to_string(),
             })?;
-        self.verifier.verify_loaded(&record)
+        self.verifier.verify_loaded(tenant, &record)
     }
 
     async fn save(&self, config: &TenantConfig) -> crate::Result<()> {
@@ -360,6 +370,16 @@ mod tests {
             store.load(&evil).await,
             Err(crate::Error::ConfigIntegrity { .. })
         ));
+        // A record signed for acme served under another tenant's name is refused as well.
+        let verifier = ConfigVerifier::new(OperatorKey::new(SecretKey::from_bytes([9; 32])));
+        let signed = OperatorKey::new(SecretKey::from_bytes([9; 32]))
+            .sign(&cfg)
+            .unwrap();
+        assert!(matches!(
+            verifier.verify_loaded(&evil, &signed),
+            Err(crate::Error::ConfigIntegrity { .. })
+        ));
+        assert!(verifier.verify_loaded(&cfg.tenant, &signed).is_ok());
     }
 
     #[tokio::test]

@@ -274,6 +274,20 @@ async fn a_reclassified_field_still_reads_old_rows_and_the_next_write_reseals_it
     };
     let out = stored.with(None, |r| keys.unseal(&ctx, &after, r)).unwrap();
     assert_eq!(out.values[1].value(), Some(&b"555-0100"[..]));
+    // Moving the field to a stricter class restricts old rows at once: restricted needs a doctor.
+    let nurse = common::ctx("acme").with_role("nurse");
+    let err = stored
+        .with(None, |r| keys.unseal(&nurse, &after, r))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::AccessDenied { class } if class == "restricted"),
+        "{err:?}"
+    );
+    let partial = stored
+        .with(None, |r| keys.unseal_partial(&nurse, &after, r))
+        .unwrap();
+    assert_eq!(partial.values[0].value(), Some(&b"Ann"[..]));
+    assert_eq!(partial.values[1], Revealed::Withheld);
     // The next write seals phone under restricted.
     let new = keys
         .seal(&ctx, &after, None, &[Some(b"Ann"), Some(b"555-0101")])

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::{KeyRef, Kms, KmsError, KmsErrorKind};
 use crate::crypto::aead::{GcmKey, NONCE_LEN, TAG_LEN};
@@ -442,22 +442,43 @@ fn parse(bytes: &[u8]) -> Result<Keyring, String> {
 }
 
 fn render(ring: &Keyring) -> Zeroizing<String> {
-    let mut s = Zeroizing::new(String::from(FILE_MAGIC));
+    // Sized up front so the string never reallocates (a reallocation would leave key hex in
+    // freed memory); key hex is written straight into it, never through temporaries.
+    let size = FILE_MAGIC.len()
+        + 1
+        + ring
+            .keys
+            .iter()
+            .map(|(n, k)| 32 + 2 * n.len() + k.versions.len() * (32 + n.len() + 64))
+            .sum::<usize>();
+    let mut s = Zeroizing::new(String::with_capacity(size));
+    s.push_str(FILE_MAGIC);
     s.push('\n');
     for (name, k) in &ring.keys {
-        s.push_str(&format!(
-            "key {name} {}\n",
-            if k.enabled { "enabled" } else { "disabled" }
-        ));
+        s.push_str("key ");
+        s.push_str(name);
+        s.push_str(if k.enabled {
+            " enabled\n"
+        } else {
+            " disabled\n"
+        });
         for (num, v) in &k.versions {
+            s.push_str("version ");
+            s.push_str(name);
+            s.push(' ');
+            s.push_str(&num.to_string());
+            s.push(' ');
             match &v.material {
                 Some(m) => {
-                    let mut hex = crate::hex::encode(m.expose_secret());
-                    s.push_str(&format!("version {name} {num} {hex}\n"));
-                    hex.zeroize();
+                    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                    for b in m.expose_secret() {
+                        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+                        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+                    }
                 }
-                None => s.push_str(&format!("version {name} {num} destroyed\n")),
+                None => s.push_str("destroyed"),
             }
+            s.push('\n');
         }
     }
     s
@@ -475,8 +496,15 @@ fn persist(path: &Path, ring: &Keyring) -> crate::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+    // A leftover from a crash is removed; create_new then refuses anything (a file or a
+    // symlink) that appears in between, so the keys only ever go to a file made here, 0600.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&tmp, "removing stale", e)),
+    }
     let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
