@@ -126,6 +126,23 @@ impl Lease {
         self.uses.load(Ordering::Relaxed)
     }
 
+    /// The lease times and cap this lease was made with.
+    pub(crate) fn timings(&self) -> crate::leasing::Timings {
+        crate::leasing::Timings {
+            renewal: self.renewal,
+            hard: self.hard,
+            max_uses: self.max_uses,
+        }
+    }
+
+    /// The registry entry renewal unwraps.
+    pub(crate) fn entry(&self) -> RegistryEntry {
+        self.entry
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     /// DEKs wrapped under this key by this process.
     pub fn wraps(&self) -> u64 {
         self.wraps.load(Ordering::Relaxed)
@@ -282,9 +299,19 @@ impl LeaseCache {
     }
 
     pub(crate) fn remember_denial(&self, key: &LeaseKey, error: KmsError) {
-        let until = self.clock.now().saturating_add(self.denial_ttl);
+        let now = self.clock.now();
         if let Ok(mut d) = self.denials.lock() {
-            d.insert(key.clone(), (until, error));
+            d.retain(|_, (until, _)| *until > now); // forget what has run out
+            d.insert(key.clone(), (now.saturating_add(self.denial_ttl), error));
+        }
+    }
+
+    /// Drops a key's single-flight lock once nobody holds or waits for it.
+    pub(crate) fn prune_flight(&self, key: &LeaseKey) {
+        if let Ok(mut f) = self.flights.lock()
+            && f.get(key).is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            f.remove(key);
         }
     }
 

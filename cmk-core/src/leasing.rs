@@ -35,11 +35,11 @@ pub(crate) struct TenantView {
 }
 
 /// Lease timings for one key.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timings {
-    renewal: Duration,
-    hard: Duration,
-    max_uses: Option<u64>,
+    pub(crate) renewal: Duration,
+    pub(crate) hard: Duration,
+    pub(crate) max_uses: Option<u64>,
 }
 
 impl Timings {
@@ -357,6 +357,18 @@ impl Cmk {
         entry: RegistryEntry,
         timings: Timings,
     ) -> Result<Arc<Lease>> {
+        let flight_key = key.clone();
+        let result = self.obtain_once(key, entry, timings).await;
+        self.leases.prune_flight(&flight_key);
+        result
+    }
+
+    async fn obtain_once(
+        &self,
+        key: LeaseKey,
+        entry: RegistryEntry,
+        timings: Timings,
+    ) -> Result<Arc<Lease>> {
         let flight = self.leases.flight(&key);
         let _one_at_a_time = flight.lock().await;
         let existing = self
@@ -391,8 +403,9 @@ impl Cmk {
             .unwrap(&entry.cmk_ref, &entry.wrapped, aad.as_bytes())
             .await;
         let sink = self.sink.as_ref();
-        // A lease that is still serving (not expired, not used up) can be renewed in place.
-        let live = existing.filter(|l| l.ended().is_none());
+        // A lease that is still serving (not expired, not used up) and whose policy has not
+        // changed can be renewed in place; new lease times or caps start a new lease.
+        let live = existing.filter(|l| l.ended().is_none() && l.timings() == timings);
         match result {
             Ok(bytes) => {
                 let material =
@@ -496,6 +509,22 @@ impl Cmk {
                 continue;
             }
             let Some(view) = fresh.get(&key.tenant) else {
+                // Registry or configuration unreadable (down, or a corrupted record): still ask
+                // the KMS, with the lease's own entry, so a revocation is seen in time.
+                if lease.renewal_due() {
+                    let entry = lease.entry();
+                    let expiry_before = lease.hard_expiry();
+                    match self.obtain(key, entry, lease.timings()).await {
+                        Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
+                            report.renewed += 1
+                        }
+                        Ok(_) => report.unreachable += 1,
+                        Err(Error::Kms { source, .. }) if source.kind.is_transient() => {
+                            report.unreachable += 1
+                        }
+                        Err(_) => report.revoked += 1,
+                    }
+                }
                 continue;
             };
             let current = view.as_ref().and_then(|view| {
@@ -509,6 +538,9 @@ impl Cmk {
                 (Some(_), None) => Some("key version gone from the registry"),
                 (Some(_), Some(v)) if v.state == KeyState::Destroyed => {
                     Some("key version destroyed")
+                }
+                (Some(_), Some(v)) if v.wrapped_by.is_none() => {
+                    Some("no entry under the configured master key")
                 }
                 _ => None,
             };
@@ -530,13 +562,8 @@ impl Cmk {
             let (Some(view), Some(v)) = (view, current) else {
                 continue;
             };
-            let entry = match &v.wrapped_by {
-                Some(e) => e.clone(),
-                None => lease
-                    .entry
-                    .lock()
-                    .map(|e| e.clone())
-                    .unwrap_or_else(|p| p.into_inner().clone()),
+            let Some(entry) = v.wrapped_by.clone() else {
+                continue;
             };
             let timings = match key.purpose {
                 Purpose::Kek => Class::new(&key.policy)

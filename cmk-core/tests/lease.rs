@@ -709,3 +709,90 @@ async fn lease_events_are_emitted() {
         "{seen:?}"
     );
 }
+
+/// A registry that can be made unreachable.
+#[derive(Debug)]
+struct FlakyRegistry {
+    inner: Arc<MemoryRegistry>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl cmk_core::registry::KeyRegistry for FlakyRegistry {
+    async fn insert_if_absent(
+        &self,
+        entry: cmk_core::registry::RegistryEntry,
+    ) -> cmk_core::Result<cmk_core::registry::InsertOutcome> {
+        self.inner.insert_if_absent(entry).await
+    }
+    async fn entries(
+        &self,
+        tenant: &cmk_core::TenantId,
+    ) -> cmk_core::Result<Vec<cmk_core::registry::RegistryEntry>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::Registry("connection refused (simulated)".into()));
+        }
+        self.inner.entries(tenant).await
+    }
+    async fn purge(&self, tenant: &cmk_core::TenantId) -> cmk_core::Result<usize> {
+        self.inner.purge(tenant).await
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_is_seen_even_while_the_registry_is_unreachable() {
+    let fx = Fixture::new(&["acme"]).await;
+    let flaky = Arc::new(FlakyRegistry {
+        inner: fx.registry.clone(),
+        down: false.into(),
+    });
+    let cmk = Cmk::builder()
+        .clock(fx.clock.clone())
+        .kms(fx.kms.clone())
+        .registry(flaky.clone())
+        .configs(fx.configs.clone())
+        .build()
+        .unwrap();
+    let c = ctx("acme");
+    let keys = cmk.keys_for(&c, &["restricted"]).await.unwrap();
+    flaky.down.store(true, Ordering::SeqCst);
+    fx.local.disable("acme").unwrap();
+    fx.clock.advance(20 * MIN);
+    assert_eq!(cmk.renew_due().await.revoked, 1);
+    assert!(
+        keys.seal(&c, &one_restricted(), None, &[Some(b"x")])
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn new_lease_limits_apply_from_the_next_renewal() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let schema = one_restricted();
+    let keys = fx.cmk.keys_for(&c, &["restricted"]).await.unwrap();
+    for _ in 0..5 {
+        keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    }
+    // The tenant caps restricted keys at two uses per lease.
+    let key = KeyRef::new("local:acme").unwrap();
+    let mut cfg = config_for("acme", key.clone());
+    cfg.revision = 2;
+    let capped = LeasePolicy::Leased {
+        hard_expiry_secs: 3600,
+        renewal_secs: 1200,
+        max_uses: Some(2),
+    };
+    cfg.policies.insert(
+        class("restricted"),
+        Policy::new(key).with_readers(["doctor"]).with_lease(capped),
+    );
+    fx.cmk.configure_tenant(&c, &cfg).await.unwrap();
+    fx.clock.advance(20 * MIN);
+    fx.cmk.renew_due().await;
+    let keys = fx.cmk.keys_for(&c, &["restricted"]).await.unwrap();
+    keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    let err = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap_err();
+    assert!(err.to_string().contains("cap on uses"), "{err}");
+}
