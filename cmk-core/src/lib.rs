@@ -20,6 +20,7 @@ pub mod keys;
 pub mod kms;
 pub mod lease;
 mod leasing;
+pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod schema;

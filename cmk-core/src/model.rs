@@ -1,0 +1,231 @@
+//! What `#[derive(Encrypted)]` implements: a model struct whose classified fields are sealed
+//! into a companion row type, and the encodings of field values.
+//!
+//! Field values are encoded as bytes before sealing (docs/FORMAT.md §5a): `String` as its
+//! UTF-8 bytes, `Vec<u8>` as is (both without a copy), and any other
+//! `T: Serialize + DeserializeOwned` as JSON (RFC 8259) as `serde_json` writes it, so an
+//! implementation in another language can read it.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::RequestContext;
+use crate::error::{Error, Result};
+use crate::format::aad::RowId;
+use crate::keys::TenantKeys;
+use crate::schema::RowSchema;
+use crate::secret::SecretBytes;
+
+/// A model with classified fields. Implemented by `#[derive(Encrypted)]`.
+pub trait Encrypted: Sized {
+    /// The row as stored: unclassified fields as they are, ciphertext, index and key columns.
+    type Sealed;
+    /// Stored table name (bound into associated data).
+    const TABLE: &'static str;
+    /// Classes of the classified fields, to pass to `Cmk::keys_for`.
+    const CLASSES: &'static [&'static str];
+
+    /// The table's classified part, built once (the derive checks at compile time what could
+    /// make this fail).
+    fn schema() -> Result<&'static RowSchema>;
+
+    /// Seals this model with keys fetched beforehand (synchronous CPU work).
+    fn seal(&self, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self::Sealed>;
+
+    /// Unseals a stored row; fails if any class may not be read.
+    fn unseal(sealed: &Self::Sealed, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self>;
+}
+
+/// A value type stored by its own bytes (no serde).
+pub trait RawField: Sized {
+    /// The bytes to seal.
+    fn to_field_bytes(&self) -> Cow<'_, [u8]>;
+    /// Rebuilds the value from unsealed bytes.
+    fn from_field_bytes(bytes: SecretBytes, column: &str) -> Result<Self>;
+}
+
+impl RawField for String {
+    fn to_field_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+    fn from_field_bytes(bytes: SecretBytes, column: &str) -> Result<Self> {
+        String::from_utf8(bytes.into_exposed()).map_err(|e| {
+            let mut v = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut v);
+            decode_error(column)
+        })
+    }
+}
+
+impl RawField for Vec<u8> {
+    fn to_field_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_slice())
+    }
+    fn from_field_bytes(bytes: SecretBytes, _column: &str) -> Result<Self> {
+        Ok(bytes.into_exposed())
+    }
+}
+
+fn decode_error(column: &str) -> Error {
+    Error::InvalidInput(format!(
+        "column `{column}`: the unsealed value does not decode as its Rust type"
+    ))
+}
+
+/// JSON encoding of a serde field, in a buffer wiped on drop (the error never carries the
+/// value).
+pub fn encode_json<T: Serialize>(value: &T, column: &str) -> Result<SecretBytes> {
+    serde_json::to_vec(value)
+        .map(SecretBytes::new)
+        .map_err(|_| {
+            Error::InvalidInput(format!(
+                "column `{column}`: the value cannot be serialised as JSON"
+            ))
+        })
+}
+
+/// Decodes a serde field; the plaintext buffer is wiped afterwards.
+pub fn decode_json<T: DeserializeOwned>(bytes: SecretBytes, column: &str) -> Result<T> {
+    serde_json::from_slice(bytes.expose_secret()).map_err(|_| decode_error(column))
+}
+
+/// Values that can serve as an application-assigned row id.
+pub trait IntoRowId {
+    /// The row id bound into associated data.
+    fn to_row_id(&self) -> RowId;
+}
+
+impl IntoRowId for i64 {
+    fn to_row_id(&self) -> RowId {
+        RowId::Int(*self)
+    }
+}
+
+impl IntoRowId for i32 {
+    fn to_row_id(&self) -> RowId {
+        RowId::Int(i64::from(*self))
+    }
+}
+
+impl IntoRowId for u32 {
+    fn to_row_id(&self) -> RowId {
+        RowId::Int(i64::from(*self))
+    }
+}
+
+impl IntoRowId for String {
+    fn to_row_id(&self) -> RowId {
+        RowId::Text(self.clone())
+    }
+}
+
+impl IntoRowId for [u8; 16] {
+    fn to_row_id(&self) -> RowId {
+        RowId::Uuid(*self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_fields_round_trip_and_refuse_bad_utf8() {
+        let s = "grüße".to_string();
+        assert_eq!(s.to_field_bytes().as_ref(), "grüße".as_bytes());
+        let back = String::from_field_bytes(SecretBytes::new(s.as_bytes().to_vec()), "c").unwrap();
+        assert_eq!(back, s);
+        let err = String::from_field_bytes(SecretBytes::new(vec![0xff, 0xfe]), "c").unwrap_err();
+        assert!(err.to_string().contains("column `c`"), "{err}");
+        assert_eq!(
+            Vec::<u8>::from_field_bytes(SecretBytes::new(vec![1, 2]), "b").unwrap(),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn json_fields_round_trip_and_errors_hide_values() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct D {
+            code: String,
+            n: u8,
+        }
+        let d = D {
+            code: "X1".into(),
+            n: 7,
+        };
+        let bytes = encode_json(&d, "d").unwrap();
+        assert_eq!(bytes.expose_secret(), br#"{"code":"X1","n":7}"#);
+        assert_eq!(decode_json::<D>(bytes, "d").unwrap(), d);
+        let err =
+            decode_json::<D>(SecretBytes::new(b"{\"secret-canary\":1}".to_vec()), "d").unwrap_err();
+        assert!(!err.to_string().contains("canary"));
+    }
+
+    #[test]
+    fn row_ids_convert() {
+        assert_eq!(5i32.to_row_id(), RowId::Int(5));
+        assert_eq!("a".to_string().to_row_id(), RowId::Text("a".into()));
+        assert_eq!([1u8; 16].to_row_id(), RowId::Uuid([1; 16]));
+    }
+}
+
+/// Items the derive's generated code uses; not a stable API.
+#[doc(hidden)]
+pub mod derive_support {
+    use std::borrow::Cow;
+
+    use crate::context::RequestContext;
+    use crate::error::{Error, Result};
+    use crate::secret::SecretBytes;
+
+    /// A field value's bytes while a row is sealed: borrowed (strings, bytes) or an encoded
+    /// copy wiped on drop (JSON).
+    pub enum Holder<'a> {
+        /// Borrowed from the model.
+        Raw(Cow<'a, [u8]>),
+        /// Encoded.
+        Json(SecretBytes),
+    }
+
+    impl Holder<'_> {
+        /// The bytes.
+        pub fn bytes(&self) -> &[u8] {
+            match self {
+                Holder::Raw(c) => c,
+                Holder::Json(s) => s.expose_secret(),
+            }
+        }
+    }
+
+    /// A sealed value that must be present.
+    pub fn present(v: Option<Vec<u8>>) -> Result<Vec<u8>> {
+        v.ok_or(Error::Tampered)
+    }
+
+    /// The error for a withheld field of a strict unseal (cannot happen: strict unseal refuses).
+    pub fn withheld(column: &str) -> Error {
+        Error::InvalidInput(format!("column `{column}` was withheld"))
+    }
+
+    /// The error for NULL in a field whose Rust type cannot hold it.
+    pub fn unexpected_null(column: &str) -> Error {
+        Error::InvalidInput(format!(
+            "column `{column}` is NULL but its Rust type is not an Option"
+        ))
+    }
+
+    /// Sealing a model of another tenant than the request's is refused.
+    pub fn check_model_tenant(ctx: &RequestContext, model_tenant: &str) -> Result<()> {
+        if model_tenant == ctx.tenant().as_str() {
+            Ok(())
+        } else {
+            Err(Error::TenantMismatch {
+                expected: ctx.tenant().to_string(),
+                found: model_tenant.to_string(),
+            })
+        }
+    }
+}

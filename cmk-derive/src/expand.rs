@@ -1,0 +1,287 @@
+//! Code generation: the sealed companion type and the `Encrypted` implementation.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::attr::{Classified, Model, RawKind, key_classes, key_column_name};
+
+/// The sealed field's type: `Vec<u8>` when always present, `Option<Vec<u8>>` when NULL can
+/// stay NULL (an `Option` without hidden NULL).
+fn stored_may_be_null(c: &Classified) -> bool {
+    c.optional && !c.hide_null
+}
+
+pub fn expand(m: &Model) -> TokenStream {
+    let Model {
+        vis,
+        name,
+        table,
+        tenant,
+        id,
+        app_ids,
+        sealed,
+        krate,
+        fields,
+    } = m;
+    let p = quote!(#krate::__private);
+    let classes = {
+        let mut seen: Vec<String> = Vec::new();
+        for c in fields.iter().filter_map(|f| f.classified.as_ref()) {
+            if !seen.contains(&c.class) {
+                seen.push(c.class.clone());
+            }
+        }
+        seen
+    };
+    let key_classes = key_classes(fields);
+    let classified: Vec<(&syn::Ident, &syn::Type, &Classified)> = fields
+        .iter()
+        .filter_map(|f| f.classified.as_ref().map(|c| (&f.ident, &f.ty, c)))
+        .collect();
+
+    // The sealed struct.
+    let mut sealed_fields = Vec::new();
+    for f in fields {
+        let ident = &f.ident;
+        match &f.classified {
+            None => {
+                let ty = &f.ty;
+                sealed_fields.push(quote! { #vis #ident: #ty });
+            }
+            Some(c) => {
+                let ty = if stored_may_be_null(c) {
+                    quote!(Option<Vec<u8>>)
+                } else {
+                    quote!(Vec<u8>)
+                };
+                sealed_fields.push(quote! { #vis #ident: #ty });
+                if c.blind_index.is_some() {
+                    let bidx = format_ident!("{}_bidx", ident);
+                    let ty = if c.optional {
+                        quote!(Option<Vec<u8>>)
+                    } else {
+                        quote!(Vec<u8>)
+                    };
+                    sealed_fields.push(quote! { #vis #bidx: #ty });
+                }
+            }
+        }
+    }
+    let key_idents: Vec<syn::Ident> = key_classes
+        .iter()
+        .map(|c| format_ident!("{}", key_column_name(c)))
+        .collect();
+    for k in &key_idents {
+        sealed_fields.push(quote! { #vis #k: Option<Vec<u8>> });
+    }
+
+    // Field specs for the schema.
+    let specs = classified.iter().map(|(_, _, c)| {
+        let (column, class) = (&c.column, &c.class);
+        let mut spec = quote! { #p::FieldSpec::new(#column, #p::Class::new(#class)?) };
+        if let Some(norm) = &c.blind_index {
+            let n = match norm.as_str() {
+                "trimmed" => quote!(#p::Normalizer::Trimmed),
+                "casefold" => quote!(#p::Normalizer::Casefold),
+                _ => quote!(#p::Normalizer::Exact),
+            };
+            spec = quote! { #spec.blind_index(#n) };
+        }
+        if c.deterministic {
+            spec = quote! { #spec.deterministic() };
+        }
+        if c.hide_null {
+            spec = quote! { #spec.hide_null() };
+        }
+        let pad = c.pad;
+        if pad > 0 {
+            spec = quote! { #spec.pad_to(#pad) };
+        }
+        spec
+    });
+
+    // Encoding each value for sealing: a byte slice per field, kept alive in a local.
+    let mut encode = Vec::new();
+    let mut value_refs = Vec::new();
+    for (i, (ident, _, c)) in classified.iter().enumerate() {
+        let local = format_ident!("__v{}", i);
+        let column = &c.column;
+        let one = |v: TokenStream| match c.raw {
+            Some(_) => quote! { #p::Holder::Raw(#p::RawField::to_field_bytes(#v)) },
+            None => quote! { #p::Holder::Json(#p::encode_json(#v, #column)?) },
+        };
+        if c.optional {
+            let some = one(quote!(v));
+            encode.push(quote! { let #local = match &self.#ident { Some(v) => Some(#some), None => None }; });
+            value_refs.push(quote! { #local.as_ref().map(#p::Holder::bytes) });
+        } else {
+            let v = one(quote!(&self.#ident));
+            encode.push(quote! { let #local = #v; });
+            value_refs.push(quote! { Some(#local.bytes()) });
+        }
+    }
+    let n_fields = classified.len();
+    let n_keys = key_idents.len();
+
+    let row_id = match (id, app_ids) {
+        (Some(id), true) => quote! { Some(#p::IntoRowId::to_row_id(&self.#id)) },
+        _ => quote! { None },
+    };
+    let row_id_sealed = match (id, app_ids) {
+        (Some(id), true) => quote! { Some(#p::IntoRowId::to_row_id(&sealed.#id)) },
+        _ => quote! { None },
+    };
+
+    // Sealed struct from the seal result.
+    let mut assemble = Vec::new();
+    let mut ci = 0usize;
+    for f in fields {
+        let ident = &f.ident;
+        match &f.classified {
+            None => assemble.push(quote! { #ident: ::core::clone::Clone::clone(&self.#ident) }),
+            Some(c) => {
+                let i = ci;
+                ci += 1;
+                let value = if stored_may_be_null(c) {
+                    quote! { __out.fields[#i].take() }
+                } else {
+                    quote! { #p::present(__out.fields[#i].take())? }
+                };
+                assemble.push(quote! { #ident: #value });
+                if c.blind_index.is_some() {
+                    let bidx = format_ident!("{}_bidx", ident);
+                    let v = if c.optional {
+                        quote! { __out.indexes[#i].take() }
+                    } else {
+                        quote! { #p::present(__out.indexes[#i].take())? }
+                    };
+                    assemble.push(quote! { #bidx: #v });
+                }
+            }
+        }
+    }
+    for (k, ident) in key_idents.iter().enumerate() {
+        assemble.push(quote! { #ident: __out.key_columns[#k].take() });
+    }
+
+    // Stored views for unsealing.
+    let stored_fields = classified.iter().map(|(ident, _, c)| {
+        if stored_may_be_null(c) {
+            quote! { sealed.#ident.as_deref() }
+        } else {
+            quote! { Some(sealed.#ident.as_slice()) }
+        }
+    });
+    let stored_keys = key_idents.iter().map(|k| quote! { sealed.#k.as_deref() });
+
+    // Model from unsealed values.
+    let mut rebuild = Vec::new();
+    let mut ci = 0usize;
+    for f in fields {
+        let ident = &f.ident;
+        match &f.classified {
+            None => rebuild.push(quote! { #ident: ::core::clone::Clone::clone(&sealed.#ident) }),
+            Some(c) => {
+                let _ = ci;
+                ci += 1;
+                let column = &c.column;
+                let inner_ty = inner_type(&f.ty, c.optional);
+                let decode = match c.raw {
+                    Some(RawKind::String) | Some(RawKind::Bytes) => {
+                        quote! { <#inner_ty as #p::RawField>::from_field_bytes(b, #column)? }
+                    }
+                    None => quote! { #p::decode_json::<#inner_ty>(b, #column)? },
+                };
+                let value = if c.optional {
+                    quote! { match __values.next() { Some(#p::Revealed::Value(b)) => Some(#decode), Some(#p::Revealed::Null) => None, _ => return Err(#p::withheld(#column)) } }
+                } else {
+                    quote! { match __values.next() { Some(#p::Revealed::Value(b)) => #decode, Some(#p::Revealed::Null) => return Err(#p::unexpected_null(#column)), _ => return Err(#p::withheld(#column)) } }
+                };
+                rebuild.push(quote! { #ident: #value });
+            }
+        }
+    }
+
+    // Blind-index lookups: plaintext in, index values out (one per root version).
+    let lookups = classified.iter().filter(|(_, _, c)| c.blind_index.is_some()).map(|(ident, _, c)| {
+        let fn_name = format_ident!("{}_blind_index", ident);
+        let column = &c.column;
+        let doc = format!("Blind index values of `{column}` for `value`, newest root first: match the `{column}_bidx` column with `IN (...)` and constrain the tenant column too.");
+        quote! {
+            #[doc = #doc]
+            #vis fn #fn_name(keys: &#p::TenantKeys, value: &[u8]) -> #p::Result<Vec<Vec<u8>>> {
+                keys.blind_index_query(<Self as #p::Encrypted>::schema()?, #column, value)
+            }
+        }
+    });
+
+    let class_strs = classes.iter();
+    let sealed_doc = format!(
+        "The stored row of [`{name}`]: classified fields as ciphertext, blind indexes and one key column per class. Generated by `#[derive(Encrypted)]`."
+    );
+    quote! {
+        #[doc = #sealed_doc]
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #vis struct #sealed {
+            #(#sealed_fields,)*
+        }
+
+        #[automatically_derived]
+        impl #name {
+            #(#lookups)*
+        }
+
+        #[automatically_derived]
+        impl #p::Encrypted for #name {
+            type Sealed = #sealed;
+            const TABLE: &'static str = #table;
+            const CLASSES: &'static [&'static str] = &[#(#class_strs),*];
+
+            fn schema() -> #p::Result<&'static #p::RowSchema> {
+                static SCHEMA: #p::OnceLock<#p::Result<#p::RowSchema>> = #p::OnceLock::new();
+                SCHEMA
+                    .get_or_init(|| -> #p::Result<#p::RowSchema> { #p::RowSchema::new(#table, vec![#(#specs),*]) })
+                    .as_ref()
+                    .map_err(Clone::clone)
+            }
+
+            fn seal(&self, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<#sealed> {
+                let schema = <Self as #p::Encrypted>::schema()?;
+                #p::check_model_tenant(ctx, ::core::convert::AsRef::<str>::as_ref(&self.#tenant))?;
+                #(#encode)*
+                let __values: [Option<&[u8]>; #n_fields] = [#(#value_refs),*];
+                let __row_id: Option<#p::RowId> = #row_id;
+                let mut __out = keys.seal(ctx, schema, __row_id.as_ref(), &__values)?;
+                Ok(#sealed { #(#assemble,)* })
+            }
+
+            fn unseal(sealed: &#sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<Self> {
+                let schema = <Self as #p::Encrypted>::schema()?;
+                let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
+                let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
+                let __row_id: Option<#p::RowId> = #row_id_sealed;
+                let __row = #p::StoredRow {
+                    tenant: ::core::convert::AsRef::<str>::as_ref(&sealed.#tenant),
+                    row_id: __row_id.as_ref(),
+                    key_columns: &__keys,
+                    fields: &__fields,
+                };
+                let mut __values = keys.unseal(ctx, schema, &__row)?.values.into_iter();
+                Ok(#name { #(#rebuild,)* })
+            }
+        }
+    }
+}
+
+/// `T` for a field of type `T` or `Option<T>`.
+fn inner_type(ty: &syn::Type, optional: bool) -> TokenStream {
+    if optional
+        && let syn::Type::Path(p) = ty
+        && let Some(last) = p.path.segments.last()
+        && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(syn::GenericArgument::Type(inner)) = args.args.first()
+    {
+        return quote!(#inner);
+    }
+    quote!(#ty)
+}

@@ -1,0 +1,209 @@
+//! `#[derive(Encrypted)]`: generated sealed types round-trip every field type, with and
+//! without `Option`, NULL and hidden NULL; renamed structs and fields keep reading old rows.
+
+use std::sync::Arc;
+
+use cmk::kms::local::LocalKms;
+use cmk::registry::MemoryRegistry;
+use cmk::secret::SecretKey;
+use cmk::tenant::{MemoryConfigStore, OperatorKey};
+use cmk::{Cmk, Encrypted, Error, RequestContext, SearchMode, TenantConfig, TenantId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Diagnosis {
+    code: String,
+    severity: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[cmk(table = "patients", tenant = tenant_id, id = id, ids = "app")]
+struct Patient {
+    id: i64,
+    tenant_id: String,
+    #[cmk(class = "private", blind_index(normalize = "casefold"))]
+    email: String,
+    #[cmk(class = "private", column = "display_name")]
+    name: Option<String>,
+    #[cmk(class = "restricted")]
+    ssn: String,
+    #[cmk(class = "restricted", hide_null)]
+    diagnosis: Option<Diagnosis>,
+    #[cmk(class = "secret", pad = 64)]
+    photo: Vec<u8>,
+    #[cmk(class = "secret")]
+    scores: Option<Vec<u32>>,
+    #[cmk(class = "private", deterministic)]
+    member_code: Option<String>,
+    created_at: i64,
+}
+
+async fn setup() -> (Cmk, RequestContext) {
+    let kms = Arc::new(LocalKms::in_memory());
+    let cmk = Cmk::builder()
+        .kms(kms.clone())
+        .registry(Arc::new(MemoryRegistry::new()))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::random().unwrap(),
+        ))))
+        .build()
+        .unwrap();
+    let ctx = RequestContext::new(TenantId::new("acme").unwrap()).with_role("doctor");
+    let mut cfg = TenantConfig::new(ctx.tenant().clone(), kms.create_key("acme").unwrap());
+    for p in cfg.policies.values_mut() {
+        p.search = SearchMode::Deterministic;
+    }
+    cmk.configure_tenant(&ctx, &cfg).await.unwrap();
+    cmk.onboard(&ctx).await.unwrap();
+    (cmk, ctx)
+}
+
+fn ann() -> Patient {
+    Patient {
+        id: 7,
+        tenant_id: "acme".into(),
+        email: "Ann@Example.com".into(),
+        name: Some("Ann".into()),
+        ssn: "123-45-6789".into(),
+        diagnosis: Some(Diagnosis {
+            code: "J45".into(),
+            severity: 2,
+        }),
+        photo: vec![0xff; 10],
+        scores: Some(vec![1, 2, 3]),
+        member_code: Some("M-1".into()),
+        created_at: 1_700_000_000,
+    }
+}
+
+#[tokio::test]
+async fn every_field_type_round_trips_with_and_without_values() {
+    let (cmk, ctx) = setup().await;
+    let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
+    for p in [
+        ann(),
+        Patient {
+            name: None,
+            diagnosis: None,
+            scores: None,
+            member_code: None,
+            photo: vec![],
+            ..ann()
+        },
+    ] {
+        let sealed = p.seal(&ctx, &keys).unwrap();
+        // Unclassified fields are copied; classified ones are ciphertext.
+        assert_eq!(
+            (sealed.id, sealed.created_at, sealed.tenant_id.as_str()),
+            (7, 1_700_000_000, "acme")
+        );
+        assert!(!sealed.ssn.windows(11).any(|w| w == b"123-45-6789"));
+        assert!(
+            sealed.private_keys.is_some()
+                && sealed.restricted_keys.is_some()
+                && sealed.secret_keys.is_some()
+        );
+        // NULL stays NULL by default; a hidden NULL is stored as ciphertext.
+        assert_eq!(sealed.name.is_none(), p.name.is_none());
+        assert_eq!(sealed.scores.is_none(), p.scores.is_none());
+        assert!(!sealed.diagnosis.is_empty());
+        // Padding hides the photo's exact length.
+        assert_eq!((sealed.photo.len() - 30) % 64, 0);
+        assert_eq!(Patient::unseal(&sealed, &ctx, &keys).unwrap(), p);
+    }
+}
+
+#[tokio::test]
+async fn blind_index_lookups_take_plaintext() {
+    let (cmk, ctx) = setup().await;
+    let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
+    let sealed = ann().seal(&ctx, &keys).unwrap();
+    let wanted = Patient::email_blind_index(&keys, b" ann@example.COM ").unwrap();
+    assert!(wanted.contains(&sealed.email_bidx));
+}
+
+#[tokio::test]
+async fn tampering_another_tenant_and_row_ids_are_caught() {
+    let (cmk, ctx) = setup().await;
+    let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
+    let sealed = ann().seal(&ctx, &keys).unwrap();
+    let mut moved = sealed.clone();
+    moved.id = 8; // application-assigned ids are bound
+    assert!(matches!(
+        Patient::unseal(&moved, &ctx, &keys),
+        Err(Error::Tampered)
+    ));
+    let mut flipped = sealed.clone();
+    flipped.ssn[20] ^= 1;
+    assert!(matches!(
+        Patient::unseal(&flipped, &ctx, &keys),
+        Err(Error::Tampered)
+    ));
+    let other = Patient {
+        tenant_id: "globex".into(),
+        ..ann()
+    };
+    assert!(matches!(
+        other.seal(&ctx, &keys),
+        Err(Error::TenantMismatch { .. })
+    ));
+    let nurse = RequestContext::new(TenantId::new("acme").unwrap());
+    let mut cfg_keys_nurse = sealed.clone();
+    cfg_keys_nurse.created_at += 1; // unclassified fields are not bound: allowed
+    assert!(Patient::unseal(&cfg_keys_nurse, &nurse, &keys).is_ok());
+}
+
+/// The same table after a refactor: struct and field renamed, the field kept on its column.
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[cmk(table = "patients", tenant = tenant_id, id = id, ids = "app")]
+struct PatientV2 {
+    id: i64,
+    tenant_id: String,
+    #[cmk(class = "private", blind_index(normalize = "casefold"))]
+    email: String,
+    #[cmk(class = "private", column = "display_name")]
+    full_name: Option<String>,
+    #[cmk(class = "restricted")]
+    ssn: String,
+    #[cmk(class = "restricted", hide_null)]
+    diagnosis: Option<Diagnosis>,
+    #[cmk(class = "secret", pad = 64)]
+    photo: Vec<u8>,
+    #[cmk(class = "secret")]
+    scores: Option<Vec<u32>>,
+    #[cmk(class = "private", deterministic)]
+    member_code: Option<String>,
+    created_at: i64,
+}
+
+#[tokio::test]
+async fn a_renamed_struct_and_field_read_rows_sealed_before_the_rename() {
+    let (cmk, ctx) = setup().await;
+    let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
+    let old = ann().seal(&ctx, &keys).unwrap();
+    let as_v2 = SealedPatientV2 {
+        id: old.id,
+        tenant_id: old.tenant_id.clone(),
+        email: old.email.clone(),
+        email_bidx: old.email_bidx.clone(),
+        full_name: old.name.clone(),
+        ssn: old.ssn.clone(),
+        diagnosis: old.diagnosis.clone(),
+        photo: old.photo.clone(),
+        scores: old.scores.clone(),
+        member_code: old.member_code.clone(),
+        created_at: old.created_at,
+        private_keys: old.private_keys.clone(),
+        restricted_keys: old.restricted_keys.clone(),
+        secret_keys: old.secret_keys.clone(),
+    };
+    let v2 = PatientV2::unseal(&as_v2, &ctx, &keys).unwrap();
+    assert_eq!(v2.full_name.as_deref(), Some("Ann"));
+}
+
+#[test]
+fn compile_errors_point_at_the_mistake() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/pass/*.rs");
+    t.compile_fail("tests/ui/fail/*/*.rs");
+}

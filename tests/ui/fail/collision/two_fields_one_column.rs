@@ -1,0 +1,13 @@
+use cmk::Encrypted;
+
+#[derive(Encrypted)]
+#[cmk(table = "notes", tenant = tenant_id)]
+pub struct Note {
+    pub tenant_id: String,
+    #[cmk(class = "private")]
+    pub body: String,
+    #[cmk(class = "private", column = "body")]
+    pub summary: String,
+}
+
+fn main() {}

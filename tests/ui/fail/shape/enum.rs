@@ -1,0 +1,8 @@
+use cmk::Encrypted;
+
+#[derive(Encrypted)]
+pub enum Note {
+    A,
+}
+
+fn main() {}
