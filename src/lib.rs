@@ -14,6 +14,8 @@ pub use cmk_derive::Encrypted;
 /// Paths the derive's generated code uses; not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(feature = "diesel")]
+    pub use ::diesel;
     pub use cmk_core::crypto::normalize::Normalizer;
     pub use cmk_core::format::aad::RowId;
     pub use cmk_core::model::derive_support::*;
@@ -21,5 +23,11 @@ pub mod __private {
     pub use cmk_core::schema::{FieldSpec, RowSchema};
     pub use cmk_core::seal::{Revealed, StoredRow};
     pub use cmk_core::{Class, RequestContext, Result, TenantKeys};
+    #[cfg(feature = "diesel")]
+    pub use cmk_diesel::{BlindIndex, Ciphertext, KeyColumn};
     pub use std::sync::OnceLock;
 }
+
+/// Diesel column types of sealed rows (`table!` uses `cmk::diesel::sql_types::*`).
+#[cfg(feature = "diesel")]
+pub use cmk_diesel as diesel;

@@ -50,6 +50,8 @@ pub(crate) type FieldKeyId = (String, String, u8);
 /// The keys of one tenant for one request (or one batch).
 pub struct TenantKeys {
     pub(crate) tenant: TenantId,
+    /// The request the keys were fetched for: row-loading code in a key scope unseals with it.
+    pub(crate) ctx: crate::context::RequestContext,
     pub(crate) config: Arc<TenantConfig>,
     /// Leased KEKs by (id, version). A handful per handle: a linear scan beats hashing.
     pub(crate) keks: Vec<((u32, u32), LeasedKek)>,
@@ -90,6 +92,11 @@ impl TenantKeys {
     /// The tenant these keys belong to.
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
+    }
+
+    /// The request context the keys were fetched for.
+    pub fn context(&self) -> &crate::context::RequestContext {
+        &self.ctx
     }
 
     /// The tenant configuration the handle was built from.

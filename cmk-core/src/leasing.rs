@@ -313,6 +313,7 @@ impl Cmk {
             .collect();
         Ok(Arc::new(TenantKeys {
             tenant: tenant.clone(),
+            ctx: ctx.clone(),
             config,
             keks,
             active,

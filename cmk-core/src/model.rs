@@ -217,6 +217,13 @@ pub mod derive_support {
         ))
     }
 
+    /// Unseals a row with the keys (and request context) of the current key scope, as the
+    /// ORM row-loading implementations do.
+    pub fn unseal_in_scope<M: super::Encrypted>(sealed: &M::Sealed) -> Result<M> {
+        let keys = crate::scope::current_keys()?;
+        M::unseal(sealed, keys.context(), &keys)
+    }
+
     /// Sealing a model of another tenant than the request's is refused.
     pub fn check_model_tenant(ctx: &RequestContext, model_tenant: &str) -> Result<()> {
         if model_tenant == ctx.tenant().as_str() {

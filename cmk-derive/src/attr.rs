@@ -42,12 +42,17 @@ pub struct Model {
     pub sealed: Ident,
     pub krate: syn::Path,
     pub fields: Vec<Field>,
+    /// `#[diesel(...)]` attributes of the struct, forwarded to the sealed type; `Some` turns
+    /// Diesel mode on (column newtypes, Diesel derives, transparent reads).
+    pub diesel: Option<Vec<Attribute>>,
 }
 
 pub struct Field {
     pub ident: Ident,
     pub ty: Type,
     pub classified: Option<Classified>,
+    /// `#[diesel(...)]` attributes of the field, forwarded.
+    pub diesel: Vec<Attribute>,
 }
 
 pub struct Classified {
@@ -238,13 +243,34 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
             unknown_struct_key = true;
         }
     }
+    let diesel: Vec<Attribute> = input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("diesel"))
+        .cloned()
+        .collect();
+    if table.is_none() {
+        for a in &diesel {
+            let _ = a.parse_nested_meta(|meta| {
+                if meta.path.is_ident("table_name") {
+                    let path: syn::Path = meta.value()?.parse()?;
+                    if let Some(last) = path.segments.last() {
+                        table = Some((last.ident.to_string(), last.ident.span()));
+                    }
+                } else {
+                    skip_value(&meta)?;
+                }
+                Ok(())
+            });
+        }
+    }
     // After an unknown or malformed key (likely a misspelling), or on a type that is not a
     // struct with named fields, a "missing" error would only repeat the first one.
     let quiet = unknown_struct_key || named.is_none();
     if table.is_none() && !quiet {
         errors.push(
             input.ident.span(),
-            "missing table name: add #[cmk(table = \"...\")] with the stored table's name",
+            "missing table name: add #[cmk(table = \"...\")] (or #[diesel(table_name = ...)]) with the stored table's name",
         );
     }
     if tenant.is_none() && !quiet {
@@ -261,10 +287,30 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
             continue;
         };
         let classified = parse_field(f, &ident, &mut errors);
+        let diesel: Vec<Attribute> = f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("diesel"))
+            .cloned()
+            .collect();
+        if classified.is_some() {
+            for a in &diesel {
+                let _ = a.parse_nested_meta(|meta| {
+                    if ["sql_type", "serialize_as", "deserialize_as", "embed"].iter().any(|k| meta.path.is_ident(k)) {
+                        errors.push(
+                            meta.path.span(),
+                            "this Diesel attribute cannot be set on an encrypted field: its stored type is cmk's ciphertext",
+                        );
+                    }
+                    skip_value(&meta)
+                });
+            }
+        }
         fields.push(Field {
             ident,
             ty: f.ty.clone(),
             classified,
+            diesel,
         });
     }
 
@@ -323,6 +369,11 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         id,
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::cmk)),
         fields,
+        diesel: if diesel.is_empty() {
+            None
+        } else {
+            Some(diesel)
+        },
     })
 }
 

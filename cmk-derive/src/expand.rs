@@ -13,6 +13,7 @@ fn stored_may_be_null(c: &Classified) -> bool {
 
 pub fn expand(m: &Model) -> TokenStream {
     let Model {
+        diesel,
         vis,
         name,
         table,
@@ -39,30 +40,70 @@ pub fn expand(m: &Model) -> TokenStream {
         .filter_map(|f| f.classified.as_ref().map(|c| (&f.ident, &f.ty, c)))
         .collect();
 
+    // Stored types: plain bytes, or in Diesel mode column newtypes with SQL types of their own.
+    let in_diesel = diesel.is_some();
+    let stored = |kind: &str| -> TokenStream {
+        match (in_diesel, kind) {
+            (false, _) => quote!(Vec<u8>),
+            (true, "bidx") => quote!(#p::BlindIndex),
+            (true, "keys") => quote!(#p::KeyColumn),
+            (true, _) => quote!(#p::Ciphertext),
+        }
+    };
+    // Converting a sealed `Vec<u8>` into the stored type, and viewing it as bytes again.
+    let wrap = |kind: &str, v: TokenStream| -> TokenStream {
+        if in_diesel {
+            let ty = stored(kind);
+            quote!(#ty::__from_cmk(#v))
+        } else {
+            v
+        }
+    };
+    let view = |v: TokenStream| -> TokenStream {
+        if in_diesel {
+            quote!(#v.as_bytes())
+        } else {
+            quote!(#v.as_slice())
+        }
+    };
+    let column_attr = |column: &str, ident: &syn::Ident| -> TokenStream {
+        if in_diesel && *ident != column {
+            let col = format_ident!("{}", column);
+            quote!(#[diesel(column_name = #col)])
+        } else {
+            quote!()
+        }
+    };
+
     // The sealed struct.
     let mut sealed_fields = Vec::new();
     for f in fields {
         let ident = &f.ident;
+        let forwarded = &f.diesel;
         match &f.classified {
             None => {
                 let ty = &f.ty;
-                sealed_fields.push(quote! { #vis #ident: #ty });
+                sealed_fields.push(quote! { #(#forwarded)* #vis #ident: #ty });
             }
             Some(c) => {
+                let t = stored("field");
                 let ty = if stored_may_be_null(c) {
-                    quote!(Option<Vec<u8>>)
+                    quote!(Option<#t>)
                 } else {
-                    quote!(Vec<u8>)
+                    quote!(#t)
                 };
-                sealed_fields.push(quote! { #vis #ident: #ty });
+                let col = column_attr(&c.column, ident);
+                sealed_fields.push(quote! { #(#forwarded)* #col #vis #ident: #ty });
                 if c.blind_index.is_some() {
                     let bidx = format_ident!("{}_bidx", ident);
+                    let t = stored("bidx");
                     let ty = if c.optional {
-                        quote!(Option<Vec<u8>>)
+                        quote!(Option<#t>)
                     } else {
-                        quote!(Vec<u8>)
+                        quote!(#t)
                     };
-                    sealed_fields.push(quote! { #vis #bidx: #ty });
+                    let col = column_attr(&format!("{}_bidx", c.column), &bidx);
+                    sealed_fields.push(quote! { #col #vis #bidx: #ty });
                 }
             }
         }
@@ -71,8 +112,9 @@ pub fn expand(m: &Model) -> TokenStream {
         .iter()
         .map(|c| format_ident!("{}", key_column_name(c)))
         .collect();
+    let key_ty = stored("keys");
     for k in &key_idents {
-        sealed_fields.push(quote! { #vis #k: Option<Vec<u8>> });
+        sealed_fields.push(quote! { #vis #k: Option<#key_ty> });
     }
 
     // Field specs for the schema.
@@ -143,17 +185,19 @@ pub fn expand(m: &Model) -> TokenStream {
                 let i = ci;
                 ci += 1;
                 let value = if stored_may_be_null(c) {
-                    quote! { __out.fields[#i].take() }
+                    let w = wrap("field", quote!(v));
+                    quote! { __out.fields[#i].take().map(|v| #w) }
                 } else {
-                    quote! { #p::present(__out.fields[#i].take())? }
+                    wrap("field", quote! { #p::present(__out.fields[#i].take())? })
                 };
                 assemble.push(quote! { #ident: #value });
                 if c.blind_index.is_some() {
                     let bidx = format_ident!("{}_bidx", ident);
                     let v = if c.optional {
-                        quote! { __out.indexes[#i].take() }
+                        let w = wrap("bidx", quote!(v));
+                        quote! { __out.indexes[#i].take().map(|v| #w) }
                     } else {
-                        quote! { #p::present(__out.indexes[#i].take())? }
+                        wrap("bidx", quote! { #p::present(__out.indexes[#i].take())? })
                     };
                     assemble.push(quote! { #bidx: #v });
                 }
@@ -161,18 +205,30 @@ pub fn expand(m: &Model) -> TokenStream {
         }
     }
     for (k, ident) in key_idents.iter().enumerate() {
-        assemble.push(quote! { #ident: __out.key_columns[#k].take() });
+        let w = wrap("keys", quote!(v));
+        assemble.push(quote! { #ident: __out.key_columns[#k].take().map(|v| #w) });
     }
 
     // Stored views for unsealing.
-    let stored_fields = classified.iter().map(|(ident, _, c)| {
-        if stored_may_be_null(c) {
-            quote! { sealed.#ident.as_deref() }
-        } else {
-            quote! { Some(sealed.#ident.as_slice()) }
-        }
-    });
-    let stored_keys = key_idents.iter().map(|k| quote! { sealed.#k.as_deref() });
+    let stored_fields: Vec<TokenStream> = classified
+        .iter()
+        .map(|(ident, _, c)| {
+            if stored_may_be_null(c) {
+                let v = view(quote!(v));
+                quote! { sealed.#ident.as_ref().map(|v| #v) }
+            } else {
+                let v = view(quote!(sealed.#ident));
+                quote! { Some(#v) }
+            }
+        })
+        .collect();
+    let stored_keys: Vec<TokenStream> = key_idents
+        .iter()
+        .map(|k| {
+            let v = view(quote!(v));
+            quote! { sealed.#k.as_ref().map(|v| #v) }
+        })
+        .collect();
 
     // Model from unsealed values.
     let mut rebuild = Vec::new();
@@ -203,28 +259,78 @@ pub fn expand(m: &Model) -> TokenStream {
     }
 
     // Blind-index lookups: plaintext in, index values out (one per root version).
+    let bidx_ty = stored("bidx");
+    let bidx_wrap = wrap("bidx", quote!(v));
     let lookups = classified.iter().filter(|(_, _, c)| c.blind_index.is_some()).map(|(ident, _, c)| {
         let fn_name = format_ident!("{}_blind_index", ident);
         let column = &c.column;
         let doc = format!("Blind index values of `{column}` for `value`, newest root first: match the `{column}_bidx` column with `IN (...)` and constrain the tenant column too.");
         quote! {
             #[doc = #doc]
-            #vis fn #fn_name(keys: &#p::TenantKeys, value: &[u8]) -> #p::Result<Vec<Vec<u8>>> {
-                keys.blind_index_query(<Self as #p::Encrypted>::schema()?, #column, value)
+            #vis fn #fn_name(keys: &#p::TenantKeys, value: &[u8]) -> #p::Result<Vec<#bidx_ty>> {
+                let values = keys.blind_index_query(<Self as #p::Encrypted>::schema()?, #column, value)?;
+                Ok(values.into_iter().map(|v| #bidx_wrap).collect())
             }
         }
     });
 
     let class_strs = classes.iter();
+    let diesel_derives = match diesel {
+        Some(attrs) => quote! {
+            #[derive(
+                #p::diesel::Queryable,
+                #p::diesel::Selectable,
+                #p::diesel::Insertable,
+                #p::diesel::AsChangeset
+            )]
+            #(#attrs)*
+            #[diesel(treat_none_as_null = true)]
+        },
+        None => quote!(),
+    };
+    let transparent_reads = if in_diesel {
+        quote! {
+            /// Loads the plaintext model through any Diesel query: builds the sealed row, then
+            /// unseals it with the keys of the current key scope (an error outside one).
+            #[automatically_derived]
+            impl<__ST, __DB> #p::diesel::deserialize::Queryable<__ST, __DB> for #name
+            where
+                __DB: #p::diesel::backend::Backend,
+                #sealed: #p::diesel::deserialize::Queryable<__ST, __DB>,
+            {
+                type Row = <#sealed as #p::diesel::deserialize::Queryable<__ST, __DB>>::Row;
+                fn build(row: Self::Row) -> #p::diesel::deserialize::Result<Self> {
+                    let sealed = <#sealed as #p::diesel::deserialize::Queryable<__ST, __DB>>::build(row)?;
+                    #p::unseal_in_scope::<Self>(&sealed).map_err(::std::convert::Into::into)
+                }
+            }
+
+            #[automatically_derived]
+            impl<__DB: #p::diesel::backend::Backend> #p::diesel::Selectable<__DB> for #name
+            where
+                #sealed: #p::diesel::Selectable<__DB>,
+            {
+                type SelectExpression = <#sealed as #p::diesel::Selectable<__DB>>::SelectExpression;
+                fn construct_selection() -> Self::SelectExpression {
+                    <#sealed as #p::diesel::Selectable<__DB>>::construct_selection()
+                }
+            }
+        }
+    } else {
+        quote!()
+    };
     let sealed_doc = format!(
         "The stored row of [`{name}`]: classified fields as ciphertext, blind indexes and one key column per class. Generated by `#[derive(Encrypted)]`."
     );
     quote! {
         #[doc = #sealed_doc]
         #[derive(Debug, Clone, PartialEq, Eq)]
+        #diesel_derives
         #vis struct #sealed {
             #(#sealed_fields,)*
         }
+
+        #transparent_reads
 
         #[automatically_derived]
         impl #name {
