@@ -19,13 +19,61 @@ pub mod __private {
     pub use cmk_core::crypto::normalize::Normalizer;
     pub use cmk_core::format::aad::RowId;
     pub use cmk_core::model::derive_support::*;
-    pub use cmk_core::model::{Encrypted, IntoRowId, RawField, decode_json, encode_json};
+    pub use cmk_core::model::{Encrypted, IntoRowId, Partial, RawField, decode_json, encode_json};
     pub use cmk_core::schema::{FieldSpec, RowSchema};
     pub use cmk_core::seal::{Revealed, StoredRow};
     pub use cmk_core::{Class, RequestContext, Result, TenantKeys};
     #[cfg(feature = "diesel")]
     pub use cmk_diesel::{BlindIndex, Ciphertext, KeyColumn};
     pub use std::sync::OnceLock;
+}
+
+/// One loaded row: the model, or why it could not be unsealed. Load `Checked<Model>` instead
+/// of `Model` when one bad row must not fail the whole load: each row carries its own result.
+#[derive(Debug)]
+pub struct Checked<M>(pub Result<M>);
+
+impl<M> Checked<M> {
+    /// The result.
+    pub fn into_result(self) -> Result<M> {
+        self.0
+    }
+}
+
+#[cfg(feature = "diesel")]
+mod diesel_checked {
+    use super::Checked;
+    use cmk_core::model::Encrypted;
+    use diesel::backend::Backend;
+    use diesel::deserialize::{self, Queryable};
+
+    impl<ST, DB, M> Queryable<ST, DB> for Checked<M>
+    where
+        DB: Backend,
+        M: Encrypted,
+        M::Sealed: Queryable<ST, DB>,
+    {
+        type Row = <M::Sealed as Queryable<ST, DB>>::Row;
+        fn build(row: Self::Row) -> deserialize::Result<Self> {
+            // A row the database cannot even deliver still fails the load; a row that does not
+            // unseal is reported in place.
+            let sealed = <M::Sealed as Queryable<ST, DB>>::build(row)?;
+            Ok(Checked(
+                cmk_core::model::derive_support::unseal_in_scope::<M>(&sealed),
+            ))
+        }
+    }
+
+    impl<DB: Backend, M> diesel::Selectable<DB> for Checked<M>
+    where
+        M: Encrypted,
+        M::Sealed: diesel::Selectable<DB>,
+    {
+        type SelectExpression = <M::Sealed as diesel::Selectable<DB>>::SelectExpression;
+        fn construct_selection() -> Self::SelectExpression {
+            <M::Sealed as diesel::Selectable<DB>>::construct_selection()
+        }
+    }
 }
 
 /// Diesel column types of sealed rows (`table!` uses `cmk::diesel::sql_types::*`).

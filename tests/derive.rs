@@ -207,3 +207,59 @@ fn compile_errors_point_at_the_mistake() {
     t.pass("tests/ui/pass/*.rs");
     t.compile_fail("tests/ui/fail/*/*.rs");
 }
+
+#[tokio::test]
+async fn partial_views_withhold_classes_the_actor_may_not_read() {
+    let kms = Arc::new(LocalKms::in_memory());
+    let cmk = Cmk::builder()
+        .kms(kms.clone())
+        .registry(Arc::new(MemoryRegistry::new()))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::random().unwrap(),
+        ))))
+        .build()
+        .unwrap();
+    let doctor = RequestContext::new(TenantId::new("acme").unwrap()).with_role("doctor");
+    let key = kms.create_key("acme").unwrap();
+    let mut cfg = TenantConfig::new(doctor.tenant().clone(), key.clone());
+    for p in cfg.policies.values_mut() {
+        p.search = SearchMode::Deterministic;
+    }
+    cfg.policies.insert(
+        cmk::Class::new("restricted").unwrap(),
+        cmk::Policy::new(key).with_readers(["doctor"]),
+    );
+    cmk.configure_tenant(&doctor, &cfg).await.unwrap();
+    cmk.onboard(&doctor).await.unwrap();
+    let keys = cmk.keys_for(&doctor, Patient::CLASSES).await.unwrap();
+    let sealed = ann().seal(&doctor, &keys).unwrap();
+
+    let nurse = RequestContext::new(TenantId::new("acme").unwrap()).with_role("nurse");
+    assert!(matches!(
+        Patient::unseal(&sealed, &nurse, &keys),
+        Err(Error::AccessDenied { .. })
+    ));
+    let view = Patient::unseal_partial(&sealed, &nurse, &keys).unwrap();
+    assert_eq!(
+        view.email.revealed().map(String::as_str),
+        Some("Ann@Example.com")
+    );
+    assert_eq!(view.ssn, cmk::model::Partial::Withheld);
+    assert_eq!(view.diagnosis, cmk::model::Partial::Withheld);
+    assert_eq!(
+        view.name,
+        cmk::model::Partial::Revealed(Some("Ann".to_string()))
+    );
+    assert_eq!(view.created_at, 1_700_000_000);
+    // Debug of a view never shows values.
+    assert!(!format!("{view:?}").contains("Ann"));
+
+    // Batches report per row, by position.
+    let mut rows = Patient::seal_many(&[ann(), Patient { id: 8, ..ann() }], &doctor, &keys)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    rows[1].ssn[25] ^= 1;
+    let out = Patient::unseal_many(&rows, &doctor, &keys);
+    assert!(out[0].is_ok() && matches!(out[1], Err(Error::Tampered)));
+}

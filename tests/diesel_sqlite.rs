@@ -178,5 +178,13 @@ async fn plaintext_models_load_through_diesel_queries_inside_a_key_scope() {
     keys.scope(|| {
         let err = patients::table.load::<Patient>(&mut conn).unwrap_err();
         assert!(err.to_string().contains("failed authentication"), "{err}");
+        // `Checked<Patient>` reports the bad row in place and returns the others.
+        let rows: Vec<cmk::Checked<Patient>> = patients::table
+            .order(patients::id)
+            .select(cmk::Checked::<Patient>::as_select())
+            .load(&mut conn)
+            .unwrap();
+        assert_eq!(rows[0].0.as_ref().unwrap(), &people[0]);
+        assert!(matches!(rows[1].0, Err(cmk::Error::Tampered)));
     });
 }

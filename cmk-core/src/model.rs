@@ -36,6 +36,63 @@ pub trait Encrypted: Sized {
 
     /// Unseals a stored row; fails if any class may not be read.
     fn unseal(sealed: &Self::Sealed, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self>;
+
+    /// The partial view: classified fields say whether they were revealed or withheld.
+    type View;
+
+    /// Unseals what the actor may read; fields of other classes come back withheld.
+    fn unseal_partial(
+        sealed: &Self::Sealed,
+        ctx: &RequestContext,
+        keys: &TenantKeys,
+    ) -> Result<Self::View>;
+
+    /// Seals many models with the same keys; failures are reported per row, by position.
+    fn seal_many(
+        models: &[Self],
+        ctx: &RequestContext,
+        keys: &TenantKeys,
+    ) -> Vec<Result<Self::Sealed>> {
+        models.iter().map(|m| m.seal(ctx, keys)).collect()
+    }
+
+    /// Unseals many rows with the same keys; failures are reported per row, by position.
+    fn unseal_many(
+        rows: &[Self::Sealed],
+        ctx: &RequestContext,
+        keys: &TenantKeys,
+    ) -> Vec<Result<Self>> {
+        rows.iter().map(|r| Self::unseal(r, ctx, keys)).collect()
+    }
+}
+
+/// A classified field of a partial view.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Partial<T> {
+    /// Decrypted.
+    Revealed(T),
+    /// Not decrypted: the actor holds no reader role of the field's class.
+    Withheld,
+}
+
+impl<T> Partial<T> {
+    /// The value, if revealed.
+    pub fn revealed(&self) -> Option<&T> {
+        match self {
+            Partial::Revealed(v) => Some(v),
+            Partial::Withheld => None,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Partial<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values are plaintext: never printed.
+        match self {
+            Partial::Revealed(_) => f.write_str("Revealed(..)"),
+            Partial::Withheld => f.write_str("Withheld"),
+        }
+    }
 }
 
 /// A value type stored by its own bytes (no serde).
@@ -215,6 +272,12 @@ pub mod derive_support {
         Error::InvalidInput(format!(
             "column `{column}` is NULL but its Rust type is not an Option"
         ))
+    }
+
+    /// Unseals a row with the keys of the current key scope, keeping withheld fields apart.
+    pub fn unseal_partial_in_scope<M: super::Encrypted>(sealed: &M::Sealed) -> Result<M::View> {
+        let keys = crate::scope::current_keys()?;
+        M::unseal_partial(sealed, keys.context(), &keys)
     }
 
     /// Unseals a row with the keys (and request context) of the current key scope, as the
