@@ -45,6 +45,15 @@ pub struct Model {
     /// `#[diesel(...)]` attributes of the struct, forwarded to the sealed type; `Some` turns
     /// Diesel mode on (column newtypes, Diesel derives, transparent reads).
     pub diesel: Option<Vec<Attribute>>,
+    /// `sealed(derive(...), attr(...))`: the sealed type gets these instead of forwarded ORM
+    /// attributes (and the plaintext struct keeps its own ORM mapping).
+    pub explicit: Option<Explicit>,
+}
+
+/// Derives and attributes listed for the sealed type.
+pub struct Explicit {
+    pub derives: Vec<syn::Path>,
+    pub attrs: Vec<proc_macro2::TokenStream>,
 }
 
 pub struct Field {
@@ -194,6 +203,7 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
 
     // Struct attributes.
     let mut unknown_struct_key = false;
+    let mut explicit: Option<Explicit> = None;
     let (mut table, mut tenant, mut id, mut ids, mut sealed, mut krate) = (
         None::<(String, Span)>,
         None::<Ident>,
@@ -224,6 +234,33 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
                         errors.push(lit.span(), "`ids` must be \"app\" (application-assigned, bound into the ciphertext) or \"db\" (database-assigned, not bound)");
                     }
                     set_once(&mut ids, (lit.value(), lit.span()), &key, &mut errors);
+                }
+                "sealed" if meta.input.peek(syn::token::Paren) => {
+                    // Explicit form: derives and attributes for the sealed type, for a plaintext
+                    // struct that has its own ORM mapping.
+                    let mut derives: Vec<syn::Path> = Vec::new();
+                    let mut attrs: Vec<proc_macro2::TokenStream> = Vec::new();
+                    meta.parse_nested_meta(|inner| {
+                        if inner.path.is_ident("derive") {
+                            inner.parse_nested_meta(|d| {
+                                derives.push(d.path.clone());
+                                Ok(())
+                            })
+                        } else if inner.path.is_ident("attr") {
+                            let content;
+                            syn::parenthesized!(content in inner.input);
+                            let all = content.parse_terminated(<syn::Meta as syn::parse::Parse>::parse, syn::Token![,])?;
+                            attrs.extend(all.into_iter().map(|m| quote::quote!(#[#m])));
+                            Ok(())
+                        } else {
+                            errors.push(
+                                inner.path.span(),
+                                "unknown `sealed` option; the correct format looks like sealed(derive(Debug), attr(serde(rename_all = \"camelCase\")))",
+                            );
+                            skip_value(&inner)
+                        }
+                    })?;
+                    set_once(&mut explicit, Explicit { derives, attrs }, &key, &mut errors);
                 }
                 "sealed" => set_once(&mut sealed, meta.value()?.parse::<Ident>()?, &key, &mut errors),
                 "crate" => {
@@ -369,11 +406,14 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         id,
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::cmk)),
         fields,
-        diesel: if diesel.is_empty() {
+        // The explicit form wins: the plaintext struct's own #[diesel] belongs to its own
+        // derives then.
+        diesel: if diesel.is_empty() || explicit.is_some() {
             None
         } else {
             Some(diesel)
         },
+        explicit,
     })
 }
 

@@ -13,6 +13,7 @@ fn stored_may_be_null(c: &Classified) -> bool {
 
 pub fn expand(m: &Model) -> TokenStream {
     let Model {
+        explicit,
         diesel,
         vis,
         name,
@@ -79,7 +80,9 @@ pub fn expand(m: &Model) -> TokenStream {
     let mut sealed_fields = Vec::new();
     for f in fields {
         let ident = &f.ident;
-        let forwarded = &f.diesel;
+        // Field attributes are forwarded in Diesel mode only (in the explicit form they
+        // belong to the plaintext struct's own derives).
+        let forwarded: &[syn::Attribute] = if in_diesel { &f.diesel } else { &[] };
         match &f.classified {
             None => {
                 let ty = &f.ty;
@@ -319,7 +322,16 @@ pub fn expand(m: &Model) -> TokenStream {
             #(#attrs)*
             #[diesel(treat_none_as_null = true)]
         },
-        None => quote!(),
+        None => match explicit {
+            Some(e) => {
+                let (derives, attrs) = (&e.derives, &e.attrs);
+                quote! {
+                    #[derive(#(#derives),*)]
+                    #(#attrs)*
+                }
+            }
+            None => quote!(),
+        },
     };
     let transparent_reads = if in_diesel {
         quote! {

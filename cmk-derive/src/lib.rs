@@ -23,17 +23,41 @@
 //! // and `Patient::email_blind_index(&keys, b"...")`.
 //! ```
 //!
-//! Attributes on the struct: `table = "name"` (the stored name, bound into the ciphertext),
-//! `tenant = field`, `id = field`, `ids = "app" | "db"` (application-assigned ids are bound into
-//! the ciphertext; database-assigned ones cannot be), `sealed = Name`, `crate = "path"`.
-//! On a field: `class = "name"`, `column = "stored_name"`, `blind_index` or
-//! `blind_index(normalize = "exact" | "trimmed" | "casefold")`, `deterministic`, `hide_null`,
-//! `pad = bytes`. Field types: `String`, `Vec<u8>`, any `T: Serialize + DeserializeOwned`
-//! (stored as JSON), each also as `Option<T>`.
+//! # Attributes on the struct
 //!
-//! Still to come (the rest of the derive's issue): forwarding `#[diesel]` / `#[sea_orm]`
-//! attributes, the ORM row-loading traits for transparent reads, `Checked<Model>` and partial
-//! views.
+//! | attribute | meaning | example |
+//! | --- | --- | --- |
+//! | `table = "name"` | the stored table name, bound into every ciphertext (required unless `#[diesel(table_name = ...)]` gives it) | `#[cmk(table = "patients")]` |
+//! | `tenant = field` | the field holding the tenant id; never encrypted; sealing a model of another tenant than the request's fails | `#[cmk(tenant = tenant_id)]` |
+//! | `id = field` | the row id field; never encrypted | `#[cmk(id = id)]` |
+//! | `ids = "app" \| "db"` | application-assigned ids (UUIDv7, a sequence value fetched first) are bound into the ciphertext, so a row cannot be copied onto another; database-assigned ids cannot be (the default) | `#[cmk(id = id, ids = "app")]` |
+//! | `sealed = Name` | the sealed type's name (default `Sealed<Model>`) | `#[cmk(sealed = PatientRow)]` |
+//! | `sealed(derive(...), attr(...))` | explicit form for a plaintext struct with its own ORM mapping: the sealed type gets exactly these derives and attributes, nothing is forwarded, and its columns are plain bytes | `#[cmk(sealed(derive(serde::Serialize), attr(serde(rename_all = "camelCase"))))]` |
+//! | `crate = "path"` | where the `cmk` crate is, if renamed | `#[cmk(crate = "my_cmk")]` |
+//! | `#[diesel(...)]` | forwarded to the sealed type, which then derives Diesel's `Queryable`, `Selectable`, `Insertable` and `AsChangeset` (with `treat_none_as_null`), stores cmk's column types, and the plaintext model loads through any Diesel query inside a key scope | `#[diesel(table_name = patients)]` |
+//!
+//! # Attributes on a field
+//!
+//! | attribute | meaning | example |
+//! | --- | --- | --- |
+//! | `class = "name"` | classifies (and so encrypts) the field; the class's policy decides keys, readers, search | `#[cmk(class = "restricted")]` |
+//! | `column = "name"` | the stored column name when it differs from the field's (renaming the field later keeps old rows readable) | `#[cmk(class = "private", column = "display_name")]` |
+//! | `blind_index` / `blind_index(normalize = "...")` | adds a `<column>_bidx` column with an HMAC of the value normalised by `exact` (default), `trimmed` or `casefold` (text only), and a `<field>_blind_index(keys, value)` lookup | `#[cmk(class = "private", blind_index(normalize = "casefold"))]` |
+//! | `deterministic` | AES-SIV instead of a per-row envelope, so the column itself can be compared for equality; leaks equality | `#[cmk(class = "private", deterministic)]` |
+//! | `hide_null` | a `None` is encrypted like a value, hiding which rows are NULL (not with search) | `#[cmk(class = "restricted", hide_null)]` |
+//! | `pad = bytes` | pads the plaintext to a multiple of `bytes` (up to 4096), hiding exact lengths | `#[cmk(class = "secret", pad = 64)]` |
+//!
+//! Field types: `String`, `Vec<u8>`, any `T: Serialize + DeserializeOwned` (stored as JSON,
+//! docs/FORMAT.md §5a), each also as `Option<T>`. Unclassified fields must be `Clone` and
+//! `Debug`. Mistakes are compile errors pointing at the offending token, all of a struct's at
+//! once (the workspace's `tests/ui` holds one case per kind).
+//!
+//! Also generated: `<Model>View` (each classified field `Revealed` or `Withheld`, from
+//! `Encrypted::unseal_partial`), and with the `cmk` facade, `cmk::Checked<Model>` loads report
+//! a bad row in place instead of failing the load.
+//!
+//! Still to come (the rest of the derive's issue): `#[sea_orm]` forwarding with SeaORM's
+//! `FromQueryResult`, and an insertable variant without database-assigned ids.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(
