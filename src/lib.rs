@@ -16,6 +16,8 @@ pub use cmk_derive::Encrypted;
 pub mod __private {
     #[cfg(feature = "diesel")]
     pub use ::diesel;
+    #[cfg(feature = "seaorm")]
+    pub use ::sea_orm;
     pub use cmk_core::crypto::normalize::Normalizer;
     pub use cmk_core::format::aad::RowId;
     pub use cmk_core::model::derive_support::*;
@@ -25,6 +27,8 @@ pub mod __private {
     pub use cmk_core::{Class, RequestContext, Result, TenantKeys};
     #[cfg(feature = "diesel")]
     pub use cmk_diesel::{BlindIndex, Ciphertext, KeyColumn};
+    #[cfg(feature = "seaorm")]
+    pub use cmk_seaorm as sea;
     pub use std::sync::OnceLock;
 }
 
@@ -79,3 +83,7 @@ mod diesel_checked {
 /// Diesel column types of sealed rows (`table!` uses `cmk::diesel::sql_types::*`).
 #[cfg(feature = "diesel")]
 pub use cmk_diesel as diesel;
+
+/// SeaORM value types of sealed rows.
+#[cfg(feature = "seaorm")]
+pub use cmk_seaorm as seaorm;

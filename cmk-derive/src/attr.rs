@@ -48,6 +48,8 @@ pub struct Model {
     /// `sealed(derive(...), attr(...))`: the sealed type gets these instead of forwarded ORM
     /// attributes (and the plaintext struct keeps its own ORM mapping).
     pub explicit: Option<Explicit>,
+    /// `#[sea_orm(...)]` attributes of the struct, forwarded; `Some` turns SeaORM mode on.
+    pub sea_orm: Option<Vec<Attribute>>,
 }
 
 /// Derives and attributes listed for the sealed type.
@@ -62,6 +64,8 @@ pub struct Field {
     pub classified: Option<Classified>,
     /// `#[diesel(...)]` attributes of the field, forwarded.
     pub diesel: Vec<Attribute>,
+    /// `#[sea_orm(...)]` attributes of the field, forwarded.
+    pub sea_orm: Vec<Attribute>,
 }
 
 pub struct Classified {
@@ -280,6 +284,25 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
             unknown_struct_key = true;
         }
     }
+    let sea_orm: Vec<Attribute> = input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("sea_orm"))
+        .cloned()
+        .collect();
+    if table.is_none() {
+        for a in &sea_orm {
+            let _ = a.parse_nested_meta(|meta| {
+                if meta.path.is_ident("table_name") {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    table = Some((lit.value(), lit.span()));
+                } else {
+                    skip_value(&meta)?;
+                }
+                Ok(())
+            });
+        }
+    }
     let diesel: Vec<Attribute> = input
         .attrs
         .iter()
@@ -343,11 +366,31 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
                 });
             }
         }
+        let sea_orm: Vec<Attribute> = f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("sea_orm"))
+            .cloned()
+            .collect();
+        if classified.is_some() {
+            for a in &sea_orm {
+                let _ = a.parse_nested_meta(|meta| {
+                    if ["column_type", "select_as", "save_as"].iter().any(|k| meta.path.is_ident(k)) {
+                        errors.push(
+                            meta.path.span(),
+                            "this SeaORM attribute cannot be set on an encrypted field: its stored type is cmk's ciphertext",
+                        );
+                    }
+                    skip_value(&meta)
+                });
+            }
+        }
         fields.push(Field {
             ident,
             ty: f.ty.clone(),
             classified,
             diesel,
+            sea_orm,
         });
     }
 
@@ -398,7 +441,14 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
     let name = input.ident.clone();
     Ok(Model {
         vis: input.vis.clone(),
-        sealed: sealed.unwrap_or_else(|| Ident::new(&format!("Sealed{name}"), name.span())),
+        sealed: sealed.unwrap_or_else(|| {
+            let has_sea_orm = input.attrs.iter().any(|a| a.path().is_ident("sea_orm"));
+            if has_sea_orm {
+                Ident::new("Model", name.span())
+            } else {
+                Ident::new(&format!("Sealed{name}"), name.span())
+            }
+        }),
         name,
         table: table.map(|t| t.0).unwrap_or_default(),
         tenant: tenant.unwrap_or_else(|| Ident::new("tenant", Span::call_site())),
@@ -412,6 +462,12 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
             None
         } else {
             Some(diesel)
+        },
+        // SeaORM's entity derive wants its model named `Model`.
+        sea_orm: if sea_orm.is_empty() || explicit.is_some() {
+            None
+        } else {
+            Some(sea_orm)
         },
         explicit,
     })

@@ -13,6 +13,7 @@ fn stored_may_be_null(c: &Classified) -> bool {
 
 pub fn expand(m: &Model) -> TokenStream {
     let Model {
+        sea_orm,
         explicit,
         diesel,
         vis,
@@ -43,17 +44,20 @@ pub fn expand(m: &Model) -> TokenStream {
 
     // Stored types: plain bytes, or in Diesel mode column newtypes with SQL types of their own.
     let in_diesel = diesel.is_some();
+    let in_sea = sea_orm.is_some();
+    let typed = in_diesel || in_sea;
     let stored = |kind: &str| -> TokenStream {
-        match (in_diesel, kind) {
+        let m = if in_sea { quote!(#p::sea) } else { quote!(#p) };
+        match (typed, kind) {
             (false, _) => quote!(Vec<u8>),
-            (true, "bidx") => quote!(#p::BlindIndex),
-            (true, "keys") => quote!(#p::KeyColumn),
-            (true, _) => quote!(#p::Ciphertext),
+            (true, "bidx") => quote!(#m::BlindIndex),
+            (true, "keys") => quote!(#m::KeyColumn),
+            (true, _) => quote!(#m::Ciphertext),
         }
     };
     // Converting a sealed `Vec<u8>` into the stored type, and viewing it as bytes again.
     let wrap = |kind: &str, v: TokenStream| -> TokenStream {
-        if in_diesel {
+        if typed {
             let ty = stored(kind);
             quote!(#ty::__from_cmk(#v))
         } else {
@@ -61,16 +65,20 @@ pub fn expand(m: &Model) -> TokenStream {
         }
     };
     let view = |v: TokenStream| -> TokenStream {
-        if in_diesel {
+        if typed {
             quote!(#v.as_bytes())
         } else {
             quote!(#v.as_slice())
         }
     };
     let column_attr = |column: &str, ident: &syn::Ident| -> TokenStream {
-        if in_diesel && *ident != column {
+        if *ident == column {
+            quote!()
+        } else if in_diesel {
             let col = format_ident!("{}", column);
             quote!(#[diesel(column_name = #col)])
+        } else if in_sea {
+            quote!(#[sea_orm(column_name = #column)])
         } else {
             quote!()
         }
@@ -82,7 +90,13 @@ pub fn expand(m: &Model) -> TokenStream {
         let ident = &f.ident;
         // Field attributes are forwarded in Diesel mode only (in the explicit form they
         // belong to the plaintext struct's own derives).
-        let forwarded: &[syn::Attribute] = if in_diesel { &f.diesel } else { &[] };
+        let forwarded: &[syn::Attribute] = if in_diesel {
+            &f.diesel
+        } else if in_sea {
+            &f.sea_orm
+        } else {
+            &[]
+        };
         match &f.classified {
             None => {
                 let ty = &f.ty;
@@ -322,6 +336,13 @@ pub fn expand(m: &Model) -> TokenStream {
             #(#attrs)*
             #[diesel(treat_none_as_null = true)]
         },
+        None if in_sea => {
+            let attrs = sea_orm.as_deref().unwrap_or_default();
+            quote! {
+                #[derive(PartialEq, #p::sea_orm::DeriveEntityModel)]
+                #(#attrs)*
+            }
+        }
         None => match explicit {
             Some(e) => {
                 let (derives, attrs) = (&e.derives, &e.attrs);
@@ -358,6 +379,32 @@ pub fn expand(m: &Model) -> TokenStream {
                 type SelectExpression = <#sealed as #p::diesel::Selectable<__DB>>::SelectExpression;
                 fn construct_selection() -> Self::SelectExpression {
                     <#sealed as #p::diesel::Selectable<__DB>>::construct_selection()
+                }
+            }
+        }
+    } else if in_sea {
+        quote! {
+            /// Loads the plaintext model from any SeaORM query (`into_model`, related finds):
+            /// builds the sealed row, then unseals it with the keys of the current key scope.
+            /// A related row that fails to unseal is an error, never a silent `None`.
+            #[automatically_derived]
+            impl #p::sea_orm::FromQueryResult for #name {
+                fn from_query_result(res: &#p::sea_orm::QueryResult, pre: &str) -> ::core::result::Result<Self, #p::sea_orm::DbErr> {
+                    let sealed = <#sealed as #p::sea_orm::FromQueryResult>::from_query_result(res, pre)?;
+                    #p::unseal_in_scope::<Self>(&sealed).map_err(#p::sea::db_err)
+                }
+
+                fn from_query_result_optional(res: &#p::sea_orm::QueryResult, pre: &str) -> ::core::result::Result<Option<Self>, #p::sea_orm::DbErr> {
+                    match <#sealed as #p::sea_orm::FromQueryResult>::from_query_result_nullable(res, pre) {
+                        Ok(sealed) => #p::unseal_in_scope::<Self>(&sealed).map(Some).map_err(#p::sea::db_err),
+                        Err(#p::sea_orm::TryGetError::Null(_)) => Ok(None),
+                        Err(#p::sea_orm::TryGetError::DbErr(e)) => Err(e),
+                    }
+                }
+
+                fn from_query_result_nullable(res: &#p::sea_orm::QueryResult, pre: &str) -> ::core::result::Result<Self, #p::sea_orm::TryGetError> {
+                    let sealed = <#sealed as #p::sea_orm::FromQueryResult>::from_query_result_nullable(res, pre)?;
+                    #p::unseal_in_scope::<Self>(&sealed).map_err(|e| #p::sea_orm::TryGetError::DbErr(#p::sea::db_err(e)))
                 }
             }
         }

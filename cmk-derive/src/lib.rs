@@ -71,7 +71,7 @@ mod expand;
 use proc_macro::TokenStream;
 
 /// Derives `cmk::model::Encrypted` and the sealed companion type; see the crate docs.
-#[proc_macro_derive(Encrypted, attributes(cmk, diesel))]
+#[proc_macro_derive(Encrypted, attributes(cmk, diesel, sea_orm))]
 pub fn derive_encrypted(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
     match attr::parse(&input) {
