@@ -161,6 +161,30 @@ async fn plaintext_models_load_through_diesel_queries_inside_a_key_scope() {
             .first(&mut conn)
             .unwrap();
         assert_eq!(ann, people[0]);
+        // The generated filter does both: the key handle's tenant and the index.
+        let ann: Patient = patients::table
+            .filter(Patient::by_email(&keys, b" ANN@example.com").unwrap())
+            .first(&mut conn)
+            .unwrap();
+        assert_eq!(ann, people[0]);
+        // A row of another tenant with the same index value (copied, say) is not matched.
+        diesel::sql_query(
+            "INSERT INTO patients SELECT 3, 'globex', email, email_bidx, ssn, private_keys, restricted_keys FROM patients WHERE id = 1",
+        )
+        .execute(&mut conn)
+        .unwrap();
+        let matched = patients::table
+            .filter(Patient::by_email(&keys, b"ann@example.com").unwrap())
+            .select(patients::id)
+            .load::<i64>(&mut conn)
+            .unwrap();
+        assert_eq!(matched, vec![1]);
+        diesel::sql_query("DELETE FROM patients WHERE id = 3").execute(&mut conn).unwrap();
+        let nobody = patients::table
+            .filter(Patient::by_email(&keys, b"carol@example.com").unwrap())
+            .load::<Patient>(&mut conn)
+            .unwrap();
+        assert!(nobody.is_empty());
         // A join into (Visit, Patient) tuples.
         let joined: Vec<(Visit, Patient)> = visits::table
             .inner_join(patients::table)

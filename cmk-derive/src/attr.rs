@@ -45,6 +45,8 @@ pub struct Model {
     /// `#[diesel(...)]` attributes of the struct, forwarded to the sealed type; `Some` turns
     /// Diesel mode on (column newtypes, Diesel derives, transparent reads).
     pub diesel: Option<Vec<Attribute>>,
+    /// The Diesel table (`#[diesel(table_name = ...)]`), for tenant-constrained lookups.
+    pub diesel_table: Option<syn::Path>,
     /// `sealed(derive(...), attr(...))`: the sealed type gets these instead of forwarded ORM
     /// attributes (and the plaintext struct keeps its own ORM mapping).
     pub explicit: Option<Explicit>,
@@ -309,6 +311,17 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         .filter(|a| a.path().is_ident("diesel"))
         .cloned()
         .collect();
+    let mut diesel_table: Option<syn::Path> = None;
+    for a in &diesel {
+        let _ = a.parse_nested_meta(|meta| {
+            if meta.path.is_ident("table_name") {
+                diesel_table = Some(meta.value()?.parse()?);
+            } else {
+                skip_value(&meta)?;
+            }
+            Ok(())
+        });
+    }
     if table.is_none() {
         for a in &diesel {
             let _ = a.parse_nested_meta(|meta| {
@@ -468,6 +481,11 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
             None
         } else {
             Some(sea_orm)
+        },
+        diesel_table: if explicit.is_some() {
+            None
+        } else {
+            diesel_table
         },
         explicit,
     })

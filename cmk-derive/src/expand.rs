@@ -13,6 +13,7 @@ fn stored_may_be_null(c: &Classified) -> bool {
 
 pub fn expand(m: &Model) -> TokenStream {
     let Model {
+        diesel_table,
         sea_orm,
         explicit,
         diesel,
@@ -311,9 +312,37 @@ pub fn expand(m: &Model) -> TokenStream {
     // Blind-index lookups: plaintext in, index values out (one per root version).
     let bidx_ty = stored("bidx");
     let bidx_wrap = wrap("bidx", quote!(v));
+    let diesel_lookup = |ident: &syn::Ident, column: &str| -> TokenStream {
+        let Some(table) = diesel_table else {
+            return quote!();
+        };
+        let by = format_ident!("by_{}", ident);
+        let lookup = format_ident!("{}_blind_index", ident);
+        let bidx_col = format_ident!("{}_bidx", column);
+        let doc = format!(
+            "A Diesel filter for rows of the key handle's tenant whose `{column}` equals `value`: `WHERE {tenant} = ? AND {column}_bidx IN (...)`. Plaintext in; no HMAC to compute."
+        );
+        quote! {
+            #[doc = #doc]
+            #vis fn #by(
+                keys: &#p::TenantKeys,
+                value: &[u8],
+            ) -> #p::Result<
+                #p::diesel::dsl::And<
+                    #p::diesel::dsl::Eq<#table::#tenant, String>,
+                    #p::diesel::dsl::EqAny<#table::#bidx_col, Vec<#p::BlindIndex>>,
+                >,
+            > {
+                use #p::diesel::{BoolExpressionMethods, ExpressionMethods};
+                let wanted = Self::#lookup(keys, value)?;
+                Ok(#table::#tenant.eq(keys.tenant().as_str().to_string()).and(#table::#bidx_col.eq_any(wanted)))
+            }
+        }
+    };
     let lookups = classified.iter().filter(|(_, _, c)| c.blind_index.is_some()).map(|(ident, _, c)| {
         let fn_name = format_ident!("{}_blind_index", ident);
         let column = &c.column;
+        let diesel_filter = diesel_lookup(ident, column);
         let doc = format!("Blind index values of `{column}` for `value`, newest root first: match the `{column}_bidx` column with `IN (...)` and constrain the tenant column too.");
         quote! {
             #[doc = #doc]
@@ -321,6 +350,8 @@ pub fn expand(m: &Model) -> TokenStream {
                 let values = keys.blind_index_query(<Self as #p::Encrypted>::schema()?, #column, value)?;
                 Ok(values.into_iter().map(|v| #bidx_wrap).collect())
             }
+
+            #diesel_filter
         }
     });
 
