@@ -467,6 +467,27 @@ pub fn expand(m: &Model) -> TokenStream {
         #[automatically_derived]
         impl #name {
             #(#lookups)*
+
+            /// The stored row viewed as cmk sees it, unsealed strictly or partially.
+            fn __unseal_values(
+                sealed: &#sealed,
+                ctx: &#p::RequestContext,
+                keys: &#p::TenantKeys,
+                partial: bool,
+            ) -> #p::Result<Vec<#p::Revealed>> {
+                let schema = <Self as #p::Encrypted>::schema()?;
+                let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
+                let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
+                let __row_id: Option<#p::RowId> = #row_id_sealed;
+                let __row = #p::StoredRow {
+                    tenant: ::core::convert::AsRef::<str>::as_ref(&sealed.#tenant),
+                    row_id: __row_id.as_ref(),
+                    key_columns: &__keys,
+                    fields: &__fields,
+                };
+                let out = if partial { keys.unseal_partial(ctx, schema, &__row)? } else { keys.unseal(ctx, schema, &__row)? };
+                Ok(out.values)
+            }
         }
 
         #[automatically_derived]
@@ -496,32 +517,12 @@ pub fn expand(m: &Model) -> TokenStream {
             type View = #view;
 
             fn unseal_partial(sealed: &#sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<#view> {
-                let schema = <Self as #p::Encrypted>::schema()?;
-                let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
-                let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
-                let __row_id: Option<#p::RowId> = #row_id_sealed;
-                let __row = #p::StoredRow {
-                    tenant: ::core::convert::AsRef::<str>::as_ref(&sealed.#tenant),
-                    row_id: __row_id.as_ref(),
-                    key_columns: &__keys,
-                    fields: &__fields,
-                };
-                let mut __values = keys.unseal_partial(ctx, schema, &__row)?.values.into_iter();
+                let mut __values = Self::__unseal_values(sealed, ctx, keys, true)?.into_iter();
                 Ok(#view { #(#rebuild_partial,)* })
             }
 
             fn unseal(sealed: &#sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<Self> {
-                let schema = <Self as #p::Encrypted>::schema()?;
-                let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
-                let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
-                let __row_id: Option<#p::RowId> = #row_id_sealed;
-                let __row = #p::StoredRow {
-                    tenant: ::core::convert::AsRef::<str>::as_ref(&sealed.#tenant),
-                    row_id: __row_id.as_ref(),
-                    key_columns: &__keys,
-                    fields: &__fields,
-                };
-                let mut __values = keys.unseal(ctx, schema, &__row)?.values.into_iter();
+                let mut __values = Self::__unseal_values(sealed, ctx, keys, false)?.into_iter();
                 Ok(#name { #(#rebuild,)* })
             }
         }
