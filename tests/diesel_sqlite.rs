@@ -212,3 +212,54 @@ async fn plaintext_models_load_through_diesel_queries_inside_a_key_scope() {
         assert!(matches!(rows[1].0, Err(cmk::Error::Tampered)));
     });
 }
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use cmk::diesel::sql_types::*;
+    notes (id) {
+        id -> Integer,
+        tenant_id -> Text,
+        body -> CiphertextSql,
+        private_keys -> Nullable<KeyColumnSql>,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = notes, check_for_backend(diesel::sqlite::Sqlite))]
+#[cmk(tenant = tenant_id, id = id, ids = "db")]
+struct Note {
+    id: i32,
+    tenant_id: String,
+    #[cmk(class = "private")]
+    body: String,
+}
+
+#[tokio::test]
+async fn database_assigned_ids_insert_without_the_id_column() {
+    let (cmk, ctx) = cmk_with_tenant().await;
+    let keys = cmk.keys_for(&ctx, Note::CLASSES).await.unwrap();
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
+    diesel::sql_query(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, body BLOB NOT NULL, private_keys BLOB)",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    for body in ["first", "second"] {
+        // The id is not known before the insert; it is not bound into the ciphertext.
+        let draft = Note {
+            id: 0,
+            tenant_id: "acme".into(),
+            body: body.into(),
+        };
+        let row = draft.seal(&ctx, &keys).unwrap().without_id();
+        diesel::insert_into(notes::table)
+            .values(&row)
+            .execute(&mut conn)
+            .unwrap();
+    }
+    keys.scope(|| {
+        let notes: Vec<Note> = notes::table.order(notes::id).load(&mut conn).unwrap();
+        let got: Vec<(i32, &str)> = notes.iter().map(|n| (n.id, n.body.as_str())).collect();
+        assert_eq!(got, vec![(1, "first"), (2, "second")]);
+    });
+}

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use sea_orm::QueryFilter;
+
 use cmk::kms::local::LocalKms;
 use cmk::registry::MemoryRegistry;
 use cmk::secret::SecretKey;
@@ -158,6 +160,28 @@ async fn plaintext_models_load_through_seaorm_inside_a_task_local_scope() {
             .await
             .unwrap();
         assert_eq!(all, people);
+        // By blind index: plaintext in, the key handle's tenant constrained.
+        let ann = patient::Entity::find()
+            .filter(Patient::by_email(&keys, b" ANN@example.com").unwrap())
+            .into_model::<Patient>()
+            .one(&db)
+            .await
+            .unwrap();
+        assert_eq!(ann.as_ref(), Some(&people[0]));
+        // Another tenant's row with the same index value (copied) is not matched.
+        db.execute_unprepared(
+            "INSERT INTO patients SELECT 3, 'globex', email, email_bidx, ssn, private_keys, restricted_keys FROM patients WHERE id = 1",
+        )
+        .await
+        .unwrap();
+        let matched = patient::Entity::find()
+            .filter(Patient::by_email(&keys, b"ann@example.com").unwrap())
+            .into_model::<Patient>()
+            .all(&db)
+            .await
+            .unwrap();
+        assert_eq!(matched, vec![people[0].clone()]);
+        db.execute_unprepared("DELETE FROM patients WHERE id = 3").await.unwrap();
         let joined = visit::Entity::find()
             .find_also_related(patient::Entity)
             .into_model::<visit::Model, Patient>()

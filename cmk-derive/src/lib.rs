@@ -56,8 +56,9 @@
 //! `Encrypted::unseal_partial`), and with the `cmk` facade, `cmk::Checked<Model>` loads report
 //! a bad row in place instead of failing the load.
 //!
-//! Still to come (the rest of the derive's issue): `#[sea_orm]` forwarding with SeaORM's
-//! `FromQueryResult`, and an insertable variant without database-assigned ids.
+//! With `#[diesel]` and `ids = "db"`, `New<Sealed>` and `Sealed::without_id()` insert without
+//! the id column. Blind-indexed fields also get `by_<field>(keys, plaintext)`: a Diesel filter
+//! or a SeaORM `Condition` that constrains the key handle's tenant too.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(
