@@ -80,6 +80,28 @@ mod diesel_checked {
     }
 }
 
+#[cfg(feature = "seaorm")]
+mod seaorm_checked {
+    use super::Checked;
+    use cmk_core::model::Encrypted;
+    use sea_orm::{DbErr, FromQueryResult, QueryResult};
+
+    impl<M> FromQueryResult for Checked<M>
+    where
+        M: Encrypted,
+        M::Sealed: FromQueryResult,
+    {
+        fn from_query_result(res: &QueryResult, pre: &str) -> Result<Self, DbErr> {
+            // A row the database cannot even deliver still fails the load; a row that does not
+            // unseal is reported in place.
+            let sealed = <M::Sealed as FromQueryResult>::from_query_result(res, pre)?;
+            Ok(Checked(
+                cmk_core::model::derive_support::unseal_in_scope::<M>(&sealed),
+            ))
+        }
+    }
+}
+
 /// Diesel column types of sealed rows (`table!` uses `cmk::diesel::sql_types::*`).
 #[cfg(feature = "diesel")]
 pub use cmk_diesel as diesel;

@@ -204,6 +204,15 @@ async fn plaintext_models_load_through_seaorm_inside_a_task_local_scope() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("failed authentication"), "{err}");
+        // `Checked<Patient>` reports the bad row in place and returns the others.
+        let rows = patient::Entity::find()
+            .order_by_asc(patient::Column::Id)
+            .into_model::<cmk::Checked<Patient>>()
+            .all(&db)
+            .await
+            .unwrap();
+        assert!(matches!(rows[0].0, Err(cmk::Error::Tampered)));
+        assert_eq!(rows[1].0.as_ref().unwrap(), &people[1]);
     })
     .await;
 }

@@ -26,7 +26,7 @@ impl Errors {
     }
 }
 
-const STRUCT_KEYS: &str = "table, tenant, id, ids, sealed, crate";
+const STRUCT_KEYS: &str = "table, tenant, id, ids, sealed, key_columns, crate";
 const FIELD_KEYS: &str = "class, column, blind_index, deterministic, hide_null, pad";
 
 /// Normaliser names, as `cmk_core::crypto::normalize::Normalizer` spells them.
@@ -41,6 +41,8 @@ pub struct Model {
     pub app_ids: bool,
     pub sealed: Ident,
     pub krate: syn::Path,
+    /// Key column name pattern (`{class}` is replaced); default `{class}_keys`.
+    pub key_pattern: Option<String>,
     pub fields: Vec<Field>,
     /// `#[diesel(...)]` attributes of the struct, forwarded to the sealed type; `Some` turns
     /// Diesel mode on (column newtypes, Diesel derives, transparent reads).
@@ -209,6 +211,7 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
 
     // Struct attributes.
     let mut unknown_struct_key = false;
+    let mut key_pattern: Option<String> = None;
     let mut explicit: Option<Explicit> = None;
     let (mut table, mut tenant, mut id, mut ids, mut sealed, mut krate) = (
         None::<(String, Span)>,
@@ -269,6 +272,14 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
                     set_once(&mut explicit, Explicit { derives, attrs }, &key, &mut errors);
                 }
                 "sealed" => set_once(&mut sealed, meta.value()?.parse::<Ident>()?, &key, &mut errors),
+                "key_columns" => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    let v = lit.value();
+                    if !v.contains("{class}") || v.replace("{class}", "x").bytes().any(|b| !(b.is_ascii_alphanumeric() || b == b'_')) {
+                        errors.push(lit.span(), "`key_columns` is a name pattern with `{class}` in it, of letters, digits and `_` (for example \"{class}_dek\")");
+                    }
+                    set_once(&mut key_pattern, v, &key, &mut errors);
+                }
                 "crate" => {
                     let lit: LitStr = meta.value()?.parse()?;
                     set_once(&mut krate, lit.parse::<syn::Path>()?, &key, &mut errors);
@@ -440,7 +451,10 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         }
     }
     for class in key_classes(&fields) {
-        generated.push((key_column_name(&class), input.ident.span()));
+        generated.push((
+            key_column_name(key_pattern.as_deref(), &class),
+            input.ident.span(),
+        ));
     }
     for (i, (name, span)) in columns.iter().enumerate() {
         if columns[..i].iter().any(|(n, _)| n == name) {
@@ -468,6 +482,7 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         app_ids: ids.is_some_and(|(v, _)| v == "app"),
         id,
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::cmk)),
+        key_pattern,
         fields,
         // The explicit form wins: the plaintext struct's own #[diesel] belongs to its own
         // derives then.
@@ -640,6 +655,8 @@ pub fn key_classes(fields: &[Field]) -> Vec<String> {
 }
 
 /// The key column of a class: `<class>_keys` (a `-` becomes `_`).
-pub fn key_column_name(class: &str) -> String {
-    format!("{}_keys", class.replace('-', "_"))
+pub fn key_column_name(pattern: Option<&str>, class: &str) -> String {
+    pattern
+        .unwrap_or("{class}_keys")
+        .replace("{class}", &class.replace('-', "_"))
 }

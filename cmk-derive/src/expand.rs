@@ -13,6 +13,7 @@ fn stored_may_be_null(c: &Classified) -> bool {
 
 pub fn expand(m: &Model) -> TokenStream {
     let Model {
+        key_pattern,
         diesel_table,
         sea_orm,
         explicit,
@@ -128,7 +129,7 @@ pub fn expand(m: &Model) -> TokenStream {
     }
     let key_idents: Vec<syn::Ident> = key_classes
         .iter()
-        .map(|c| format_ident!("{}", key_column_name(c)))
+        .map(|c| format_ident!("{}", key_column_name(key_pattern.as_deref(), c)))
         .collect();
     let key_ty = stored("keys");
     for k in &key_idents {

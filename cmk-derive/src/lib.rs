@@ -33,6 +33,7 @@
 //! | `ids = "app" \| "db"` | application-assigned ids (UUIDv7, a sequence value fetched first) are bound into the ciphertext, so a row cannot be copied onto another; database-assigned ids cannot be (the default) | `#[cmk(id = id, ids = "app")]` |
 //! | `sealed = Name` | the sealed type's name (default `Sealed<Model>`) | `#[cmk(sealed = PatientRow)]` |
 //! | `sealed(derive(...), attr(...))` | explicit form for a plaintext struct with its own ORM mapping: the sealed type gets exactly these derives and attributes, nothing is forwarded, and its columns are plain bytes | `#[cmk(sealed(derive(serde::Serialize), attr(serde(rename_all = "camelCase"))))]` |
+//! | `key_columns = "pattern"` | the key columns' names, `{class}` replaced by each class (a `-` becomes `_`); default `{class}_keys` | `#[cmk(key_columns = "{class}_dek")]` |
 //! | `crate = "path"` | where the `cmk` crate is, if renamed | `#[cmk(crate = "my_cmk")]` |
 //! | `#[diesel(...)]` | forwarded to the sealed type, which then derives Diesel's `Queryable`, `Selectable`, `Insertable` and `AsChangeset` (with `treat_none_as_null`), stores cmk's column types, and the plaintext model loads through any Diesel query inside a key scope | `#[diesel(table_name = patients)]` |
 //!
@@ -53,8 +54,8 @@
 //! once (the workspace's `tests/ui` holds one case per kind).
 //!
 //! Also generated: `<Model>View` (each classified field `Revealed` or `Withheld`, from
-//! `Encrypted::unseal_partial`), and with the `cmk` facade, `cmk::Checked<Model>` loads report
-//! a bad row in place instead of failing the load.
+//! `Encrypted::unseal_partial`). With the `cmk` facade, loading `cmk::Checked<Model>` (Diesel
+//! or SeaORM) reports a bad row in place instead of failing the load.
 //!
 //! With `#[diesel]` and `ids = "db"`, `New<Sealed>` and `Sealed::without_id()` insert without
 //! the id column. Blind-indexed fields also get `by_<field>(keys, plaintext)`: a Diesel filter

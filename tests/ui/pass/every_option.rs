@@ -6,7 +6,7 @@ pub struct Address {
 }
 
 #[derive(Encrypted)]
-#[cmk(table = "people", tenant = org, id = uid, ids = "app", sealed = PersonRow)]
+#[cmk(table = "people", tenant = org, id = uid, ids = "app", sealed = PersonRow, key_columns = "{class}_dek")]
 pub struct Person {
     pub uid: String,
     pub org: String,
@@ -22,5 +22,6 @@ pub struct Person {
 
 fn main() {
     let _: Option<PersonRow> = None;
+    let _ = |r: PersonRow| (r.private_dek, r.restricted_dek);
     let _ = <Person as cmk::model::Encrypted>::CLASSES;
 }

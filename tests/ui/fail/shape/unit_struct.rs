@@ -1,0 +1,7 @@
+use cmk::Encrypted;
+
+#[derive(Encrypted)]
+#[cmk(table = "notes", tenant = tenant_id)]
+pub struct Note;
+
+fn main() {}
