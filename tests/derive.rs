@@ -1,13 +1,9 @@
 //! `#[derive(Encrypted)]`: generated sealed types round-trip every field type, with and
 //! without `Option`, NULL and hidden NULL; renamed structs and fields keep reading old rows.
 
-use std::sync::Arc;
+mod common;
 
-use cmk::kms::local::LocalKms;
-use cmk::registry::MemoryRegistry;
-use cmk::secret::SecretKey;
-use cmk::tenant::{MemoryConfigStore, OperatorKey};
-use cmk::{Cmk, Encrypted, Error, RequestContext, SearchMode, TenantConfig, TenantId};
+use cmk::{Cmk, Encrypted, Error, RequestContext, SearchMode, TenantId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,23 +35,7 @@ struct Patient {
 }
 
 async fn setup() -> (Cmk, RequestContext) {
-    let kms = Arc::new(LocalKms::in_memory());
-    let cmk = Cmk::builder()
-        .kms(kms.clone())
-        .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
-            SecretKey::random().unwrap(),
-        ))))
-        .build()
-        .unwrap();
-    let ctx = RequestContext::new(TenantId::new("acme").unwrap()).with_role("doctor");
-    let mut cfg = TenantConfig::new(ctx.tenant().clone(), kms.create_key("acme").unwrap());
-    for p in cfg.policies.values_mut() {
-        p.search = SearchMode::Deterministic;
-    }
-    cmk.configure_tenant(&ctx, &cfg).await.unwrap();
-    cmk.onboard(&ctx).await.unwrap();
-    (cmk, ctx)
+    common::onboarded(SearchMode::Deterministic, &["doctor"], |_, _| {}).await
 }
 
 fn ann() -> Patient {
@@ -210,27 +190,13 @@ fn compile_errors_point_at_the_mistake() {
 
 #[tokio::test]
 async fn partial_views_withhold_classes_the_actor_may_not_read() {
-    let kms = Arc::new(LocalKms::in_memory());
-    let cmk = Cmk::builder()
-        .kms(kms.clone())
-        .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
-            SecretKey::random().unwrap(),
-        ))))
-        .build()
-        .unwrap();
-    let doctor = RequestContext::new(TenantId::new("acme").unwrap()).with_role("doctor");
-    let key = kms.create_key("acme").unwrap();
-    let mut cfg = TenantConfig::new(doctor.tenant().clone(), key.clone());
-    for p in cfg.policies.values_mut() {
-        p.search = SearchMode::Deterministic;
-    }
-    cfg.policies.insert(
-        cmk::Class::new("restricted").unwrap(),
-        cmk::Policy::new(key).with_readers(["doctor"]),
-    );
-    cmk.configure_tenant(&doctor, &cfg).await.unwrap();
-    cmk.onboard(&doctor).await.unwrap();
+    let (cmk, doctor) = common::onboarded(SearchMode::Deterministic, &["doctor"], |cfg, key| {
+        cfg.policies.insert(
+            cmk::Class::new("restricted").unwrap(),
+            cmk::Policy::new(key.clone()).with_readers(["doctor"]),
+        );
+    })
+    .await;
     let keys = cmk.keys_for(&doctor, Patient::CLASSES).await.unwrap();
     let sealed = ann().seal(&doctor, &keys).unwrap();
 

@@ -4,13 +4,9 @@
 
 #![allow(missing_docs)] // diesel::table! generates public modules
 
-use std::sync::Arc;
+mod common;
 
-use cmk::kms::local::LocalKms;
-use cmk::registry::MemoryRegistry;
-use cmk::secret::SecretKey;
-use cmk::tenant::{MemoryConfigStore, OperatorKey};
-use cmk::{Cmk, Encrypted, RequestContext, SearchMode, TenantConfig, TenantId};
+use cmk::{Cmk, Encrypted, RequestContext, SearchMode};
 use diesel::prelude::*;
 
 diesel::table! {
@@ -77,23 +73,7 @@ fn connection() -> SqliteConnection {
 }
 
 async fn cmk_with_tenant() -> (Cmk, RequestContext) {
-    let kms = Arc::new(LocalKms::in_memory());
-    let cmk = Cmk::builder()
-        .kms(kms.clone())
-        .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
-            SecretKey::random().unwrap(),
-        ))))
-        .build()
-        .unwrap();
-    let ctx = RequestContext::new(TenantId::new("acme").unwrap());
-    let mut cfg = TenantConfig::new(ctx.tenant().clone(), kms.create_key("acme").unwrap());
-    for p in cfg.policies.values_mut() {
-        p.search = SearchMode::BlindIndex;
-    }
-    cmk.configure_tenant(&ctx, &cfg).await.unwrap();
-    cmk.onboard(&ctx).await.unwrap();
-    (cmk, ctx)
+    common::onboarded(SearchMode::BlindIndex, &[], |_, _| {}).await
 }
 
 #[tokio::test]

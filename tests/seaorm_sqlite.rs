@@ -2,15 +2,11 @@
 //! the plaintext model loads through `into_model` and `find_also_related` inside a task-local
 //! key scope; a tampered related row is an error, not a silent `None`.
 
-use std::sync::Arc;
+mod common;
 
 use sea_orm::QueryFilter;
 
-use cmk::kms::local::LocalKms;
-use cmk::registry::MemoryRegistry;
-use cmk::secret::SecretKey;
-use cmk::tenant::{MemoryConfigStore, OperatorKey};
-use cmk::{Cmk, Encrypted, RequestContext, SearchMode, TenantConfig, TenantId};
+use cmk::{Encrypted, SearchMode};
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, Database, DbBackend, EntityTrait, QueryOrder, Schema,
 };
@@ -83,22 +79,7 @@ use patient::Patient;
 
 #[tokio::test]
 async fn plaintext_models_load_through_seaorm_inside_a_task_local_scope() {
-    let kms = Arc::new(LocalKms::in_memory());
-    let cmk = Cmk::builder()
-        .kms(kms.clone())
-        .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
-            SecretKey::random().unwrap(),
-        ))))
-        .build()
-        .unwrap();
-    let ctx = RequestContext::new(TenantId::new("acme").unwrap());
-    let mut cfg = TenantConfig::new(ctx.tenant().clone(), kms.create_key("acme").unwrap());
-    for p in cfg.policies.values_mut() {
-        p.search = SearchMode::BlindIndex;
-    }
-    cmk.configure_tenant(&ctx, &cfg).await.unwrap();
-    cmk.onboard(&ctx).await.unwrap();
+    let (cmk, ctx) = common::onboarded(SearchMode::BlindIndex, &[], |_, _| {}).await;
     let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
 
     let db = Database::connect("sqlite::memory:").await.unwrap();
