@@ -174,6 +174,16 @@ pub enum Error {
     #[error("i/o: {0}")]
     Io(String),
 
+    /// The database failed (connection, query, constraint). The source is the ORM's own
+    /// error, kept for inspection; messages of sealed tables name ciphertexts, never
+    /// plaintext.
+    #[error("database: {0}")]
+    Database(Arc<dyn std::error::Error + Send + Sync>),
+
+    /// A compare-and-set update found that another writer changed the row first.
+    #[error("the row was changed by another writer (compare-and-set failed)")]
+    Conflict,
+
     /// A provider- or adapter-specific failure that fits no other variant.
     #[error("{0}")]
     Other(Arc<dyn std::error::Error + Send + Sync>),
@@ -215,6 +225,8 @@ impl Error {
             Error::Random => "random",
             Error::AuditFailClosed(_) => "audit_fail_closed",
             Error::Io(_) => "io",
+            Error::Database(_) => "database",
+            Error::Conflict => "conflict",
             Error::Other(_) => "other",
         }
     }

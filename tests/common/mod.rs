@@ -2,6 +2,8 @@
 //! tenant `acme` onboarded.
 #![allow(dead_code)]
 
+pub mod db;
+
 use std::sync::Arc;
 
 use cmk::kms::KeyRef;
