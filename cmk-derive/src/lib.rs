@@ -5,7 +5,9 @@
 //! a `<field>_bidx` column per blind index and a `<class>_keys` key column per class) and an
 //! implementation of `cmk::model::Encrypted` that seals and unseals with a key handle.
 //!
-//! ```
+//! (Compiled as a doctest on `cmk::Encrypted` in the facade, which users depend on.)
+//!
+//! ```text
 //! use cmk::Encrypted;
 //!
 //! #[derive(Debug, Clone, PartialEq, Encrypted)]

@@ -35,6 +35,8 @@
 mod column;
 pub mod config_store;
 pub mod ddl;
+mod error;
+pub mod ops;
 pub mod registry;
 mod schema;
 mod source;
@@ -42,6 +44,7 @@ mod store;
 
 pub use column::{BlindIndex, BlindIndexSql, Ciphertext, CiphertextSql, KeyColumn, KeyColumnSql};
 pub use config_store::DieselConfigStore;
+pub use error::{Error, Result};
 pub use registry::DieselRegistry;
 pub use source::ConnectionSource;
 pub use store::StoreConnection;

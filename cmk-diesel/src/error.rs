@@ -1,0 +1,68 @@
+//! The adapter's error: cmk's or Diesel's, convertible both ways so it passes through
+//! `conn.transaction(|conn| ...)`.
+
+/// A failure of a one-call operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// cmk refused or failed (tampered data, wrong tenant, revoked key, access denied...).
+    #[error(transparent)]
+    Cmk(#[from] cmk_core::Error),
+    /// The database failed.
+    #[error("database: {0}")]
+    Diesel(#[source] diesel::result::Error),
+    /// Sealing the row at this position of a batch failed; nothing was written.
+    #[error("row {position} of the batch: {source}")]
+    Row {
+        /// Position in the input.
+        position: usize,
+        /// Why.
+        #[source]
+        source: cmk_core::Error,
+    },
+}
+
+impl Error {
+    /// The cmk error inside, if this is one (also from a row of a batch).
+    pub fn cmk(&self) -> Option<&cmk_core::Error> {
+        match self {
+            Error::Cmk(e) | Error::Row { source: e, .. } => Some(e),
+            Error::Diesel(_) => None,
+        }
+    }
+}
+
+/// A Diesel error; a cmk error that crossed Diesel (an unseal inside `Queryable`, or an
+/// `Error` converted into Diesel's to leave a transaction closure) comes back as itself.
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            diesel::result::Error::DeserializationError(inner) => {
+                match inner.downcast::<cmk_core::Error>() {
+                    Ok(cmk) => Error::Cmk(*cmk),
+                    Err(other) => match other.downcast::<Error>() {
+                        Ok(ours) => *ours,
+                        Err(other) => {
+                            Error::Diesel(diesel::result::Error::DeserializationError(other))
+                        }
+                    },
+                }
+            }
+            other => Error::Diesel(other),
+        }
+    }
+}
+
+/// Into Diesel's error, so `?` works inside Diesel's own closures; Diesel errors go back
+/// unchanged and cmk's travel boxed (and come back out through the conversion above).
+impl From<Error> for diesel::result::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Diesel(d) => d,
+            other => diesel::result::Error::DeserializationError(Box::new(other)),
+        }
+    }
+}
+
+/// Result of the one-call operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,145 @@
+//! One-call operations: seal and write, or read and unseal, with keys the caller obtained
+//! first (`cmk.keys_for(&ctx, M::CLASSES).await`). Sealing and unsealing are synchronous CPU
+//! work, so these run in Diesel's synchronous code, `spawn_blocking` or a pool's `interact`.
+//!
+//! ```text
+//! let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;          // async, KMS if cold
+//! tokio::task::spawn_blocking(move || {
+//!     let mut conn = pool.get()?;
+//!     ops::insert_many(&mut conn, &ctx, &keys, patients::table, &people)?;
+//!     let ann = ops::first::<Patient, _, _>(&mut conn, &ctx, &keys,
+//!         patients::table.filter(Patient::by_email(&keys, b"ann@example.com")?))?;
+//!     ops::update(&mut conn, &ctx, &keys, patients::table.find(ann.id), &ann)?;
+//! }).await??;
+//! ```
+
+use cmk_core::model::Encrypted;
+use cmk_core::{RequestContext, TenantKeys};
+use diesel::connection::Connection;
+use diesel::query_builder::{
+    AsChangeset, AsQuery, InsertStatement, IntoUpdateTarget, UpdateStatement,
+};
+use diesel::query_dsl::methods::{ExecuteDsl, LimitDsl, LoadQuery};
+use diesel::{Insertable, RunQueryDsl, Table};
+
+use crate::error::{Error, Result};
+
+/// Seals `model` with a fresh DEK per class and inserts it.
+pub fn insert<M, T, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    table: T,
+    model: &M,
+) -> Result<usize>
+where
+    M: Encrypted,
+    T: Table,
+    C: Connection,
+    M::Sealed: Insertable<T>,
+    InsertStatement<T, <M::Sealed as Insertable<T>>::Values>: ExecuteDsl<C>,
+{
+    let sealed = model.seal(ctx, keys)?;
+    Ok(diesel::insert_into(table).values(sealed).execute(conn)?)
+}
+
+/// Seals every model (a fresh DEK per row and class; the KEKs were fetched once, by
+/// `keys_for`) and inserts them in one statement. If any row fails to seal, nothing is
+/// written and the error names its position.
+pub fn insert_many<M, T, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    table: T,
+    models: &[M],
+) -> Result<usize>
+where
+    M: Encrypted,
+    T: Table,
+    C: Connection,
+    Vec<M::Sealed>: Insertable<T>,
+    InsertStatement<T, <Vec<M::Sealed> as Insertable<T>>::Values>: ExecuteDsl<C>,
+{
+    let sealed = M::seal_many(models, ctx, keys)
+        .into_iter()
+        .enumerate()
+        .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(diesel::insert_into(table).values(sealed).execute(conn)?)
+}
+
+/// Runs `query` for sealed rows and unseals each: one result per row, in order, so one bad
+/// row (tampered, another tenant's) is reported in place and the rest are returned.
+pub fn load<'q, M, Q, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    query: Q,
+) -> Result<Vec<cmk_core::Result<M>>>
+where
+    M: Encrypted,
+    C: Connection,
+    Q: LoadQuery<'q, C, M::Sealed>,
+{
+    let rows: Vec<M::Sealed> = query.load(conn)?;
+    Ok(M::unseal_many(&rows, ctx, keys))
+}
+
+/// Like [`load`], but fails on the first row that does not unseal.
+pub fn load_all<'q, M, Q, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    query: Q,
+) -> Result<Vec<M>>
+where
+    M: Encrypted,
+    C: Connection,
+    Q: LoadQuery<'q, C, M::Sealed>,
+{
+    load(conn, ctx, keys, query)?
+        .into_iter()
+        .enumerate()
+        .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
+        .collect()
+}
+
+/// The first row of `query`, unsealed; Diesel's `NotFound` when there is none.
+pub fn first<'q, M, Q, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    query: Q,
+) -> Result<M>
+where
+    M: Encrypted,
+    C: Connection,
+    Q: RunQueryDsl<C> + LimitDsl,
+    Q::Output: LoadQuery<'q, C, M::Sealed>,
+{
+    let row: M::Sealed = query.first(conn)?;
+    Ok(M::unseal(&row, ctx, keys)?)
+}
+
+/// Re-seals `model` with fresh DEKs for every class and writes every classified field, index
+/// column and key column in one `UPDATE` of `target` (for example `table.find(id)`); the
+/// primary key is not written. Concurrent updates of one row are last-writer-wins, as in
+/// plain SQL.
+pub fn update<M, T, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    target: T,
+    model: &M,
+) -> Result<usize>
+where
+    M: Encrypted,
+    C: Connection,
+    T: IntoUpdateTarget,
+    M::Sealed: AsChangeset<Target = T::Table>,
+    UpdateStatement<T::Table, T::WhereClause, <M::Sealed as AsChangeset>::Changeset>:
+        AsQuery + ExecuteDsl<C>,
+{
+    let sealed = model.seal(ctx, keys)?;
+    Ok(diesel::update(target).set(sealed).execute(conn)?)
+}

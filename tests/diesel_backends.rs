@@ -1,0 +1,353 @@
+//! A derived model through Diesel on every enabled backend (SQLite always; PostgreSQL and
+//! MariaDB under their features): the one-call operations, transparent loads in a key scope
+//! (a `Vec`, a tuple from a join, a blind-index filter), per-row failures, a 64 KiB value,
+//! binary tenant collation, and a dump of the whole database that holds no plaintext.
+
+#![allow(missing_docs)] // diesel::table! generates public modules
+
+mod common;
+
+use std::sync::Arc;
+
+use cmk::diesel::ops;
+use cmk::{Encrypted, RequestContext, SearchMode, TenantKeys};
+use diesel::prelude::*;
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use cmk::diesel::sql_types::*;
+    patients (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        email -> CiphertextSql,
+        email_bidx -> BlindIndexSql,
+        ssn -> Nullable<CiphertextSql>,
+        private_keys -> Nullable<KeyColumnSql>,
+        restricted_keys -> Nullable<KeyColumnSql>,
+    }
+}
+
+diesel::table! {
+    visits (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        patient_id -> BigInt,
+        reason -> Text,
+    }
+}
+
+diesel::table! {
+    planted (id) {
+        id -> BigInt,
+        note -> Text,
+    }
+}
+
+diesel::joinable!(visits -> patients (patient_id));
+diesel::allow_tables_to_appear_in_same_query!(patients, visits);
+
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = patients)]
+#[cmk(tenant = tenant_id, id = id, ids = "app")]
+pub struct Patient {
+    id: i64,
+    tenant_id: String,
+    #[cmk(class = "private", blind_index(normalize = "casefold"))]
+    email: String,
+    #[cmk(class = "restricted")]
+    ssn: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = visits)]
+pub struct Visit {
+    id: i64,
+    tenant_id: String,
+    patient_id: i64,
+    reason: String,
+}
+
+/// The application's tables, in each dialect's recommended column types (cmk::diesel::ddl).
+fn schema(dialect: cmk::diesel::ddl::Dialect) -> String {
+    use cmk::diesel::ddl::Dialect::*;
+    let (tenant, ct, bidx, keys) = match dialect {
+        Sqlite => ("TEXT", "BLOB", "BLOB", "BLOB"),
+        Postgres => ("TEXT COLLATE \"C\"", "BYTEA", "BYTEA", "BYTEA"),
+        Mysql => (
+            "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            "MEDIUMBLOB",
+            "VARBINARY(64)",
+            "VARBINARY(255)",
+        ),
+    };
+    format!(
+        "CREATE TABLE patients (id BIGINT PRIMARY KEY, tenant_id {tenant} NOT NULL, \
+           email {ct} NOT NULL, email_bidx {bidx} NOT NULL, ssn {ct}, \
+           private_keys {keys}, restricted_keys {keys}); \
+         CREATE INDEX patients_bidx ON patients (tenant_id, email_bidx); \
+         CREATE TABLE visits (id BIGINT PRIMARY KEY, tenant_id {tenant} NOT NULL, \
+           patient_id BIGINT NOT NULL, reason TEXT NOT NULL); \
+         CREATE TABLE planted (id BIGINT PRIMARY KEY, note TEXT NOT NULL);"
+    )
+}
+
+fn patient(id: i64, email: &str, ssn: Option<String>) -> Patient {
+    Patient {
+        id,
+        tenant_id: "acme".into(),
+        email: email.into(),
+        ssn,
+    }
+}
+
+async fn keys() -> (Arc<TenantKeys>, RequestContext) {
+    let (cmk, ctx) = common::onboarded(SearchMode::BlindIndex, &[], |_, _| {}).await;
+    (cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap(), ctx)
+}
+
+// A lowercase-hex and a base64 rendering of `bytes`, for the dump scan.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base64_variants(bytes: &[u8]) -> Vec<String> {
+    // The canary may start at any of three offsets inside a base64-encoded blob; the inner
+    // characters that depend only on the canary are searched for each alignment.
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..3)
+        .map(|pad| {
+            let mut buf = vec![0u8; pad];
+            buf.extend_from_slice(bytes);
+            let mut out = String::new();
+            for chunk in buf.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+                for i in 0..=chunk.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            // Drop the characters mixed with the padding bytes or the unknown next byte.
+            let skip = if pad == 0 { 0 } else { pad + 1 };
+            out[skip..out.len() - 2].to_string()
+        })
+        .collect()
+}
+
+/// Where in `dump` a rendering of `needle` occurs (raw, hex either case, base64).
+fn find_in_dump(dump: &[u8], needle: &str) -> Option<&'static str> {
+    let lower = String::from_utf8_lossy(dump).to_lowercase();
+    let text = String::from_utf8_lossy(dump);
+    if dump.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+        return Some("raw");
+    }
+    if lower.contains(&hex(needle.as_bytes())) {
+        return Some("hex");
+    }
+    if base64_variants(needle.as_bytes())
+        .iter()
+        .any(|b| text.contains(b.as_str()))
+    {
+        return Some("base64");
+    }
+    None
+}
+
+#[test]
+fn the_dump_scan_finds_each_rendering() {
+    let planted = "Planted-Canary-0042";
+    assert_eq!(
+        find_in_dump(format!("x{planted}y").as_bytes(), planted),
+        Some("raw")
+    );
+    assert_eq!(
+        find_in_dump(hex(planted.as_bytes()).to_uppercase().as_bytes(), planted),
+        Some("hex")
+    );
+    for prefix in [&b""[..], b"a", b"ab"] {
+        let mut blob = prefix.to_vec();
+        blob.extend_from_slice(planted.as_bytes());
+        blob.extend_from_slice(b"tail");
+        let encoded = base64_variants(&blob)[0].clone() + "==";
+        assert_eq!(
+            find_in_dump(encoded.as_bytes(), planted),
+            Some("base64"),
+            "{prefix:?}"
+        );
+    }
+    assert_eq!(find_in_dump(b"nothing here", planted), None);
+}
+
+macro_rules! backend_tests {
+    ($backend:ident, $feature:literal, $make:path) => {
+        #[cfg(feature = $feature)]
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_call_operations_and_scoped_loads() {
+                let db = $make();
+                db.execute(&schema(db_dialect(&db)));
+                let (keys, ctx) = keys().await;
+                let big = "x".repeat(64 * 1024);
+                let people = vec![
+                    patient(1, "Ann@Example.com", Some("123-45-6789".into())),
+                    patient(2, "bob@example.com", None),
+                    patient(3, "carol@example.com", Some(big)),
+                ];
+
+                // The tokio pattern: keys fetched async, sealing and Diesel on the blocking pool.
+                let conn = db.conn.clone();
+                let (k, c, rows) = (keys.clone(), ctx.clone(), people.clone());
+                let inserted = tokio::task::spawn_blocking(move || {
+                    let mut conn = conn.lock().unwrap();
+                    ops::insert_many(&mut *conn, &c, &k, patients::table, &rows)
+                })
+                .await
+                .unwrap()
+                .unwrap();
+                assert_eq!(inserted, 3);
+
+                let mut conn = db.conn.lock().unwrap();
+                let conn = &mut *conn;
+                let all: Vec<Patient> =
+                    ops::load_all(conn, &ctx, &keys, patients::table.order(patients::id)).unwrap();
+                assert_eq!(all, people);
+
+                // By blind index, plaintext in and tenant constrained.
+                let ann: Patient = ops::first(
+                    conn,
+                    &ctx,
+                    &keys,
+                    patients::table.filter(Patient::by_email(&keys, b"ANN@example.com ").unwrap()),
+                )
+                .unwrap();
+                assert_eq!(ann, people[0]);
+
+                // An update re-seals with fresh DEKs in one statement.
+                let before: SealedPatient = patients::table.find(1).first(conn).unwrap();
+                let mut changed = ann.clone();
+                changed.email = "ann@new.example".into();
+                assert_eq!(
+                    ops::update(conn, &ctx, &keys, patients::table.find(1), &changed).unwrap(),
+                    1
+                );
+                let after: SealedPatient = patients::table.find(1).first(conn).unwrap();
+                assert_ne!(before.private_keys, after.private_keys);
+                assert_ne!(before.restricted_keys, after.restricted_keys);
+                let reread: Patient =
+                    ops::first(conn, &ctx, &keys, patients::table.find(1)).unwrap();
+                assert_eq!(reread, changed);
+                assert!(
+                    patients::table
+                        .filter(Patient::by_email(&keys, b"ann@example.com").unwrap())
+                        .select(patients::id)
+                        .load::<i64>(conn)
+                        .unwrap()
+                        .is_empty(),
+                    "the old index value is gone"
+                );
+
+                // Transparent loads inside a scope: a Vec, a join into tuples.
+                diesel::insert_into(visits::table)
+                    .values(&Visit { id: 10, tenant_id: "acme".into(), patient_id: 2, reason: "checkup".into() })
+                    .execute(conn)
+                    .unwrap();
+                keys.scope(|| {
+                    let all: Vec<Patient> = patients::table.order(patients::id).load(conn).unwrap();
+                    assert_eq!(all[1], people[1]);
+                    let joined: Vec<(Visit, Patient)> = visits::table
+                        .inner_join(patients::table)
+                        .select((Visit::as_select(), Patient::as_select()))
+                        .load(conn)
+                        .unwrap();
+                    assert_eq!(joined[0].1, people[1]);
+                });
+
+                // A row copied to tenant `ACME` (another tenant, under a binary collation) is
+                // not matched by acme's filter, and does not unseal as acme's.
+                diesel::sql_query(
+                    "INSERT INTO patients (id, tenant_id, email, email_bidx, ssn, private_keys, restricted_keys) \
+                     SELECT 4, 'ACME', email, email_bidx, ssn, private_keys, restricted_keys FROM patients WHERE id = 2",
+                )
+                .execute(conn)
+                .unwrap();
+                let matched: Vec<i64> = patients::table
+                    .filter(Patient::by_email(&keys, b"bob@example.com").unwrap())
+                    .select(patients::id)
+                    .load(conn)
+                    .unwrap();
+                assert_eq!(matched, vec![2]);
+
+                // Per-row failures: the copied row is reported in place, the rest returned.
+                let rows: Vec<cmk::Result<Patient>> =
+                    ops::load(conn, &ctx, &keys, patients::table.order(patients::id)).unwrap();
+                assert_eq!(rows.len(), 4);
+                assert_eq!(rows[1].as_ref().unwrap(), &people[1]);
+                assert!(rows[3].is_err());
+                let strict = ops::load_all::<Patient, _, _>(conn, &ctx, &keys, patients::table.order(patients::id));
+                assert!(matches!(strict, Err(cmk::diesel::Error::Row { position: 3, .. })), "{strict:?}");
+
+                // Errors pass through `conn.transaction` both ways.
+                let err = conn
+                    .transaction::<(), cmk::diesel::Error, _>(|conn| {
+                        ops::first::<Patient, _, _>(conn, &ctx, &keys, patients::table.find(4))?;
+                        Ok(())
+                    })
+                    .unwrap_err();
+                assert!(err.cmk().is_some(), "{err:?}");
+                let err = conn
+                    .transaction::<(), diesel::result::Error, _>(|conn| {
+                        keys.scope(|| patients::table.find(4).first::<Patient>(conn))?;
+                        Ok(())
+                    })
+                    .unwrap_err();
+                let back = cmk::diesel::Error::from(err);
+                assert!(matches!(back, cmk::diesel::Error::Cmk(_)), "{back:?}");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_dump_of_the_database_holds_no_plaintext() {
+                let db = $make();
+                db.execute(&schema(db_dialect(&db)));
+                let (keys, ctx) = keys().await;
+                let canaries: Vec<String> =
+                    (0..20).map(|i| format!("Canary-{i:02}-Zebra-Quokka")).collect();
+                let rows: Vec<Patient> = canaries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| patient(i as i64 + 1, &format!("{c}@example.com"), Some(c.clone())))
+                    .collect();
+                let planted = "Planted-Plaintext-Control-7";
+                {
+                    let mut conn = db.conn.lock().unwrap();
+                    ops::insert_many(&mut *conn, &ctx, &keys, patients::table, &rows).unwrap();
+                    diesel::insert_into(planted::table)
+                        .values((planted::id.eq(1), planted::note.eq(planted)))
+                        .execute(&mut *conn)
+                        .unwrap();
+                    let mut one = rows[0].clone();
+                    one.ssn = Some("Canary-updated-Walrus".into());
+                    ops::update(&mut *conn, &ctx, &keys, patients::table.find(1), &one).unwrap();
+                }
+                let dump = db.dump();
+                // The scan must be able to fail: the planted plaintext is found.
+                assert!(find_in_dump(&dump, planted).is_some(), "the planted control is in the dump");
+                for c in canaries.iter().map(String::as_str).chain(["Canary-updated-Walrus", "Zebra-Quokka"]) {
+                    assert_eq!(find_in_dump(&dump, c), None, "canary {c} leaked");
+                }
+            }
+        }
+    };
+}
+
+fn db_dialect<C: cmk::diesel::StoreConnection>(
+    _: &common::db::TestDb<C>,
+) -> cmk::diesel::ddl::Dialect {
+    C::DIALECT
+}
+
+backend_tests!(sqlite, "diesel", common::db::sqlite);
+backend_tests!(postgres, "postgres", common::db::postgres);
+backend_tests!(mysql, "mysql", common::db::mysql);
