@@ -181,6 +181,10 @@ async fn a_renamed_struct_and_field_read_rows_sealed_before_the_rename() {
     assert_eq!(v2.full_name.as_deref(), Some("Ann"));
 }
 
+// The expected compiler output lists the types that *do* implement a trait, and that list
+// grows with each enabled database backend; so the cases are pinned to the default features,
+// which `cargo test --workspace` (pass 1 of scripts/test-all) runs.
+#[cfg(not(any(feature = "postgres", feature = "mysql")))]
 #[test]
 fn compile_errors_point_at_the_mistake() {
     let t = trybuild::TestCases::new();
