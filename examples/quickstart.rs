@@ -1,67 +1,96 @@
-//! cmk quickstart on the embedded default: the local KMS (a keyring file) and in-memory
-//! registry and configuration store. Until the Diesel adapter lands, "the database" here is
-//! a Vec of sealed rows; everything else is what production runs.
+//! cmk quickstart on the embedded default: a SQLite file through Diesel, the local KMS (a
+//! keyring file), and cmk's key registry and tenant configuration as tables in the same file.
 //!
 //! `cargo run --example quickstart`
 
-use std::sync::Arc;
+#![allow(missing_docs)] // diesel::table! generates public modules
 
-use cmk::crypto::normalize::Normalizer;
+use std::sync::{Arc, Mutex};
+
+use cmk::diesel::{DieselConfigStore, DieselRegistry, StoreConnection, ops};
 use cmk::event::MemorySink;
-use cmk::format::aad::RowId;
 use cmk::kms::local::LocalKms;
-use cmk::registry::MemoryRegistry;
-use cmk::schema::{FieldSpec, RowSchema};
-use cmk::seal::{Revealed, SealedRow, StoredRow};
 use cmk::secret::SecretKey;
-use cmk::tenant::{MemoryConfigStore, OperatorKey};
+use cmk::tenant::{ConfigVerifier, OperatorKey};
 use cmk::{
-    Actor, Class, Cmk, LeasePolicy, Policy, RequestContext, SearchMode, TenantConfig, TenantId,
+    Actor, Class, Cmk, Encrypted, LeasePolicy, Policy, RequestContext, SearchMode, TenantConfig,
+    TenantId,
 };
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
 
-/// A stored row: plain columns, then what cmk sealed.
-struct Row {
-    id: i64,
-    tenant: String,
-    sealed: SealedRow,
-}
-
-fn show(v: &Revealed) -> String {
-    match v {
-        Revealed::Value(b) => String::from_utf8_lossy(b.expose_secret()).into_owned(),
-        Revealed::Null => "NULL".into(),
-        Revealed::Withheld => "<withheld>".into(),
+diesel::table! {
+    use diesel::sql_types::*;
+    use cmk::diesel::sql_types::*;
+    patients (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        name -> CiphertextSql,
+        email -> CiphertextSql,
+        email_bidx -> BlindIndexSql,
+        ssn -> Nullable<CiphertextSql>,
+        public_keys -> Nullable<KeyColumnSql>,
+        private_keys -> Nullable<KeyColumnSql>,
+        restricted_keys -> Nullable<KeyColumnSql>,
     }
 }
 
-fn stored<'a>(
-    row: &'a Row,
-    k: &'a [Option<&'a [u8]>],
-    f: &'a [Option<&'a [u8]>],
-    id: &'a RowId,
-) -> StoredRow<'a> {
-    StoredRow {
-        tenant: &row.tenant,
-        row_id: Some(id),
-        key_columns: k,
-        fields: f,
-    }
+/// The application's model: three classes, a blind index on `email`.
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = patients)]
+#[cmk(tenant = tenant_id, id = id, ids = "app")]
+pub struct Patient {
+    pub id: i64,
+    pub tenant_id: String,
+    #[cmk(class = "public")]
+    pub name: String,
+    #[cmk(class = "private", blind_index(normalize = "casefold"))]
+    pub email: String,
+    #[cmk(class = "restricted")]
+    pub ssn: Option<String>,
+}
+
+const SCHEMA: &str = "CREATE TABLE patients (
+    id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL,
+    name BLOB NOT NULL, email BLOB NOT NULL, email_bidx BLOB NOT NULL, ssn BLOB,
+    public_keys BLOB, private_keys BLOB, restricted_keys BLOB);
+    CREATE INDEX patients_email ON patients (tenant_id, email_bidx);";
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    let shown: String = bytes.iter().take(24).map(|b| format!("{b:02x}")).collect();
+    format!("{shown}… ({} bytes)", bytes.len())
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 1. Deployment: a keyring file for the local KMS, an operator key from deployment secrets.
+    // 1. Deployment: a SQLite file, a keyring file for the local KMS, an operator key from
+    //    deployment secrets (it authenticates tenant configurations stored in the database).
     let dir = tempfile::tempdir()?;
+    let db_path = dir.path().join("quickstart.db");
+    let url = db_path.to_str().ok_or("path")?;
+    let open = || -> Result<SqliteConnection, Box<dyn std::error::Error>> {
+        let mut conn = SqliteConnection::establish(url)?;
+        conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")?;
+        Ok(conn)
+    };
+    let mut conn = open()?; // the application's connection (in production: a pool)
+    conn.create_cmk_tables()?; // in an application: the SQL of cmk::diesel::ddl in its migrations
+    conn.batch_execute(SCHEMA)?;
+    // cmk's own connection for its registry and configuration queries, which run on tokio's
+    // blocking pool: never the connection the application holds while awaiting cmk.
+    let db = Arc::new(Mutex::new(open()?));
     let kms = Arc::new(LocalKms::open(dir.path().join("cmk.keyring"))?);
     let sink = Arc::new(MemorySink::new());
     let cmk = Cmk::builder()
         .kms(kms.clone())
-        .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
-            SecretKey::random()?,
-        ))))
+        .registry(Arc::new(DieselRegistry::new(db.clone())))
+        .configs(Arc::new(DieselConfigStore::new(
+            db.clone(),
+            ConfigVerifier::new(OperatorKey::new(SecretKey::random()?)),
+        )))
         .sink(sink.clone())
         .build()?;
+    println!("database: {}", db_path.display());
 
     // 2. Two tenants, each with its own master key, onboarded explicitly.
     for tenant in ["acme", "globex"] {
@@ -97,141 +126,126 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // 3. The model: email (private, blind index), name (public), ssn (restricted).
-    let schema = RowSchema::new(
-        "patients",
-        vec![
-            FieldSpec::new("email", Class::new("private")?).blind_index(Normalizer::Casefold),
-            FieldSpec::new("name", Class::new("public")?),
-            FieldSpec::new("ssn", Class::new("restricted")?),
-        ],
-    )?;
-    let classes = ["private", "public", "restricted"];
-
-    // 4. Insert: fetch keys (async, the KMS), then seal (sync CPU work).
+    // 3. Insert: fetch keys (async: leases, the KMS when cold), then seal and write (sync).
     let ctx = RequestContext::new(TenantId::new("acme")?)
         .with_actor(Actor::User("dr-who".into()))
         .with_role("doctor");
-    let keys = cmk.keys_for(&ctx, &classes).await?;
-    let mut table: Vec<Row> = Vec::new();
-    for (id, email, name, ssn) in [
-        (1, "Ann@Example.com", "Ann", "123-45-6789"),
-        (2, "bob@example.com", "Bob", "987-65-4321"),
-    ] {
-        let sealed = keys.seal(
-            &ctx,
-            &schema,
-            Some(&RowId::Int(id)),
-            &[
-                Some(email.as_bytes()),
-                Some(name.as_bytes()),
-                Some(ssn.as_bytes()),
-            ],
-        )?;
-        table.push(Row {
-            id,
-            tenant: "acme".into(),
-            sealed,
-        });
-    }
+    let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;
+    let people = [
+        Patient {
+            id: 1,
+            tenant_id: "acme".into(),
+            name: "Ann".into(),
+            email: "Ann@Example.com".into(),
+            ssn: Some("123-45-6789".into()),
+        },
+        Patient {
+            id: 2,
+            tenant_id: "acme".into(),
+            name: "Bob".into(),
+            email: "bob@example.com".into(),
+            ssn: None,
+        },
+    ];
+    let conn = &mut conn;
+    ops::insert_many(conn, &ctx, &keys, patients::table, &people)?;
 
-    // 5. Query by blind index: the plaintext goes in, the HMAC is computed for you.
-    let wanted = keys.blind_index_query(&schema, "email", b"ann@EXAMPLE.com")?;
-    let hit = table
-        .iter()
-        .find(|r| {
-            r.tenant == "acme"
-                && r.sealed.indexes[0]
-                    .as_ref()
-                    .is_some_and(|i| wanted.contains(i))
-        })
-        .ok_or("no match")?;
-    let row_id = RowId::Int(hit.id);
-    let (k, f): (Vec<_>, Vec<_>) = (
-        hit.sealed
-            .key_columns
-            .iter()
-            .map(|c| c.as_deref())
-            .collect(),
-        hit.sealed.fields.iter().map(|c| c.as_deref()).collect(),
-    );
-    let plain = keys.unseal(&ctx, &schema, &stored(hit, &k, &f, &row_id))?;
-    println!(
-        "found row {}: {}",
-        hit.id,
-        plain.values.iter().map(show).collect::<Vec<_>>().join(", ")
-    );
-
-    // 6. What the database holds: ciphertext only.
-    println!("raw row {}:", hit.id);
-    for (class, kc) in schema.key_classes().iter().zip(&hit.sealed.key_columns) {
-        println!(
-            "  {class}_keys = {}",
-            cmk::hexfmt::encode(kc.as_deref().unwrap_or_default())
-        );
-    }
-    for (spec, v) in schema.fields().iter().zip(&hit.sealed.fields) {
-        println!(
-            "  {} = {}",
-            spec.column,
-            cmk::hexfmt::encode(v.as_deref().unwrap_or_default())
-        );
-    }
-
-    // 7. Update: re-seal with fresh DEKs (every write of a class rotates its DEK).
-    let updated = keys.seal(
+    // 4. Query by blind index: plaintext in, the tenant constrained, the HMAC computed for you.
+    let ann: Patient = ops::first(
+        conn,
         &ctx,
-        &schema,
-        Some(&row_id),
-        &[Some(b"ann@example.org"), Some(b"Ann"), Some(b"123-45-6789")],
+        &keys,
+        patients::table.filter(Patient::by_email(&keys, b"ann@EXAMPLE.com")?),
     )?;
+    println!("found by email: {ann:?}");
+
+    // 5. Ordinary Diesel queries load the plaintext model inside a key scope.
+    let everyone: Vec<Patient> =
+        keys.scope(|| patients::table.order(patients::id).load(&mut *conn))?;
+    println!(
+        "in a key scope, patients::table.load() gives {} patients",
+        everyone.len()
+    );
+
+    // 6. What the database holds: ciphertext, index values and wrapped DEKs.
+    let raw: SealedPatient = patients::table.find(1).first(conn)?;
+    println!("raw row 1:");
+    println!("  tenant_id       = {}", raw.tenant_id);
+    println!("  name            = {}", hex_prefix(raw.name.as_bytes()));
+    println!("  email           = {}", hex_prefix(raw.email.as_bytes()));
+    println!(
+        "  email_bidx      = {}",
+        hex_prefix(raw.email_bidx.as_bytes())
+    );
+    if let Some(ssn) = &raw.ssn {
+        println!("  ssn             = {}", hex_prefix(ssn.as_bytes()));
+    }
+    for (name, column) in [
+        ("public_keys", &raw.public_keys),
+        ("private_keys", &raw.private_keys),
+        ("restricted_keys", &raw.restricted_keys),
+    ] {
+        if let Some(column) = column {
+            println!("  {name:<15} = {}", hex_prefix(column.as_bytes()));
+        }
+    }
+
+    // 7. Update: every write re-seals with fresh DEKs, in one UPDATE.
+    let mut moved = ann.clone();
+    moved.email = "ann@example.org".into();
+    ops::update(conn, &ctx, &keys, patients::table.find(1), &moved)?;
+    let after: SealedPatient = patients::table.find(1).first(conn)?;
     println!(
         "update rotated the DEKs: {}",
-        updated.key_columns[0] != hit.sealed.key_columns[0]
+        after.private_keys != raw.private_keys
     );
 
-    // 8. A nurse may not read `restricted`: partial read withholds it.
+    // 8. A nurse may not read `restricted`: a partial read withholds it.
     let nurse =
         RequestContext::new(TenantId::new("acme")?).with_actor(Actor::User("nurse-1".into()));
-    let partial = keys.unseal_partial(&nurse, &schema, &stored(hit, &k, &f, &row_id))?;
     println!(
-        "nurse sees: {}",
-        partial
-            .values
-            .iter()
-            .map(show)
-            .collect::<Vec<_>>()
-            .join(", ")
+        "nurse sees: {:?}",
+        Patient::unseal_partial(&after, &nurse, &keys)?
     );
 
     // 9. globex cannot read acme's row, even with its own valid keys.
     let globex = RequestContext::new(TenantId::new("globex")?);
-    let globex_keys = cmk.keys_for(&globex, &classes).await?;
-    let err = globex_keys
-        .unseal(&globex, &schema, &stored(hit, &k, &f, &row_id))
-        .unwrap_err();
-    println!("globex reading acme's row: {err}");
+    let globex_keys = cmk.keys_for(&globex, Patient::CLASSES).await?;
+    match Patient::unseal(&after, &globex, &globex_keys) {
+        Err(e) => println!("globex reading acme's row: {e}"),
+        Ok(_) => return Err("another tenant must not read acme's rows".into()),
+    }
 
-    // 10. acme disables its master key: within one renewal interval the leases are revoked,
+    // 10. acme's master key rotates: the registry entries are re-wrapped, rows are untouched.
+    let admin =
+        RequestContext::new(TenantId::new("acme")?).with_actor(Actor::Service("key-admin".into()));
+    let new_master = kms.create_key("acme-2027")?;
+    let rotated = cmk.rotate_master_key(&admin, &new_master).await?;
+    println!("rotated acme's master key: {rotated:?}");
+    let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;
+    let reread: Patient = ops::first(conn, &ctx, &keys, patients::table.find(1))?;
+    println!("row 1 still reads after the rotation: {}", reread == moved);
+
+    // 11. acme disables its master key: within one renewal interval the leases are revoked,
     //     the handle in hand stops, and new key fetches fail.
-    kms.disable("acme")?;
-    let still = keys
-        .unseal(&ctx, &schema, &stored(hit, &k, &f, &row_id))
-        .is_ok();
-    println!("acme disabled its key; reads continue until the next renewal: {still}");
+    kms.disable("acme-2027")?;
+    println!(
+        "acme disabled its key; reads continue until the next renewal: {}",
+        Patient::unseal(&after, &ctx, &keys).is_ok()
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let report = cmk.renew_due().await; // what the background renewer (Cmk::spawn_renewer) runs
     println!("renewal pass: {report:?}");
-    match keys.unseal(&ctx, &schema, &stored(hit, &k, &f, &row_id)) {
+    match ops::first::<Patient, _, _>(conn, &ctx, &keys, patients::table.find(1)) {
         Err(e) => println!("the handle in hand now fails: {e}"),
         Ok(_) => return Err("a revoked lease must stop reads".into()),
     }
-    match cmk.keys_for(&ctx, &classes).await {
+    match cmk.keys_for(&ctx, Patient::CLASSES).await {
         Err(e) => println!("fetching keys again fails: {e}"),
         Ok(_) => return Err("a disabled key must stop key fetches".into()),
     }
 
-    // 11. The security events all of this caused.
+    // 12. The security events all of this caused.
     println!("security events:");
     for e in sink.events() {
         println!(

@@ -6,6 +6,10 @@ use crate::store::StoreConnection;
 
 /// Lends a connection to the registry and configuration store. Both run their queries on
 /// tokio's blocking pool, so a source may block.
+///
+/// Give cmk a source of its own (its own connection, or a pool): `cmk.keys_for(..).await`
+/// may query the registry, and would wait forever for a connection that the awaiting code
+/// itself holds locked.
 pub trait ConnectionSource: Send + Sync + 'static {
     /// The connection type.
     type Connection: StoreConnection;
