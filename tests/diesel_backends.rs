@@ -308,6 +308,57 @@ macro_rules! backend_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_updates_are_last_writer_wins_or_a_conflict() {
+                let db = $make();
+                db.execute(&schema(db_dialect(&db)));
+                let (keys, ctx) = keys().await;
+                let original = patient(1, "ann@example.com", Some("111".into()));
+                ops::insert(&mut *db.conn.lock().unwrap(), &ctx, &keys, patients::table, &original)
+                    .unwrap();
+                for compare_and_set in [false, true] {
+                    let barrier = Arc::new(std::sync::Barrier::new(2));
+                    let writers: Vec<_> = ["a", "b"]
+                        .into_iter()
+                        .map(|who| {
+                            let mut conn = db.connect();
+                            let (keys, ctx, barrier) = (keys.clone(), ctx.clone(), barrier.clone());
+                            std::thread::spawn(move || {
+                                let read: SealedPatient =
+                                    patients::table.find(1).first(&mut conn).unwrap();
+                                // Both have read before either writes.
+                                barrier.wait();
+                                let mine = patient(1, &format!("{who}@example.com"), Some(format!("{who}-ssn")));
+                                let target = patients::table.find(1);
+                                let outcome = if compare_and_set {
+                                    ops::update_if_unchanged(&mut conn, &ctx, &keys, target, &read, &mine)
+                                } else {
+                                    ops::update(&mut conn, &ctx, &keys, target, &mine).map(|_| ())
+                                };
+                                (mine, outcome)
+                            })
+                        })
+                        .collect();
+                    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+                    // Every field decrypts, to one writer's values: never a mix, never a field
+                    // under a DEK that is not stored.
+                    let now: Patient =
+                        ops::first(&mut *db.conn.lock().unwrap(), &ctx, &keys, patients::table.find(1))
+                            .unwrap();
+                    if compare_and_set {
+                        let won: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+                        assert_eq!(won.len(), 1, "exactly one compare-and-set wins");
+                        let lost = results.iter().find(|(_, r)| r.is_err()).unwrap();
+                        let err = lost.1.as_ref().unwrap_err();
+                        assert!(matches!(err.cmk(), Some(cmk::Error::Conflict)), "{err:?}");
+                        assert_eq!(now, won[0].0);
+                    } else {
+                        assert!(results.iter().all(|(_, r)| r.is_ok()));
+                        assert!(results.iter().any(|(m, _)| *m == now), "{now:?}");
+                    }
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_dump_of_the_database_holds_no_plaintext() {
                 let db = $make();
                 db.execute(&schema(db_dialect(&db)));

@@ -37,6 +37,11 @@ pub trait Encrypted: Sized {
     /// Unseals a stored row; fails if any class may not be read.
     fn unseal(sealed: &Self::Sealed, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self>;
 
+    /// The stored key columns of a sealed row, `(column, value)` in class order. A class's
+    /// key column changes on every write of that class (a fresh DEK), so together they are
+    /// the row's version for compare-and-set updates.
+    fn key_columns(sealed: &Self::Sealed) -> Vec<(&'static str, Option<&[u8]>)>;
+
     /// The partial view: classified fields say whether they were revealed or withheld.
     type View;
 

@@ -241,6 +241,7 @@ pub fn expand(m: &Model) -> TokenStream {
             }
         })
         .collect();
+    let key_names: Vec<String> = key_idents.iter().map(|k| k.to_string()).collect();
     let stored_keys: Vec<TokenStream> = key_idents
         .iter()
         .map(|k| {
@@ -585,6 +586,10 @@ pub fn expand(m: &Model) -> TokenStream {
                 let __row_id: Option<#p::RowId> = #row_id;
                 let mut __out = keys.seal(ctx, schema, __row_id.as_ref(), &__values)?;
                 Ok(#sealed { #(#assemble,)* })
+            }
+
+            fn key_columns(sealed: &#sealed) -> Vec<(&'static str, Option<&[u8]>)> {
+                vec![#((#key_names, #stored_keys)),*]
             }
 
             type View = #view;

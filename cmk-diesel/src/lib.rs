@@ -41,6 +41,7 @@ pub mod registry;
 mod schema;
 mod source;
 mod store;
+mod unchanged;
 
 pub use column::{BlindIndex, BlindIndexSql, Ciphertext, CiphertextSql, KeyColumn, KeyColumnSql};
 pub use config_store::DieselConfigStore;
@@ -48,6 +49,7 @@ pub use error::{Error, Result};
 pub use registry::DieselRegistry;
 pub use source::ConnectionSource;
 pub use store::StoreConnection;
+pub use unchanged::KeyColumnsUnchanged;
 
 /// SQL types of sealed columns, for `table!`.
 pub mod sql_types {

@@ -15,14 +15,16 @@
 
 use cmk_core::model::Encrypted;
 use cmk_core::{RequestContext, TenantKeys};
+use diesel::associations::HasTable;
 use diesel::connection::Connection;
 use diesel::query_builder::{
     AsChangeset, AsQuery, InsertStatement, IntoUpdateTarget, UpdateStatement,
 };
-use diesel::query_dsl::methods::{ExecuteDsl, LimitDsl, LoadQuery};
+use diesel::query_dsl::methods::{ExecuteDsl, FilterDsl, LimitDsl, LoadQuery};
 use diesel::{Insertable, RunQueryDsl, Table};
 
 use crate::error::{Error, Result};
+use crate::unchanged::KeyColumnsUnchanged;
 
 /// Seals `model` with a fresh DEK per class and inserts it.
 pub fn insert<M, T, C>(
@@ -124,7 +126,7 @@ where
 /// Re-seals `model` with fresh DEKs for every class and writes every classified field, index
 /// column and key column in one `UPDATE` of `target` (for example `table.find(id)`); the
 /// primary key is not written. Concurrent updates of one row are last-writer-wins, as in
-/// plain SQL.
+/// plain SQL; [`update_if_unchanged`] is the compare-and-set form.
 pub fn update<M, T, C>(
     conn: &mut C,
     ctx: &RequestContext,
@@ -142,4 +144,36 @@ where
 {
     let sealed = model.seal(ctx, keys)?;
     Ok(diesel::update(target).set(sealed).execute(conn)?)
+}
+
+/// Compare-and-set: like [`update`], but writes only if the row's key columns still hold
+/// what `read` holds (nobody wrote the row since it was read), else fails with
+/// [`cmk_core::Error::Conflict`] and writes nothing (also when the row is gone). `target` must select the one row `read`
+/// came from (for example `table.find(id)`).
+pub fn update_if_unchanged<M, T, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    target: T,
+    read: &M::Sealed,
+    model: &M,
+) -> Result<()>
+where
+    M: Encrypted,
+    C: Connection,
+    T: FilterDsl<KeyColumnsUnchanged>,
+    T::Output: IntoUpdateTarget,
+    M::Sealed: AsChangeset<Target = <T::Output as HasTable>::Table>,
+    UpdateStatement<
+        <T::Output as HasTable>::Table,
+        <T::Output as IntoUpdateTarget>::WhereClause,
+        <M::Sealed as AsChangeset>::Changeset,
+    >: AsQuery + ExecuteDsl<C>,
+{
+    let sealed = model.seal(ctx, keys)?;
+    let guarded = target.filter(KeyColumnsUnchanged::new(M::key_columns(read)));
+    match diesel::update(guarded).set(sealed).execute(conn)? {
+        0 => Err(cmk_core::Error::Conflict.into()),
+        _ => Ok(()),
+    }
 }

@@ -39,6 +39,23 @@ enum Place {
 }
 
 impl<C: StoreConnection> TestDb<C> {
+    /// Another connection to the same database (for concurrent writers).
+    pub fn connect(&self) -> C {
+        let url = match &self.place {
+            Place::Sqlite { path, .. } => path.to_str().unwrap().to_string(),
+            Place::Postgres { url, .. } => url.clone(),
+            Place::Mysql { admin_url, name } => {
+                let (host, port, user) = mysql_parts(admin_url);
+                format!("mysql://{user}@{host}:{port}/{name}")
+            }
+        };
+        let mut conn = C::establish(&url).unwrap();
+        if matches!(self.place, Place::Sqlite { .. }) {
+            conn.batch_execute("PRAGMA busy_timeout = 10000;").unwrap();
+        }
+        conn
+    }
+
     /// Runs statements (DDL of the test's own tables).
     pub fn execute(&self, sql: &str) {
         self.conn.lock().unwrap().batch_execute(sql).unwrap();
@@ -142,7 +159,8 @@ pub fn sqlite() -> TestDb<diesel::SqliteConnection> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("test.db");
     let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-    conn.batch_execute("PRAGMA journal_mode = WAL;").unwrap();
+    conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000;")
+        .unwrap();
     TestDb {
         conn: Arc::new(Mutex::new(conn)),
         place: Place::Sqlite { _dir: dir, path },
