@@ -305,6 +305,11 @@ macro_rules! backend_tests {
                     .unwrap_err();
                 let back = cmk::diesel::Error::from(err);
                 assert!(matches!(back, cmk::diesel::Error::Cmk(_)), "{back:?}");
+                // Delete, in one transaction with its DATA_DELETE event.
+                assert_eq!(
+                    ops::delete::<Patient, _, _>(conn, &ctx, &keys, patients::table.filter(patients::id.eq(4))).unwrap(),
+                    1
+                );
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,6 +361,50 @@ macro_rules! backend_tests {
                         assert!(results.iter().any(|(m, _)| *m == now), "{now:?}");
                     }
                 }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_fail_closed_delete_without_its_event_is_rolled_back() {
+                let db = $make();
+                db.execute(&schema(db_dialect(&db)));
+                let sink = Arc::new(cmk::event::MemorySink::new());
+                let (cmk, ctx) = common::onboarded_with_sink(
+                    Some(sink.clone()),
+                    SearchMode::BlindIndex,
+                    &[],
+                    |cfg, _| {
+                        for policy in cfg.policies.values_mut() {
+                            policy.audit = cmk::AuditMode::FailClosed;
+                        }
+                    },
+                )
+                .await;
+                let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
+                let mut conn = db.conn.lock().unwrap();
+                let conn = &mut *conn;
+                let rows = [patient(1, "a@example.com", None), patient(2, "b@example.com", None)];
+                ops::insert_many(conn, &ctx, &keys, patients::table, &rows).unwrap();
+                let count = |conn: &mut _| patients::table.count().get_result::<i64>(conn).unwrap();
+
+                sink.set_failing(true);
+                let err = ops::delete::<Patient, _, _>(conn, &ctx, &keys, patients::table.find(1))
+                    .unwrap_err();
+                assert!(matches!(err.cmk(), Some(cmk::Error::AuditFailClosed(_))), "{err:?}");
+                assert_eq!(count(conn), 2, "the delete was rolled back");
+
+                sink.set_failing(false);
+                assert_eq!(
+                    ops::delete::<Patient, _, _>(conn, &ctx, &keys, patients::table.find(1)).unwrap(),
+                    1
+                );
+                assert_eq!(count(conn), 1);
+                let deletes: Vec<_> = sink
+                    .events()
+                    .into_iter()
+                    .filter(|e| e.name.as_str() == "DATA_DELETE")
+                    .collect();
+                assert_eq!(deletes.len(), 1);
+                assert_eq!(deletes[0].table.as_deref(), Some("patients"));
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,8 @@ pub enum EventName {
     AdminTenantShredded,
     /// Key columns were re-wrapped to another KEK version.
     DataRekey,
+    /// Rows of a sealed table were deleted.
+    DataDelete,
 }
 
 impl EventName {
@@ -71,6 +73,7 @@ impl EventName {
             EventName::AdminKekStateChanged => "ADMIN_KEK_STATE_CHANGED",
             EventName::AdminTenantShredded => "ADMIN_TENANT_SHREDDED",
             EventName::DataRekey => "DATA_REKEY",
+            EventName::DataDelete => "DATA_DELETE",
         }
     }
 }

@@ -917,6 +917,26 @@ impl TenantKeys {
         )
     }
 
+    /// Records the deletion of rows of `schema`'s table (`deleted`: how many, or why not), for
+    /// ORM adapters, which delete inside a transaction and roll back when this fails: a sink
+    /// failure is an error when a class of the table is fail-closed.
+    pub fn audit_delete(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        deleted: &Result<usize>,
+    ) -> Result<()> {
+        self.check_tenant(ctx.tenant().as_str())?;
+        self.audit(
+            ctx,
+            schema,
+            None,
+            EventName::DataDelete,
+            deleted,
+            Touched::All,
+        )
+    }
+
     /// Emits the event of an operation; when the sink fails and a class involved is
     /// fail-closed, the operation fails too.
     pub(crate) fn audit<T>(

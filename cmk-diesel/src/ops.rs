@@ -18,7 +18,7 @@ use cmk_core::{RequestContext, TenantKeys};
 use diesel::associations::HasTable;
 use diesel::connection::Connection;
 use diesel::query_builder::{
-    AsChangeset, AsQuery, InsertStatement, IntoUpdateTarget, UpdateStatement,
+    AsChangeset, AsQuery, DeleteStatement, InsertStatement, IntoUpdateTarget, UpdateStatement,
 };
 use diesel::query_dsl::methods::{ExecuteDsl, FilterDsl, LimitDsl, LoadQuery};
 use diesel::{Insertable, RunQueryDsl, Table};
@@ -176,4 +176,37 @@ where
         0 => Err(cmk_core::Error::Conflict.into()),
         _ => Ok(()),
     }
+}
+
+/// Deletes the rows of `target` and records a `DATA_DELETE` event, in one transaction: when
+/// the event cannot be recorded and a class of the table is fail-closed, the delete is
+/// rolled back and the error returned. cmk cannot see inside `target`: constrain it to the
+/// key handle's tenant (`table.filter(tenant_id.eq(keys.tenant().as_str()))`).
+pub fn delete<M, T, C>(
+    conn: &mut C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    target: T,
+) -> Result<usize>
+where
+    M: Encrypted,
+    C: Connection,
+    T: IntoUpdateTarget,
+    DeleteStatement<T::Table, T::WhereClause>: ExecuteDsl<C>,
+{
+    let schema = M::schema()?;
+    conn.transaction(|conn| match diesel::delete(target).execute(conn) {
+        Ok(deleted) => {
+            keys.audit_delete(ctx, schema, &Ok(deleted))?;
+            Ok(deleted)
+        }
+        Err(e) => {
+            let failed = cmk_core::Error::Database(std::sync::Arc::new(std::io::Error::other(
+                e.to_string(),
+            )));
+            // The delete failed already; its event is best effort.
+            let _ = keys.audit_delete(ctx, schema, &Err(failed));
+            Err(e.into())
+        }
+    })
 }

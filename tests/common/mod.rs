@@ -6,6 +6,7 @@ pub mod db;
 
 use std::sync::Arc;
 
+use cmk::event::MemorySink;
 use cmk::kms::KeyRef;
 use cmk::kms::local::LocalKms;
 use cmk::registry::MemoryRegistry;
@@ -20,8 +21,22 @@ pub async fn onboarded(
     roles: &[&str],
     adjust: impl FnOnce(&mut TenantConfig, &KeyRef),
 ) -> (Cmk, RequestContext) {
+    onboarded_with_sink(None, search, roles, adjust).await
+}
+
+/// As [`onboarded`], with security events going to `sink` when given.
+pub async fn onboarded_with_sink(
+    sink: Option<Arc<MemorySink>>,
+    search: SearchMode,
+    roles: &[&str],
+    adjust: impl FnOnce(&mut TenantConfig, &KeyRef),
+) -> (Cmk, RequestContext) {
     let kms = Arc::new(LocalKms::in_memory());
-    let cmk = Cmk::builder()
+    let mut builder = Cmk::builder();
+    if let Some(sink) = sink {
+        builder = builder.sink(sink);
+    }
+    let cmk = builder
         .kms(kms.clone())
         .registry(Arc::new(MemoryRegistry::new()))
         .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
