@@ -42,6 +42,15 @@ pub trait Encrypted: Sized {
     /// the row's version for compare-and-set updates.
     fn key_columns(sealed: &Self::Sealed) -> Vec<(&'static str, Option<&[u8]>)>;
 
+    /// Re-wraps, in place, every key column of `sealed` that is not under its class's
+    /// active KEK (KEK retirement); field ciphertexts are untouched. Returns how many key
+    /// columns changed (0: the row is already current).
+    fn rekey(
+        sealed: &mut Self::Sealed,
+        ctx: &RequestContext,
+        keys: &std::sync::Arc<TenantKeys>,
+    ) -> Result<usize>;
+
     /// The partial view: classified fields say whether they were revealed or withheld.
     type View;
 

@@ -242,6 +242,19 @@ pub fn expand(m: &Model) -> TokenStream {
         })
         .collect();
     let key_names: Vec<String> = key_idents.iter().map(|k| k.to_string()).collect();
+    let rekey_assign: Vec<TokenStream> = key_idents
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let w = wrap("keys", quote!(v));
+            quote! {
+                if let Some(v) = __new[#i].take() {
+                    sealed.#k = Some(#w);
+                    __changed += 1;
+                }
+            }
+        })
+        .collect();
     let stored_keys: Vec<TokenStream> = key_idents
         .iter()
         .map(|k| {
@@ -586,6 +599,33 @@ pub fn expand(m: &Model) -> TokenStream {
                 let __row_id: Option<#p::RowId> = #row_id;
                 let mut __out = keys.seal(ctx, schema, __row_id.as_ref(), &__values)?;
                 Ok(#sealed { #(#assemble,)* })
+            }
+
+            fn rekey(
+                sealed: &mut #sealed,
+                ctx: &#p::RequestContext,
+                keys: &::std::sync::Arc<#p::TenantKeys>,
+            ) -> #p::Result<usize> {
+                let schema = <Self as #p::Encrypted>::schema()?;
+                let mut __new: [Option<Vec<u8>>; #n_keys] = ::core::default::Default::default();
+                {
+                    let sealed: &#sealed = sealed;
+                    let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
+                    let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
+                    let __row_id: Option<#p::RowId> = #row_id_sealed;
+                    let __row = #p::StoredRow {
+                        tenant: ::core::convert::AsRef::<str>::as_ref(&sealed.#tenant),
+                        row_id: __row_id.as_ref(),
+                        key_columns: &__keys,
+                        fields: &__fields,
+                    };
+                    for (__k, __slot) in __new.iter_mut().enumerate() {
+                        *__slot = keys.rekey_key_column(ctx, schema, __k, &__row)?;
+                    }
+                }
+                let mut __changed = 0;
+                #(#rekey_assign)*
+                Ok(__changed)
             }
 
             fn key_columns(sealed: &#sealed) -> Vec<(&'static str, Option<&[u8]>)> {

@@ -36,6 +36,7 @@ mod column;
 pub mod config_store;
 pub mod ddl;
 mod error;
+pub mod jobs;
 pub mod ops;
 pub mod registry;
 mod schema;

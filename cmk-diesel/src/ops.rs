@@ -171,11 +171,38 @@ where
     >: AsQuery + ExecuteDsl<C>,
 {
     let sealed = model.seal(ctx, keys)?;
-    let guarded = target.filter(KeyColumnsUnchanged::new(M::key_columns(read)));
-    match diesel::update(guarded).set(sealed).execute(conn)? {
-        0 => Err(cmk_core::Error::Conflict.into()),
-        _ => Ok(()),
+    let read_keys = KeyColumnsUnchanged::new(M::key_columns(read));
+    if write_guarded::<M, T, C>(conn, target, read_keys, sealed)? {
+        Ok(())
+    } else {
+        Err(cmk_core::Error::Conflict.into())
     }
+}
+
+/// Writes `sealed` to `target` only while the row's key columns match `guard`; `false` when
+/// they did not (another writer came first, or the row is gone).
+pub(crate) fn write_guarded<M, T, C>(
+    conn: &mut C,
+    target: T,
+    guard: KeyColumnsUnchanged,
+    sealed: M::Sealed,
+) -> Result<bool>
+where
+    M: Encrypted,
+    C: Connection,
+    T: FilterDsl<KeyColumnsUnchanged>,
+    T::Output: IntoUpdateTarget,
+    M::Sealed: AsChangeset<Target = <T::Output as HasTable>::Table>,
+    UpdateStatement<
+        <T::Output as HasTable>::Table,
+        <T::Output as IntoUpdateTarget>::WhereClause,
+        <M::Sealed as AsChangeset>::Changeset,
+    >: AsQuery + ExecuteDsl<C>,
+{
+    Ok(diesel::update(target.filter(guard))
+        .set(sealed)
+        .execute(conn)?
+        > 0)
 }
 
 /// Deletes the rows of `target` and records a `DATA_DELETE` event, in one transaction: when
