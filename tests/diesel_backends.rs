@@ -180,7 +180,7 @@ fn the_dump_scan_finds_each_rendering() {
 }
 
 macro_rules! backend_tests {
-    ($backend:ident, $feature:literal, $make:path) => {
+    ($backend:ident, $feature:literal, $make:path, $conn:ty) => {
         #[cfg(feature = $feature)]
         mod $backend {
             use super::*;
@@ -408,6 +408,54 @@ macro_rules! backend_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_pool_serves_cmk_tables_and_the_application_from_spawn_blocking() {
+                use diesel::r2d2::{ConnectionManager, Pool};
+                let db = $make().with_cmk_tables();
+                db.execute(&schema(db_dialect(&db)));
+                let pool = Arc::new(
+                    Pool::builder()
+                        .max_size(3)
+                        .build(ConnectionManager::<$conn>::new(db.url()))
+                        .unwrap(),
+                );
+                let kms = Arc::new(cmk::kms::local::LocalKms::in_memory());
+                let cmk = cmk::Cmk::builder()
+                    .kms(kms.clone())
+                    .registry(Arc::new(cmk::diesel::DieselRegistry::new(pool.clone())))
+                    .configs(Arc::new(cmk::diesel::DieselConfigStore::new(
+                        pool.clone(),
+                        cmk::tenant::ConfigVerifier::new(cmk::tenant::OperatorKey::new(
+                            cmk::secret::SecretKey::random().unwrap(),
+                        )),
+                    )))
+                    .build()
+                    .unwrap();
+                let ctx = RequestContext::new(cmk::TenantId::new("acme").unwrap());
+                let key = kms.create_key("acme").unwrap();
+                let mut cfg = cmk::TenantConfig::new(ctx.tenant().clone(), key);
+                for p in cfg.policies.values_mut() {
+                    p.search = SearchMode::BlindIndex;
+                }
+                cmk.configure_tenant(&ctx, &cfg).await.unwrap();
+                cmk.onboard(&ctx).await.unwrap();
+
+                // The request: keys async, then Diesel and sealing on the blocking pool, and the
+                // plaintext model loaded inside a key scope on that thread.
+                let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
+                let people = vec![patient(1, "ann@example.com", None), patient(2, "bob@example.com", Some("2".into()))];
+                let (p, k, c, rows) = (pool.clone(), keys.clone(), ctx.clone(), people.clone());
+                let loaded: Vec<Patient> = tokio::task::spawn_blocking(move || {
+                    let mut conn = p.get().unwrap();
+                    ops::insert_many(&mut *conn, &c, &k, patients::table, &rows).unwrap();
+                    k.scope(|| patients::table.order(patients::id).load::<Patient>(&mut *conn))
+                })
+                .await
+                .unwrap()
+                .unwrap();
+                assert_eq!(loaded, people);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_dump_of_the_database_holds_no_plaintext() {
                 let db = $make();
                 db.execute(&schema(db_dialect(&db)));
@@ -448,6 +496,16 @@ fn db_dialect<C: cmk::diesel::StoreConnection>(
     C::DIALECT
 }
 
-backend_tests!(sqlite, "diesel", common::db::sqlite);
-backend_tests!(postgres, "postgres", common::db::postgres);
-backend_tests!(mysql, "mysql", common::db::mysql);
+backend_tests!(
+    sqlite,
+    "diesel",
+    common::db::sqlite,
+    diesel::SqliteConnection
+);
+backend_tests!(
+    postgres,
+    "postgres",
+    common::db::postgres,
+    diesel::PgConnection
+);
+backend_tests!(mysql, "mysql", common::db::mysql, diesel::MysqlConnection);

@@ -277,6 +277,22 @@ macro_rules! backend_tests {
                 assert_eq!(sealed.len(), 10);
                 assert_eq!(sealed[0].email, "member1@example.com");
 
+                // Resumed. The application writes row 15 itself (through another connection)
+                // after the job read it and before the job writes it: the job's guarded write
+                // leaves the application's value in place.
+                let app_writes_15 = |legacy: (i64, String, Option<String>)| {
+                    if legacy.0 == 15 {
+                        let mine = Member {
+                            id: 15,
+                            tenant_id: "acme".into(),
+                            email: "app-wrote@example.com".into(),
+                        };
+                        let mut other = db.conn.lock().unwrap();
+                        ops::update(&mut *other, &ctx, &keys, members::table.find(15), &mine)
+                            .unwrap();
+                    }
+                    to_model(legacy)
+                };
                 let rest = jobs::encrypt_plaintext::<Member, _, _, _, _, _>(
                     conn,
                     &ctx,
@@ -286,12 +302,23 @@ macro_rules! backend_tests {
                         resume_after: first.after,
                     },
                     load,
-                    to_model,
+                    app_writes_15,
                     |id| members::table.find(*id),
                     |_| ControlFlow::Continue(()),
                 )
                 .unwrap();
-                assert_eq!((rest.scanned, rest.rewritten), (20, 20));
+                assert_eq!(
+                    (rest.scanned, rest.rewritten, rest.changed_meanwhile),
+                    (20, 19, 1)
+                );
+                let fifteen: Member = ops::first(
+                    conn,
+                    &ctx,
+                    &keys,
+                    members::table.find(15).select(SealedMember::as_select()),
+                )
+                .unwrap();
+                assert_eq!(fifteen.email, "app-wrote@example.com");
                 // Nothing left: the legacy filter finds no rows.
                 let again = jobs::encrypt_plaintext::<Member, _, _, _, _, _>(
                     conn,
@@ -324,6 +351,7 @@ macro_rules! backend_tests {
                 .unwrap();
                 assert_eq!(all.len(), 30);
                 assert_eq!(all[29].email, "member30@example.com");
+                assert_eq!(all[14].email, "app-wrote@example.com");
             }
         }
     };

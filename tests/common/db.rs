@@ -39,17 +39,21 @@ enum Place {
 }
 
 impl<C: StoreConnection> TestDb<C> {
-    /// Another connection to the same database (for concurrent writers).
-    pub fn connect(&self) -> C {
-        let url = match &self.place {
+    /// The database's URL (a path for SQLite).
+    pub fn url(&self) -> String {
+        match &self.place {
             Place::Sqlite { path, .. } => path.to_str().unwrap().to_string(),
             Place::Postgres { url, .. } => url.clone(),
             Place::Mysql { admin_url, name } => {
                 let (host, port, user) = mysql_parts(admin_url);
                 format!("mysql://{user}@{host}:{port}/{name}")
             }
-        };
-        let mut conn = C::establish(&url).unwrap();
+        }
+    }
+
+    /// Another connection to the same database (for concurrent writers).
+    pub fn connect(&self) -> C {
+        let mut conn = C::establish(&self.url()).unwrap();
         if matches!(self.place, Place::Sqlite { .. }) {
             conn.batch_execute("PRAGMA busy_timeout = 10000;").unwrap();
         }
