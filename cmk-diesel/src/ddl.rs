@@ -28,6 +28,10 @@
 //! | blind index (`BlindIndexSql`) | `BLOB` | `BYTEA` | `VARBINARY(64)` (indexable) |
 //! | tenant id | `TEXT` | `TEXT COLLATE "C"` | `VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin` |
 //!
+//! `diesel print-schema` prints sealed columns as `Binary`; the recipe in this crate's
+//! `print-schema/` directory (`import_types` plus a `patch_file`, checked against the real
+//! CLI) makes it print cmk's types.
+//!
 //! A binary collation for tenant ids matters: under a case-insensitive collation `acme` and
 //! `ACME` would match each other's rows in a tenant-constrained filter.
 
