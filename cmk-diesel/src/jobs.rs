@@ -133,6 +133,13 @@ where
 /// its key columns are still NULL. The job does not clear the plaintext columns: dropping
 /// them is the contract step, and until then (and in dead tuples, WAL, free pages and
 /// backups afterwards) the plaintext survives (docs/SECURITY.md).
+///
+/// Reads during the backfill: cmk is strict and never reads a plaintext column, so a row
+/// with NULL key columns does not load through the derived model (it fails with a clear
+/// error). The application reads legacy rows (`key columns IS NULL`) through its old
+/// plaintext mapping and the rest through cmk until the job has finished. This is deliberate:
+/// a "migration mode" that let cmk fall back to plaintext columns would let a database writer
+/// who NULLs a row's key columns feed the application plaintext of their choosing.
 #[allow(clippy::too_many_arguments)]
 pub fn encrypt_plaintext<'q, M, L, C, Id, Q, T>(
     conn: &mut C,
