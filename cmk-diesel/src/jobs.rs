@@ -134,9 +134,9 @@ where
 /// them is the contract step, and until then (and in dead tuples, WAL, free pages and
 /// backups afterwards) the plaintext survives (docs/SECURITY.md).
 ///
-/// Reads during the backfill: cmk is strict and never reads a plaintext column, so a row
-/// with NULL key columns does not load through the derived model (it fails with a clear
-/// error). The application reads legacy rows (`key columns IS NULL`) through its old
+/// Reads during the backfill: cmk is strict and never reads a plaintext column, so a
+/// legacy row does not yield its plaintext through the derived model (a required field fails
+/// to load; an optional one reads as NULL, which is what its NULL ciphertext says). The application reads legacy rows (`key columns IS NULL`) through its old
 /// plaintext mapping and the rest through cmk until the job has finished. This is deliberate:
 /// a "migration mode" that let cmk fall back to plaintext columns would let a database writer
 /// who NULLs a row's key columns feed the application plaintext of their choosing.
