@@ -15,7 +15,9 @@ pub mod crypto;
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod guard;
 mod hex;
+pub mod jobs;
 pub mod keys;
 pub mod kms;
 pub mod lease;
@@ -28,6 +30,7 @@ pub mod scope;
 pub mod seal;
 pub mod secret;
 mod service;
+pub mod sql;
 pub mod tenant;
 
 pub use context::{Actor, RequestContext, TenantId};

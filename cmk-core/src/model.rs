@@ -26,6 +26,9 @@ pub trait Encrypted: Sized {
     const TABLE: &'static str;
     /// Classes of the classified fields, to pass to `Cmk::keys_for`.
     const CLASSES: &'static [&'static str];
+    /// Stored names of the key columns, one per class in the order of
+    /// [`RowSchema::key_classes`].
+    const KEY_COLUMNS: &'static [&'static str];
 
     /// The table's classified part, built once (the derive checks at compile time what could
     /// make this fail).

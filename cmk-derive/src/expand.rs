@@ -582,6 +582,7 @@ pub fn expand(m: &Model) -> TokenStream {
             type Sealed = #sealed;
             const TABLE: &'static str = #table;
             const CLASSES: &'static [&'static str] = &[#(#class_strs),*];
+            const KEY_COLUMNS: &'static [&'static str] = &[#(#key_names),*];
 
             fn schema() -> #p::Result<&'static #p::RowSchema> {
                 static SCHEMA: #p::OnceLock<#p::Result<#p::RowSchema>> = #p::OnceLock::new();

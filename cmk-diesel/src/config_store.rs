@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use cmk_core::TenantId;
-use cmk_core::tenant::{ConfigVerifier, SignedTenantConfig, TenantConfig, TenantConfigStore};
+use cmk_core::sql::ConfigRecord;
+use cmk_core::tenant::{ConfigVerifier, TenantConfig, TenantConfigStore};
 
 use crate::schema::ConfigRow;
 use crate::source::{ConnectionSource, db, run_blocking};
@@ -33,12 +34,6 @@ impl<S> std::fmt::Debug for DieselConfigStore<S> {
     }
 }
 
-fn integrity(tenant: &TenantId) -> cmk_core::Error {
-    cmk_core::Error::ConfigIntegrity {
-        tenant: tenant.to_string(),
-    }
-}
-
 #[async_trait::async_trait]
 impl<S: ConnectionSource> TenantConfigStore for DieselConfigStore<S> {
     async fn load(&self, tenant: &TenantId) -> cmk_core::Result<TenantConfig> {
@@ -50,30 +45,14 @@ impl<S: ConnectionSource> TenantConfigStore for DieselConfigStore<S> {
         .ok_or_else(|| cmk_core::Error::UnknownTenant {
             tenant: tenant.to_string(),
         })?;
-        let record = SignedTenantConfig {
-            revision: u64::try_from(row.revision).map_err(|_| integrity(tenant))?,
-            mac: row
-                .mac
-                .as_slice()
-                .try_into()
-                .map_err(|_| integrity(tenant))?,
-            tenant: row.tenant_id,
-            content: row.content,
-        };
+        let record = ConfigRecord::from(row).into_signed(tenant)?;
         self.verifier.verify_loaded(tenant, &record)
     }
 
     async fn save(&self, config: &TenantConfig) -> cmk_core::Result<()> {
         let record = self.verifier.sign_for_save(config)?;
-        let row = ConfigRow {
-            tenant_id: record.tenant.clone(),
-            revision: i64::try_from(record.revision).map_err(|_| {
-                cmk_core::Error::InvalidConfig("a revision must fit in 63 bits".into())
-            })?,
-            content: record.content,
-            mac: record.mac.to_vec(),
-            created_at: now_secs(),
-        };
+        let (tenant, revision) = (record.tenant.clone(), record.revision);
+        let row = ConfigRow::from(ConfigRecord::from_signed(record)?);
         let inserted = run_blocking(&self.source, move |conn| {
             conn.insert_config_row(&row).map_err(db)
         })
@@ -83,17 +62,10 @@ impl<S: ConnectionSource> TenantConfigStore for DieselConfigStore<S> {
         } else {
             // Another writer saved this revision first: ours is not the newest.
             Err(cmk_core::Error::ConfigRollback {
-                tenant: record.tenant,
-                seen: record.revision,
-                offered: record.revision,
+                tenant,
+                seen: revision,
+                offered: revision,
             })
         }
     }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

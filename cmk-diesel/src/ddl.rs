@@ -4,11 +4,11 @@
 //! application's `__diesel_schema_migrations`, and `diesel migration revert` or `redo` would
 //! look for a migration directory the application does not have. Instead the application
 //! adds one migration of its own whose `up.sql` and `down.sql` are these texts (the files are
-//! also shipped in this crate's `migrations/<dialect>/` directory):
+//! also shipped in cmk-core's `sql/<dialect>/` directory, shared with the SeaORM adapter):
 //!
 //! ```text
 //! diesel migration generate cmk_tables
-//! # then copy cmk-diesel's migrations/postgres/{up,down}.sql into migrations/*_cmk_tables/
+//! # then copy cmk-core's sql/postgres/{up,down}.sql into migrations/*_cmk_tables/
 //! ```
 //!
 //! or writes them from code once:
@@ -35,41 +35,4 @@
 //! A binary collation for tenant ids matters: under a case-insensitive collation `acme` and
 //! `ACME` would match each other's rows in a tenant-constrained filter.
 
-/// A database dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dialect {
-    /// SQLite 3.
-    Sqlite,
-    /// PostgreSQL 12 or later.
-    Postgres,
-    /// MySQL 8 or MariaDB 10.5 or later.
-    Mysql,
-}
-
-/// The `up.sql` and `down.sql` of one migration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Migration {
-    /// Creates the tables.
-    pub up: &'static str,
-    /// Drops them.
-    pub down: &'static str,
-}
-
-/// The migration that creates the key registry (`cmk_key_registry`) and tenant
-/// configuration (`cmk_tenant_config`) tables.
-pub fn tables(dialect: Dialect) -> Migration {
-    match dialect {
-        Dialect::Sqlite => Migration {
-            up: include_str!("../migrations/sqlite/up.sql"),
-            down: include_str!("../migrations/sqlite/down.sql"),
-        },
-        Dialect::Postgres => Migration {
-            up: include_str!("../migrations/postgres/up.sql"),
-            down: include_str!("../migrations/postgres/down.sql"),
-        },
-        Dialect::Mysql => Migration {
-            up: include_str!("../migrations/mysql/up.sql"),
-            down: include_str!("../migrations/mysql/down.sql"),
-        },
-    }
-}
+pub use cmk_core::sql::{Dialect, Migration, tables};

@@ -15,6 +15,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use cmk_core::jobs::{self, GuardedWrite};
 use cmk_core::model::Encrypted;
 use cmk_core::{RequestContext, TenantKeys};
 use diesel::RunQueryDsl;
@@ -27,47 +28,7 @@ use crate::error::Result;
 use crate::ops::write_guarded;
 use crate::unchanged::KeyColumnsUnchanged;
 
-/// How a job walks the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunks<Id> {
-    /// Rows per chunk.
-    pub size: i64,
-    /// Start after this id (the checkpoint of an earlier run), or at the beginning.
-    pub resume_after: Option<Id>,
-}
-
-/// Where a job stands, reported after every chunk and returned at the end.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Progress<Id> {
-    /// Chunks completed in this run.
-    pub chunks: usize,
-    /// Rows read in this run.
-    pub scanned: usize,
-    /// Rows this run rewrote.
-    pub rewritten: usize,
-    /// Rows another writer changed between the job's read and its write (that writer
-    /// already sealed them under current keys); left as they are.
-    pub changed_meanwhile: usize,
-    /// Rows that could not be processed (tampered, another tenant's...), by id; the job goes
-    /// on without them.
-    pub failed: Vec<(Id, cmk_core::Error)>,
-    /// The checkpoint: the last id of the last completed chunk.
-    pub after: Option<Id>,
-}
-
-impl<Id> Progress<Id> {
-    fn start(after: Option<Id>) -> Self {
-        Progress {
-            chunks: 0,
-            scanned: 0,
-            rewritten: 0,
-            changed_meanwhile: 0,
-            failed: Vec::new(),
-            after,
-        }
-    }
-}
+pub use cmk_core::jobs::{Chunks, Progress};
 
 /// Re-wraps the DEKs of every row whose key columns are not under their class's active KEK,
 /// leaving field ciphertexts untouched: the middle step of KEK retirement
@@ -99,21 +60,25 @@ where
     >: AsQuery + ExecuteDsl<C>,
 {
     let mut p = Progress::start(chunks.resume_after);
+    let write = |conn: &mut C, target: T, w: GuardedWrite<M::Sealed>| {
+        write_guarded::<M, T, C>(
+            conn,
+            target,
+            KeyColumnsUnchanged::from_guard(w.guard),
+            w.sealed,
+        )
+    };
     loop {
         let rows: Vec<M::Sealed> = load(p.after.as_ref(), chunks.size).load(conn)?;
         let Some(last) = rows.last().map(&id_of) else {
             return Ok(p);
         };
-        for mut row in rows {
+        for row in rows {
             p.scanned += 1;
             let id = id_of(&row);
-            let read = KeyColumnsUnchanged::new(M::key_columns(&row));
-            match M::rekey(&mut row, ctx, keys) {
-                Ok(0) => {}
-                Ok(_) => tally(
-                    &mut p,
-                    write_guarded::<M, T, C>(conn, target(&id), read, row)?,
-                ),
+            match jobs::rekey_row::<M>(row, ctx, keys) {
+                Ok(None) => {}
+                Ok(Some(w)) => p.tally(write(conn, target(&id), w)?),
                 Err(e) => p.failed.push((id, e)),
             }
         }
@@ -166,6 +131,14 @@ where
     >: AsQuery + ExecuteDsl<C>,
 {
     let mut p = Progress::start(chunks.resume_after);
+    let write = |conn: &mut C, target: T, w: GuardedWrite<M::Sealed>| {
+        write_guarded::<M, T, C>(
+            conn,
+            target,
+            KeyColumnsUnchanged::from_guard(w.guard),
+            w.sealed,
+        )
+    };
     loop {
         let rows: Vec<L> = load(p.after.as_ref(), chunks.size).load(conn)?;
         if rows.is_empty() {
@@ -175,19 +148,8 @@ where
             p.scanned += 1;
             let (id, model) = to_model(legacy);
             p.after = Some(id.clone());
-            match model.seal(ctx, keys) {
-                Ok(sealed) => {
-                    let still_legacy = KeyColumnsUnchanged::new(
-                        M::key_columns(&sealed)
-                            .into_iter()
-                            .map(|(column, _)| (column, None))
-                            .collect(),
-                    );
-                    tally(
-                        &mut p,
-                        write_guarded::<M, T, C>(conn, target(&id), still_legacy, sealed)?,
-                    );
-                }
+            match jobs::seal_legacy(&model, ctx, keys) {
+                Ok(w) => p.tally(write(conn, target(&id), w)?),
                 Err(e) => p.failed.push((id, e)),
             }
         }
@@ -195,13 +157,5 @@ where
         if progress(&p).is_break() {
             return Ok(p);
         }
-    }
-}
-
-fn tally<Id>(p: &mut Progress<Id>, written: bool) {
-    if written {
-        p.rewritten += 1;
-    } else {
-        p.changed_meanwhile += 1;
     }
 }

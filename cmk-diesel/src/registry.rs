@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use cmk_core::TenantId;
-use cmk_core::kms::KeyRef;
-use cmk_core::registry::{InsertOutcome, KeyRegistry, KeyState, Purpose, RegistryEntry};
+use cmk_core::registry::{InsertOutcome, KeyRegistry, RegistryEntry};
+use cmk_core::sql::RegistryRecord;
 
 use crate::schema::RegistryRow;
 use crate::source::{ConnectionSource, db, run_blocking};
@@ -33,37 +33,12 @@ impl<S> std::fmt::Debug for DieselRegistry<S> {
     }
 }
 
-fn malformed(what: &str) -> cmk_core::Error {
-    cmk_core::Error::Registry(format!("stored registry row has a malformed {what}"))
-}
-
 fn to_row(e: &RegistryEntry) -> cmk_core::Result<RegistryRow> {
-    let created_at = i64::try_from(e.created_at).map_err(|_| malformed("timestamp"))?;
-    Ok(RegistryRow {
-        tenant_id: e.tenant.as_str().to_owned(),
-        purpose: e.purpose.as_str().to_owned(),
-        policy: e.policy.clone(),
-        kek_id: i64::from(e.kek_id),
-        version: i64::from(e.version),
-        cmk_ref: e.cmk_ref.as_str().to_owned(),
-        state: e.state.as_str().to_owned(),
-        wrapped: e.wrapped.clone(),
-        created_at,
-    })
+    Ok(RegistryRecord::try_from(e)?.into())
 }
 
 fn from_row(row: RegistryRow) -> cmk_core::Result<RegistryEntry> {
-    Ok(RegistryEntry {
-        tenant: TenantId::new(row.tenant_id)?,
-        purpose: Purpose::parse(&row.purpose)?,
-        policy: row.policy,
-        kek_id: u32::try_from(row.kek_id).map_err(|_| malformed("KEK id"))?,
-        version: u32::try_from(row.version).map_err(|_| malformed("version"))?,
-        cmk_ref: KeyRef::new(row.cmk_ref).map_err(|_| malformed("master-key reference"))?,
-        state: KeyState::parse(&row.state)?,
-        wrapped: row.wrapped,
-        created_at: u64::try_from(row.created_at).map_err(|_| malformed("timestamp"))?,
-    })
+    RegistryEntry::try_from(RegistryRecord::from(row))
 }
 
 #[async_trait::async_trait]

@@ -52,3 +52,59 @@ pub struct ConfigRow {
     pub mac: Vec<u8>,
     pub created_at: i64,
 }
+
+impl From<cmk_core::sql::RegistryRecord> for RegistryRow {
+    fn from(r: cmk_core::sql::RegistryRecord) -> Self {
+        RegistryRow {
+            tenant_id: r.tenant_id,
+            purpose: r.purpose,
+            policy: r.policy,
+            kek_id: r.kek_id,
+            version: r.version,
+            cmk_ref: r.cmk_ref,
+            state: r.state,
+            wrapped: r.wrapped,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<RegistryRow> for cmk_core::sql::RegistryRecord {
+    fn from(r: RegistryRow) -> Self {
+        cmk_core::sql::RegistryRecord {
+            tenant_id: r.tenant_id,
+            purpose: r.purpose,
+            policy: r.policy,
+            kek_id: r.kek_id,
+            version: r.version,
+            cmk_ref: r.cmk_ref,
+            state: r.state,
+            wrapped: r.wrapped,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<cmk_core::sql::ConfigRecord> for ConfigRow {
+    fn from(r: cmk_core::sql::ConfigRecord) -> Self {
+        ConfigRow {
+            tenant_id: r.tenant_id,
+            revision: r.revision,
+            content: r.content,
+            mac: r.mac,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<ConfigRow> for cmk_core::sql::ConfigRecord {
+    fn from(r: ConfigRow) -> Self {
+        cmk_core::sql::ConfigRecord {
+            tenant_id: r.tenant_id,
+            revision: r.revision,
+            content: r.content,
+            mac: r.mac,
+            created_at: r.created_at,
+        }
+    }
+}

@@ -27,6 +27,16 @@ impl KeyColumnsUnchanged {
                 .collect(),
         }
     }
+
+    /// The condition for a job's guarded write (`cmk_core::jobs::GuardedWrite::guard`).
+    pub fn from_guard(guard: cmk_core::jobs::KeyGuard) -> Self {
+        KeyColumnsUnchanged {
+            columns: guard
+                .into_iter()
+                .map(|(name, value)| (name, value.map(KeyColumn::__from_cmk)))
+                .collect(),
+        }
+    }
 }
 
 impl Expression for KeyColumnsUnchanged {

@@ -1,0 +1,112 @@
+//! A structural check of a sealed row that an ORM is about to write without cmk's typed
+//! columns (SeaORM's `ActiveModel`, raw SQL): it catches plaintext or arbitrary bytes in a
+//! classified column, and a class written without its key column, before they reach the
+//! database.
+//!
+//! The check parses; it does not decrypt (it needs no keys and no scope). A value forged to
+//! look like a ciphertext passes it and then fails authentication on every read: the
+//! guard prevents mistakes, the AEAD prevents forgeries.
+
+use crate::crypto::search::deterministic_version;
+use crate::error::{Error, Result};
+use crate::format::{field, key_column};
+use crate::registry::kek_id;
+use crate::schema::{FieldSearch, RowSchema};
+
+/// A column's value in the write, as the guard sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written<'a> {
+    /// The write leaves the column as it is.
+    NotSet,
+    /// The write stores NULL.
+    Null,
+    /// The write stores these bytes.
+    Bytes(&'a [u8]),
+}
+
+/// Checks a write of `schema`'s table. `key_columns` are the stored key-column names in
+/// [`RowSchema::key_classes`] order (`Encrypted::KEY_COLUMNS`); `value` gives what the write
+/// stores in a column. On an insert every class is checked; on an update, every class the
+/// write touches (any of its fields or its key column): such a class must come whole, its
+/// key column well formed for the class and listing every field, each field NULL where the
+/// key column says so and otherwise a well-formed ciphertext.
+pub fn check_write<'a>(
+    schema: &RowSchema,
+    key_columns: &[&str],
+    insert: bool,
+    value: impl Fn(&str) -> Written<'a>,
+) -> Result<()> {
+    let refuse = |column: &str, why: &str| {
+        Error::InvalidInput(format!(
+            "refusing to write `{}`: column `{column}` {why}",
+            schema.table()
+        ))
+    };
+    if key_columns.len() != schema.key_classes().len() {
+        return Err(Error::InvalidInput(format!(
+            "table `{}` has {} key classes but {} key columns were named",
+            schema.table(),
+            schema.key_classes().len(),
+            key_columns.len()
+        )));
+    }
+    for (k, (class, key_name)) in schema.key_classes().iter().zip(key_columns).enumerate() {
+        let members = schema.members(k);
+        let key = value(key_name);
+        let touched = insert
+            || key != Written::NotSet
+            || members
+                .iter()
+                .filter_map(|&i| schema.fields().get(i))
+                .any(|f| value(&f.column) != Written::NotSet);
+        if !touched {
+            continue;
+        }
+        let Written::Bytes(key_bytes) = key else {
+            return Err(refuse(key_name, "must be set when its class is written"));
+        };
+        let (kek, list) = match key_column::parse(key_bytes) {
+            Ok(parsed) => (parsed.kek_id, parsed.list_bytes),
+            Err(_) => match key_column::parse_classic(key_bytes) {
+                Ok(parsed) => (parsed.kek_id, parsed.list_bytes),
+                Err(_) => return Err(refuse(key_name, "does not hold a cmk key column")),
+            },
+        };
+        if kek != kek_id(class.as_str()) {
+            return Err(refuse(key_name, "holds the key column of another class"));
+        }
+        for field in members.iter().filter_map(|&i| schema.fields().get(i)) {
+            let column = field.column.as_str();
+            match (key_column::listing(list, column), value(column)) {
+                (_, Written::NotSet) => {
+                    return Err(refuse(
+                        column,
+                        "must be written with its class's key column",
+                    ));
+                }
+                (None, _) => return Err(refuse(column, "is not sealed under its key column")),
+                (Some(true), Written::Null) => {}
+                (Some(true), Written::Bytes(_)) => {
+                    return Err(refuse(column, "must be NULL (its key column says so)"));
+                }
+                (Some(false), Written::Null) => {
+                    return Err(refuse(column, "is NULL but its key column sealed a value"));
+                }
+                (Some(false), Written::Bytes(b)) => {
+                    if field::parse(b).is_err() {
+                        return Err(refuse(column, "does not hold a cmk ciphertext"));
+                    }
+                }
+            }
+        }
+    }
+    // Deterministic fields have no key column: each set value must be a deterministic value.
+    for f in schema.fields().iter().filter(|f| !f.is_envelope()) {
+        if let (FieldSearch::Deterministic, Written::Bytes(b)) = (&f.search, value(&f.column))
+            && deterministic_version(b).is_err()
+        {
+            return Err(refuse(&f.column, "does not hold a cmk deterministic value"));
+        }
+    }
+    Ok(())
+}
