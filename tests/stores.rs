@@ -1,6 +1,7 @@
-//! cmk's own tables through Diesel, on every enabled backend: the key registry (append-only,
-//! first writer wins), the tenant configuration (MAC and revision checks), the shipped
-//! migration (up, down, up again) and two instances sharing one database.
+//! cmk's own tables through each ORM adapter (Diesel, SeaORM), on every enabled backend: the
+//! key registry (append-only, first writer wins), the tenant configuration (MAC and revision
+//! checks), the shipped migration (up, down, up again) and two instances sharing one
+//! database.
 
 #![allow(missing_docs)]
 
@@ -14,6 +15,7 @@ use cmk::diesel::{DieselConfigStore, DieselRegistry, StoreConnection};
 use cmk::kms::KeyRef;
 use cmk::kms::local::LocalKms;
 use cmk::registry::{InsertOutcome, KeyRegistry, KeyState, Purpose, RegistryEntry};
+use cmk::seaorm::{SeaOrmConfigStore, SeaOrmRegistry};
 use cmk::secret::SecretKey;
 use cmk::tenant::{ConfigVerifier, OperatorKey, TenantConfigStore};
 use cmk::{Cmk, Encrypted, Error, RequestContext, TenantConfig, TenantId};
@@ -21,6 +23,31 @@ use common::db::TestDb;
 use diesel::connection::SimpleConnection;
 
 const MIN: Duration = Duration::from_secs(60);
+
+/// Which adapter's implementations of the stores a test uses.
+#[derive(Debug, Clone, Copy)]
+enum Orm {
+    Diesel,
+    SeaOrm,
+}
+
+async fn registry<C: StoreConnection>(db: &TestDb<C>, orm: Orm) -> Arc<dyn KeyRegistry> {
+    match orm {
+        Orm::Diesel => Arc::new(DieselRegistry::new(db.conn.clone())),
+        Orm::SeaOrm => Arc::new(SeaOrmRegistry::new(db.sea().await)),
+    }
+}
+
+async fn configs<C: StoreConnection>(
+    db: &TestDb<C>,
+    orm: Orm,
+    verifier: ConfigVerifier,
+) -> Arc<dyn TenantConfigStore> {
+    match orm {
+        Orm::Diesel => Arc::new(DieselConfigStore::new(db.conn.clone(), verifier)),
+        Orm::SeaOrm => Arc::new(SeaOrmConfigStore::new(db.sea().await, verifier)),
+    }
+}
 
 fn entry(tenant: &str, version: u32, state: KeyState, wrapped: &[u8]) -> RegistryEntry {
     RegistryEntry {
@@ -36,9 +63,12 @@ fn entry(tenant: &str, version: u32, state: KeyState, wrapped: &[u8]) -> Registr
     }
 }
 
-async fn registry_is_append_only_and_the_first_writer_wins<C: StoreConnection>(db: TestDb<C>) {
+async fn registry_is_append_only_and_the_first_writer_wins<C: StoreConnection>(
+    db: TestDb<C>,
+    orm: Orm,
+) {
     let db = db.with_cmk_tables();
-    let registry = DieselRegistry::new(db.conn.clone());
+    let registry = registry(&db, orm).await;
     let first = entry("acme", 1, KeyState::Active, b"first");
     assert!(matches!(
         registry.insert_if_absent(first.clone()).await.unwrap(),
@@ -75,17 +105,26 @@ async fn registry_is_append_only_and_the_first_writer_wins<C: StoreConnection>(d
     assert_eq!(registry.entries(&upper).await.unwrap().len(), 1);
 }
 on_every_backend!(
-    registry_append_only,
-    registry_is_append_only_and_the_first_writer_wins
+    registry_append_only_diesel,
+    registry_is_append_only_and_the_first_writer_wins,
+    Orm::Diesel
+);
+on_every_backend!(
+    registry_append_only_seaorm,
+    registry_is_append_only_and_the_first_writer_wins,
+    Orm::SeaOrm
 );
 
 fn operator_key() -> OperatorKey {
     OperatorKey::new(SecretKey::from_bytes([7; 32]))
 }
 
-async fn tenant_configuration_refuses_edits_and_rollbacks<C: StoreConnection>(db: TestDb<C>) {
+async fn tenant_configuration_refuses_edits_and_rollbacks<C: StoreConnection>(
+    db: TestDb<C>,
+    orm: Orm,
+) {
     let db = db.with_cmk_tables();
-    let store = DieselConfigStore::new(db.conn.clone(), ConfigVerifier::new(operator_key()));
+    let store = configs(&db, orm, ConfigVerifier::new(operator_key())).await;
     let acme = TenantId::new("acme").unwrap();
     let mut cfg = TenantConfig::new(acme.clone(), KeyRef::new("local:acme").unwrap());
     assert!(matches!(
@@ -113,12 +152,14 @@ async fn tenant_configuration_refuses_edits_and_rollbacks<C: StoreConnection>(db
         store.load(&acme).await,
         Err(Error::ConfigRollback { .. })
     ));
-    let fresh = DieselConfigStore::new(db.conn.clone(), ConfigVerifier::new(operator_key()));
+    let fresh = configs(&db, orm, ConfigVerifier::new(operator_key())).await;
     assert_eq!(fresh.load(&acme).await.unwrap().revision, 1);
-    let floored = DieselConfigStore::new(
-        db.conn.clone(),
+    let floored = configs(
+        &db,
+        orm,
         ConfigVerifier::new(operator_key()).with_floor(&acme, 2),
-    );
+    )
+    .await;
     assert!(matches!(
         floored.load(&acme).await,
         Err(Error::ConfigRollback { .. })
@@ -126,15 +167,21 @@ async fn tenant_configuration_refuses_edits_and_rollbacks<C: StoreConnection>(db
 
     // A database writer edits the content (adds a reader, say): the MAC fails.
     db.execute("UPDATE cmk_tenant_config SET content = mac WHERE revision = 1");
-    let fresh = DieselConfigStore::new(db.conn.clone(), ConfigVerifier::new(operator_key()));
+    let fresh = configs(&db, orm, ConfigVerifier::new(operator_key())).await;
     assert!(matches!(
         fresh.load(&acme).await,
         Err(Error::ConfigIntegrity { .. })
     ));
 }
 on_every_backend!(
-    config_edits_and_rollbacks,
-    tenant_configuration_refuses_edits_and_rollbacks
+    config_edits_and_rollbacks_diesel,
+    tenant_configuration_refuses_edits_and_rollbacks,
+    Orm::Diesel
+);
+on_every_backend!(
+    config_edits_and_rollbacks_seaorm,
+    tenant_configuration_refuses_edits_and_rollbacks,
+    Orm::SeaOrm
 );
 
 async fn the_shipped_migration_reverts_and_redoes<C: StoreConnection>(db: TestDb<C>) {
@@ -155,6 +202,33 @@ on_every_backend!(
     the_shipped_migration_reverts_and_redoes
 );
 
+/// The SeaORM form of the same migration, as one `MigrationTrait` of an application's
+/// `Migrator` (its bookkeeping table is the application's): up, down, up again.
+async fn the_seaorm_migration_runs_in_the_applications_migrator<C: StoreConnection>(db: TestDb<C>) {
+    use sea_orm_migration::{MigrationTrait, MigratorTrait};
+    struct Migrator;
+    impl MigratorTrait for Migrator {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(cmk::seaorm::migration::CmkTables)]
+        }
+    }
+    let sea = db.sea().await;
+    let select = "SELECT COUNT(*) FROM cmk_key_registry";
+    Migrator::up(&sea, None).await.unwrap();
+    db.conn.lock().unwrap().batch_execute(select).unwrap();
+    Migrator::down(&sea, None).await.unwrap();
+    assert!(db.conn.lock().unwrap().batch_execute(select).is_err());
+    Migrator::up(&sea, None).await.unwrap();
+    SeaOrmRegistry::new(sea)
+        .insert_if_absent(entry("acme", 1, KeyState::Active, b"x"))
+        .await
+        .unwrap();
+}
+on_every_backend!(
+    seaorm_migrator,
+    the_seaorm_migration_runs_in_the_applications_migrator
+);
+
 #[derive(Debug, Clone, PartialEq, Encrypted)]
 #[cmk(table = "notes", tenant = tenant_id)]
 struct Note {
@@ -163,18 +237,16 @@ struct Note {
     body: String,
 }
 
-fn instance<C: StoreConnection>(
+async fn instance<C: StoreConnection>(
     db: &TestDb<C>,
+    orm: Orm,
     kms: &Arc<LocalKms>,
     clock: &Arc<ManualClock>,
 ) -> Cmk {
     Cmk::builder()
         .kms(kms.clone())
-        .registry(Arc::new(DieselRegistry::new(db.conn.clone())))
-        .configs(Arc::new(DieselConfigStore::new(
-            db.conn.clone(),
-            ConfigVerifier::new(operator_key()),
-        )))
+        .registry(registry(db, orm).await)
+        .configs(configs(db, orm, ConfigVerifier::new(operator_key())).await)
         .clock(clock.clone())
         .build()
         .unwrap()
@@ -182,12 +254,13 @@ fn instance<C: StoreConnection>(
 
 async fn two_instances_see_roll_overs_and_shreds_within_one_renewal<C: StoreConnection>(
     db: TestDb<C>,
+    orm: Orm,
 ) {
     let db = db.with_cmk_tables();
     let kms = Arc::new(LocalKms::in_memory());
     let clock = Arc::new(ManualClock::new());
-    let a = instance(&db, &kms, &clock);
-    let b = instance(&db, &kms, &clock);
+    let a = instance(&db, orm, &kms, &clock).await;
+    let b = instance(&db, orm, &kms, &clock).await;
     let ctx = RequestContext::new(TenantId::new("acme").unwrap());
     let key = kms.create_key("acme").unwrap();
     a.configure_tenant(&ctx, &TenantConfig::new(ctx.tenant().clone(), key))
@@ -228,8 +301,14 @@ async fn two_instances_see_roll_overs_and_shreds_within_one_renewal<C: StoreConn
     ));
 }
 on_every_backend!(
-    two_instances,
-    two_instances_see_roll_overs_and_shreds_within_one_renewal
+    two_instances_diesel,
+    two_instances_see_roll_overs_and_shreds_within_one_renewal,
+    Orm::Diesel
+);
+on_every_backend!(
+    two_instances_seaorm,
+    two_instances_see_roll_overs_and_shreds_within_one_renewal,
+    Orm::SeaOrm
 );
 
 #[test]

@@ -60,6 +60,16 @@ impl<C: StoreConnection> TestDb<C> {
         conn
     }
 
+    /// A SeaORM connection (pool) to the same database.
+    #[cfg(feature = "seaorm")]
+    pub async fn sea(&self) -> sea_orm::DatabaseConnection {
+        let url = match &self.place {
+            Place::Sqlite { path, .. } => format!("sqlite://{}?mode=rwc", path.display()),
+            _ => self.url(),
+        };
+        sea_orm::Database::connect(url).await.unwrap()
+    }
+
     /// Runs statements (DDL of the test's own tables).
     pub fn execute(&self, sql: &str) {
         self.conn.lock().unwrap().batch_execute(sql).unwrap();
@@ -224,6 +234,36 @@ pub fn mysql() -> TestDb<diesel::MysqlConnection> {
 /// fresh database of each enabled backend.
 #[macro_export]
 macro_rules! on_every_backend {
+    ($name:ident, $body:ident, $arg:expr) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(super::common::db::sqlite(), {
+                    use super::*;
+                    $arg
+                })
+                .await
+            }
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(super::common::db::postgres(), {
+                    use super::*;
+                    $arg
+                })
+                .await
+            }
+            #[cfg(feature = "mysql")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$body(super::common::db::mysql(), {
+                    use super::*;
+                    $arg
+                })
+                .await
+            }
+        }
+    };
     ($name:ident, $body:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod dump;
 
 use std::sync::Arc;
 

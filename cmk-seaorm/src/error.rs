@@ -1,0 +1,73 @@
+//! The adapter's error: cmk's or SeaORM's, each kept whole (never flattened into a string),
+//! and convertible into `DbErr` so it can leave SeaORM's own closures and hooks.
+
+use std::sync::Arc;
+
+use sea_orm::DbErr;
+
+/// A failure of a SeaORM operation of cmk.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// cmk refused or failed (tampered data, wrong tenant, revoked key, access denied,
+    /// a compare-and-set conflict...).
+    #[error(transparent)]
+    Cmk(#[from] cmk_core::Error),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[source] DbErr),
+    /// The row at this position of a batch failed; for a write, nothing was written.
+    #[error("row {position} of the batch: {source}")]
+    Row {
+        /// Position in the input.
+        position: usize,
+        /// Why.
+        #[source]
+        source: cmk_core::Error,
+    },
+}
+
+impl Error {
+    /// The cmk error inside, if this is one (also from a row of a batch, or one that
+    /// crossed SeaORM inside a `DbErr`).
+    pub fn cmk(&self) -> Option<&cmk_core::Error> {
+        match self {
+            Error::Cmk(e) | Error::Row { source: e, .. } => Some(e),
+            Error::Db(_) => None,
+        }
+    }
+}
+
+/// A SeaORM error; one that carries a cmk error (an unseal inside `FromQueryResult`, the
+/// save guard, or an `Error` converted to leave a closure) comes back as itself.
+impl From<DbErr> for Error {
+    fn from(e: DbErr) -> Self {
+        if let DbErr::TryIntoErr { source, .. } = &e {
+            if let Some(ours) = source.downcast_ref::<Error>() {
+                return ours.clone();
+            }
+            if let Some(cmk) = source.downcast_ref::<cmk_core::Error>() {
+                return Error::Cmk(cmk.clone());
+            }
+        }
+        Error::Db(e)
+    }
+}
+
+/// Into SeaORM's error, with this error as its source: SeaORM's own errors go back
+/// unchanged.
+impl From<Error> for DbErr {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Db(d) => d,
+            other => DbErr::TryIntoErr {
+                from: "cmk",
+                into: "SeaORM",
+                source: Arc::new(other),
+            },
+        }
+    }
+}
+
+/// Result of the SeaORM operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

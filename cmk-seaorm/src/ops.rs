@@ -1,0 +1,284 @@
+//! Async one-call operations: keys are fetched first (`cmk.keys_for(&ctx, M::CLASSES)`),
+//! then rows are sealed or unsealed synchronously and written or read through SeaORM.
+//!
+//! `M` is the plaintext model of `#[derive(Encrypted)]` and `E` its SeaORM entity (the
+//! sealed type is `E::Model`), inferred from the arguments.
+//!
+//! ```text
+//! let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;      // KMS only if cold
+//! ops::insert_many(&db, &ctx, &keys, &people).await?;
+//! let ann: Option<Patient> = ops::one(&db, &ctx, &keys,
+//!     patient::Entity::find().filter(Patient::by_email(&keys, b"ann@example.com")?)).await?;
+//! ops::update(&db, &ctx, &keys, patient::Entity::find_by_id(1), |p: &mut Patient| {
+//!     p.ssn = None;
+//! }).await?;
+//! ```
+
+use cmk_core::model::Encrypted;
+use cmk_core::{RequestContext, TenantKeys};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, DeleteMany, EntityTrait,
+    IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, Select, TransactionSession,
+    TransactionTrait, Value,
+};
+
+use crate::error::{Error, Result};
+
+/// How often [`update`] re-reads and retries after another writer came first.
+pub const UPDATE_ATTEMPTS: usize = 4;
+
+/// The entity column stored under `name`.
+pub(crate) fn column<E: EntityTrait>(name: &str) -> Result<E::Column> {
+    E::Column::iter()
+        .find(|c| c.as_str() == name)
+        .ok_or_else(|| {
+            cmk_core::Error::InvalidInput(format!("the entity has no column `{name}`")).into()
+        })
+}
+
+/// Seals `model` with a fresh DEK per class and inserts it.
+pub async fn insert<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    model: &M,
+) -> Result<()>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    E::ActiveModel: From<E::Model>,
+    C: ConnectionTrait,
+{
+    let row: E::ActiveModel = model.seal(ctx, keys)?.into();
+    E::insert(row.reset_all())
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Seals every model (a fresh DEK per row and class; the KEKs were fetched once, by
+/// `keys_for`) and inserts them in one statement. If any row fails to seal, nothing is
+/// written and the error names its position.
+pub async fn insert_many<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    models: &[M],
+) -> Result<u64>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    E::ActiveModel: From<E::Model>,
+    C: ConnectionTrait,
+{
+    let rows = M::seal_many(models, ctx, keys)
+        .into_iter()
+        .enumerate()
+        .map(|(position, r)| {
+            r.map(|sealed| E::ActiveModel::from(sealed).reset_all())
+                .map_err(|source| Error::Row { position, source })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    Ok(E::insert_many(rows).exec_without_returning(db).await?)
+}
+
+/// Runs `select` and unseals each row: one result per row, in order, so one bad row
+/// (tampered, another tenant's) is reported in place and the rest are returned.
+pub async fn load<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    select: Select<E>,
+) -> Result<Vec<cmk_core::Result<M>>>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    C: ConnectionTrait,
+{
+    let rows = select.all(db).await?;
+    Ok(M::unseal_many(&rows, ctx, keys))
+}
+
+/// Like [`load`], but fails on the first row that does not unseal.
+pub async fn load_all<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    select: Select<E>,
+) -> Result<Vec<M>>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    C: ConnectionTrait,
+{
+    load(db, ctx, keys, select)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
+        .collect()
+}
+
+/// The first row of `select`, unsealed, if there is one.
+pub async fn one<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    select: Select<E>,
+) -> Result<Option<M>>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    C: ConnectionTrait,
+{
+    match select.one(db).await? {
+        Some(row) => Ok(Some(M::unseal(&row, ctx, keys)?)),
+        None => Ok(None),
+    }
+}
+
+/// A guarded read-modify-write of one row: reads the first row of `select`, unseals it,
+/// applies `change`, re-seals it with fresh DEKs for every class and writes it only if
+/// nobody wrote the row in between (compare-and-set on its key columns); after a conflict
+/// it starts again, up to [`UPDATE_ATTEMPTS`] times, then fails with
+/// [`cmk_core::Error::Conflict`]. The primary key is not written. Returns the model as
+/// written; `DbErr::RecordNotFound` when `select` finds no row.
+pub async fn update<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    select: Select<E>,
+    mut change: impl FnMut(&mut M),
+) -> Result<M>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    E::ActiveModel: From<E::Model>,
+    C: ConnectionTrait,
+{
+    for _ in 0..UPDATE_ATTEMPTS {
+        let Some(read) = select.clone().one(db).await? else {
+            return Err(DbErr::RecordNotFound("no row to update".into()).into());
+        };
+        let mut model = M::unseal(&read, ctx, keys)?;
+        change(&mut model);
+        match update_if_unchanged(db, ctx, keys, &read, &model).await {
+            Err(Error::Cmk(cmk_core::Error::Conflict)) => continue,
+            other => return other.map(|()| model),
+        }
+    }
+    Err(cmk_core::Error::Conflict.into())
+}
+
+/// Compare-and-set: re-seals `model` with fresh DEKs and writes it over the row `read` came
+/// from, only if the row's key columns still hold what `read` holds (nobody wrote it since
+/// it was read); else [`cmk_core::Error::Conflict`], writing nothing (also when the row is
+/// gone). `model` must keep `read`'s primary key.
+pub async fn update_if_unchanged<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    read: &E::Model,
+    model: &M,
+) -> Result<()>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    E::ActiveModel: From<E::Model>,
+    C: ConnectionTrait,
+{
+    let sealed = model.seal(ctx, keys)?;
+    for pk in E::PrimaryKey::iter() {
+        let col = pk.into_column();
+        if read.get(col) != sealed.get(col) {
+            return Err(cmk_core::Error::InvalidInput(
+                "the model's primary key differs from the row it was read from".into(),
+            )
+            .into());
+        }
+    }
+    let guard = cmk_core::jobs::owned(M::key_columns(read));
+    if write_guarded::<E, C>(db, guard, sealed).await? {
+        Ok(())
+    } else {
+        Err(cmk_core::Error::Conflict.into())
+    }
+}
+
+/// Writes `sealed` over the row with its primary key, only while the row's key columns
+/// equal `guard`; `false` when they did not (another writer came first, or the row is
+/// gone).
+pub(crate) async fn write_guarded<E, C>(
+    db: &C,
+    guard: cmk_core::jobs::KeyGuard,
+    sealed: E::Model,
+) -> Result<bool>
+where
+    E: EntityTrait,
+    E::ActiveModel: From<E::Model>,
+    C: ConnectionTrait,
+{
+    let mut filter = Condition::all();
+    for pk in E::PrimaryKey::iter() {
+        let col = pk.into_column();
+        filter = filter.add(col.eq(sealed.get(col)));
+    }
+    for (name, value) in guard {
+        let col = column::<E>(name)?;
+        filter = filter.add(match value {
+            Some(bytes) => col.eq(Value::Bytes(Some(bytes))),
+            None => col.is_null(),
+        });
+    }
+    let mut row = E::ActiveModel::from(sealed).reset_all();
+    for pk in E::PrimaryKey::iter() {
+        row.not_set(pk.into_column());
+    }
+    let updated = E::update_many().set(row).filter(filter).exec(db).await?;
+    Ok(updated.rows_affected > 0)
+}
+
+/// Deletes the rows of `delete` and records a `DATA_DELETE` event, in one transaction:
+/// when the event cannot be recorded and a class of the table is fail-closed, the delete is
+/// rolled back and the error returned. cmk cannot see inside `delete`: constrain it to the
+/// key handle's tenant (`.filter(Column::TenantId.eq(keys.tenant().as_str()))`).
+pub async fn delete<M, E, C>(
+    db: &C,
+    ctx: &RequestContext,
+    keys: &TenantKeys,
+    delete: DeleteMany<E>,
+) -> Result<u64>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    C: ConnectionTrait + TransactionTrait,
+{
+    let schema = M::schema()?;
+    let txn = db.begin().await?;
+    match delete.exec(&txn).await {
+        Ok(done) => {
+            let deleted = usize::try_from(done.rows_affected).unwrap_or(usize::MAX);
+            // On an error here the transaction is dropped, which rolls the delete back.
+            keys.audit_delete(ctx, schema, &Ok(deleted))?;
+            txn.commit().await?;
+            Ok(done.rows_affected)
+        }
+        Err(e) => {
+            let failed = cmk_core::Error::Database(std::sync::Arc::new(e.clone()));
+            // The delete failed already; its event is best effort.
+            let _ = keys.audit_delete(ctx, schema, &Err(failed));
+            Err(e.into())
+        }
+    }
+}
