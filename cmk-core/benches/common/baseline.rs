@@ -1,7 +1,7 @@
 //! The hand-written envelope that cmk's benchmarks compare against: one random DEK per
 //! class, one AES-256-GCM encryption per field with associated data as long as cmk's, each
 //! DEK wrapped under a KEK whose key schedule is expanded once, cmk's buffered OS randomness.
-//! Shared by `cmk-core/benches/seal.rs` and the facade's `benches/diesel_rows.rs` (which
+//! Shared by `cmk-core/benches/seal.rs` and the facade's `benches/orm_rows.rs` (which
 //! names the facade `cmk_core`).
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -26,8 +26,9 @@ pub struct Baseline {
 pub struct BaselineRow {
     /// nonce ‖ encrypted DEK ‖ tag, one owned buffer per class (it must be stored, as cmk's
     /// key column is).
-    wrapped: [Vec<u8>; 2],
-    fields: [Vec<u8>; 3],
+    pub wrapped: [Vec<u8>; 2],
+    /// nonce ‖ ciphertext ‖ tag per field.
+    pub fields: [Vec<u8>; 3],
 }
 
 impl Baseline {

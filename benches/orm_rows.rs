@@ -1,0 +1,817 @@
+//! 100,000 rows through Diesel and through SeaORM 2, plaintext against cmk, in one run:
+//! insert in batches of 1,000, then select and unseal in batches of 1,000 (with Diesel also
+//! on two worker threads fed by the loading thread). SQLite always; PostgreSQL when built
+//! with `--features postgres` and `CMK_TEST_POSTGRES_URL` is set (the run says which ran).
+//!
+//! The model: three 32-byte fields in two classes (`alpha`, `bravo`: private; `charlie`:
+//! restricted), database-assigned ids (no row binding, as the hand-written envelope). CPU
+//! time is this process's (all threads, user + system): the database server's CPU is not
+//! in it. KMS calls are counted during the timed phases: with a warm lease there are
+//! none.
+//!
+//! `cargo bench --bench orm_rows` (SQLite), or with PostgreSQL:
+//! `eval "$(bash scripts/services)"; cargo bench --bench orm_rows --features postgres`
+//! `CMK_BENCH_ROWS=<n>` changes the row count.
+
+#![allow(missing_docs)] // diesel::table! generates public modules
+
+extern crate cmk as cmk_core; // the shared baseline names the core crate `cmk_core`
+
+#[path = "../cmk-core/benches/common/baseline.rs"]
+mod baseline;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use cmk::diesel::ops;
+use cmk::kms::local::LocalKms;
+use cmk::kms::{KeyRef, Kms, KmsError};
+use cmk::registry::MemoryRegistry;
+use cmk::secret::{SecretBytes, SecretKey};
+use cmk::tenant::{MemoryConfigStore, OperatorKey};
+use cmk::{Cmk, Encrypted, RequestContext, TenantConfig, TenantId, TenantKeys};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use sea_orm::{
+    ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    EntityTrait, QueryFilter, TransactionTrait,
+};
+
+const BATCH: usize = 1_000;
+
+diesel::table! {
+    plain_rows (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        alpha -> Text,
+        bravo -> Text,
+        charlie -> Text,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use cmk::diesel::sql_types::*;
+    bench_rows (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        alpha -> CiphertextSql,
+        bravo -> CiphertextSql,
+        charlie -> CiphertextSql,
+        private_keys -> Nullable<KeyColumnSql>,
+        restricted_keys -> Nullable<KeyColumnSql>,
+    }
+}
+
+// The hand-written envelope through the same ORM: the same columns as cmk's table.
+diesel::table! {
+    envelope_rows (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        alpha -> Binary,
+        bravo -> Binary,
+        charlie -> Binary,
+        private_keys -> Nullable<Binary>,
+        restricted_keys -> Nullable<Binary>,
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = envelope_rows)]
+struct EnvelopeRow {
+    id: i64,
+    tenant_id: String,
+    alpha: Vec<u8>,
+    bravo: Vec<u8>,
+    charlie: Vec<u8>,
+    private_keys: Option<Vec<u8>>,
+    restricted_keys: Option<Vec<u8>>,
+}
+
+/// Seals a plaintext row with the hand-written envelope into its stored form.
+fn envelope_seal(b: &baseline::Baseline, p: &Plain) -> EnvelopeRow {
+    let baseline::BaselineRow { wrapped, fields } =
+        b.seal(&[p.alpha.as_bytes(), p.bravo.as_bytes(), p.charlie.as_bytes()]);
+    let [private_keys, restricted_keys] = wrapped;
+    let [alpha, bravo, charlie] = fields;
+    EnvelopeRow {
+        id: p.id,
+        tenant_id: p.tenant_id.clone(),
+        alpha,
+        bravo,
+        charlie,
+        private_keys: Some(private_keys),
+        restricted_keys: Some(restricted_keys),
+    }
+}
+
+/// Unseals a stored hand-written envelope into the plaintext row.
+fn envelope_unseal(b: &baseline::Baseline, r: EnvelopeRow) -> Plain {
+    let row = baseline::BaselineRow {
+        wrapped: [
+            r.private_keys.unwrap_or_default(),
+            r.restricted_keys.unwrap_or_default(),
+        ],
+        fields: [r.alpha, r.bravo, r.charlie],
+    };
+    let mut values = b
+        .unseal(&row)
+        .into_iter()
+        .map(|v| String::from_utf8(v).unwrap());
+    let mut next = || values.next().unwrap();
+    Plain {
+        id: r.id,
+        tenant_id: r.tenant_id,
+        alpha: next(),
+        bravo: next(),
+        charlie: next(),
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = plain_rows)]
+struct Plain {
+    id: i64,
+    tenant_id: String,
+    alpha: String,
+    bravo: String,
+    charlie: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = bench_rows)]
+#[cmk(tenant = tenant_id, id = id, ids = "db")]
+struct Row {
+    id: i64,
+    tenant_id: String,
+    #[cmk(class = "private")]
+    alpha: String,
+    #[cmk(class = "private")]
+    bravo: String,
+    #[cmk(class = "restricted")]
+    charlie: String,
+}
+
+/// The same two tables as SeaORM entities.
+mod sea_plain {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "plain_rows")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub tenant_id: String,
+        pub alpha: String,
+        pub bravo: String,
+        pub charlie: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod sea_envelope {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "envelope_rows")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub tenant_id: String,
+        pub alpha: Vec<u8>,
+        pub bravo: Vec<u8>,
+        pub charlie: Vec<u8>,
+        pub private_keys: Option<Vec<u8>>,
+        pub restricted_keys: Option<Vec<u8>>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod sea_row {
+    use cmk::Encrypted;
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Debug, Clone, PartialEq, Encrypted)]
+    #[sea_orm(table_name = "bench_rows")]
+    #[cmk(tenant = tenant_id, id = id, ids = "db")]
+    pub struct SeaRow {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub tenant_id: String,
+        #[cmk(class = "private")]
+        pub alpha: String,
+        #[cmk(class = "private")]
+        pub bravo: String,
+        #[cmk(class = "restricted")]
+        pub charlie: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Counts unwraps on their way to the local KMS.
+#[derive(Debug)]
+struct CountingKms {
+    inner: LocalKms,
+    unwraps: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Kms for CountingKms {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    async fn wrap(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+        self.inner.wrap(key, plaintext, aad).await
+    }
+    async fn unwrap(
+        &self,
+        key: &KeyRef,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<SecretBytes, KmsError> {
+        self.unwraps.fetch_add(1, Ordering::Relaxed);
+        self.inner.unwrap(key, wrapped, aad).await
+    }
+}
+
+/// This process's CPU time, all threads, user + system.
+fn cpu_time() -> Duration {
+    cpu_time::ProcessTime::now().as_duration()
+}
+
+#[derive(Clone, Copy)]
+struct Measure {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn measure(f: impl FnOnce()) -> Measure {
+    let (c0, w0) = (cpu_time(), Instant::now());
+    f();
+    Measure {
+        wall: w0.elapsed(),
+        cpu: cpu_time().saturating_sub(c0),
+    }
+}
+
+async fn measure_async(f: impl std::future::Future<Output = ()>) -> Measure {
+    let (c0, w0) = (cpu_time(), Instant::now());
+    f.await;
+    Measure {
+        wall: w0.elapsed(),
+        cpu: cpu_time().saturating_sub(c0),
+    }
+}
+
+fn value(i: usize, field: u8) -> String {
+    // 32 bytes, distinct per row and field.
+    format!("{field}{i:0>31}")
+}
+
+struct Fixture {
+    cmk_kms: Arc<CountingKms>,
+    ctx: RequestContext,
+    keys: Arc<TenantKeys>,
+    plain: Vec<Plain>,
+    rows: Vec<Row>,
+    sea_rows: Vec<sea_row::SeaRow>,
+}
+
+async fn fixture(n: usize) -> Fixture {
+    let kms = Arc::new(CountingKms {
+        inner: LocalKms::in_memory(),
+        unwraps: AtomicUsize::new(0),
+    });
+    let cmk = Cmk::builder()
+        .kms(kms.clone())
+        .registry(Arc::new(MemoryRegistry::new()))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::random().unwrap(),
+        ))))
+        .build()
+        .unwrap();
+    let ctx = RequestContext::new(TenantId::new("acme").unwrap());
+    let key = kms.inner.create_key("acme").unwrap();
+    cmk.configure_tenant(&ctx, &TenantConfig::new(ctx.tenant().clone(), key))
+        .await
+        .unwrap();
+    cmk.onboard(&ctx).await.unwrap();
+    let keys = cmk.keys_for(&ctx, Row::CLASSES).await.unwrap();
+    let plain: Vec<Plain> = (0..n)
+        .map(|i| Plain {
+            id: i as i64 + 1,
+            tenant_id: "acme".into(),
+            alpha: value(i, 1),
+            bravo: value(i, 2),
+            charlie: value(i, 3),
+        })
+        .collect();
+    let rows = plain
+        .iter()
+        .map(|p| Row {
+            id: p.id,
+            tenant_id: p.tenant_id.clone(),
+            alpha: p.alpha.clone(),
+            bravo: p.bravo.clone(),
+            charlie: p.charlie.clone(),
+        })
+        .collect();
+    let sea_rows = plain
+        .iter()
+        .map(|p| sea_row::SeaRow {
+            id: p.id,
+            tenant_id: p.tenant_id.clone(),
+            alpha: p.alpha.clone(),
+            bravo: p.bravo.clone(),
+            charlie: p.charlie.clone(),
+        })
+        .collect();
+    Fixture {
+        cmk_kms: kms,
+        ctx,
+        keys,
+        plain,
+        rows,
+        sea_rows,
+    }
+}
+
+struct Results {
+    plain_insert: Measure,
+    cmk_insert: Measure,
+    envelope_insert: Measure,
+    plain_select: Measure,
+    cmk_select_1: Measure,
+    envelope_select: Measure,
+    /// Diesel only: unsealing on two workers fed by the loading thread.
+    cmk_select_2: Option<Measure>,
+    kms_calls: usize,
+}
+
+fn batch_ranges(n: usize) -> Vec<(i64, i64)> {
+    (0..n)
+        .step_by(BATCH)
+        .map(|lo| (lo as i64 + 1, (lo + BATCH).min(n) as i64))
+        .collect()
+}
+
+/// The SeaORM half: the same tables, batches and phases, through SeaORM's async API.
+async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
+    db.execute_unprepared(&format!(
+        "CREATE TABLE plain_rows (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, alpha TEXT NOT NULL, bravo TEXT NOT NULL, charlie TEXT NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    for table in ["bench_rows", "envelope_rows"] {
+        db.execute_unprepared(&format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, alpha {blob} NOT NULL, bravo {blob} NOT NULL, charlie {blob} NOT NULL, private_keys {blob}, restricted_keys {blob})"
+        ))
+        .await
+        .unwrap();
+    }
+    let envelope = baseline::Baseline::new();
+    let (ctx, keys) = (&fx.ctx, &fx.keys);
+    let calls_before = fx.cmk_kms.unwraps.load(Ordering::Relaxed);
+    let plain_insert = measure_async(async {
+        for batch in fx.plain.chunks(BATCH) {
+            let txn = db.begin().await.unwrap();
+            let models = batch.iter().map(|p| sea_plain::ActiveModel {
+                id: ActiveValue::Set(p.id),
+                tenant_id: ActiveValue::Set(p.tenant_id.clone()),
+                alpha: ActiveValue::Set(p.alpha.clone()),
+                bravo: ActiveValue::Set(p.bravo.clone()),
+                charlie: ActiveValue::Set(p.charlie.clone()),
+            });
+            sea_plain::Entity::insert_many(models)
+                .exec_without_returning(&txn)
+                .await
+                .unwrap();
+            txn.commit().await.unwrap();
+        }
+    })
+    .await;
+    let cmk_insert = measure_async(async {
+        for batch in fx.sea_rows.chunks(BATCH) {
+            let txn = db.begin().await.unwrap();
+            cmk::seaorm::ops::insert_many(&txn, ctx, keys, batch)
+                .await
+                .unwrap();
+            txn.commit().await.unwrap();
+        }
+    })
+    .await;
+    let envelope_insert = measure_async(async {
+        for batch in fx.plain.chunks(BATCH) {
+            let txn = db.begin().await.unwrap();
+            let models = batch.iter().map(|p| {
+                let r = envelope_seal(&envelope, p);
+                sea_envelope::ActiveModel {
+                    id: ActiveValue::Set(r.id),
+                    tenant_id: ActiveValue::Set(r.tenant_id),
+                    alpha: ActiveValue::Set(r.alpha),
+                    bravo: ActiveValue::Set(r.bravo),
+                    charlie: ActiveValue::Set(r.charlie),
+                    private_keys: ActiveValue::Set(r.private_keys),
+                    restricted_keys: ActiveValue::Set(r.restricted_keys),
+                }
+            });
+            sea_envelope::Entity::insert_many(models)
+                .exec_without_returning(&txn)
+                .await
+                .unwrap();
+            txn.commit().await.unwrap();
+        }
+    })
+    .await;
+    let ranges = batch_ranges(fx.plain.len());
+    let plain_select = measure_async(async {
+        for &(lo, hi) in &ranges {
+            let rows = sea_plain::Entity::find()
+                .filter(sea_plain::Column::Id.between(lo, hi))
+                .all(db)
+                .await
+                .unwrap();
+            black_box(rows);
+        }
+    })
+    .await;
+    let cmk_select_1 = measure_async(async {
+        for &(lo, hi) in &ranges {
+            let rows: Vec<sea_row::SeaRow> = cmk::seaorm::ops::load_all(
+                db,
+                ctx,
+                keys,
+                sea_row::Entity::find().filter(sea_row::Column::Id.between(lo, hi)),
+            )
+            .await
+            .unwrap();
+            black_box(rows);
+        }
+    })
+    .await;
+    let envelope_select = measure_async(async {
+        for &(lo, hi) in &ranges {
+            let rows = sea_envelope::Entity::find()
+                .filter(sea_envelope::Column::Id.between(lo, hi))
+                .all(db)
+                .await
+                .unwrap();
+            let rows: Vec<Plain> = rows
+                .into_iter()
+                .map(|m| {
+                    let r = EnvelopeRow {
+                        id: m.id,
+                        tenant_id: m.tenant_id,
+                        alpha: m.alpha,
+                        bravo: m.bravo,
+                        charlie: m.charlie,
+                        private_keys: m.private_keys,
+                        restricted_keys: m.restricted_keys,
+                    };
+                    envelope_unseal(&envelope, r)
+                })
+                .collect();
+            black_box(rows);
+        }
+    })
+    .await;
+    Results {
+        plain_insert,
+        cmk_insert,
+        envelope_insert,
+        plain_select,
+        cmk_select_1,
+        envelope_select,
+        cmk_select_2: None,
+        kms_calls: fx.cmk_kms.unwraps.load(Ordering::Relaxed) - calls_before,
+    }
+}
+
+macro_rules! define_run {
+    ($name:ident, $conn:ty) => {
+        fn $name(conn: &mut $conn, fx: &Fixture, blob: &str) -> Results {
+    conn.batch_execute(&format!(
+        "CREATE TABLE plain_rows (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, alpha TEXT NOT NULL, bravo TEXT NOT NULL, charlie TEXT NOT NULL);
+         CREATE TABLE bench_rows (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, alpha {blob} NOT NULL, bravo {blob} NOT NULL, charlie {blob} NOT NULL, private_keys {blob}, restricted_keys {blob});
+         CREATE TABLE envelope_rows (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, alpha {blob} NOT NULL, bravo {blob} NOT NULL, charlie {blob} NOT NULL, private_keys {blob}, restricted_keys {blob});"
+    ))
+    .unwrap();
+    let envelope = baseline::Baseline::new();
+    let n = fx.plain.len();
+    let (ctx, keys) = (&fx.ctx, &fx.keys);
+    let calls_before = fx.cmk_kms.unwraps.load(Ordering::Relaxed);
+
+    let plain_insert = measure(|| {
+        for batch in fx.plain.chunks(BATCH) {
+            conn.transaction(|c| diesel::insert_into(plain_rows::table).values(batch).execute(c))
+                .unwrap();
+        }
+    });
+    let cmk_insert = measure(|| {
+        for batch in fx.rows.chunks(BATCH) {
+            conn.transaction::<_, cmk::diesel::Error, _>(|c| {
+                ops::insert_many(c, ctx, keys, bench_rows::table, batch)
+            })
+            .unwrap();
+        }
+    });
+    let envelope_insert = measure(|| {
+        for batch in fx.plain.chunks(BATCH) {
+            let rows: Vec<EnvelopeRow> = batch.iter().map(|p| envelope_seal(&envelope, p)).collect();
+            conn.transaction(|c| diesel::insert_into(envelope_rows::table).values(&rows).execute(c))
+                .unwrap();
+        }
+    });
+    let ranges = batch_ranges(n);
+    let plain_select = measure(|| {
+        for &(lo, hi) in &ranges {
+            let rows: Vec<Plain> = plain_rows::table
+                .filter(plain_rows::id.between(lo, hi))
+                .load(conn)
+                .unwrap();
+            black_box(rows);
+        }
+    });
+    let cmk_select_1 = measure(|| {
+        for &(lo, hi) in &ranges {
+            let rows: Vec<Row> =
+                ops::load_all(conn, ctx, keys, bench_rows::table.filter(bench_rows::id.between(lo, hi)))
+                    .unwrap();
+            black_box(rows);
+        }
+    });
+    let envelope_select = measure(|| {
+        for &(lo, hi) in &ranges {
+            let rows: Vec<EnvelopeRow> = envelope_rows::table
+                .filter(envelope_rows::id.between(lo, hi))
+                .load(conn)
+                .unwrap();
+            let rows: Vec<Plain> = rows.into_iter().map(|r| envelope_unseal(&envelope, r)).collect();
+            black_box(rows);
+        }
+    });
+    // The loading thread feeds sealed batches to two unsealing workers.
+    let cmk_select_2 = measure(|| {
+        let (tx, rx) = mpsc::sync_channel::<Vec<SealedRow>>(4);
+        let rx = Arc::new(Mutex::new(rx));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let rx = Arc::clone(&rx);
+                s.spawn(move || loop {
+                    let Ok(batch) = rx.lock().unwrap().recv() else { break };
+                    for r in Row::unseal_many(&batch, ctx, keys) {
+                        black_box(r.unwrap());
+                    }
+                });
+            }
+            for &(lo, hi) in &ranges {
+                let sealed: Vec<SealedRow> = bench_rows::table
+                    .filter(bench_rows::id.between(lo, hi))
+                    .load(conn)
+                    .unwrap();
+                tx.send(sealed).unwrap();
+            }
+            drop(tx);
+        });
+    });
+    Results {
+        plain_insert,
+        cmk_insert,
+        plain_select,
+        cmk_select_1,
+        cmk_select_2: Some(cmk_select_2),
+        envelope_insert,
+        envelope_select,
+        kms_calls: fx.cmk_kms.unwraps.load(Ordering::Relaxed) - calls_before,
+    }
+}
+    };
+}
+
+define_run!(run_sqlite, SqliteConnection);
+#[cfg(feature = "postgres")]
+define_run!(run_postgres, PgConnection);
+
+fn per_row(d: Duration, n: usize) -> f64 {
+    d.as_nanos() as f64 / n as f64
+}
+
+fn report(orm: &str, backend: &str, r: &Results, n: usize, envelope: (f64, f64)) {
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!("\n== {orm} on {backend}: {n} rows, batches of {BATCH} ==");
+    println!(
+        "{:<32} {:>9} {:>9} {:>12}",
+        "phase", "wall s", "cpu s", "wall ratio"
+    );
+    let line = |name: &str, m: Measure, base: Option<Measure>| {
+        let r = base
+            .map(|b| format!("{:.2}x", ratio(m.wall, b.wall)))
+            .unwrap_or_default();
+        println!(
+            "{name:<32} {:>9.3} {:>9.2} {r:>12}",
+            m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64()
+        );
+    };
+    line(&format!("insert, plaintext {orm}"), r.plain_insert, None);
+    line(
+        "insert, hand-written envelope",
+        r.envelope_insert,
+        Some(r.plain_insert),
+    );
+    line("insert, cmk", r.cmk_insert, Some(r.plain_insert));
+    line(&format!("select, plaintext {orm}"), r.plain_select, None);
+    line(
+        "select+unseal, hand-written env.",
+        r.envelope_select,
+        Some(r.plain_select),
+    );
+    line(
+        "select+unseal, cmk, 1 thread",
+        r.cmk_select_1,
+        Some(r.plain_select),
+    );
+    if let Some(two) = r.cmk_select_2 {
+        line("select+unseal, cmk, 2 workers", two, Some(r.plain_select));
+    }
+    let added_seal = per_row(r.cmk_insert.cpu.saturating_sub(r.plain_insert.cpu), n);
+    let added_unseal = per_row(r.cmk_select_1.cpu.saturating_sub(r.plain_select.cpu), n);
+    println!(
+        "CPU cmk adds per row: insert {added_seal:.0} ns ({:.2}x the hand-written envelope's {:.0} ns), select {added_unseal:.0} ns ({:.2}x its {:.0} ns)",
+        added_seal / envelope.0,
+        envelope.0,
+        added_unseal / envelope.1,
+        envelope.1
+    );
+    // The like-for-like form: what each adds over plaintext through the same ORM, with the
+    // same stored columns.
+    let env_seal = per_row(r.envelope_insert.cpu.saturating_sub(r.plain_insert.cpu), n);
+    let env_unseal = per_row(r.envelope_select.cpu.saturating_sub(r.plain_select.cpu), n);
+    println!(
+        "CPU added per row through {orm}, cmk against the hand-written envelope stored in the same columns: insert {added_seal:.0} / {env_seal:.0} ns = {:.2}x, select {added_unseal:.0} / {env_unseal:.0} ns = {:.2}x",
+        added_seal / env_seal,
+        added_unseal / env_unseal
+    );
+    // What the hand-written envelope alone would cost on one thread, added to plaintext.
+    let floor = |plain: Measure, env_ns: f64| {
+        (plain.wall.as_secs_f64() + env_ns * n as f64 / 1e9) / plain.wall.as_secs_f64()
+    };
+    println!(
+        "one-thread floor of any envelope (plaintext wall + hand-written envelope CPU): insert {:.2}x, select {:.2}x",
+        floor(r.plain_insert, envelope.0),
+        floor(r.plain_select, envelope.1)
+    );
+    println!(
+        "KMS calls during the timed phases: {} ({} per row)",
+        r.kms_calls,
+        r.kms_calls as f64 / n as f64
+    );
+}
+
+/// The hand-written envelope's CPU per row, sealing and unsealing the same values.
+fn envelope_cost(fx: &Fixture) -> (f64, f64) {
+    let b = baseline::Baseline::new();
+    let values: Vec<[Vec<u8>; 3]> = fx
+        .plain
+        .iter()
+        .map(|p| {
+            [
+                p.alpha.clone().into_bytes(),
+                p.bravo.clone().into_bytes(),
+                p.charlie.clone().into_bytes(),
+            ]
+        })
+        .collect();
+    let mut sealed = Vec::with_capacity(values.len());
+    let seal = measure(|| {
+        for v in &values {
+            sealed.push(b.seal(&[&v[0], &v[1], &v[2]]));
+        }
+    });
+    let unseal = measure(|| {
+        for row in &sealed {
+            black_box(b.unseal(row));
+        }
+    });
+    let n = values.len();
+    // cmk's own sealing and unsealing of the same rows, without a database.
+    let mut cmk_sealed = Vec::with_capacity(n);
+    let cmk_seal = measure(|| cmk_sealed = Row::seal_many(&fx.rows, &fx.ctx, &fx.keys));
+    let cmk_sealed: Vec<SealedRow> = cmk_sealed.into_iter().map(Result::unwrap).collect();
+    let cmk_unseal = measure(|| {
+        for r in Row::unseal_many(&cmk_sealed, &fx.ctx, &fx.keys) {
+            black_box(r.unwrap());
+        }
+    });
+    println!(
+        "cmk without a database: seal {:.0} ns/row ({:.2}x the envelope), unseal {:.0} ns/row ({:.2}x)",
+        per_row(cmk_seal.cpu, n),
+        per_row(cmk_seal.cpu, n) / per_row(seal.cpu, n),
+        per_row(cmk_unseal.cpu, n),
+        per_row(cmk_unseal.cpu, n) / per_row(unseal.cpu, n)
+    );
+    (per_row(seal.cpu, n), per_row(unseal.cpu, n))
+}
+
+fn main() {
+    let n: usize = std::env::var("CMK_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = runtime.block_on(fixture(n));
+    let envelope = envelope_cost(&fx);
+    println!(
+        "hand-written envelope (raw AES-256-GCM, same model): seal {:.0} ns/row, unseal {:.0} ns/row (CPU)",
+        envelope.0, envelope.1
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    let url = path.to_str().unwrap().to_string();
+    let mut conn = SqliteConnection::establish(&url).unwrap();
+    conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .unwrap();
+    let r = run_sqlite(&mut conn, &fx, "BLOB");
+    let sqlite = "SQLite (file, WAL, synchronous=NORMAL)";
+    report("Diesel", sqlite, &r, n, envelope);
+
+    let sea_path = dir.path().join("bench-sea.db");
+    let r = runtime.block_on(async {
+        // One connection, as Diesel's side has; the pragmas are per connection.
+        let db = Database::connect(
+            ConnectOptions::new(format!("sqlite://{}?mode=rwc", sea_path.display()))
+                .max_connections(1)
+                .to_owned(),
+        )
+        .await
+        .unwrap();
+        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .await
+            .unwrap();
+        run_sea(&db, &fx, "BLOB").await
+    });
+    report("SeaORM", sqlite, &r, n, envelope);
+
+    postgres(&runtime, &fx, n, envelope);
+}
+
+#[cfg(feature = "postgres")]
+fn postgres(runtime: &tokio::runtime::Runtime, fx: &Fixture, n: usize, envelope: (f64, f64)) {
+    let Ok(admin_url) = std::env::var("CMK_TEST_POSTGRES_URL") else {
+        println!("\nPostgreSQL: not run (CMK_TEST_POSTGRES_URL is not set)");
+        return;
+    };
+    let name = format!("cmk_bench_{}", std::process::id());
+    let mut admin = PgConnection::establish(&admin_url).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
+    let url = format!("{base}/{name}");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    let r = run_postgres(&mut conn, fx, "BYTEA");
+    drop(conn);
+    report("Diesel", "PostgreSQL (loopback)", &r, n, envelope);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let r = runtime.block_on(async {
+        let db = Database::connect(&url).await.unwrap();
+        run_sea(&db, fx, "BYTEA").await
+    });
+    report("SeaORM", "PostgreSQL (loopback)", &r, n, envelope);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .unwrap();
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres(_: &tokio::runtime::Runtime, _: &Fixture, _: usize, _: (f64, f64)) {
+    println!(
+        "\nPostgreSQL: not run (build with --features postgres and set CMK_TEST_POSTGRES_URL)"
+    );
+}
