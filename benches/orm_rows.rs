@@ -371,9 +371,9 @@ fn batch_ranges(n: usize) -> Vec<(i64, i64)> {
 
 /// The SeaORM half: the same tables, batches and phases, through SeaORM's async API.
 async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
-    db.execute_unprepared(&format!(
-        "CREATE TABLE plain_rows (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, alpha TEXT NOT NULL, bravo TEXT NOT NULL, charlie TEXT NOT NULL)"
-    ))
+    db.execute_unprepared(
+        "CREATE TABLE plain_rows (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, alpha TEXT NOT NULL, bravo TEXT NOT NULL, charlie TEXT NOT NULL)",
+    )
     .await
     .unwrap();
     for table in ["bench_rows", "envelope_rows"] {
