@@ -1,7 +1,7 @@
 //! cmk's tables (key registry and tenant configuration) for the application's migrations,
 //! and the column definitions of sealed tables.
 //!
-//! With the feature `migration`, [`CmkTables`] is a `sea_orm_migration::MigrationTrait`
+//! With the feature `migration`, `CmkTables` is a `sea_orm_migration::MigrationTrait`
 //! the application appends to its own `Migrator`, so its `migrate up/down/fresh` and
 //! `seaql_migrations` bookkeeping stay the application's:
 //!
