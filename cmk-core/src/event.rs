@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::context::{RequestContext, TenantId};
 
 /// Event names: `CATEGORY_ACTION`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(into = "&'static str")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 #[non_exhaustive]
 pub enum EventName {
     /// A row's classified fields were encrypted.
@@ -52,6 +52,13 @@ pub enum EventName {
     DataRekey,
     /// Rows of a sealed table were deleted.
     DataDelete,
+    /// A row's classified fields were re-sealed by an update (fresh DEKs).
+    DataUpdate,
+    /// Plaintext rows were sealed by the backfill of a migration.
+    DataMigrate,
+    /// Events could not be recorded (the spool was full or failing); `metadata.lost` counts
+    /// them. Emitted as soon as delivery works again.
+    AuditEventsLost,
 }
 
 impl EventName {
@@ -74,7 +81,51 @@ impl EventName {
             EventName::AdminTenantShredded => "ADMIN_TENANT_SHREDDED",
             EventName::DataRekey => "DATA_REKEY",
             EventName::DataDelete => "DATA_DELETE",
+            EventName::DataUpdate => "DATA_UPDATE",
+            EventName::DataMigrate => "DATA_MIGRATE",
+            EventName::AuditEventsLost => "AUDIT_EVENTS_LOST",
         }
+    }
+
+    /// Every name, in documentation order.
+    pub const ALL: [EventName; 19] = [
+        EventName::DataEncrypt,
+        EventName::DataDecrypt,
+        EventName::DataUpdate,
+        EventName::DataDelete,
+        EventName::DataDenyAccess,
+        EventName::DataRekey,
+        EventName::DataMigrate,
+        EventName::KmsWrap,
+        EventName::KmsUnwrap,
+        EventName::KmsLeaseRenewed,
+        EventName::KmsLeaseExpired,
+        EventName::KmsLeaseRevoked,
+        EventName::KmsUnreachable,
+        EventName::AdminTenantOnboarded,
+        EventName::AdminTenantConfigChanged,
+        EventName::AdminKeyRotated,
+        EventName::AdminKekStateChanged,
+        EventName::AdminTenantShredded,
+        EventName::AuditEventsLost,
+    ];
+
+    /// The name's category: `DATA`, `KMS`, `ADMIN` or `AUDIT`.
+    pub fn category(self) -> &'static str {
+        let name = self.as_str();
+        name.split_once('_').map_or(name, |(c, _)| c)
+    }
+
+    /// Parses a documented name.
+    pub fn parse(name: &str) -> Option<EventName> {
+        EventName::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+}
+
+impl TryFrom<String> for EventName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        EventName::parse(&s).ok_or_else(|| format!("unknown event name `{s}`"))
     }
 }
 
@@ -85,7 +136,7 @@ impl From<EventName> for &'static str {
 }
 
 /// Whether the operation succeeded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// It did.
@@ -134,9 +185,19 @@ impl Serialize for EventId {
     }
 }
 
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::hex::decode(&text)
+            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+            .map(EventId)
+            .ok_or_else(|| serde::de::Error::custom("an event id is 32 hex digits"))
+    }
+}
+
 /// One security event. Column and class lists are shared (`Arc`) because most events of a
 /// table repeat the same lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityEvent {
     /// Unique id for de-duplication downstream.
     pub id: EventId,
@@ -166,6 +227,8 @@ pub struct SecurityEvent {
     pub purpose: Option<String>,
     /// Free-form metadata from the request context.
     pub metadata: BTreeMap<String, String>,
+    /// For lease events: the uses the lease served from cache since it was last renewed.
+    pub cached_uses: Option<u64>,
 }
 
 impl SecurityEvent {
@@ -199,6 +262,7 @@ impl SecurityEvent {
             source: ctx.source().map(str::to_string),
             purpose: ctx.purpose().map(str::to_string),
             metadata: ctx.metadata().clone(),
+            cached_uses: None,
         }
     }
 
@@ -252,11 +316,30 @@ fn now_ms() -> u64 {
 pub struct SinkError(pub String);
 
 /// Where events go. `emit` must not block beyond a bound: sinks that talk to the network
-/// queue internally.
+/// queue internally (`crate::audit::Pipeline`).
 pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Takes one event. An `Err` means the event is not recorded (fail-closed policies then
     /// refuse the operation).
     fn emit(&self, event: SecurityEvent) -> Result<(), SinkError>;
+
+    /// Takes one event of a fail-closed operation: `Ok` only once the event is durable
+    /// (flushed to disk, or acknowledged by its receiver), because the plaintext is returned
+    /// right after. Sinks without a durable step record it as `emit` does.
+    fn emit_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
+        self.emit(event)
+    }
+
+    /// Told before a tenant's configuration is saved (and when one is loaded) which sink the
+    /// tenant names (`TenantConfig::audit_sink`); an `Err` refuses the configuration (an
+    /// endpoint off the operator's allow-list, an unknown sink name).
+    fn configure_tenant(
+        &self,
+        tenant: &TenantId,
+        audit_sink: Option<&str>,
+    ) -> Result<(), SinkError> {
+        let _ = (tenant, audit_sink);
+        Ok(())
+    }
 }
 
 /// Emits events as structured `tracing` events at INFO level, target `cmk::security`.

@@ -69,6 +69,8 @@ pub struct TenantKeys {
     pub(crate) deterministic_roots: BTreeMap<u8, Arc<Lease>>,
     pub(crate) derived: Mutex<DerivedKeys>,
     pub(crate) sink: Arc<dyn EventSink>,
+    /// Whether any class of the tenant is fail-closed (events then need `emit_durable`).
+    pub(crate) any_fail_closed: bool,
     pub(crate) min_format_version: u8,
     pub(crate) kek_max_wraps: u64,
 }

@@ -166,6 +166,11 @@ impl Cmk {
                 tenant: tenant.to_string(),
             });
         }
+        // Routing follows the stored configuration (another instance may have changed it); a
+        // sink that refuses it keeps its previous route and the tenant's reads go on.
+        let _ = self
+            .sink
+            .configure_tenant(tenant, config.audit_sink.as_deref());
         let views = fold_versions(&entries, trusted);
         let view = Arc::new(TenantView {
             config,
@@ -311,9 +316,14 @@ impl Cmk {
                 }
             })
             .collect();
+        let any_fail_closed = config
+            .policies
+            .values()
+            .any(|p| p.audit == crate::policy::AuditMode::FailClosed);
         Ok(Arc::new(TenantKeys {
             tenant: tenant.clone(),
             ctx: ctx.clone(),
+            any_fail_closed,
             config,
             keks,
             active,

@@ -8,6 +8,7 @@
 )]
 
 pub mod admin;
+pub mod audit;
 mod classic;
 pub mod clock;
 pub mod context;

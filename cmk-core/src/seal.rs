@@ -959,13 +959,15 @@ impl TenantKeys {
             Touched::All => (Arc::clone(&shared.columns), Arc::clone(&shared.classes)),
             Touched::Some(columns, classes) => (columns.into(), classes.into()),
         };
+        // Most tenants have no fail-closed class: then no per-class lookup.
         let fail_closed = || {
-            classes.iter().any(|c| {
-                Class::new(c.as_str()).is_ok_and(|c| {
-                    self.policy(&c)
-                        .is_ok_and(|p| p.audit == AuditMode::FailClosed)
+            self.any_fail_closed
+                && classes.iter().any(|c| {
+                    Class::new(c.as_str()).is_ok_and(|c| {
+                        self.policy(&c)
+                            .is_ok_and(|p| p.audit == AuditMode::FailClosed)
+                    })
                 })
-            })
         };
         let event = SecurityEvent::about(
             ctx,
@@ -976,11 +978,16 @@ impl TenantKeys {
             Arc::clone(&columns),
             Arc::clone(&classes),
         );
-        match self.sink.emit(event) {
-            Ok(()) => Ok(()),
-            Err(e) if result.is_ok() && fail_closed() => Err(Error::AuditFailClosed(e.to_string())),
-            Err(_) => Ok(()),
+        // The plaintext (or the write) goes out only after a fail-closed event is durable.
+        if result.is_ok() && fail_closed() {
+            return self
+                .sink
+                .emit_durable(event)
+                .map_err(|e| Error::AuditFailClosed(e.to_string()));
         }
+        // Not fail-closed: a sink that cannot take the event counts the loss itself.
+        let _ = self.sink.emit(event);
+        Ok(())
     }
 }
 

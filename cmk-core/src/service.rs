@@ -197,6 +197,10 @@ impl Cmk {
                     found: config.tenant.to_string(),
                 });
             }
+            // The event sink checks the tenant's sink (an endpoint on the allow-list).
+            self.sink
+                .configure_tenant(&config.tenant, config.audit_sink.as_deref())
+                .map_err(|e| Error::InvalidConfig(e.to_string()))?;
             self.configs.save(config).await?;
             // This instance sees its own change at once; others within one renewal interval.
             self.forget_view(ctx.tenant());
