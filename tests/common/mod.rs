@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod dump;
+pub mod receivers;
 
 use std::sync::Arc;
 

@@ -5,11 +5,14 @@
 //!   worker that batches to a [`Transport`], a durable [`spool::Spool`] when the transport
 //!   fails or the queue is full, in-order replay, and `fsync`ed appends for fail-closed
 //!   events.
-//! - Transports: [`JsonLinesFile`] (size-based rotation), [`SyslogUdp`], [`SyslogTcp`].
+//! - Transports: [`JsonLinesFile`] (size-based rotation), [`SyslogUdp`], [`SyslogTcp`], and
+//!   with the feature `http`, `http::HttpBatches` (Splunk HEC or a generic JSON array).
 //! - [`Router`]: each tenant's events to the sink its configuration names, others to the
 //!   default; endpoints a tenant can name are checked against the operator's allow-list.
 
 pub mod format;
+#[cfg(feature = "http")]
+pub mod http;
 mod pipeline;
 mod router;
 pub mod spool;

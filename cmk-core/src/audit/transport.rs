@@ -42,7 +42,9 @@ pub trait Transport: Send + 'static {
 
 /// JSON Lines in a file, with size-based rotation: when the file would pass `max_bytes`,
 /// `events.jsonl` becomes `events.jsonl.1` (and `.1` becomes `.2`, up to `keep`), and a new
-/// file starts. Each batch is written and `fsync`ed before it counts as delivered.
+/// file starts. Each batch is written and `fsync`ed before it counts as delivered. A file
+/// moved away by another tool is noticed at the next batch, which goes to a new file at the
+/// path.
 #[derive(Debug)]
 pub struct JsonLinesFile {
     path: PathBuf,
@@ -83,7 +85,33 @@ impl JsonLinesFile {
         fs::rename(&self.path, self.rotated(1))
     }
 
+    /// Whether the open file is still the one at `path` (an external tool such as logrotate
+    /// may have moved it away): checked once per batch.
+    fn still_current(&self) -> bool {
+        let Some((file, _)) = &self.file else {
+            return false;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            match (fs::metadata(&self.path), file.metadata()) {
+                (Ok(at_path), Ok(open)) => {
+                    at_path.dev() == open.dev() && at_path.ino() == open.ino()
+                }
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = file;
+            self.path.is_file()
+        }
+    }
+
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if !self.still_current() {
+            self.file = None;
+        }
         if self.file.is_none() {
             let file = OpenOptions::new()
                 .create(true)
