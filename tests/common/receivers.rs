@@ -36,6 +36,8 @@ pub trait Receiver: Send + Sync {
 struct Shared {
     mode: Mutex<Mode>,
     ids: Mutex<Vec<String>>,
+    /// HTTP only: the events themselves.
+    events: Mutex<Vec<serde_json::Value>>,
     requests: AtomicUsize,
     stop: AtomicBool,
 }
@@ -90,19 +92,15 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     Some((head, buf[head_end..head_end + len].to_vec()))
 }
 
-/// The event ids of a body: a JSON array, or Splunk HEC objects (`{"event": {...}}`).
-fn body_ids(body: &[u8], hec: bool) -> Vec<String> {
+/// The events of a body: a JSON array, or Splunk HEC objects (`{"event": {...}}`).
+fn body_events(body: &[u8], hec: bool) -> Vec<serde_json::Value> {
     if hec {
         serde_json::Deserializer::from_slice(body)
             .into_iter::<serde_json::Value>()
-            .map(|o| o.unwrap()["event"]["id"].as_str().unwrap().to_string())
+            .map(|o| o.unwrap()["event"].clone())
             .collect()
     } else {
-        let events: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
-        events
-            .iter()
-            .map(|e| e["id"].as_str().unwrap().to_string())
-            .collect()
+        serde_json::from_slice(body).unwrap()
     }
 }
 
@@ -116,6 +114,7 @@ impl HttpReceiver {
         let shared = Arc::new(Shared {
             mode: Mutex::new(Mode::Up),
             ids: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
             requests: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
@@ -149,7 +148,11 @@ impl HttpReceiver {
                         }
                         match *s.mode.lock().unwrap() {
                             Mode::Up => {
-                                s.ids.lock().unwrap().extend(body_ids(&body, hec));
+                                let events = body_events(&body, hec);
+                                s.ids.lock().unwrap().extend(
+                                    events.iter().map(|e| e["id"].as_str().unwrap().to_string()),
+                                );
+                                s.events.lock().unwrap().extend(events);
                                 let _ = stream.write_all(
                                     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
                                 );
@@ -182,6 +185,11 @@ impl HttpReceiver {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Every event received (JSON).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.shared.events.lock().unwrap().clone()
     }
 
     /// Requests answered or refused so far (not counting refused connections).
@@ -228,6 +236,7 @@ impl SyslogReceiver {
         let shared = Arc::new(Shared {
             mode: Mutex::new(Mode::Up),
             ids: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
             requests: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });

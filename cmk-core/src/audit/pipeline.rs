@@ -78,6 +78,9 @@ pub struct PipelineStats {
     pub failures: AtomicU64,
 }
 
+// Events are nearly every message: boxing them would cost an allocation per event on the
+// hot path to shrink the rare control messages' slots.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(SecurityEvent),
     Flush(SyncSender<()>),
