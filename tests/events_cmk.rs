@@ -317,3 +317,74 @@ async fn no_field_value_appears_in_any_event() {
         }
     }
 }
+
+#[tokio::test]
+async fn events_name_the_operation_and_leases_count_their_cached_uses() {
+    use cmk::clock::ManualClock;
+    use cmk::event::{EventName, MemorySink, sealing_as};
+    let sink = Arc::new(MemorySink::new());
+    let clock = Arc::new(ManualClock::new());
+    let kms = Arc::new(LocalKms::in_memory());
+    let cmk = Cmk::builder()
+        .kms(kms.clone())
+        .registry(Arc::new(MemoryRegistry::new()))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::from_bytes([3; 32]),
+        ))))
+        .sink(sink.clone())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ctx = RequestContext::new(TenantId::new("acme").unwrap());
+    let cfg = TenantConfig::new(ctx.tenant().clone(), kms.create_key("acme").unwrap());
+    cmk.configure_tenant(&ctx, &cfg).await.unwrap();
+    cmk.onboard(&ctx).await.unwrap();
+    let keys = cmk.keys_for(&ctx, Note::CLASSES).await.unwrap();
+    let n = note("acme", 1, "t", "b");
+    let sealed = n.seal(&ctx, &keys).unwrap();
+    let updated = sealing_as(EventName::DataUpdate, || n.seal(&ctx, &keys)).unwrap();
+    let migrated = sealing_as(EventName::DataMigrate, || n.seal(&ctx, &keys)).unwrap();
+    assert!(
+        n.seal(&ctx, &keys).is_ok(),
+        "the name applies inside the closure only"
+    );
+    for s in [&sealed, &updated, &migrated] {
+        Note::unseal(s, &ctx, &keys).unwrap();
+    }
+    let names: Vec<&str> = sink
+        .events()
+        .iter()
+        .filter(|e| e.table.as_deref() == Some("notes"))
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "DATA_ENCRYPT",
+            "DATA_UPDATE",
+            "DATA_MIGRATE",
+            "DATA_ENCRYPT",
+            "DATA_DECRYPT",
+            "DATA_DECRYPT",
+            "DATA_DECRYPT"
+        ]
+    );
+    // One renewal interval later: each renewed KEK lease reports the uses it served.
+    clock.advance(Duration::from_secs(21 * 60));
+    cmk.renew_due().await;
+    let renewed: Vec<_> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e.name == EventName::KmsLeaseRenewed && !e.classes.is_empty())
+        .collect();
+    assert!(!renewed.is_empty());
+    let private = renewed
+        .iter()
+        .find(|e| e.classes[0] == "private")
+        .expect("the private KEK lease renewed");
+    assert_eq!(
+        private.cached_uses,
+        Some(7),
+        "4 seals and 3 unseals of the private class"
+    );
+}

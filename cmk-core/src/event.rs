@@ -135,6 +135,33 @@ impl From<EventName> for &'static str {
     }
 }
 
+thread_local! {
+    /// The name a seal's event carries while [`sealing_as`] runs on this thread.
+    static SEALING_AS: std::cell::Cell<Option<EventName>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f`, a synchronous seal (or batch of seals), with its events named `name` instead of
+/// `DATA_ENCRYPT`: the ORM adapters' updates (`DATA_UPDATE`) and the plaintext backfill
+/// (`DATA_MIGRATE`), so that a SIEM can tell a new row from a rewritten one.
+pub fn sealing_as<R>(name: EventName, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<EventName>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SEALING_AS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(SEALING_AS.with(|c| c.replace(Some(name))));
+    f()
+}
+
+/// The name of a seal's event on this thread (`DATA_ENCRYPT` unless [`sealing_as`] says
+/// otherwise).
+pub(crate) fn sealing_event() -> EventName {
+    SEALING_AS
+        .with(|c| c.get())
+        .unwrap_or(EventName::DataEncrypt)
+}
+
 /// Whether the operation succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

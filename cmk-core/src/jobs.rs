@@ -93,14 +93,16 @@ pub fn rekey_row<M: Encrypted>(
     })
 }
 
-/// The backfill for one legacy row: seals `model` with fresh DEKs, to be written only while
-/// the row's key columns are still NULL.
+/// The backfill for one legacy row: seals `model` with fresh DEKs (its event is
+/// `DATA_MIGRATE`), to be written only while the row's key columns are still NULL.
 pub fn seal_legacy<M: Encrypted>(
     model: &M,
     ctx: &RequestContext,
     keys: &TenantKeys,
 ) -> Result<GuardedWrite<M::Sealed>> {
-    let sealed = model.seal(ctx, keys)?;
+    let sealed = crate::event::sealing_as(crate::event::EventName::DataMigrate, || {
+        model.seal(ctx, keys)
+    })?;
     let guard = M::KEY_COLUMNS.iter().map(|c| (*c, None)).collect();
     Ok(GuardedWrite { guard, sealed })
 }

@@ -104,6 +104,23 @@ fn system_event(
     let _ = sink.emit(SecurityEvent::system(tenant, name, outcome));
 }
 
+/// A lease transition's event: the class (for KEKs) and the uses the lease served from
+/// cache.
+fn lease_event(
+    sink: &dyn crate::event::EventSink,
+    key: &LeaseKey,
+    name: EventName,
+    outcome: Outcome,
+    uses: u64,
+) {
+    let mut event = SecurityEvent::system(&key.tenant, name, outcome);
+    if key.purpose == Purpose::Kek {
+        event.classes = Arc::from(vec![key.policy.clone()]);
+    }
+    event.cached_uses = Some(uses);
+    let _ = sink.emit(event);
+}
+
 fn failure(kind: &str) -> Outcome {
     Outcome::Failure {
         error: kind.to_string(),
@@ -424,7 +441,13 @@ impl Cmk {
                 self.leases.forget_denial(&key);
                 if let Some(lease) = live {
                     lease.renewed(entry);
-                    system_event(sink, tenant, EventName::KmsLeaseRenewed, Outcome::Success);
+                    lease_event(
+                        sink,
+                        &lease.key,
+                        EventName::KmsLeaseRenewed,
+                        Outcome::Success,
+                        lease.uses(),
+                    );
                     return Ok(lease);
                 }
                 let material = match key.purpose {
@@ -465,11 +488,12 @@ impl Cmk {
             Err(e) => {
                 if let Some(lease) = self.leases.remove(&key) {
                     lease.revoke(e.kind.as_str());
-                    system_event(
+                    lease_event(
                         sink,
-                        tenant,
+                        &lease.key,
                         EventName::KmsLeaseRevoked,
                         failure(e.kind.as_str()),
+                        lease.uses(),
                     );
                 }
                 self.leases.remember_denial(&key, e.clone());
@@ -510,11 +534,12 @@ impl Cmk {
             if lease.ended() == Some(LeaseEnd::Expired) {
                 lease.wipe();
                 self.leases.remove(&key);
-                system_event(
+                lease_event(
                     self.sink.as_ref(),
-                    &key.tenant,
+                    &key,
                     EventName::KmsLeaseExpired,
                     failure("lease_expired"),
+                    lease.uses(),
                 );
                 report.expired += 1;
                 continue;
@@ -558,11 +583,12 @@ impl Cmk {
             if let Some(reason) = reason {
                 self.leases.remove(&key);
                 lease.revoke(reason);
-                system_event(
+                lease_event(
                     self.sink.as_ref(),
-                    &key.tenant,
+                    &key,
                     EventName::KmsLeaseRevoked,
                     failure("revoked"),
+                    lease.uses(),
                 );
                 report.revoked += 1;
                 continue;

@@ -273,7 +273,7 @@ impl TenantKeys {
             ctx,
             schema,
             row_id,
-            EventName::DataEncrypt,
+            crate::event::sealing_event(),
             &result,
             Touched::All,
         )?;

@@ -13,6 +13,7 @@
 //! }).await??;
 //! ```
 
+use cmk_core::event::{EventName, sealing_as};
 use cmk_core::model::Encrypted;
 use cmk_core::{RequestContext, TenantKeys};
 use diesel::associations::HasTable;
@@ -142,7 +143,7 @@ where
     UpdateStatement<T::Table, T::WhereClause, <M::Sealed as AsChangeset>::Changeset>:
         AsQuery + ExecuteDsl<C>,
 {
-    let sealed = model.seal(ctx, keys)?;
+    let sealed = sealing_as(EventName::DataUpdate, || model.seal(ctx, keys))?;
     Ok(diesel::update(target).set(sealed).execute(conn)?)
 }
 
@@ -170,7 +171,7 @@ where
         <M::Sealed as AsChangeset>::Changeset,
     >: AsQuery + ExecuteDsl<C>,
 {
-    let sealed = model.seal(ctx, keys)?;
+    let sealed = sealing_as(EventName::DataUpdate, || model.seal(ctx, keys))?;
     let read_keys = KeyColumnsUnchanged::new(M::key_columns(read));
     if write_guarded::<M, T, C>(conn, target, read_keys, sealed)? {
         Ok(())

@@ -14,6 +14,7 @@
 //! }).await?;
 //! ```
 
+use cmk_core::event::{EventName, sealing_as};
 use cmk_core::model::Encrypted;
 use cmk_core::{RequestContext, TenantKeys};
 use sea_orm::{
@@ -197,7 +198,7 @@ where
     E::ActiveModel: From<E::Model>,
     C: ConnectionTrait,
 {
-    let sealed = model.seal(ctx, keys)?;
+    let sealed = sealing_as(EventName::DataUpdate, || model.seal(ctx, keys))?;
     for pk in E::PrimaryKey::iter() {
         let col = pk.into_column();
         if read.get(col) != sealed.get(col) {
