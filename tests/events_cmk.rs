@@ -388,3 +388,68 @@ async fn events_name_the_operation_and_leases_count_their_cached_uses() {
         "4 seals and 3 unseals of the private class"
     );
 }
+
+#[tokio::test]
+async fn tenants_are_routed_to_their_sink_and_endpoints_must_be_allowed() {
+    use cmk::audit::{AllowList, Router};
+    use cmk::event::MemorySink;
+    let default = Arc::new(MemorySink::new());
+    let eu = Arc::new(MemorySink::new());
+    let router = Arc::new(
+        Router::new(default.clone())
+            .with_sink("siem-eu", eu.clone())
+            .with_endpoints(
+                AllowList::new()
+                    .allow("syslog+tcp://siem.acme.example:6514")
+                    .unwrap(),
+                |endpoint| Err(cmk::event::SinkError(format!("not built here: {endpoint}"))),
+            ),
+    );
+    let kms = Arc::new(LocalKms::in_memory());
+    let cmk = Cmk::builder()
+        .kms(kms.clone())
+        .registry(Arc::new(MemoryRegistry::new()))
+        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
+            SecretKey::from_bytes([3; 32]),
+        ))))
+        .sink(router)
+        .build()
+        .unwrap();
+    for (tenant, sink) in [("acme", Some("siem-eu")), ("globex", None)] {
+        let ctx = RequestContext::new(TenantId::new(tenant).unwrap());
+        let mut cfg = TenantConfig::new(ctx.tenant().clone(), kms.create_key(tenant).unwrap());
+        cfg.audit_sink = sink.map(str::to_string);
+        cmk.configure_tenant(&ctx, &cfg).await.unwrap();
+        cmk.onboard(&ctx).await.unwrap();
+        let keys = cmk.keys_for(&ctx, Note::CLASSES).await.unwrap();
+        note(tenant, 1, "t", "b").seal(&ctx, &keys).unwrap();
+    }
+    let tenants = |s: &MemorySink| -> std::collections::BTreeSet<String> {
+        s.events().iter().map(|e| e.tenant.to_string()).collect()
+    };
+    assert_eq!(tenants(&eu), ["acme".to_string()].into());
+    assert!(
+        !tenants(&default).contains("acme"),
+        "the route precedes acme's first event"
+    );
+    assert!(tenants(&default).contains("globex"));
+    // An endpoint off the allow-list, or a sink nobody registered: the configuration is
+    // refused and the route stays.
+    let ctx = RequestContext::new(TenantId::new("acme").unwrap());
+    let key = kms.create_key("acme-2").unwrap();
+    for bad in ["syslog+tcp://attacker.example:514", "siem-us"] {
+        let mut cfg = TenantConfig::new(ctx.tenant().clone(), key.clone());
+        cfg.audit_sink = Some(bad.into());
+        let err = cmk.configure_tenant(&ctx, &cfg).await.unwrap_err();
+        assert!(matches!(err, cmk::Error::InvalidConfig(_)), "{err:?}");
+    }
+}
+
+#[test]
+fn the_events_document_names_every_event() {
+    let doc = include_str!("../docs/EVENTS.md");
+    for name in cmk::event::EventName::ALL {
+        assert!(doc.contains(&format!("`{}`", name.as_str())), "{name:?}");
+    }
+    assert!(doc.contains(cmk::audit::format::JSON_SCHEMA));
+}

@@ -347,3 +347,66 @@ fn http_outages_of_each_kind_lose_nothing() {
         assert!(got.iter().all(|id| sent_ids.contains(id)), "{mode:?}");
     }
 }
+
+#[test]
+fn syslog_udp_delivers_on_loopback() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        let mut quiet = 0;
+        while quiet < 25 {
+            match socket.recv(&mut buf) {
+                Ok(n) => {
+                    quiet = 0;
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let start = msg.find(" id=\"").unwrap() + 5;
+                    got.push(msg[start..start + 32].to_string());
+                }
+                Err(_) => quiet += 1,
+            }
+        }
+        got
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::start(
+        config(&dir.path().join("spool")),
+        cmk::audit::SyslogUdp::new(addr).unwrap(),
+    )
+    .unwrap();
+    // Paced, so the receiving socket's buffer never overflows (UDP would drop silently).
+    let sent = events(1_000, "acme");
+    for chunk in sent.chunks(100) {
+        for e in chunk {
+            pipeline.emit(e.clone()).unwrap();
+        }
+        assert!(pipeline.flush(Duration::from_secs(5)));
+    }
+    let got = reader.join().unwrap();
+    assert_eq!(got, ids(&sent));
+}
+
+#[test]
+fn shutdown_spools_what_it_cannot_deliver_and_the_next_start_delivers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = HttpReceiver::start(false);
+    rx.set_mode(Mode::Refuse);
+    let spool = dir.path().join("spool");
+    let sent = events(500, "acme");
+    {
+        let pipeline = transport(Kind::HttpGeneric, &rx.url())(config(&spool));
+        for e in &sent {
+            pipeline.emit(e.clone()).unwrap();
+        }
+        pipeline.shutdown(Duration::from_millis(100));
+        assert!(pipeline.spooled_bytes() > 0);
+    }
+    rx.set_mode(Mode::Up);
+    let _next = transport(Kind::HttpGeneric, &rx.url())(config(&spool));
+    let got = wait_for_all(&rx, &ids(&sent));
+    assert_eq!(got, ids(&sent));
+}
