@@ -201,26 +201,25 @@ async fn a_full_spool_fails_fail_closed_tenants_only_and_the_loss_is_reported() 
     );
     let cmk = cmk_with(
         pipeline.clone(),
+        // Tenant ids of one length: their events take the same room in the spool.
         &[
             ("acme", AuditMode::FailClosed),
-            ("globex", AuditMode::BestEffort),
+            ("beta", AuditMode::BestEffort),
         ],
     )
     .await;
     let acme = RequestContext::new(TenantId::new("acme").unwrap()).with_role("doctor");
-    let globex = RequestContext::new(TenantId::new("globex").unwrap()).with_role("doctor");
+    let beta = RequestContext::new(TenantId::new("beta").unwrap()).with_role("doctor");
     let acme_keys = cmk.keys_for(&acme, Note::CLASSES).await.unwrap();
-    let globex_keys = cmk.keys_for(&globex, Note::CLASSES).await.unwrap();
+    let beta_keys = cmk.keys_for(&beta, Note::CLASSES).await.unwrap();
     let a = note("acme", 1, "t", "b").seal(&acme, &acme_keys).unwrap();
-    let g = note("globex", 2, "t", "b")
-        .seal(&globex, &globex_keys)
-        .unwrap();
+    let g = note("beta", 2, "t", "b").seal(&beta, &beta_keys).unwrap();
 
-    // globex's reads fill the spool while the receiver is down, and then go on.
+    // beta's reads fill the spool while the receiver is down, and then go on.
     let lost = || pipeline.stats().lost.load(Ordering::Relaxed);
     let mut reads = 0;
     while lost() == 0 {
-        Note::unseal(&g, &globex, &globex_keys).unwrap();
+        Note::unseal(&g, &beta, &beta_keys).unwrap();
         reads += 1;
         assert!(reads < 100_000, "the spool never filled");
         if reads % 100 == 0 {
@@ -228,7 +227,7 @@ async fn a_full_spool_fails_fail_closed_tenants_only_and_the_loss_is_reported() 
         }
     }
     for _ in 0..10 {
-        Note::unseal(&g, &globex, &globex_keys).unwrap();
+        Note::unseal(&g, &beta, &beta_keys).unwrap();
     }
     // acme is fail-closed: without room for its event, no plaintext.
     let err = Note::unseal(&a, &acme, &acme_keys).unwrap_err();
@@ -240,12 +239,12 @@ async fn a_full_spool_fails_fail_closed_tenants_only_and_the_loss_is_reported() 
     wait_until("the loss report", || {
         delivered(&rx)
             .iter()
-            .any(|e| e["name"] == "AUDIT_EVENTS_LOST" && e["tenant"] == "globex")
+            .any(|e| e["name"] == "AUDIT_EVENTS_LOST" && e["tenant"] == "beta")
     });
     let events = delivered(&rx);
     let report = events
         .iter()
-        .find(|e| e["name"] == "AUDIT_EVENTS_LOST" && e["tenant"] == "globex")
+        .find(|e| e["name"] == "AUDIT_EVENTS_LOST" && e["tenant"] == "beta")
         .unwrap();
     let reported: u64 = report["metadata"]["lost"]
         .as_str()

@@ -14,83 +14,20 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group};
 
-use cmk_core::event::{EventName, EventSink, Outcome, SecurityEvent, SinkError};
-use cmk_core::kms::local::LocalKms;
-use cmk_core::registry::MemoryRegistry;
-use cmk_core::schema::{FieldSpec, RowSchema};
+use cmk_core::event::{EventName, EventSink, Outcome, SecurityEvent};
 use cmk_core::seal::StoredRow;
-use cmk_core::secret::SecretKey;
-use cmk_core::tenant::{MemoryConfigStore, OperatorKey};
-use cmk_core::{Class, Cmk, RequestContext, TenantConfig, TenantId};
-
-#[derive(Debug, Default)]
-struct CountingSink(AtomicU64);
-impl EventSink for CountingSink {
-    fn emit(&self, e: SecurityEvent) -> Result<(), SinkError> {
-        black_box(&e);
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
 
 #[path = "common/baseline.rs"]
 mod baseline;
-use baseline::{Baseline, COLUMNS, TABLE};
-
-struct Setup {
-    ctx: RequestContext,
-    keys: Arc<cmk_core::TenantKeys>,
-    schema: RowSchema,
-    base: Baseline,
-    v: [[u8; 32]; 3],
-}
+#[path = "common/setup.rs"]
+mod setup;
+use setup::{CountingSink, Setup};
 
 fn setup() -> Setup {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let kms = Arc::new(LocalKms::in_memory());
-    let key = kms.create_key("acme").unwrap();
-    let cmk = Cmk::builder()
-        .kms(kms)
-        .registry(Arc::new(MemoryRegistry::new()))
-        .configs(Arc::new(MemoryConfigStore::new(OperatorKey::new(
-            SecretKey::from_bytes([1; 32]),
-        ))))
-        .sink(Arc::new(CountingSink::default()))
-        .build()
-        .unwrap();
-    let ctx = RequestContext::new(TenantId::new("acme").unwrap());
-    let keys = rt.block_on(async {
-        cmk.configure_tenant(&ctx, &TenantConfig::new(ctx.tenant().clone(), key))
-            .await
-            .unwrap();
-        cmk.onboard(&ctx).await.unwrap();
-        cmk.keys_for(&ctx, &["private", "restricted"])
-            .await
-            .unwrap()
-    });
-    let class = |s: &str| Class::new(s).unwrap();
-    let schema = RowSchema::new(
-        TABLE,
-        vec![
-            FieldSpec::new(COLUMNS[0], class("private")),
-            FieldSpec::new(COLUMNS[1], class("private")),
-            FieldSpec::new(COLUMNS[2], class("restricted")),
-        ],
-    )
-    .unwrap();
-    Setup {
-        ctx,
-        keys,
-        schema,
-        base: Baseline::new(),
-        v: [[0x41u8; 32], [0x42; 32], [0x43; 32]],
-    }
+    setup::setup_with(Arc::new(CountingSink::default()))
 }
 
 fn benches(c: &mut Criterion) {

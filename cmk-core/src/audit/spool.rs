@@ -24,11 +24,14 @@ const SEGMENT_BYTES: u64 = 4 << 20;
 /// Why an append failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    /// The spool holds its size cap already.
+    /// The spool reached its size cap: the first `written` events were appended, the rest
+    /// were not.
     #[error("the audit spool is full ({cap} bytes)")]
     Full {
         /// The cap.
         cap: u64,
+        /// How many of the events were appended.
+        written: usize,
     },
     /// The disk refused (full, read-only, gone).
     #[error("the audit spool cannot be written: {0}")]
@@ -184,17 +187,30 @@ impl Spool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends events in order; with `sync`, returns only once they are on disk.
+    /// Appends events in order; with `sync`, returns only once they are on disk. At the
+    /// size cap it appends the events that fit and reports the rest ([`SpoolError::Full`]).
     pub fn append(&self, events: &[SecurityEvent], sync: bool) -> Result<(), SpoolError> {
         let mut buf = Vec::with_capacity(events.len() * 512);
+        let mut inner = self.lock();
+        let room = self.cap.saturating_sub(inner.total);
+        let mut written = 0;
         for e in events {
+            let before = buf.len();
             json_line(e, &mut buf);
+            if buf.len() as u64 > room {
+                buf.truncate(before);
+                break;
+            }
+            written += 1;
+        }
+        let full = written < events.len();
+        if buf.is_empty() {
+            return Err(SpoolError::Full {
+                cap: self.cap,
+                written: 0,
+            });
         }
         let len = buf.len() as u64;
-        let mut inner = self.lock();
-        if inner.total + len > self.cap {
-            return Err(SpoolError::Full { cap: self.cap });
-        }
         if inner.write.offset > 0 && inner.write.offset + len > SEGMENT_BYTES {
             let seq = inner.write.seq + 1;
             let file = OpenOptions::new()
@@ -218,6 +234,12 @@ impl Spool {
         }
         inner.write.offset += len;
         inner.total += len;
+        if full {
+            return Err(SpoolError::Full {
+                cap: self.cap,
+                written,
+            });
+        }
         Ok(())
     }
 
@@ -386,7 +408,10 @@ mod tests {
         spool.append(&sent[..1], false).unwrap();
         assert!(matches!(
             spool.append(&sent[1..], false),
-            Err(SpoolError::Full { cap: 600 })
+            Err(SpoolError::Full {
+                cap: 600,
+                written: 0
+            })
         ));
     }
 
