@@ -70,6 +70,29 @@ impl std::fmt::Debug for Spool {
     }
 }
 
+/// Options for the spool's files: owner-only on Unix (events name tenants, actors and
+/// records; never values, but still not for every local user).
+fn private() -> OpenOptions {
+    let mut opts = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("seg-{seq:020}.jsonl"))
 }
@@ -121,8 +144,8 @@ impl Spool {
     /// Opens (or creates) the spool in `dir`, holding at most `cap` bytes.
     pub fn open(dir: impl Into<PathBuf>, cap: u64) -> io::Result<Spool> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)?;
-        let lock = OpenOptions::new()
+        create_private_dir(&dir)?;
+        let lock = private()
             .create(true)
             .truncate(false)
             .write(true)
@@ -156,7 +179,7 @@ impl Spool {
         } else {
             0
         };
-        let writer = OpenOptions::new()
+        let writer = private()
             .create(true)
             .append(true)
             .open(segment_path(&dir, last))?;
@@ -213,7 +236,7 @@ impl Spool {
         let len = buf.len() as u64;
         if inner.write.offset > 0 && inner.write.offset + len > SEGMENT_BYTES {
             let seq = inner.write.seq + 1;
-            let file = OpenOptions::new()
+            let file = private()
                 .create(true)
                 .append(true)
                 .open(segment_path(&self.dir, seq))?;
@@ -307,7 +330,11 @@ impl Spool {
         }
         let tmp = self.dir.join("cursor.tmp");
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = private()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&tmp)?;
             writeln!(f, "{} {}", to.seq, to.offset)?;
             f.sync_data()?;
         }
@@ -323,7 +350,7 @@ impl Spool {
         // Fully delivered: start the file over, so an idle spool holds no bytes.
         if inner.read == inner.write && inner.write.offset > 0 {
             let seq = inner.write.seq + 1;
-            let file = OpenOptions::new()
+            let file = private()
                 .create(true)
                 .append(true)
                 .open(segment_path(&self.dir, seq))?;
@@ -333,7 +360,11 @@ impl Spool {
             inner.read = inner.write;
             let tmp = self.dir.join("cursor.tmp");
             {
-                let mut f = File::create(&tmp)?;
+                let mut f = private()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .open(&tmp)?;
                 writeln!(f, "{} 0", seq)?;
                 f.sync_data()?;
             }
@@ -376,6 +407,14 @@ mod tests {
         }
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
         assert!(spool.pending());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in fs::read_dir(dir.path()).unwrap() {
+                let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+                assert_eq!(mode & 0o077, 0, "spool files are the owner's only");
+            }
+        }
         let (rest, at, _) = spool.peek(100).unwrap();
         assert_eq!(rest.as_slice(), &sent[3..]);
         spool.commit(at).unwrap();
