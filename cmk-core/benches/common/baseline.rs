@@ -3,6 +3,8 @@
 //! DEK wrapped under a KEK whose key schedule is expanded once, cmk's buffered OS randomness.
 //! Shared by `cmk-core/benches/seal.rs` and the facade's `benches/orm_rows.rs` (which
 //! names the facade `cmk_core`).
+// Not every benchmark that includes this module uses all of it.
+#![allow(dead_code)]
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
