@@ -808,13 +808,14 @@ impl TenantKeys {
                     &other
                 };
                 let aad = field_aad(aad_buf, prefix, tenant, fc.flags, row.row_id);
-                let mut buf = Zeroizing::new(fc.body.to_vec());
-                let opened = gcm.open(&fc.nonce, aad.as_bytes(), &mut buf, &fc.tag);
+                // Decrypted in the buffer that is returned: one zeroizing owner throughout.
+                let mut buf = SecretBytes::new(fc.body.to_vec());
+                let opened = gcm.open(&fc.nonce, aad.as_bytes(), buf.expose_secret_mut(), &fc.tag);
                 aad_buf = aad.into_buffer();
                 opened?;
-                values[i] = match field::strip_inner(&mut buf, fc.flags)? {
+                values[i] = match field::strip_inner(buf.expose_secret_mut(), fc.flags)? {
                     None => Revealed::Null,
-                    Some(()) => Revealed::Value(SecretBytes::new(std::mem::take(&mut *buf))),
+                    Some(()) => Revealed::Value(buf),
                 };
             }
         }

@@ -61,6 +61,11 @@ impl SecretBytes {
         &self.0
     }
 
+    /// The bytes, to decrypt or trim in place (they stay zeroized on drop).
+    pub(crate) fn expose_secret_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
