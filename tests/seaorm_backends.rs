@@ -1,6 +1,6 @@
 //! A derived model through SeaORM 2 on every enabled backend (SQLite always; PostgreSQL and
 //! MariaDB under their features): the async operations, transparent loads in a task-local
-//! key scope, per-row failures, a guarded read-modify-write under concurrency, a fail-closed
+//! key scope (a `Vec`, a join, `Checked`, a clear error outside a scope), per-row failures, a guarded read-modify-write under concurrency, a fail-closed
 //! delete, the jobs, one format shared with Diesel (each ORM reads what the other wrote), and
 //! a dump of the whole database that holds no plaintext.
 
@@ -355,6 +355,40 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         matches!(err, cmk::seaorm::Error::Row { position: 2, .. }),
         "{err:?}"
     );
+
+    // Outside a key scope the plaintext model does not load: a clear error that keeps
+    // cmk's as its source.
+    let err = by_id().into_model::<Patient>().all(&sea).await.unwrap_err();
+    assert!(err.to_string().contains("no key scope"), "{err}");
+    keys.scope_async(async {
+        // `Checked<Patient>` reports the moved ciphertext in place and returns the others.
+        let rows = by_id()
+            .into_model::<cmk::Checked<Patient>>()
+            .all(&sea)
+            .await
+            .unwrap();
+        assert!(matches!(rows[2].0, Err(cmk::Error::Tampered)));
+        assert_eq!(rows[1].0.as_ref().unwrap(), &bob);
+        // A join whose related row does not unseal fails instead of yielding `None`.
+        visit::ActiveModel::from(visit::Model {
+            id: 11,
+            tenant_id: "acme".into(),
+            patient_id: 3,
+            reason: "follow-up".into(),
+        })
+        .reset_all()
+        .insert(&sea)
+        .await
+        .unwrap();
+        let err = visit::Entity::find()
+            .find_also_related(patient::Entity)
+            .into_model::<visit::Model, Patient>()
+            .all(&sea)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("failed authentication"), "{err}");
+    })
+    .await;
 
     // Delete, with its event.
     let deleted = ops::delete::<Patient, _, _>(
