@@ -11,7 +11,9 @@
 //!
 //! `cargo bench --bench orm_rows` (SQLite), or with PostgreSQL:
 //! `eval "$(bash scripts/services)"; cargo bench --bench orm_rows --features postgres`
-//! `CMK_BENCH_ROWS=<n>` changes the row count.
+//! `CMK_BENCH_ROWS=<n>` changes the row count. `CMK_BENCH_ONLY=unseal_derived
+//! CMK_BENCH_N=<n>` only unseals through the derived model (one row n times, then every row
+//! once, then `unseal_many`), for callgrind and for telling instructions from cache misses.
 
 #![allow(missing_docs)] // diesel::table! generates public modules
 
@@ -737,6 +739,38 @@ fn main() {
         .build()
         .unwrap();
     let fx = runtime.block_on(fixture(n));
+    // `CMK_BENCH_ONLY=unseal_derived CMK_BENCH_N=<n>`: the derived model's unseal only (see
+    // the header); then exit.
+    if std::env::var("CMK_BENCH_ONLY").as_deref() == Ok("unseal_derived") {
+        let times: usize = std::env::var("CMK_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let sealed = fx.rows[0].seal(&fx.ctx, &fx.keys).unwrap();
+        let t = Instant::now();
+        for _ in 0..times {
+            black_box(Row::unseal(black_box(&sealed), &fx.ctx, &fx.keys).unwrap());
+        }
+        let one = t.elapsed().as_nanos() as f64 / times as f64;
+        let all: Vec<SealedRow> = Row::seal_many(&fx.rows, &fx.ctx, &fx.keys)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let t = Instant::now();
+        for r in &all {
+            black_box(Row::unseal(black_box(r), &fx.ctx, &fx.keys).unwrap());
+        }
+        let each = t.elapsed().as_nanos() as f64 / all.len() as f64;
+        let t = Instant::now();
+        for r in Row::unseal_many(&all, &fx.ctx, &fx.keys) {
+            black_box(r.unwrap());
+        }
+        let many = t.elapsed().as_nanos() as f64 / all.len() as f64;
+        eprintln!(
+            "derived unseal: one row repeated {one:.0} ns; distinct rows one by one {each:.0} ns; unseal_many {many:.0} ns"
+        );
+        return;
+    }
     let envelope = envelope_cost(&fx);
     println!(
         "hand-written envelope (raw AES-256-GCM, same model): seal {:.0} ns/row, unseal {:.0} ns/row (CPU)",
