@@ -333,7 +333,10 @@ impl Receiver for FileReceiver {
         }
         let mut ids = Vec::new();
         for f in files {
-            for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            // The writer may be mid-batch: only lines it has ended count.
+            let ended = text.rfind('\n').map_or("", |end| &text[..end]);
+            for line in ended.lines() {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
                 ids.push(v["id"].as_str().unwrap().to_string());
             }

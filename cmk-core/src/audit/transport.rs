@@ -113,11 +113,12 @@ impl JsonLinesFile {
             self.file = None;
         }
         if self.file.is_none() {
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .read(true)
                 .open(&self.path)?;
-            let len = file.metadata()?.len();
+            let len = terminate_torn_line(&mut file)?;
             self.file = Some((file, len));
         }
         let size = self.file.as_ref().map_or(0, |(_, len)| *len);
@@ -137,6 +138,27 @@ impl JsonLinesFile {
         *len += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Ends a line that a killed writer left unterminated, so that it does not run into the next
+/// event (its event is still in the spool and is delivered again, whole). The fragment is
+/// kept, not cut: a tool tailing the file may have read it, and the audit file loses no
+/// byte. Returns the file's length.
+fn terminate_torn_line(file: &mut File) -> io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(len);
+    }
+    file.write_all(b"\n")?;
+    file.sync_data()?;
+    Ok(len + 1)
 }
 
 impl Transport for JsonLinesFile {
@@ -315,4 +337,52 @@ pub fn split_octet_counted(buf: &[u8]) -> (Vec<String>, usize) {
         rest = &rest[space + 1 + len..];
     }
     (out, used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::format::parse_json_line;
+    use crate::context::{RequestContext, TenantId};
+    use crate::event::{EventName, Outcome};
+
+    fn batch(n: usize) -> Vec<SecurityEvent> {
+        let ctx = RequestContext::new(TenantId::new("acme").unwrap());
+        (0..n)
+            .map(|_| SecurityEvent::new(&ctx, EventName::DataDecrypt, Outcome::Success))
+            .collect()
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_and_kept_not_merged_with_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut whole = Vec::new();
+        json_line(&batch(1)[0], &mut whole);
+        let fragment = &whole[..whole.len() / 2];
+        let mut before = whole.clone();
+        before.extend_from_slice(fragment);
+        fs::write(&path, &before).unwrap();
+
+        let sent = batch(2);
+        let mut file = JsonLinesFile::new(&path, 1 << 20, 2);
+        file.deliver(&sent).unwrap();
+
+        let text = fs::read(&path).unwrap();
+        assert!(text.starts_with(&before), "no byte of the file is lost");
+        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 5, "whole, fragment, two events, and the end");
+        assert_eq!(lines[1], fragment);
+        assert!(parse_json_line(lines[1]).is_none());
+        for (line, event) in lines[2..4].iter().zip(&sent) {
+            assert_eq!(parse_json_line(line).as_ref(), Some(event));
+        }
+        assert!(lines[4].is_empty());
+
+        // A file that ends whole is appended to as it is.
+        let mut again = JsonLinesFile::new(&path, 1 << 20, 2);
+        again.deliver(&batch(1)).unwrap();
+        let after = fs::read(&path).unwrap();
+        assert_eq!(after.split(|&b| b == b'\n').count(), 6);
+    }
 }
