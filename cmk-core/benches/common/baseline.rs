@@ -49,6 +49,11 @@ impl Baseline {
                 .as_bytes()
                 .len()
         };
+        // cmk binds the row's class set (length-prefixed names) into each DEK wrap.
+        let class_set = ["private", "restricted"]
+            .iter()
+            .map(|c| 1 + c.len())
+            .sum::<usize>();
         let dek_aad_len = |class: &str, list: usize| {
             Aad::new("cmk/dek")
                 .u8(1)
@@ -59,6 +64,7 @@ impl Baseline {
                 .u32(1)
                 .row_id(None)
                 .bytes(&vec![0; list])
+                .bytes(&vec![0; class_set])
                 .as_bytes()
                 .len()
         };
