@@ -175,22 +175,40 @@ pub enum Outcome {
     },
 }
 
-/// A unique event id: 128 random bits, shown and serialised as 32 hex digits.
+/// A unique event id, shown and serialised as 32 hex digits: 64 random bits drawn once per
+/// thread (and again in a forked child) followed by that thread's 64-bit event counter, so
+/// ids never repeat within a thread and two threads collide only if their random halves do
+/// (about n² / 2⁶⁵ for n threads ever started).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventId(pub [u8; 16]);
 
+thread_local! {
+    /// (process mark, random half, next counter) of this thread's ids.
+    static ID_SOURCE: std::cell::Cell<(u64, [u8; 8], u64)> =
+        const { std::cell::Cell::new((u64::MAX, [0; 8], 0)) };
+}
+
 impl EventId {
-    fn fresh() -> Self {
-        // Without randomness the id falls back to time and a counter: still unique per process.
-        crate::crypto::rng::array::<16>()
-            .map(EventId)
-            .unwrap_or_else(|_| {
-                static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let mut b = [0u8; 16];
-                b[..8].copy_from_slice(&now_ms().to_be_bytes());
-                b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-                EventId(b)
-            })
+    /// A new id, never one this process (or a process it forked from) handed out before.
+    pub fn fresh() -> Self {
+        ID_SOURCE.with(|source| {
+            let (mut mark, mut random, mut counter) = source.get();
+            let now = crate::crypto::rng::process_mark();
+            if mark != now || counter == u64::MAX {
+                // Without randomness the half falls back to time and the thread: unique
+                // enough for de-duplication, never reused within this thread.
+                random = crate::crypto::rng::array::<8>().unwrap_or_else(|_| {
+                    (now_ms() ^ u64::from(std::process::id()) << 40).to_be_bytes()
+                });
+                mark = now;
+                counter = 0;
+            }
+            source.set((mark, random, counter + 1));
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&random);
+            id[8..].copy_from_slice(&counter.to_be_bytes());
+            EventId(id)
+        })
     }
 }
 
@@ -333,7 +351,12 @@ fn empty_names() -> Arc<[String]> {
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        // Seconds and milliseconds apart: no 128-bit arithmetic on the per-row path.
+        .map(|d| {
+            d.as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(d.subsec_millis()))
+        })
         .unwrap_or(0)
 }
 
@@ -442,6 +465,20 @@ impl EventSink for MemorySink {
 mod tests {
     use super::*;
     use crate::context::{Actor, TenantId};
+
+    #[test]
+    fn event_ids_do_not_repeat_within_or_across_threads() {
+        let draw = || (0..10_000).map(|_| EventId::fresh()).collect::<Vec<_>>();
+        let here = draw();
+        let there = std::thread::spawn(draw).join().unwrap();
+        let all: std::collections::HashSet<EventId> = here.iter().chain(&there).copied().collect();
+        assert_eq!(all.len(), 20_000);
+        assert_ne!(
+            here[0].0[..8],
+            there[0].0[..8],
+            "each thread its own random half"
+        );
+    }
 
     #[test]
     fn events_copy_the_context_and_serialise_names() {

@@ -1,16 +1,19 @@
 //! The random buffer must not survive `fork`: parent and child would otherwise draw the same
-//! bytes, hence the same DEKs and nonces. This binary holds this one test only, so the fork
-//! happens with no other test thread running.
+//! bytes, hence the same DEKs and nonces (and the same event ids, whose random half is drawn
+//! once per thread). This binary holds this one test only, so the fork happens with no other
+//! test thread running.
 
 use std::io::Read;
 use std::os::fd::FromRawFd;
 
 use cmk_core::crypto::rng;
+use cmk_core::event::EventId;
 
 #[test]
 fn parent_and_child_draw_different_bytes_after_fork() {
     // Fill this thread's buffer, so both processes would hold the same unused bytes.
     let _warm: [u8; 32] = rng::array().unwrap();
+    let _warm_id = EventId::fresh();
     let mut fds = [0i32; 2];
     // SAFETY: `pipe` writes two file descriptors into the array we own.
     #[allow(unsafe_code)]
@@ -23,14 +26,17 @@ fn parent_and_child_draw_different_bytes_after_fork() {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let bytes: [u8; 32] = rng::array().unwrap_or([0; 32]);
+        let mut bytes = [0u8; 48];
+        bytes[..32].copy_from_slice(&rng::array::<32>().unwrap_or([0; 32]));
+        bytes[32..].copy_from_slice(&EventId::fresh().0);
         #[allow(unsafe_code)]
         unsafe {
-            libc::write(fds[1], bytes.as_ptr().cast(), 32);
+            libc::write(fds[1], bytes.as_ptr().cast(), 48);
             libc::_exit(0);
         }
     }
     let parent: [u8; 32] = rng::array().unwrap();
+    let parent_id = EventId::fresh();
     #[allow(unsafe_code)]
     unsafe {
         libc::close(fds[1]);
@@ -40,6 +46,8 @@ fn parent_and_child_draw_different_bytes_after_fork() {
     let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     let mut child = [0u8; 32];
     reader.read_exact(&mut child).unwrap();
+    let mut child_id = [0u8; 16];
+    reader.read_exact(&mut child_id).unwrap();
     let mut status = 0;
     #[allow(unsafe_code)]
     unsafe {
@@ -49,5 +57,14 @@ fn parent_and_child_draw_different_bytes_after_fork() {
     assert_ne!(
         parent, child,
         "parent and child drew the same random bytes after fork"
+    );
+    assert_ne!(
+        parent_id.0, child_id,
+        "parent and child handed out the same event id after fork"
+    );
+    assert_eq!(
+        parent_id.0[..8],
+        _warm_id.0[..8],
+        "the parent keeps its random half (the check above is not vacuous)"
     );
 }

@@ -58,7 +58,7 @@ mod fork_watch {
 
 /// Identifies the process the buffer was filled in: the fork generation where the atfork
 /// handler runs, else the process id.
-fn process_mark() -> u64 {
+pub(crate) fn process_mark() -> u64 {
     if fork_watch::active() {
         FORK_GENERATION.load(Ordering::Acquire) << 32 | 1
     } else {
