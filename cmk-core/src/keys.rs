@@ -16,7 +16,7 @@ use crate::context::TenantId;
 use crate::crypto::aead::GcmKey;
 use crate::crypto::search;
 use crate::event::EventSink;
-use crate::lease::{Lease, Material};
+use crate::lease::{Lease, Material, RowTime};
 use crate::policy::{Class, Policy};
 use crate::secret::SecretKey;
 use crate::tenant::TenantConfig;
@@ -30,7 +30,16 @@ pub(crate) struct LeasedKek {
 impl LeasedKek {
     /// Runs `f` with the KEK if its lease still serves (checked at every use).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&GcmKey) -> R) -> crate::Result<R> {
-        self.lease.with(|m| match m {
+        self.with_at(&mut RowTime::default(), f)
+    }
+
+    /// Like [`LeasedKek::with`], with the row's clock reading (see [`RowTime`]).
+    pub(crate) fn with_at<R>(
+        &self,
+        time: &mut RowTime,
+        f: impl FnOnce(&GcmKey) -> R,
+    ) -> crate::Result<R> {
+        self.lease.with_at(time, |m| match m {
             Material::Kek(k) => Ok(f(k)),
             Material::Root(_) => Err(crate::Error::Tampered),
         })?
@@ -68,6 +77,8 @@ pub struct TenantKeys {
     pub(crate) index_roots: BTreeMap<u8, Arc<Lease>>,
     pub(crate) deterministic_roots: BTreeMap<u8, Arc<Lease>>,
     pub(crate) derived: Mutex<DerivedKeys>,
+    /// Per-schema plans, shared with every handle of the same tenant view.
+    pub(crate) plans: Arc<crate::plan::PlanCache>,
     pub(crate) sink: Arc<dyn EventSink>,
     /// Whether any class of the tenant is fail-closed (events then need `emit_durable`).
     pub(crate) any_fail_closed: bool,
@@ -153,6 +164,7 @@ impl TenantKeys {
         self.config.policy(class)
     }
 
+    #[inline]
     pub(crate) fn check_tenant(&self, tenant: &str) -> crate::Result<()> {
         if tenant == self.tenant.as_str() {
             Ok(())

@@ -81,6 +81,12 @@ impl std::fmt::Debug for Lease {
     }
 }
 
+/// One reading of a lease clock, shared by the keys of one row (a row takes microseconds;
+/// lease times are minutes). Which clock it was read from is kept, so a lease on another
+/// clock reads its own.
+#[derive(Default)]
+pub(crate) struct RowTime(Option<(*const (), Duration)>);
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -154,6 +160,10 @@ impl Lease {
 
     /// Why the lease cannot serve now, if it cannot.
     pub fn ended(&self) -> Option<LeaseEnd> {
+        self.ended_at(self.clock.now())
+    }
+
+    fn ended_at(&self, now: Duration) -> Option<LeaseEnd> {
         if self.revoked_flag.load(Ordering::Acquire) {
             let why = self
                 .revoked
@@ -162,7 +172,7 @@ impl Lease {
                 .unwrap_or_default();
             return Some(LeaseEnd::Revoked(why));
         }
-        if nanos(self.clock.now()) >= self.hard_expiry.load(Ordering::Acquire) {
+        if nanos(now) >= self.hard_expiry.load(Ordering::Acquire) {
             return Some(LeaseEnd::Expired);
         }
         if self.max_uses.is_some_and(|m| self.uses() >= m) {
@@ -183,7 +193,26 @@ impl Lease {
 
     /// Runs `f` with the material if the lease can serve, counting one use.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&Material) -> R) -> crate::Result<R> {
-        if let Some(end) = self.ended() {
+        self.with_at(&mut RowTime::default(), f)
+    }
+
+    /// Like [`Lease::with`], reading the clock into `time` unless it already holds a reading
+    /// of this lease's clock: the keys of one row are checked against one reading.
+    pub(crate) fn with_at<R>(
+        &self,
+        time: &mut RowTime,
+        f: impl FnOnce(&Material) -> R,
+    ) -> crate::Result<R> {
+        let clock = Arc::as_ptr(&self.clock).cast::<()>();
+        let now = match time.0 {
+            Some((read_from, now)) if std::ptr::eq(read_from, clock) => now,
+            _ => {
+                let now = self.clock.now();
+                time.0 = Some((clock, now));
+                now
+            }
+        };
+        if let Some(end) = self.ended_at(now) {
             return Err(self.error(end));
         }
         let guard = self

@@ -32,6 +32,8 @@ pub(crate) struct TenantView {
     pub(crate) shredded: bool,
     pub(crate) empty: bool,
     loaded_at: Duration,
+    /// Plans of the handles built from this view (its configuration and key versions).
+    pub(crate) plans: Arc<crate::plan::PlanCache>,
 }
 
 /// Lease timings for one key.
@@ -195,6 +197,7 @@ impl Cmk {
             shredded,
             empty,
             loaded_at: now,
+            plans: Default::default(),
         });
         if let Ok(mut v) = self.views.lock() {
             v.insert(tenant.clone(), Arc::clone(&view));
@@ -350,6 +353,7 @@ impl Cmk {
             index_roots,
             deterministic_roots,
             derived: Default::default(),
+            plans: Arc::clone(&view.plans),
             sink: Arc::clone(&self.sink),
             min_format_version: self.settings.min_format_version,
             kek_max_wraps: self.settings.kek_max_wraps,

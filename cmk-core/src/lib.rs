@@ -24,6 +24,7 @@ pub mod kms;
 pub mod lease;
 mod leasing;
 pub mod model;
+mod plan;
 pub mod policy;
 pub mod registry;
 pub mod schema;

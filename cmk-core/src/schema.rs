@@ -97,6 +97,12 @@ pub struct RowSchema {
     dek_aad_prefixes: Vec<Vec<u8>>,
     /// The class set a seal binds: every key class with envelope fields.
     sealed_class_set: Vec<u8>,
+    /// Per key class, its column list when no member is NULL (the common row).
+    full_lists: Vec<Vec<u8>>,
+    /// Per field, the key class that seals it (`None` for deterministic fields).
+    field_key_class: Vec<Option<usize>>,
+    /// Identifies this content for per-handle caches ([`crate::plan`]); new on every change.
+    id: u64,
 }
 
 /// Names events repeat, built once.
@@ -172,12 +178,29 @@ impl RowSchema {
             field_aad_prefixes: Vec::new(),
             dek_aad_prefixes: Vec::new(),
             sealed_class_set: Vec::new(),
+            full_lists: Vec::new(),
+            field_key_class: Vec::new(),
+            id: 0,
         };
         schema.refresh();
         Ok(schema)
     }
 
     fn refresh(&mut self) {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.full_lists = self
+            .members
+            .iter()
+            .map(|m| {
+                let names = m.iter().map(|&i| (self.fields[i].column.as_str(), false));
+                // Column names were checked in `new`; an empty member list has no list.
+                crate::format::key_column::encode_list(names).unwrap_or_default()
+            })
+            .collect();
+        self.field_key_class = (0..self.fields.len())
+            .map(|i| self.members.iter().position(|m| m.contains(&i)))
+            .collect();
         self.kek_ids = self
             .key_classes
             .iter()
@@ -245,6 +268,24 @@ impl RowSchema {
             .get(key_class)
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// The column list key class `k` records when none of its members is NULL.
+    pub(crate) fn full_list(&self, key_class: usize) -> &[u8] {
+        self.full_lists
+            .get(key_class)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The key class that seals field `i`, if any.
+    pub(crate) fn field_key_class(&self, field: usize) -> Option<usize> {
+        self.field_key_class.get(field).copied().flatten()
+    }
+
+    /// Identifies this schema's content (see [`crate::plan`]).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     pub(crate) fn shared(&self) -> &SharedNames {

@@ -19,6 +19,8 @@ use crate::format::aad::{Aad, RowId};
 use crate::format::key_column;
 use crate::format::{FORMAT_V1, field};
 use crate::keys::TenantKeys;
+use crate::lease::RowTime;
+use crate::plan::Plan;
 use crate::policy::{AuditMode, Class, SearchMode};
 use crate::schema::{FieldSearch, FieldSpec, RowSchema};
 use crate::secret::{SecretBytes, SecretKey};
@@ -121,11 +123,19 @@ pub(crate) fn dek_aad_prefix(table: &str, class: &str) -> Vec<u8> {
 }
 
 /// A field's associated data: the schema prefix, then `text tenant ‖ u8 flags ‖ row_id`.
-fn field_aad(buf: Vec<u8>, prefix: &[u8], tenant: &str, flags: u8, row_id: Option<&RowId>) -> Aad {
-    Aad::from_prefix(buf, prefix)
-        .text(tenant)
-        .u8(flags)
-        .row_id(row_id)
+pub(crate) fn field_aad(
+    buf: Vec<u8>,
+    prefix: &[u8],
+    tenant: &str,
+    flags: u8,
+    row_id: Option<&RowId>,
+) -> Aad {
+    field_aad_tail(Aad::from_prefix(buf, prefix).text(tenant), flags, row_id)
+}
+
+/// A field's associated data after `prefix ‖ text tenant` (a [`crate::plan`] head).
+pub(crate) fn field_aad_tail(head: Aad, flags: u8, row_id: Option<&RowId>) -> Aad {
+    head.u8(flags).row_id(row_id)
 }
 
 /// A DEK wrap's associated data: the schema prefix, then
@@ -141,9 +151,24 @@ pub(crate) fn dek_aad(
     list: &[u8],
     class_set: &[u8],
 ) -> Aad {
-    Aad::from_prefix(buf, prefix)
-        .text(tenant)
-        .u32(kek.0)
+    dek_aad_tail(
+        Aad::from_prefix(buf, prefix).text(tenant),
+        kek,
+        row_id,
+        list,
+        class_set,
+    )
+}
+
+/// A DEK wrap's associated data after `prefix ‖ text tenant` (a [`crate::plan`] head).
+pub(crate) fn dek_aad_tail(
+    head: Aad,
+    kek: (u32, u32),
+    row_id: Option<&RowId>,
+    list: &[u8],
+    class_set: &[u8],
+) -> Aad {
+    head.u32(kek.0)
         .u32(kek.1)
         .row_id(row_id)
         .bytes(list)
@@ -156,14 +181,16 @@ thread_local! {
     static AAD_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-fn take_aad_buffer() -> Vec<u8> {
+pub(crate) fn take_aad_buffer() -> Vec<u8> {
     let mut buf = AAD_BUFFER.with(|b| b.take());
     buf.reserve(256);
     buf
 }
 
 fn give_back_aad_buffer(buf: Vec<u8>) {
-    AAD_BUFFER.with(|b| b.set(buf));
+    if buf.capacity() > 0 {
+        AAD_BUFFER.with(|b| b.set(buf));
+    }
 }
 
 /// A DEK of a classic-mode class that the async path obtained from the KMS.
@@ -193,9 +220,24 @@ fn list_entries<'s>(
 
 /// How a field is sealed once the class policy is applied.
 #[derive(Clone, Copy, Default)]
-struct Effective {
-    hide_null: bool,
-    pad_to: u16,
+pub(crate) struct Effective {
+    pub(crate) hide_null: bool,
+    pub(crate) pad_to: u16,
+}
+
+impl Effective {
+    /// The flags byte of the field's ciphertexts.
+    pub(crate) fn flags(self) -> u8 {
+        (if self.pad_to > 0 {
+            field::FLAG_PADDED
+        } else {
+            0
+        }) | if self.hide_null {
+            field::FLAG_PRESENCE
+        } else {
+            0
+        }
+    }
 }
 
 impl TenantKeys {
@@ -214,7 +256,7 @@ impl TenantKeys {
         key_column::encode_list(list_entries(schema, k, values, &effective))
     }
 
-    fn effective(&self, f: &FieldSpec) -> Result<Effective> {
+    pub(crate) fn effective(&self, f: &FieldSpec) -> Result<Effective> {
         let policy = self.policy(&f.class)?;
         let needed = match f.search {
             FieldSearch::None => SearchMode::None,
@@ -245,6 +287,10 @@ impl TenantKeys {
     }
 
     fn check_context(&self, ctx: &RequestContext) -> Result<()> {
+        // The handle's tenant is usually the very id of the request it was fetched for.
+        if std::ptr::eq(ctx.tenant().as_str(), self.tenant.as_str()) {
+            return Ok(());
+        }
         self.check_tenant(ctx.tenant().as_str())
     }
 
@@ -314,19 +360,12 @@ impl TenantKeys {
         self.check_context(ctx)?;
         let fields = schema.fields();
         schema.check_values(values.len())?;
-        // On the stack for up to 32 fields: this runs for every row.
-        let mut on_stack = [Effective::default(); 32];
-        let mut on_heap;
-        let effective: &mut [Effective] = if fields.len() <= on_stack.len() {
-            &mut on_stack[..fields.len()]
-        } else {
-            on_heap = vec![Effective::default(); fields.len()];
-            &mut on_heap
+        let lent = self.plans.get(self, schema);
+        let plan: &Plan = &lent;
+        let effective: &[Effective] = match &plan.effective {
+            Ok(e) => e,
+            Err(e) => return Err(e.clone()),
         };
-        for (e, f) in effective.iter_mut().zip(fields) {
-            *e = self.effective(f)?;
-        }
-        let effective: &[Effective] = effective;
         if let Some(i) = values
             .iter()
             .position(|v| v.is_some_and(|v| v.len() > MAX_VALUE_LEN))
@@ -340,7 +379,9 @@ impl TenantKeys {
         let table = schema.table();
         let mut sealed_fields: Vec<Option<Vec<u8>>> = vec![None; fields.len()];
         let mut key_columns = Vec::with_capacity(schema.key_classes().len());
-        let mut aad_buf = take_aad_buffer();
+        // Taken from the thread's reusable buffer only if a row needs to build associated data.
+        let mut scratch = Vec::new();
+        let mut time = RowTime::default();
 
         for (k, class) in schema.key_classes().iter().enumerate() {
             let members = schema.members(k);
@@ -363,19 +404,11 @@ impl TenantKeys {
             };
             let gcm = GcmKey::new(dek);
             for &i in members {
-                let eff = &effective[i];
+                let eff = effective[i];
                 if values[i].is_none() && !eff.hide_null {
                     continue;
                 }
-                let flags = if eff.pad_to > 0 {
-                    field::FLAG_PADDED
-                } else {
-                    0
-                } | if eff.hide_null {
-                    field::FLAG_PRESENCE
-                } else {
-                    0
-                };
+                let flags = eff.flags();
                 let nonce: [u8; NONCE_LEN] = rng::array()?;
                 let mut out = Vec::with_capacity(
                     field::OVERHEAD
@@ -387,9 +420,8 @@ impl TenantKeys {
                 out.push(flags);
                 out.extend_from_slice(&nonce);
                 field::inner_plaintext(&mut out, values[i], flags, eff.pad_to);
-                let aad = field_aad(aad_buf, schema.field_aad_prefix(i), tenant, flags, row_id);
-                let tag = gcm.seal(&nonce, aad.as_bytes(), &mut out[field::HEADER_LEN..]);
-                aad_buf = aad.into_buffer();
+                let aad = plan.field_aad(i, flags, row_id, &mut scratch);
+                let tag = gcm.seal(&nonce, aad, &mut out[field::HEADER_LEN..]);
                 out.extend_from_slice(&tag);
                 sealed_fields[i] = Some(out);
             }
@@ -413,18 +445,26 @@ impl TenantKeys {
             kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
             kc.extend_from_slice(&nonce);
             kc.extend_from_slice(&[0u8; 32 + TAG_LEN]);
-            key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
-            let aad = dek_aad(
-                aad_buf,
-                schema.dek_aad_prefix(k),
-                tenant,
+            // With no member stored as NULL the list is the schema's full list.
+            let full = members
+                .iter()
+                .all(|&i| values[i].is_some() || effective[i].hide_null);
+            if full {
+                kc.extend_from_slice(schema.full_list(k));
+            } else {
+                key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
+            }
+            let aad = plan.dek_aad(
+                k,
                 (kek_id, kek_version),
                 row_id,
+                full,
                 &kc[key_column::LIST_OFFSET..],
                 schema.sealed_class_set(),
+                &mut scratch,
             );
             let mut encrypted = Zeroizing::new(*dek.expose_secret());
-            let tag = kek.with(|k| k.seal(&nonce, aad.as_bytes(), &mut encrypted[..]))?;
+            let tag = kek.with_at(&mut time, |k| k.seal(&nonce, aad, &mut encrypted[..]))?;
             kc[21..53].copy_from_slice(&encrypted[..]);
             if kek.lease.count_wrap() > self.kek_max_wraps.saturating_mul(4) {
                 // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather
@@ -435,7 +475,6 @@ impl TenantKeys {
                     reason: "the KEK reached its wrap limit; fetch keys again to roll over".into(),
                 });
             }
-            aad_buf = aad.into_buffer();
             kc[53..69].copy_from_slice(&tag);
             key_columns.push(Some(kc));
         }
@@ -463,7 +502,7 @@ impl TenantKeys {
                 }
             }
         }
-        give_back_aad_buffer(aad_buf);
+        give_back_aad_buffer(scratch);
         Ok(SealedRow {
             key_columns,
             fields: sealed_fields,
@@ -598,7 +637,10 @@ impl TenantKeys {
         }
         let tenant = self.tenant.as_str();
         let table = schema.table();
-        let mut aad_buf = take_aad_buffer();
+        let lent = self.plans.get(self, schema);
+        let plan: &Plan = &lent;
+        // Taken from the thread's reusable buffer only if a row needs to build associated data.
+        let mut scratch = Vec::new();
 
         // 1. Parse and check every key column (class, key, reader role); nothing decrypted yet.
         enum Source<'b> {
@@ -610,18 +652,31 @@ impl TenantKeys {
             Withheld,
         }
         struct Listed<'b> {
-            k: usize,
             class: &'b Class,
             list_bytes: &'b [u8],
             source: Source<'b>,
             readable: bool,
+            /// The list is the class's full list (every member, none NULL).
+            full: bool,
         }
-        let mut listed: Vec<Listed<'_>> = Vec::with_capacity(row.key_columns.len());
+        // One slot per key class (by index), `None` where the row has no key column: on the
+        // stack for up to 8 key classes, as this runs for every row.
+        let n_classes = schema.key_classes().len();
+        let mut slots_on_stack: [Option<Listed<'_>>; 8] = [const { None }; 8];
+        let mut slots_on_heap: Vec<Option<Listed<'_>>>;
+        let listed: &mut [Option<Listed<'_>>] = if n_classes <= slots_on_stack.len() {
+            &mut slots_on_stack[..n_classes]
+        } else {
+            slots_on_heap = (0..n_classes).map(|_| None).collect();
+            &mut slots_on_heap
+        };
+        let mut present = 0usize;
         for (k, class) in schema.key_classes().iter().enumerate() {
             let Some(bytes) = row.key_columns[k] else {
                 continue;
             };
-            let readable = self.policy(class)?.may_read(ctx.roles());
+            present += 1;
+            let readable = plan.may_read(k, ctx.roles())?;
             let mut refuse_or_withhold = || {
                 if readable {
                     Ok(())
@@ -640,28 +695,21 @@ impl TenantKeys {
                     return Err(Error::Tampered);
                 }
                 refuse_or_withhold()?;
-                let pre = classic.iter().find(|c| c.k == k);
-                let Some(pre) = pre else {
-                    if !readable {
-                        listed.push(Listed {
-                            k,
-                            class,
-                            list_bytes: ckc.list_bytes,
-                            source: Source::Withheld,
-                            readable,
+                let source = match classic.iter().find(|c| c.k == k) {
+                    Some(pre) => Source::Classic(&pre.dek),
+                    None if !readable => Source::Withheld,
+                    None => {
+                        return Err(Error::ClassicModeNeedsAsync {
+                            class: class.to_string(),
                         });
-                        continue;
                     }
-                    return Err(Error::ClassicModeNeedsAsync {
-                        class: class.to_string(),
-                    });
                 };
-                listed.push(Listed {
-                    k,
+                listed[k] = Some(Listed {
                     class,
                     list_bytes: ckc.list_bytes,
-                    source: Source::Classic(&pre.dek),
+                    source,
                     readable,
+                    full: false,
                 });
                 continue;
             }
@@ -682,18 +730,20 @@ impl TenantKeys {
                 return Err(Error::Tampered);
             }
             refuse_or_withhold()?;
-            listed.push(Listed {
-                k,
+            let full = !schema.members(k).is_empty() && kc.list_bytes == schema.full_list(k);
+            listed[k] = Some(Listed {
                 class,
                 list_bytes: kc.list_bytes,
                 source: Source::Kek(kc),
                 readable,
+                full,
             });
         }
+        let listed: &[Option<Listed<'_>>] = listed;
 
         // A row cmk sealed has a key column for every class with envelope fields; a row with
         // none is a legacy (plaintext) row, which strict mode refuses, even if all is NULL.
-        if listed.is_empty()
+        if present == 0
             && let Some(f) = fields.iter().find(|f| f.is_envelope())
         {
             return Err(Error::MissingKeyColumn {
@@ -703,18 +753,31 @@ impl TenantKeys {
         // 2. Assign each field to the key column that lists it: the one of the field's current
         //    class first, else the one that recorded it before a reclassification. No trial
         //    decryption. NULLs, withheld and deterministic fields are settled here.
+        //    Found as (key class, NULL recorded, under the field's own class).
         let assigned = |f: &FieldSpec| {
-            (0..listed.len())
-                .filter(|&j| *listed[j].class == f.class)
-                .chain((0..listed.len()).filter(|&j| *listed[j].class != f.class))
-                .find_map(|j| {
-                    key_column::listing(listed[j].list_bytes, &f.column).map(|null| (j, null))
+            let own =
+                (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class == f.class));
+            let other =
+                (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class != f.class));
+            own.map(|k| (k, true))
+                .chain(other.map(|k| (k, false)))
+                .find_map(|(k, is_own)| {
+                    let l = listed[k].as_ref()?;
+                    key_column::listing(l.list_bytes, &f.column).map(|null| (k, null, is_own))
                 })
         };
-        // Which key column opens each field: on the stack for up to 32 fields.
-        let mut on_stack = [None::<u16>; 32];
+        // The common row: every class with fields has its key column, listing all its members
+        // and none NULL, and no legacy class has one. Then each field is found, not NULL,
+        // under its own class, with no search.
+        let standard = (0..n_classes).all(|k| match &listed[k] {
+            Some(l) => l.full,
+            None => schema.members(k).is_empty(),
+        });
+        // Which key column opens each field, and whether it is the field's own class: on the
+        // stack for up to 32 fields. Key classes are few: u16 keeps this array small.
+        let mut on_stack = [None::<(u16, bool)>; 32];
         let mut on_heap;
-        let sealed_by: &mut [Option<u16>] = if fields.len() <= on_stack.len() {
+        let sealed_by: &mut [Option<(u16, bool)>] = if fields.len() <= on_stack.len() {
             &mut on_stack[..fields.len()]
         } else {
             on_heap = vec![None; fields.len()];
@@ -727,11 +790,14 @@ impl TenantKeys {
                 values.push(self.open_deterministic(ctx, f, stored, table, partial, withheld)?);
                 continue;
             }
-            let found = assigned(f);
+            let found = if standard {
+                schema.field_key_class(i).map(|k| (k, false, true))
+            } else {
+                assigned(f)
+            };
             // A field found under another class (sealed before a reclassification) needs the
             // readers of both: moving it to a stricter class restricts old rows at once.
-            if let Some((j, _)) = found
-                && *listed[j].class != f.class
+            if let Some((_, _, false)) = found
                 && !self.policy(&f.class)?.may_read(ctx.roles())
             {
                 if !partial {
@@ -745,19 +811,19 @@ impl TenantKeys {
                 values.push(Revealed::Withheld);
                 continue;
             }
+            let readable = |k: usize| listed[k].as_ref().is_some_and(|l| l.readable);
             let value = match (found, stored) {
                 (None, None) => Revealed::Null,
-                (None, Some(_)) if listed.is_empty() => {
+                (None, Some(_)) if present == 0 => {
                     return Err(Error::MissingKeyColumn {
                         column: f.column.clone(),
                     });
                 }
                 (None, Some(_)) => return Err(Error::Tampered),
-                (Some((j, _)), _) if !listed[j].readable => Revealed::Withheld,
-                (Some((_, true)), None) => Revealed::Null,
-                (Some((j, false)), Some(_)) => {
-                    // Key classes are few (a schema's classes); u16 keeps this array small.
-                    sealed_by[i] = u16::try_from(j).ok();
+                (Some((k, _, _)), _) if !readable(k) => Revealed::Withheld,
+                (Some((_, true, _)), None) => Revealed::Null,
+                (Some((k, false, own)), Some(_)) => {
+                    sealed_by[i] = u16::try_from(k).ok().map(|k| (k, own));
                     Revealed::Null // opened in step 3
                 }
                 // NULL where a value was sealed, or a value where NULL was: tampering.
@@ -766,10 +832,22 @@ impl TenantKeys {
             values.push(value);
         }
 
-        let class_set = schema.present_class_set(row.key_columns);
+        // A standard row has exactly the key columns a seal writes: the sealed class set.
+        let class_set = if standard {
+            std::borrow::Cow::Borrowed(schema.sealed_class_set())
+        } else {
+            schema.present_class_set(row.key_columns)
+        };
+        let sealed_class_set = matches!(class_set, std::borrow::Cow::Borrowed(_));
+        let mut time = RowTime::default();
         // 3. Per readable key column: unwrap its DEK (always, so a tampered key column fails
         //    even when all its fields are NULL) and open the fields it seals.
-        for (j, l) in listed.iter().enumerate().filter(|(_, l)| l.readable) {
+        for (k, l) in listed
+            .iter()
+            .enumerate()
+            .filter_map(|(k, l)| Some((k, l.as_ref()?)))
+            .filter(|(_, l)| l.readable)
+        {
             let gcm = match &l.source {
                 Source::Withheld => continue,
                 Source::Classic(dek) => GcmKey::new(dek),
@@ -777,49 +855,57 @@ impl TenantKeys {
                     let kek = self
                         .kek(kc.kek_id, kc.kek_version)
                         .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
-                    let aad = dek_aad(
-                        aad_buf,
-                        schema.dek_aad_prefix(l.k),
-                        tenant,
+                    let aad = plan.dek_aad(
+                        k,
                         (kc.kek_id, kc.kek_version),
                         row.row_id,
+                        l.full && sealed_class_set,
                         kc.list_bytes,
                         &class_set,
+                        &mut scratch,
                     );
-                    let mut dek = Zeroizing::new(kc.encrypted_dek);
-                    let unwrapped =
-                        kek.with(|k| k.open(&kc.nonce, aad.as_bytes(), &mut dek[..], &kc.tag))?;
-                    aad_buf = aad.into_buffer();
-                    unwrapped?;
-                    GcmKey::new(&SecretKey::from_bytes(*dek))
+                    // Decrypted in place in the key that is used: one copy to wipe.
+                    let mut dek = SecretKey::from_bytes(kc.encrypted_dek);
+                    kek.with_at(&mut time, |key| {
+                        key.open(&kc.nonce, aad, dek.expose_secret_mut(), &kc.tag)
+                    })??;
+                    GcmKey::new(&dek)
                 }
             };
-            for i in (0..fields.len()).filter(|&i| sealed_by[i].map(usize::from) == Some(j)) {
+            for i in 0..fields.len() {
+                let Some((by, own)) = sealed_by[i] else {
+                    continue;
+                };
+                if usize::from(by) != k {
+                    continue;
+                }
                 let Some(bytes) = row.fields[i] else {
                     return Err(Error::Tampered);
                 };
                 let fc = field::parse(bytes)?;
                 // A field found under another class's key column (reclassified) needs its own prefix.
-                let other;
-                let prefix = if fields[i].class == *l.class {
-                    schema.field_aad_prefix(i)
+                let aad = if own {
+                    plan.field_aad(i, fc.flags, row.row_id, &mut scratch)
                 } else {
-                    other = field_aad_prefix(table, &fields[i].column, l.class.as_str());
-                    &other
+                    let other = field_aad_prefix(table, &fields[i].column, l.class.as_str());
+                    let buf = if scratch.capacity() == 0 {
+                        take_aad_buffer()
+                    } else {
+                        std::mem::take(&mut scratch)
+                    };
+                    scratch = field_aad(buf, &other, tenant, fc.flags, row.row_id).into_buffer();
+                    &scratch
                 };
-                let aad = field_aad(aad_buf, prefix, tenant, fc.flags, row.row_id);
                 // Decrypted in the buffer that is returned: one zeroizing owner throughout.
                 let mut buf = SecretBytes::new(fc.body.to_vec());
-                let opened = gcm.open(&fc.nonce, aad.as_bytes(), buf.expose_secret_mut(), &fc.tag);
-                aad_buf = aad.into_buffer();
-                opened?;
+                gcm.open(&fc.nonce, aad, buf.expose_secret_mut(), &fc.tag)?;
                 values[i] = match field::strip_inner(buf.expose_secret_mut(), fc.flags)? {
                     None => Revealed::Null,
                     Some(()) => Revealed::Value(buf),
                 };
             }
         }
-        give_back_aad_buffer(aad_buf);
+        give_back_aad_buffer(scratch);
         Ok(UnsealedRow { values })
     }
 

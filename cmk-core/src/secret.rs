@@ -27,16 +27,20 @@ impl SecretKey {
 
     /// A fresh random key from the operating system's CSPRNG.
     pub fn random() -> crate::Result<Self> {
-        let mut k = [0u8; 32];
-        crate::crypto::rng::fill(&mut k)?;
-        let key = SecretKey(k);
-        k.zeroize();
+        // Filled in place: no copy of the key outside the zeroizing owner.
+        let mut key = SecretKey([0u8; 32]);
+        crate::crypto::rng::fill(&mut key.0)?;
         Ok(key)
     }
 
     /// The key bytes.
     pub fn expose_secret(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The key bytes, to decrypt a wrapped key in place.
+    pub(crate) fn expose_secret_mut(&mut self) -> &mut [u8; 32] {
+        &mut self.0
     }
 }
 
@@ -47,8 +51,29 @@ impl fmt::Debug for SecretKey {
 }
 
 /// Secret bytes of any length (unwrapped key material, decrypted plaintext).
-#[derive(Clone, Default, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretBytes(Vec<u8>);
+
+impl Zeroize for SecretBytes {
+    /// Wipes the whole allocation, used bytes and spare capacity, in one pass (`zeroize`'s
+    /// `Vec` impl writes the used bytes one volatile byte at a time, a fence each).
+    fn zeroize(&mut self) {
+        self.0.clear();
+        // An empty vector owns no memory: nothing to wipe, and `memset` on its dangling
+        // pointer takes a slow path on AVX-512 machines.
+        if self.0.capacity() > 0 {
+            self.0.spare_capacity_mut().zeroize();
+        }
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretBytes {}
 
 impl SecretBytes {
     /// Takes ownership of bytes.
@@ -103,6 +128,25 @@ mod tests {
         assert!(!out.contains("ab") && !out.contains("AB") && !out.contains("171"));
         assert!(!out.contains("canary"));
         assert!(out.contains("redacted"));
+    }
+
+    #[test]
+    fn zeroize_wipes_used_bytes_and_spare_capacity() {
+        let mut v = Vec::with_capacity(48);
+        v.extend_from_slice(&[0xA5; 40]);
+        v.truncate(33); // bytes 33..40 hold old plaintext in the spare capacity
+        let mut s = SecretBytes::new(v);
+        s.zeroize();
+        assert!(s.is_empty());
+        let cap = s.0.capacity();
+        assert!(cap >= 48);
+        // SAFETY: `zeroize` wrote every byte of the capacity, so all of it is initialised.
+        #[allow(unsafe_code)]
+        unsafe {
+            s.0.set_len(cap);
+        }
+        assert!(s.0.iter().all(|&b| b == 0));
+        SecretBytes::default().zeroize(); // no allocation, nothing to do
     }
 
     #[test]

@@ -79,7 +79,11 @@ pub fn inner_plaintext(out: &mut Vec<u8>, value: Option<&[u8]>, flags: u8, block
 
 /// Strips padding and presence byte from a decrypted inner plaintext, in place; returns
 /// `None` for a hidden NULL. Malformed inner plaintext is `Tampered`.
+#[inline]
 pub fn strip_inner(inner: &mut Vec<u8>, flags: u8) -> crate::Result<Option<()>> {
+    if flags == 0 {
+        return Ok(Some(()));
+    }
     if flags & FLAG_PADDED != 0 {
         let end = inner
             .iter()
