@@ -11,6 +11,9 @@
 //!
 //! `cargo bench --bench orm_rows` (SQLite), or with PostgreSQL:
 //! `eval "$(bash scripts/services)"; cargo bench --bench orm_rows --features postgres`
+//! Every ORM and backend runs `CMK_BENCH_ROUNDS` rounds (default 5), each on emptied tables
+//! with the three variants in a rotated order; the report gives medians over rounds, and the
+//! like-for-like ratio as the median of the per-round ratios with its range.
 //! `CMK_BENCH_ROWS=<n>` changes the row count. `CMK_BENCH_ONLY=unseal_derived
 //! CMK_BENCH_N=<n>` only unseals through the derived model (one row n times, then every row
 //! once, then `unseal_many`), for callgrind and for telling instructions from cache misses.
@@ -352,7 +355,9 @@ async fn fixture(n: usize) -> Fixture {
     }
 }
 
-struct Results {
+/// One round's measurement of every phase.
+#[derive(Clone, Copy)]
+struct Round {
     plain_insert: Measure,
     cmk_insert: Measure,
     envelope_insert: Measure,
@@ -361,7 +366,29 @@ struct Results {
     envelope_select: Measure,
     /// Diesel only: unsealing on two workers fed by the loading thread.
     cmk_select_2: Option<Measure>,
+}
+
+struct Results {
+    rounds: Vec<Round>,
     kms_calls: usize,
+}
+
+/// Rounds per ORM and backend (`CMK_BENCH_ROUNDS`, default 5): each round empties the tables
+/// and runs every phase once; the report gives medians over rounds.
+fn rounds() -> usize {
+    std::env::var("CMK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1)
+}
+
+/// The order of the three variants (0 plaintext, 1 envelope, 2 cmk) in round `r`: rotated, so
+/// that none always runs first (or right after a checkpoint of the database's log).
+fn order(r: usize) -> [usize; 3] {
+    let mut o = [0, 1, 2];
+    o.rotate_left(r % 3);
+    o
 }
 
 fn batch_ranges(n: usize) -> Vec<(i64, i64)> {
@@ -388,117 +415,161 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
     let envelope = baseline::Baseline::new();
     let (ctx, keys) = (&fx.ctx, &fx.keys);
     let calls_before = fx.cmk_kms.unwraps.load(Ordering::Relaxed);
-    let plain_insert = measure_async(async {
-        for batch in fx.plain.chunks(BATCH) {
-            let txn = db.begin().await.unwrap();
-            let models = batch.iter().map(|p| sea_plain::ActiveModel {
-                id: ActiveValue::Set(p.id),
-                tenant_id: ActiveValue::Set(p.tenant_id.clone()),
-                alpha: ActiveValue::Set(p.alpha.clone()),
-                bravo: ActiveValue::Set(p.bravo.clone()),
-                charlie: ActiveValue::Set(p.charlie.clone()),
-            });
-            sea_plain::Entity::insert_many(models)
-                .exec_without_returning(&txn)
+    let ranges = batch_ranges(fx.plain.len());
+    let mut rounds_done = Vec::new();
+    for r in 0..rounds() {
+        for table in ["plain_rows", "bench_rows", "envelope_rows"] {
+            db.execute_unprepared(&format!("DELETE FROM {table}"))
                 .await
                 .unwrap();
-            txn.commit().await.unwrap();
         }
-    })
-    .await;
-    let cmk_insert = measure_async(async {
-        for batch in fx.sea_rows.chunks(BATCH) {
-            let txn = db.begin().await.unwrap();
-            cmk::seaorm::ops::insert_many(&txn, ctx, keys, batch)
-                .await
-                .unwrap();
-            txn.commit().await.unwrap();
-        }
-    })
-    .await;
-    let envelope_insert = measure_async(async {
-        for batch in fx.plain.chunks(BATCH) {
-            let txn = db.begin().await.unwrap();
-            let models = batch.iter().map(|p| {
-                let r = envelope_seal(&envelope, p);
-                sea_envelope::ActiveModel {
-                    id: ActiveValue::Set(r.id),
-                    tenant_id: ActiveValue::Set(r.tenant_id),
-                    alpha: ActiveValue::Set(r.alpha),
-                    bravo: ActiveValue::Set(r.bravo),
-                    charlie: ActiveValue::Set(r.charlie),
-                    private_keys: ActiveValue::Set(r.private_keys),
-                    restricted_keys: ActiveValue::Set(r.restricted_keys),
+        let mut inserts = [None; 3];
+        for p in order(r) {
+            inserts[p] = Some(match p {
+                0 => {
+                    measure_async(async {
+                        for batch in fx.plain.chunks(BATCH) {
+                            let txn = db.begin().await.unwrap();
+                            let models = batch.iter().map(|p| sea_plain::ActiveModel {
+                                id: ActiveValue::Set(p.id),
+                                tenant_id: ActiveValue::Set(p.tenant_id.clone()),
+                                alpha: ActiveValue::Set(p.alpha.clone()),
+                                bravo: ActiveValue::Set(p.bravo.clone()),
+                                charlie: ActiveValue::Set(p.charlie.clone()),
+                            });
+                            sea_plain::Entity::insert_many(models)
+                                .exec_without_returning(&txn)
+                                .await
+                                .unwrap();
+                            txn.commit().await.unwrap();
+                        }
+                    })
+                    .await
+                }
+                1 => {
+                    measure_async(async {
+                        for batch in fx.plain.chunks(BATCH) {
+                            let txn = db.begin().await.unwrap();
+                            let models = batch.iter().map(|p| {
+                                let r = envelope_seal(&envelope, p);
+                                sea_envelope::ActiveModel {
+                                    id: ActiveValue::Set(r.id),
+                                    tenant_id: ActiveValue::Set(r.tenant_id),
+                                    alpha: ActiveValue::Set(r.alpha),
+                                    bravo: ActiveValue::Set(r.bravo),
+                                    charlie: ActiveValue::Set(r.charlie),
+                                    private_keys: ActiveValue::Set(r.private_keys),
+                                    restricted_keys: ActiveValue::Set(r.restricted_keys),
+                                }
+                            });
+                            sea_envelope::Entity::insert_many(models)
+                                .exec_without_returning(&txn)
+                                .await
+                                .unwrap();
+                            txn.commit().await.unwrap();
+                        }
+                    })
+                    .await
+                }
+                _ => {
+                    measure_async(async {
+                        for batch in fx.sea_rows.chunks(BATCH) {
+                            let txn = db.begin().await.unwrap();
+                            cmk::seaorm::ops::insert_many(&txn, ctx, keys, batch)
+                                .await
+                                .unwrap();
+                            txn.commit().await.unwrap();
+                        }
+                    })
+                    .await
                 }
             });
-            sea_envelope::Entity::insert_many(models)
-                .exec_without_returning(&txn)
-                .await
-                .unwrap();
-            txn.commit().await.unwrap();
         }
-    })
-    .await;
-    let ranges = batch_ranges(fx.plain.len());
-    let plain_select = measure_async(async {
-        for &(lo, hi) in &ranges {
-            let rows = sea_plain::Entity::find()
-                .filter(sea_plain::Column::Id.between(lo, hi))
-                .all(db)
-                .await
-                .unwrap();
-            black_box(rows);
+        let mut selects = [None; 3];
+        for p in order(r) {
+            selects[p] = Some(match p {
+                0 => {
+                    measure_async(async {
+                        for &(lo, hi) in &ranges {
+                            let rows = sea_plain::Entity::find()
+                                .filter(sea_plain::Column::Id.between(lo, hi))
+                                .all(db)
+                                .await
+                                .unwrap();
+                            black_box(rows);
+                        }
+                    })
+                    .await
+                }
+                1 => {
+                    measure_async(async {
+                        for &(lo, hi) in &ranges {
+                            let rows = sea_envelope::Entity::find()
+                                .filter(sea_envelope::Column::Id.between(lo, hi))
+                                .all(db)
+                                .await
+                                .unwrap();
+                            let rows: Vec<Plain> = rows
+                                .into_iter()
+                                .map(|m| {
+                                    let r = EnvelopeRow {
+                                        id: m.id,
+                                        tenant_id: m.tenant_id,
+                                        alpha: m.alpha,
+                                        bravo: m.bravo,
+                                        charlie: m.charlie,
+                                        private_keys: m.private_keys,
+                                        restricted_keys: m.restricted_keys,
+                                    };
+                                    envelope_unseal(&envelope, r)
+                                })
+                                .collect();
+                            black_box(rows);
+                        }
+                    })
+                    .await
+                }
+                _ => {
+                    measure_async(async {
+                        for &(lo, hi) in &ranges {
+                            let rows: Vec<sea_row::SeaRow> = cmk::seaorm::ops::load_all(
+                                db,
+                                ctx,
+                                keys,
+                                sea_row::Entity::find().filter(sea_row::Column::Id.between(lo, hi)),
+                            )
+                            .await
+                            .unwrap();
+                            black_box(rows);
+                        }
+                    })
+                    .await
+                }
+            });
         }
-    })
-    .await;
-    let cmk_select_1 = measure_async(async {
-        for &(lo, hi) in &ranges {
-            let rows: Vec<sea_row::SeaRow> = cmk::seaorm::ops::load_all(
-                db,
-                ctx,
-                keys,
-                sea_row::Entity::find().filter(sea_row::Column::Id.between(lo, hi)),
-            )
-            .await
-            .unwrap();
-            black_box(rows);
-        }
-    })
-    .await;
-    let envelope_select = measure_async(async {
-        for &(lo, hi) in &ranges {
-            let rows = sea_envelope::Entity::find()
-                .filter(sea_envelope::Column::Id.between(lo, hi))
-                .all(db)
-                .await
-                .unwrap();
-            let rows: Vec<Plain> = rows
-                .into_iter()
-                .map(|m| {
-                    let r = EnvelopeRow {
-                        id: m.id,
-                        tenant_id: m.tenant_id,
-                        alpha: m.alpha,
-                        bravo: m.bravo,
-                        charlie: m.charlie,
-                        private_keys: m.private_keys,
-                        restricted_keys: m.restricted_keys,
-                    };
-                    envelope_unseal(&envelope, r)
-                })
-                .collect();
-            black_box(rows);
-        }
-    })
-    .await;
+        let [Some(plain_insert), Some(envelope_insert), Some(cmk_insert)] = inserts else {
+            unreachable!("every insert phase ran")
+        };
+        let [
+            Some(plain_select),
+            Some(envelope_select),
+            Some(cmk_select_1),
+        ] = selects
+        else {
+            unreachable!("every select phase ran")
+        };
+        rounds_done.push(Round {
+            plain_insert,
+            cmk_insert,
+            envelope_insert,
+            plain_select,
+            cmk_select_1,
+            envelope_select,
+            cmk_select_2: None,
+        });
+    }
     Results {
-        plain_insert,
-        cmk_insert,
-        envelope_insert,
-        plain_select,
-        cmk_select_1,
-        envelope_select,
-        cmk_select_2: None,
+        rounds: rounds_done,
         kms_calls: fx.cmk_kms.unwraps.load(Ordering::Relaxed) - calls_before,
     }
 }
@@ -516,88 +587,111 @@ macro_rules! define_run {
     let n = fx.plain.len();
     let (ctx, keys) = (&fx.ctx, &fx.keys);
     let calls_before = fx.cmk_kms.unwraps.load(Ordering::Relaxed);
-
-    let plain_insert = measure(|| {
-        for batch in fx.plain.chunks(BATCH) {
-            conn.transaction(|c| diesel::insert_into(plain_rows::table).values(batch).execute(c))
-                .unwrap();
-        }
-    });
-    let cmk_insert = measure(|| {
-        for batch in fx.rows.chunks(BATCH) {
-            conn.transaction::<_, cmk::diesel::Error, _>(|c| {
-                ops::insert_many(c, ctx, keys, bench_rows::table, batch)
-            })
-            .unwrap();
-        }
-    });
-    let envelope_insert = measure(|| {
-        for batch in fx.plain.chunks(BATCH) {
-            let rows: Vec<EnvelopeRow> = batch.iter().map(|p| envelope_seal(&envelope, p)).collect();
-            conn.transaction(|c| diesel::insert_into(envelope_rows::table).values(&rows).execute(c))
-                .unwrap();
-        }
-    });
     let ranges = batch_ranges(n);
-    let plain_select = measure(|| {
-        for &(lo, hi) in &ranges {
-            let rows: Vec<Plain> = plain_rows::table
-                .filter(plain_rows::id.between(lo, hi))
-                .load(conn)
-                .unwrap();
-            black_box(rows);
-        }
-    });
-    let cmk_select_1 = measure(|| {
-        for &(lo, hi) in &ranges {
-            let rows: Vec<Row> =
-                ops::load_all(conn, ctx, keys, bench_rows::table.filter(bench_rows::id.between(lo, hi)))
+    let mut rounds_done = Vec::new();
+    for r in 0..rounds() {
+        conn.batch_execute("DELETE FROM plain_rows; DELETE FROM bench_rows; DELETE FROM envelope_rows;")
+            .unwrap();
+        let mut inserts = [None; 3];
+        for p in order(r) {
+            inserts[p] = Some(match p {
+                0 => measure(|| {
+                for batch in fx.plain.chunks(BATCH) {
+                    conn.transaction(|c| diesel::insert_into(plain_rows::table).values(batch).execute(c))
+                        .unwrap();
+                }
+            }),
+                1 => measure(|| {
+                for batch in fx.plain.chunks(BATCH) {
+                    let rows: Vec<EnvelopeRow> = batch.iter().map(|p| envelope_seal(&envelope, p)).collect();
+                    conn.transaction(|c| diesel::insert_into(envelope_rows::table).values(&rows).execute(c))
+                        .unwrap();
+                }
+            }),
+                _ => measure(|| {
+                for batch in fx.rows.chunks(BATCH) {
+                    conn.transaction::<_, cmk::diesel::Error, _>(|c| {
+                        ops::insert_many(c, ctx, keys, bench_rows::table, batch)
+                    })
                     .unwrap();
-            black_box(rows);
+                }
+            }),
+            });
         }
-    });
-    let envelope_select = measure(|| {
-        for &(lo, hi) in &ranges {
-            let rows: Vec<EnvelopeRow> = envelope_rows::table
-                .filter(envelope_rows::id.between(lo, hi))
-                .load(conn)
-                .unwrap();
-            let rows: Vec<Plain> = rows.into_iter().map(|r| envelope_unseal(&envelope, r)).collect();
-            black_box(rows);
+        let mut selects = [None; 3];
+        for p in order(r) {
+            selects[p] = Some(match p {
+                0 => measure(|| {
+                for &(lo, hi) in &ranges {
+                    let rows: Vec<Plain> = plain_rows::table
+                        .filter(plain_rows::id.between(lo, hi))
+                        .load(conn)
+                        .unwrap();
+                    black_box(rows);
+                }
+            }),
+                1 => measure(|| {
+                for &(lo, hi) in &ranges {
+                    let rows: Vec<EnvelopeRow> = envelope_rows::table
+                        .filter(envelope_rows::id.between(lo, hi))
+                        .load(conn)
+                        .unwrap();
+                    let rows: Vec<Plain> = rows.into_iter().map(|r| envelope_unseal(&envelope, r)).collect();
+                    black_box(rows);
+                }
+            }),
+                _ => measure(|| {
+                for &(lo, hi) in &ranges {
+                    let rows: Vec<Row> =
+                        ops::load_all(conn, ctx, keys, bench_rows::table.filter(bench_rows::id.between(lo, hi)))
+                            .unwrap();
+                    black_box(rows);
+                }
+            }),
+            });
         }
-    });
-    // The loading thread feeds sealed batches to two unsealing workers.
-    let cmk_select_2 = measure(|| {
-        let (tx, rx) = mpsc::sync_channel::<Vec<SealedRow>>(4);
-        let rx = Arc::new(Mutex::new(rx));
-        std::thread::scope(|s| {
-            for _ in 0..2 {
-                let rx = Arc::clone(&rx);
-                s.spawn(move || loop {
-                    let Ok(batch) = rx.lock().unwrap().recv() else { break };
-                    for r in Row::unseal_many(&batch, ctx, keys) {
-                        black_box(r.unwrap());
-                    }
-                });
-            }
-            for &(lo, hi) in &ranges {
-                let sealed: Vec<SealedRow> = bench_rows::table
-                    .filter(bench_rows::id.between(lo, hi))
-                    .load(conn)
-                    .unwrap();
-                tx.send(sealed).unwrap();
-            }
-            drop(tx);
+        // The loading thread feeds sealed batches to two unsealing workers.
+        let cmk_select_2 = measure(|| {
+            let (tx, rx) = mpsc::sync_channel::<Vec<SealedRow>>(4);
+            let rx = Arc::new(Mutex::new(rx));
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let rx = Arc::clone(&rx);
+                    s.spawn(move || loop {
+                        let Ok(batch) = rx.lock().unwrap().recv() else { break };
+                        for r in Row::unseal_many(&batch, ctx, keys) {
+                            black_box(r.unwrap());
+                        }
+                    });
+                }
+                for &(lo, hi) in &ranges {
+                    let sealed: Vec<SealedRow> = bench_rows::table
+                        .filter(bench_rows::id.between(lo, hi))
+                        .load(conn)
+                        .unwrap();
+                    tx.send(sealed).unwrap();
+                }
+                drop(tx);
+            });
         });
-    });
+        let [Some(plain_insert), Some(envelope_insert), Some(cmk_insert)] = inserts else {
+            unreachable!("every insert phase ran")
+        };
+        let [Some(plain_select), Some(envelope_select), Some(cmk_select_1)] = selects else {
+            unreachable!("every select phase ran")
+        };
+        rounds_done.push(Round {
+            plain_insert,
+            cmk_insert,
+            envelope_insert,
+            plain_select,
+            cmk_select_1,
+            envelope_select,
+            cmk_select_2: Some(cmk_select_2),
+        });
+    }
     Results {
-        plain_insert,
-        cmk_insert,
-        plain_select,
-        cmk_select_1,
-        cmk_select_2: Some(cmk_select_2),
-        envelope_insert,
-        envelope_select,
+        rounds: rounds_done,
         kms_calls: fx.cmk_kms.unwraps.load(Ordering::Relaxed) - calls_before,
     }
 }
@@ -612,9 +706,31 @@ fn per_row(d: Duration, n: usize) -> f64 {
     d.as_nanos() as f64 / n as f64
 }
 
-fn report(orm: &str, backend: &str, r: &Results, n: usize, envelope: (f64, f64)) {
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The median wall time and the median CPU time of one phase over the rounds.
+fn median_of(rounds: &[Round], phase: impl Fn(&Round) -> Measure) -> Measure {
+    let of = |f: &dyn Fn(Measure) -> Duration| {
+        Duration::from_secs_f64(median(
+            rounds.iter().map(|r| f(phase(r)).as_secs_f64()).collect(),
+        ))
+    };
+    Measure {
+        wall: of(&|m| m.wall),
+        cpu: of(&|m| m.cpu),
+    }
+}
+
+fn report(orm: &str, backend: &str, results: &Results, n: usize, envelope: (f64, f64)) {
+    let rounds = &results.rounds;
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!("\n== {orm} on {backend}: {n} rows, batches of {BATCH} ==");
+    println!(
+        "\n== {orm} on {backend}: {n} rows, batches of {BATCH}, medians over {} rounds ==",
+        rounds.len()
+    );
     println!(
         "{:<32} {:>9} {:>9} {:>12}",
         "phase", "wall s", "cpu s", "wall ratio"
@@ -628,6 +744,17 @@ fn report(orm: &str, backend: &str, r: &Results, n: usize, envelope: (f64, f64))
             m.wall.as_secs_f64(),
             m.cpu.as_secs_f64()
         );
+    };
+    let r = Round {
+        plain_insert: median_of(rounds, |r| r.plain_insert),
+        cmk_insert: median_of(rounds, |r| r.cmk_insert),
+        envelope_insert: median_of(rounds, |r| r.envelope_insert),
+        plain_select: median_of(rounds, |r| r.plain_select),
+        cmk_select_1: median_of(rounds, |r| r.cmk_select_1),
+        envelope_select: median_of(rounds, |r| r.envelope_select),
+        cmk_select_2: rounds[0]
+            .cmk_select_2
+            .map(|_| median_of(rounds, |r| r.cmk_select_2.unwrap_or(r.cmk_select_1))),
     };
     line(&format!("insert, plaintext {orm}"), r.plain_insert, None);
     line(
@@ -650,8 +777,9 @@ fn report(orm: &str, backend: &str, r: &Results, n: usize, envelope: (f64, f64))
     if let Some(two) = r.cmk_select_2 {
         line("select+unseal, cmk, 2 workers", two, Some(r.plain_select));
     }
-    let added_seal = per_row(r.cmk_insert.cpu.saturating_sub(r.plain_insert.cpu), n);
-    let added_unseal = per_row(r.cmk_select_1.cpu.saturating_sub(r.plain_select.cpu), n);
+    let added = |cmk: Measure, plain: Measure| per_row(cmk.cpu.saturating_sub(plain.cpu), n);
+    let added_seal = added(r.cmk_insert, r.plain_insert);
+    let added_unseal = added(r.cmk_select_1, r.plain_select);
     println!(
         "CPU cmk adds per row: insert {added_seal:.0} ns ({:.2}x the hand-written envelope's {:.0} ns), select {added_unseal:.0} ns ({:.2}x its {:.0} ns)",
         added_seal / envelope.0,
@@ -660,13 +788,27 @@ fn report(orm: &str, backend: &str, r: &Results, n: usize, envelope: (f64, f64))
         envelope.1
     );
     // The like-for-like form: what each adds over plaintext through the same ORM, with the
-    // same stored columns.
-    let env_seal = per_row(r.envelope_insert.cpu.saturating_sub(r.plain_insert.cpu), n);
-    let env_unseal = per_row(r.envelope_select.cpu.saturating_sub(r.plain_select.cpu), n);
+    // same stored columns; the ratio is taken in each round (the phases ran back to back),
+    // then the median over rounds, with the range.
+    let like_for_like =
+        |cmk: fn(&Round) -> Measure, env: fn(&Round) -> Measure, plain: fn(&Round) -> Measure| {
+            let per_round: Vec<f64> = rounds
+                .iter()
+                .map(|r| added(cmk(r), plain(r)) / added(env(r), plain(r)))
+                .collect();
+            let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = per_round.iter().copied().fold(0.0, f64::max);
+            (median(per_round), lo, hi)
+        };
+    let (seal, seal_lo, seal_hi) =
+        like_for_like(|r| r.cmk_insert, |r| r.envelope_insert, |r| r.plain_insert);
+    let (unseal, unseal_lo, unseal_hi) = like_for_like(
+        |r| r.cmk_select_1,
+        |r| r.envelope_select,
+        |r| r.plain_select,
+    );
     println!(
-        "CPU added per row through {orm}, cmk against the hand-written envelope stored in the same columns: insert {added_seal:.0} / {env_seal:.0} ns = {:.2}x, select {added_unseal:.0} / {env_unseal:.0} ns = {:.2}x",
-        added_seal / env_seal,
-        added_unseal / env_unseal
+        "CPU added per row through {orm}, cmk against the hand-written envelope stored in the same columns (median of per-round ratios, range): insert {seal:.2}x ({seal_lo:.2}-{seal_hi:.2}), select {unseal:.2}x ({unseal_lo:.2}-{unseal_hi:.2})"
     );
     // What the hand-written envelope alone would cost on one thread, added to plaintext.
     let floor = |plain: Measure, env_ns: f64| {
@@ -677,10 +819,11 @@ fn report(orm: &str, backend: &str, r: &Results, n: usize, envelope: (f64, f64))
         floor(r.plain_insert, envelope.0),
         floor(r.plain_select, envelope.1)
     );
+    let ops = n * rounds.len() * 2;
     println!(
-        "KMS calls during the timed phases: {} ({} per row)",
-        r.kms_calls,
-        r.kms_calls as f64 / n as f64
+        "KMS calls during the timed phases: {} in {ops} row operations ({} per row)",
+        results.kms_calls,
+        results.kms_calls as f64 / ops as f64
     );
 }
 
