@@ -79,6 +79,8 @@ pub struct TenantKeys {
     pub(crate) derived: Mutex<DerivedKeys>,
     /// Per-schema plans, shared with every handle of the same tenant view.
     pub(crate) plans: Arc<crate::plan::PlanCache>,
+    /// Raised when a stored value names a key version newer than the view knows.
+    pub(crate) view_stale: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) sink: Arc<dyn EventSink>,
     /// Whether any class of the tenant is fail-closed (events then need `emit_durable`).
     pub(crate) any_fail_closed: bool,
@@ -176,29 +178,50 @@ impl TenantKeys {
         }
     }
 
-    /// The error for a KEK a stored value names but the handle does not hold.
+    /// The error for a KEK a stored value names but the handle does not hold. A version
+    /// newer than every version of that KEK the view knows may come from another instance's
+    /// roll-over, or from a forged value: the handle cannot tell, so it is `Tampered` (one
+    /// error for every failure to authenticate), and the view is marked stale so the next
+    /// `keys_for` re-reads the registry.
     pub(crate) fn missing_kek(&self, kek_id: u32, version: u32) -> crate::Error {
         if self.known_keks.contains(&(kek_id, version)) {
-            crate::Error::KeyUnavailable {
+            return crate::Error::KeyUnavailable {
                 tenant: self.tenant.to_string(),
                 kek_id,
                 version,
-            }
-        } else {
-            crate::Error::Tampered
+            };
         }
+        if self
+            .known_keks
+            .iter()
+            .any(|&(id, known)| id == kek_id && known < version)
+        {
+            self.mark_view_stale();
+        }
+        crate::Error::Tampered
     }
 
     fn missing_root(&self, deterministic: bool, version: u8) -> crate::Error {
         if self.known_roots.contains(&(deterministic, version)) {
-            crate::Error::KeyUnavailable {
+            return crate::Error::KeyUnavailable {
                 tenant: self.tenant.to_string(),
                 kek_id: 0,
                 version: u32::from(version),
-            }
-        } else {
-            crate::Error::Tampered
+            };
         }
+        if self
+            .known_roots
+            .iter()
+            .any(|&(det, known)| det == deterministic && known < version)
+        {
+            self.mark_view_stale();
+        }
+        crate::Error::Tampered
+    }
+
+    fn mark_view_stale(&self) {
+        self.view_stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn current_index_version(&self) -> crate::Result<u8> {

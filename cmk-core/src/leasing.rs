@@ -34,7 +34,15 @@ pub(crate) struct TenantView {
     loaded_at: Duration,
     /// Plans of the handles built from this view (its configuration and key versions).
     pub(crate) plans: Arc<crate::plan::PlanCache>,
+    /// Set by a handle that met a key version newer than any this view knows (another
+    /// instance rolled over): the next `keys_for` re-reads the registry (see
+    /// [`STALE_RELOAD_MIN`]) instead of waiting for the renewal interval.
+    pub(crate) stale: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The least time between two re-reads of the registry that stale signals cause, so that
+/// forged key versions in the database cannot turn every read into a registry read.
+const STALE_RELOAD_MIN: Duration = Duration::from_secs(1);
 
 /// Lease timings for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +155,9 @@ impl Cmk {
             let cached = self.views.lock().ok().and_then(|v| v.get(tenant).cloned());
             if let Some(view) = cached {
                 let fresh_for = Timings::for_roots(&view.config).renewal;
-                if now < view.loaded_at.saturating_add(fresh_for) {
+                let stale = view.stale.load(std::sync::atomic::Ordering::Relaxed)
+                    && now >= view.loaded_at.saturating_add(STALE_RELOAD_MIN);
+                if now < view.loaded_at.saturating_add(fresh_for) && !stale {
                     return Ok(view);
                 }
             }
@@ -198,6 +208,7 @@ impl Cmk {
             empty,
             loaded_at: now,
             plans: Default::default(),
+            stale: Default::default(),
         });
         if let Ok(mut v) = self.views.lock() {
             v.insert(tenant.clone(), Arc::clone(&view));
@@ -354,6 +365,7 @@ impl Cmk {
             deterministic_roots,
             derived: Default::default(),
             plans: Arc::clone(&view.plans),
+            view_stale: Arc::clone(&view.stale),
             sink: Arc::clone(&self.sink),
             min_format_version: self.settings.min_format_version,
             kek_max_wraps: self.settings.kek_max_wraps,

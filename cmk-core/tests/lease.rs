@@ -338,6 +338,55 @@ async fn two_instances_rolling_over_at_once_agree_on_one_version() {
     assert_eq!(out.values[0].value(), Some(&b"shared"[..]));
 }
 
+/// Another instance rolls the KEK over and writes at once; this instance's view (fresh for one
+/// renewal interval) does not know the new version. The first read cannot tell the row from a
+/// forged version and fails as `Tampered`; it marks the view stale, so `keys_for` re-reads
+/// the registry (at most once a second) and the next read succeeds. A forged version stays
+/// `Tampered` after the re-read.
+#[tokio::test]
+async fn a_version_from_another_instances_roll_over_is_read_after_one_registry_re_read() {
+    let fx = Fixture::new(&["acme"]).await;
+    let a = another(&fx, CmkSettings::default());
+    let b = another(&fx, CmkSettings::default());
+    let c = ctx("acme");
+    let schema = one_field();
+    let kb = b.keys_for(&c, &["private"]).await.unwrap();
+    assert_eq!(a.roll_over_kek(&c, "private").await.unwrap(), 2);
+    let ka = a.keys_for(&c, &["private"]).await.unwrap();
+    let sealed = ka.seal(&c, &schema, None, &[Some(b"from a")]).unwrap();
+    let stored = Stored::from_sealed("acme", &sealed);
+    let version = |s: &Stored| s.key_columns[0].as_ref().unwrap()[5..9].to_vec();
+    assert_eq!(
+        version(&stored),
+        2u32.to_be_bytes(),
+        "A writes with version 2"
+    );
+
+    let read =
+        |keys: &cmk_core::TenantKeys, s: &Stored| s.with(None, |r| keys.unseal(&c, &schema, r));
+    assert!(matches!(read(&kb, &stored), Err(Error::Tampered)));
+    // Within a second of its load the view is not re-read (forged versions cannot turn every
+    // read into a registry read).
+    let kb = b.keys_for(&c, &["private"]).await.unwrap();
+    assert!(matches!(read(&kb, &stored), Err(Error::Tampered)));
+    fx.clock.advance(Duration::from_secs(2));
+    let kb = b.keys_for(&c, &["private"]).await.unwrap();
+    let out = read(&kb, &stored).unwrap();
+    assert_eq!(out.values[0].value(), Some(&b"from a"[..]));
+
+    // A version nobody provisioned: still `Tampered` after the re-read it causes.
+    let mut forged = stored.clone();
+    forged.key_columns[0].as_mut().unwrap()[5..9].copy_from_slice(&7u32.to_be_bytes());
+    assert!(matches!(read(&kb, &forged), Err(Error::Tampered)));
+    fx.clock.advance(Duration::from_secs(2));
+    let kb = b.keys_for(&c, &["private"]).await.unwrap();
+    assert!(matches!(read(&kb, &forged), Err(Error::Tampered)));
+    assert_eq!(
+        read(&kb, &stored).unwrap().values[0].value(),
+        Some(&b"from a"[..])
+    );
+}
+
 #[tokio::test]
 async fn master_key_rotation_rewraps_registry_entries_only() {
     let fx = Fixture::new(&["acme"]).await;
