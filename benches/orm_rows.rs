@@ -11,9 +11,11 @@
 //!
 //! `cargo bench --bench orm_rows` (SQLite), or with PostgreSQL:
 //! `eval "$(bash scripts/services)"; cargo bench --bench orm_rows --features postgres`
-//! Every ORM and backend runs `CMK_BENCH_ROUNDS` rounds (default 5), each on emptied tables
-//! with the three variants in a rotated order; the report gives medians over rounds, and the
-//! like-for-like ratio as the median of the per-round ratios with its range.
+//! Every ORM and backend runs `CMK_BENCH_ROUNDS` rounds (default 7), each on emptied tables,
+//! interleaving the three variants batch by batch (the order rotating), so that a slow spell
+//! of a shared machine hits all three alike (SQLite inserts excepted: see `insert_steps`);
+//! the report gives medians over rounds, and the like-for-like ratio as the median of the
+//! per-round ratios with its range.
 //! `CMK_BENCH_ROWS=<n>` changes the row count. `CMK_BENCH_ONLY=unseal_derived
 //! CMK_BENCH_N=<n>` only unseals through the derived model (one row n times, then every row
 //! once, then `unseal_many`), for callgrind and for telling instructions from cache misses.
@@ -264,6 +266,20 @@ struct Measure {
     cpu: Duration,
 }
 
+impl Measure {
+    const ZERO: Measure = Measure {
+        wall: Duration::ZERO,
+        cpu: Duration::ZERO,
+    };
+}
+
+impl std::ops::AddAssign for Measure {
+    fn add_assign(&mut self, other: Measure) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+}
+
 fn measure(f: impl FnOnce()) -> Measure {
     let (c0, w0) = (cpu_time(), Instant::now());
     f();
@@ -373,21 +389,49 @@ struct Results {
     kms_calls: usize,
 }
 
-/// Rounds per ORM and backend (`CMK_BENCH_ROUNDS`, default 5): each round empties the tables
+/// Rounds per ORM and backend (`CMK_BENCH_ROUNDS`, default 7): each round empties the tables
 /// and runs every phase once; the report gives medians over rounds.
 fn rounds() -> usize {
     std::env::var("CMK_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(7)
         .max(1)
 }
 
-/// The order of the three variants (0 plaintext, 1 envelope, 2 cmk) in round `r`: rotated, so
-/// that none always runs first (or right after a checkpoint of the database's log).
-fn order(r: usize) -> [usize; 3] {
+/// How a round empties a table: `TRUNCATE` on PostgreSQL (`DELETE` would leave dead rows
+/// for autovacuum to clean up during the next round's timing); on SQLite an unqualified
+/// `DELETE` truncates.
+fn empty_table(blob: &str) -> &'static str {
+    if blob == "BYTEA" {
+        "TRUNCATE"
+    } else {
+        "DELETE FROM"
+    }
+}
+
+/// The (batch, variant) steps of round `r`'s inserts. On PostgreSQL batch by batch, the
+/// three variants back to back. On SQLite variant by variant (the order rotating by round):
+/// a WAL checkpoint (every 1,000 pages) is paid by whichever commit crosses the mark, so
+/// interleaving would charge one variant for another's pages.
+fn insert_steps(r: usize, batches: usize, blob: &str) -> Vec<(usize, usize)> {
+    if blob == "BYTEA" {
+        (0..batches)
+            .flat_map(|b| order(r + b).map(|v| (b, v)))
+            .collect()
+    } else {
+        order(r)
+            .into_iter()
+            .flat_map(|v| (0..batches).map(move |b| (b, v)))
+            .collect()
+    }
+}
+
+/// The order of the three variants (0 plaintext, 1 envelope, 2 cmk) for batch `i`: rotated,
+/// so that none always runs first (or right after a checkpoint of the database's log).
+fn order(i: usize) -> [usize; 3] {
     let mut o = [0, 1, 2];
-    o.rotate_left(r % 3);
+    o.rotate_left(i % 3);
     o
 }
 
@@ -419,91 +463,89 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
     let mut rounds_done = Vec::new();
     for r in 0..rounds() {
         for table in ["plain_rows", "bench_rows", "envelope_rows"] {
-            db.execute_unprepared(&format!("DELETE FROM {table}"))
+            db.execute_unprepared(&format!("{} {table}", empty_table(blob)))
                 .await
                 .unwrap();
         }
-        let mut inserts = [None; 3];
-        for p in order(r) {
-            inserts[p] = Some(match p {
+        // The steps as with Diesel (see `insert_steps`); selects batch by batch.
+        let (mut inserts, mut selects) = ([Measure::ZERO; 3], [Measure::ZERO; 3]);
+        let batches: Vec<_> = fx
+            .plain
+            .chunks(BATCH)
+            .zip(fx.sea_rows.chunks(BATCH))
+            .collect();
+        for (b, v) in insert_steps(r, batches.len(), blob) {
+            let (plain, rows) = batches[b];
+            inserts[v] += match v {
                 0 => {
                     measure_async(async {
-                        for batch in fx.plain.chunks(BATCH) {
-                            let txn = db.begin().await.unwrap();
-                            let models = batch.iter().map(|p| sea_plain::ActiveModel {
-                                id: ActiveValue::Set(p.id),
-                                tenant_id: ActiveValue::Set(p.tenant_id.clone()),
-                                alpha: ActiveValue::Set(p.alpha.clone()),
-                                bravo: ActiveValue::Set(p.bravo.clone()),
-                                charlie: ActiveValue::Set(p.charlie.clone()),
-                            });
-                            sea_plain::Entity::insert_many(models)
-                                .exec_without_returning(&txn)
-                                .await
-                                .unwrap();
-                            txn.commit().await.unwrap();
-                        }
+                        let txn = db.begin().await.unwrap();
+                        let models = plain.iter().map(|p| sea_plain::ActiveModel {
+                            id: ActiveValue::Set(p.id),
+                            tenant_id: ActiveValue::Set(p.tenant_id.clone()),
+                            alpha: ActiveValue::Set(p.alpha.clone()),
+                            bravo: ActiveValue::Set(p.bravo.clone()),
+                            charlie: ActiveValue::Set(p.charlie.clone()),
+                        });
+                        sea_plain::Entity::insert_many(models)
+                            .exec_without_returning(&txn)
+                            .await
+                            .unwrap();
+                        txn.commit().await.unwrap();
                     })
                     .await
                 }
                 1 => {
                     measure_async(async {
-                        for batch in fx.plain.chunks(BATCH) {
-                            let txn = db.begin().await.unwrap();
-                            let models = batch.iter().map(|p| {
-                                let r = envelope_seal(&envelope, p);
-                                sea_envelope::ActiveModel {
-                                    id: ActiveValue::Set(r.id),
-                                    tenant_id: ActiveValue::Set(r.tenant_id),
-                                    alpha: ActiveValue::Set(r.alpha),
-                                    bravo: ActiveValue::Set(r.bravo),
-                                    charlie: ActiveValue::Set(r.charlie),
-                                    private_keys: ActiveValue::Set(r.private_keys),
-                                    restricted_keys: ActiveValue::Set(r.restricted_keys),
-                                }
-                            });
-                            sea_envelope::Entity::insert_many(models)
-                                .exec_without_returning(&txn)
-                                .await
-                                .unwrap();
-                            txn.commit().await.unwrap();
-                        }
+                        let txn = db.begin().await.unwrap();
+                        let models = plain.iter().map(|p| {
+                            let r = envelope_seal(&envelope, p);
+                            sea_envelope::ActiveModel {
+                                id: ActiveValue::Set(r.id),
+                                tenant_id: ActiveValue::Set(r.tenant_id),
+                                alpha: ActiveValue::Set(r.alpha),
+                                bravo: ActiveValue::Set(r.bravo),
+                                charlie: ActiveValue::Set(r.charlie),
+                                private_keys: ActiveValue::Set(r.private_keys),
+                                restricted_keys: ActiveValue::Set(r.restricted_keys),
+                            }
+                        });
+                        sea_envelope::Entity::insert_many(models)
+                            .exec_without_returning(&txn)
+                            .await
+                            .unwrap();
+                        txn.commit().await.unwrap();
                     })
                     .await
                 }
                 _ => {
                     measure_async(async {
-                        for batch in fx.sea_rows.chunks(BATCH) {
-                            let txn = db.begin().await.unwrap();
-                            cmk::seaorm::ops::insert_many(&txn, ctx, keys, batch)
-                                .await
-                                .unwrap();
-                            txn.commit().await.unwrap();
-                        }
+                        let txn = db.begin().await.unwrap();
+                        cmk::seaorm::ops::insert_many(&txn, ctx, keys, rows)
+                            .await
+                            .unwrap();
+                        txn.commit().await.unwrap();
                     })
                     .await
                 }
-            });
+            };
         }
-        let mut selects = [None; 3];
-        for p in order(r) {
-            selects[p] = Some(match p {
-                0 => {
-                    measure_async(async {
-                        for &(lo, hi) in &ranges {
+        for (b, &(lo, hi)) in ranges.iter().enumerate() {
+            for v in order(r + b) {
+                selects[v] += match v {
+                    0 => {
+                        measure_async(async {
                             let rows = sea_plain::Entity::find()
                                 .filter(sea_plain::Column::Id.between(lo, hi))
                                 .all(db)
                                 .await
                                 .unwrap();
                             black_box(rows);
-                        }
-                    })
-                    .await
-                }
-                1 => {
-                    measure_async(async {
-                        for &(lo, hi) in &ranges {
+                        })
+                        .await
+                    }
+                    1 => {
+                        measure_async(async {
                             let rows = sea_envelope::Entity::find()
                                 .filter(sea_envelope::Column::Id.between(lo, hi))
                                 .all(db)
@@ -525,13 +567,11 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
                                 })
                                 .collect();
                             black_box(rows);
-                        }
-                    })
-                    .await
-                }
-                _ => {
-                    measure_async(async {
-                        for &(lo, hi) in &ranges {
+                        })
+                        .await
+                    }
+                    _ => {
+                        measure_async(async {
                             let rows: Vec<sea_row::SeaRow> = cmk::seaorm::ops::load_all(
                                 db,
                                 ctx,
@@ -541,23 +581,14 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
                             .await
                             .unwrap();
                             black_box(rows);
-                        }
-                    })
-                    .await
-                }
-            });
+                        })
+                        .await
+                    }
+                };
+            }
         }
-        let [Some(plain_insert), Some(envelope_insert), Some(cmk_insert)] = inserts else {
-            unreachable!("every insert phase ran")
-        };
-        let [
-            Some(plain_select),
-            Some(envelope_select),
-            Some(cmk_select_1),
-        ] = selects
-        else {
-            unreachable!("every select phase ran")
-        };
+        let [plain_insert, envelope_insert, cmk_insert] = inserts;
+        let [plain_select, envelope_select, cmk_select_1] = selects;
         rounds_done.push(Round {
             plain_insert,
             cmk_insert,
@@ -590,65 +621,59 @@ macro_rules! define_run {
     let ranges = batch_ranges(n);
     let mut rounds_done = Vec::new();
     for r in 0..rounds() {
-        conn.batch_execute("DELETE FROM plain_rows; DELETE FROM bench_rows; DELETE FROM envelope_rows;")
+        let empty = empty_table(blob);
+        conn.batch_execute(&format!("{empty} plain_rows; {empty} bench_rows; {empty} envelope_rows;"))
             .unwrap();
-        let mut inserts = [None; 3];
-        for p in order(r) {
-            inserts[p] = Some(match p {
+        // Selects batch by batch, the three variants back to back (order rotating): a slow
+        // spell of this shared VM then hits all three alike. Inserts: see `insert_steps`.
+        let (mut inserts, mut selects) = ([Measure::ZERO; 3], [Measure::ZERO; 3]);
+        let batches: Vec<_> = fx.plain.chunks(BATCH).zip(fx.rows.chunks(BATCH)).collect();
+        for (b, v) in insert_steps(r, batches.len(), blob) {
+            let (plain, rows) = batches[b];
+            inserts[v] += match v {
                 0 => measure(|| {
-                for batch in fx.plain.chunks(BATCH) {
-                    conn.transaction(|c| diesel::insert_into(plain_rows::table).values(batch).execute(c))
+                    conn.transaction(|c| diesel::insert_into(plain_rows::table).values(plain).execute(c))
                         .unwrap();
-                }
-            }),
+                }),
                 1 => measure(|| {
-                for batch in fx.plain.chunks(BATCH) {
-                    let rows: Vec<EnvelopeRow> = batch.iter().map(|p| envelope_seal(&envelope, p)).collect();
-                    conn.transaction(|c| diesel::insert_into(envelope_rows::table).values(&rows).execute(c))
+                    let sealed: Vec<EnvelopeRow> = plain.iter().map(|p| envelope_seal(&envelope, p)).collect();
+                    conn.transaction(|c| diesel::insert_into(envelope_rows::table).values(&sealed).execute(c))
                         .unwrap();
-                }
-            }),
+                }),
                 _ => measure(|| {
-                for batch in fx.rows.chunks(BATCH) {
                     conn.transaction::<_, cmk::diesel::Error, _>(|c| {
-                        ops::insert_many(c, ctx, keys, bench_rows::table, batch)
+                        ops::insert_many(c, ctx, keys, bench_rows::table, rows)
                     })
                     .unwrap();
-                }
-            }),
-            });
+                }),
+            };
         }
-        let mut selects = [None; 3];
-        for p in order(r) {
-            selects[p] = Some(match p {
-                0 => measure(|| {
-                for &(lo, hi) in &ranges {
-                    let rows: Vec<Plain> = plain_rows::table
-                        .filter(plain_rows::id.between(lo, hi))
-                        .load(conn)
-                        .unwrap();
-                    black_box(rows);
-                }
-            }),
-                1 => measure(|| {
-                for &(lo, hi) in &ranges {
-                    let rows: Vec<EnvelopeRow> = envelope_rows::table
-                        .filter(envelope_rows::id.between(lo, hi))
-                        .load(conn)
-                        .unwrap();
-                    let rows: Vec<Plain> = rows.into_iter().map(|r| envelope_unseal(&envelope, r)).collect();
-                    black_box(rows);
-                }
-            }),
-                _ => measure(|| {
-                for &(lo, hi) in &ranges {
-                    let rows: Vec<Row> =
-                        ops::load_all(conn, ctx, keys, bench_rows::table.filter(bench_rows::id.between(lo, hi)))
+        for (b, &(lo, hi)) in ranges.iter().enumerate() {
+            for v in order(r + b) {
+                selects[v] += match v {
+                    0 => measure(|| {
+                        let rows: Vec<Plain> = plain_rows::table
+                            .filter(plain_rows::id.between(lo, hi))
+                            .load(conn)
                             .unwrap();
-                    black_box(rows);
-                }
-            }),
-            });
+                        black_box(rows);
+                    }),
+                    1 => measure(|| {
+                        let rows: Vec<EnvelopeRow> = envelope_rows::table
+                            .filter(envelope_rows::id.between(lo, hi))
+                            .load(conn)
+                            .unwrap();
+                        let rows: Vec<Plain> = rows.into_iter().map(|r| envelope_unseal(&envelope, r)).collect();
+                        black_box(rows);
+                    }),
+                    _ => measure(|| {
+                        let rows: Vec<Row> =
+                            ops::load_all(conn, ctx, keys, bench_rows::table.filter(bench_rows::id.between(lo, hi)))
+                                .unwrap();
+                        black_box(rows);
+                    }),
+                };
+            }
         }
         // The loading thread feeds sealed batches to two unsealing workers.
         let cmk_select_2 = measure(|| {
@@ -659,7 +684,7 @@ macro_rules! define_run {
                     let rx = Arc::clone(&rx);
                     s.spawn(move || loop {
                         let Ok(batch) = rx.lock().unwrap().recv() else { break };
-                        for r in Row::unseal_many(&batch, ctx, keys) {
+                        for r in Row::unseal_many_owned(batch, ctx, keys) {
                             black_box(r.unwrap());
                         }
                     });
@@ -674,12 +699,8 @@ macro_rules! define_run {
                 drop(tx);
             });
         });
-        let [Some(plain_insert), Some(envelope_insert), Some(cmk_insert)] = inserts else {
-            unreachable!("every insert phase ran")
-        };
-        let [Some(plain_select), Some(envelope_select), Some(cmk_select_1)] = selects else {
-            unreachable!("every select phase ran")
-        };
+        let [plain_insert, envelope_insert, cmk_insert] = inserts;
+        let [plain_select, envelope_select, cmk_select_1] = selects;
         rounds_done.push(Round {
             plain_insert,
             cmk_insert,
