@@ -90,6 +90,8 @@ async fn every_field_type_round_trips_with_and_without_values() {
         // Padding hides the photo's exact length.
         assert_eq!((sealed.photo.len() - 30) % 64, 0);
         assert_eq!(Patient::unseal(&sealed, &ctx, &keys).unwrap(), p);
+        // The owned form moves the unclassified fields and gives the same model.
+        assert_eq!(Patient::unseal_owned(sealed, &ctx, &keys).unwrap(), p);
     }
 }
 
@@ -232,4 +234,6 @@ async fn partial_views_withhold_classes_the_actor_may_not_read() {
     rows[1].ssn[25] ^= 1;
     let out = Patient::unseal_many(&rows, &doctor, &keys);
     assert!(out[0].is_ok() && matches!(out[1], Err(Error::Tampered)));
+    let owned = Patient::unseal_many_owned(rows, &doctor, &keys);
+    assert!(matches!(&owned[0], Ok(p) if p.id == 7) && matches!(owned[1], Err(Error::Tampered)));
 }

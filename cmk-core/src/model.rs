@@ -81,6 +81,24 @@ pub trait Encrypted: Sized {
     ) -> Vec<Result<Self>> {
         rows.iter().map(|r| Self::unseal(r, ctx, keys)).collect()
     }
+
+    /// Like [`Encrypted::unseal`] for a sealed row the caller no longer needs: the derive
+    /// moves its unclassified fields (ids, the tenant) into the model instead of cloning
+    /// them, as the ORM adapters do with the rows they load.
+    fn unseal_owned(sealed: Self::Sealed, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self> {
+        Self::unseal(&sealed, ctx, keys)
+    }
+
+    /// [`Encrypted::unseal_owned`] for many rows; failures are reported per row, by position.
+    fn unseal_many_owned(
+        rows: Vec<Self::Sealed>,
+        ctx: &RequestContext,
+        keys: &TenantKeys,
+    ) -> Vec<Result<Self>> {
+        rows.into_iter()
+            .map(|r| Self::unseal_owned(r, ctx, keys))
+            .collect()
+    }
 }
 
 /// A classified field of a partial view.
@@ -271,6 +289,42 @@ pub mod derive_support {
                 Holder::Raw(c) => c,
                 Holder::Json(s) => s.expose_secret(),
             }
+        }
+    }
+
+    /// A sealed row's storage on the derive's stack: `K` key classes, `N` fields.
+    pub struct SealSlots<const K: usize, const N: usize> {
+        /// Key columns.
+        pub key_columns: [Option<Vec<u8>>; K],
+        /// Field ciphertexts (or deterministic values).
+        pub fields: [Option<Vec<u8>>; N],
+        /// Blind index values.
+        pub indexes: [Option<Vec<u8>>; N],
+    }
+
+    impl<const K: usize, const N: usize> SealSlots<K, N> {
+        /// Empty slots.
+        pub fn new() -> Self {
+            SealSlots {
+                key_columns: [const { None }; K],
+                fields: [const { None }; N],
+                indexes: [const { None }; N],
+            }
+        }
+
+        /// The slots as [`crate::seal::TenantKeys::seal_into`] takes them.
+        pub fn as_out(&mut self) -> crate::seal::SealOut<'_> {
+            crate::seal::SealOut {
+                key_columns: &mut self.key_columns,
+                fields: &mut self.fields,
+                indexes: &mut self.indexes,
+            }
+        }
+    }
+
+    impl<const K: usize, const N: usize> Default for SealSlots<K, N> {
+        fn default() -> Self {
+            Self::new()
         }
     }
 

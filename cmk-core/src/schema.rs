@@ -278,6 +278,13 @@ impl RowSchema {
             .unwrap_or_default()
     }
 
+    /// Whether any field has a blind index.
+    pub(crate) fn has_blind_index(&self) -> bool {
+        self.fields
+            .iter()
+            .any(|f| matches!(f.search, FieldSearch::BlindIndex(_)))
+    }
+
     /// The key class that seals field `i`, if any.
     pub(crate) fn field_key_class(&self, field: usize) -> Option<usize> {
         self.field_key_class.get(field).copied().flatten()

@@ -35,8 +35,22 @@ pub struct SealedRow {
     pub key_columns: Vec<Option<Vec<u8>>>,
     /// One entry per [`RowSchema::fields`]; `None` is SQL NULL.
     pub fields: Vec<Option<Vec<u8>>>,
-    /// One entry per field: the blind index value for blind-indexed, non-NULL fields.
+    /// One entry per field: the blind index value for blind-indexed, non-NULL fields. Empty
+    /// when the schema has no blind-indexed field (no allocation per row for nothing).
     pub indexes: Vec<Option<Vec<u8>>>,
+}
+
+/// Storage for one sealed row that the caller provides ([`TenantKeys::seal_into`]): one
+/// entry per key class, per field, and per field for blind index values (may be empty when
+/// the schema has no blind-indexed field).
+#[derive(Debug)]
+pub struct SealOut<'a> {
+    /// As [`SealedRow::key_columns`].
+    pub key_columns: &'a mut [Option<Vec<u8>>],
+    /// As [`SealedRow::fields`].
+    pub fields: &'a mut [Option<Vec<u8>>],
+    /// As [`SealedRow::indexes`].
+    pub indexes: &'a mut [Option<Vec<u8>>],
 }
 
 /// A row as loaded from the database.
@@ -305,6 +319,38 @@ impl TenantKeys {
         self.seal_classic_inner(ctx, schema, row_id, values, &[])
     }
 
+    /// Like [`TenantKeys::seal`], into storage the caller provides (the derive passes arrays
+    /// on its stack, so a row allocates nothing but its stored values). `out`'s slices must
+    /// have one entry per key class, per field and per field; they are overwritten.
+    pub fn seal_into(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row_id: Option<&RowId>,
+        values: &[Option<&[u8]>],
+        out: SealOut<'_>,
+    ) -> Result<()> {
+        // What the slots held before is dropped: a NULL must not keep an earlier value.
+        for slot in out
+            .key_columns
+            .iter_mut()
+            .chain(out.fields.iter_mut())
+            .chain(out.indexes.iter_mut())
+        {
+            *slot = None;
+        }
+        let result = self.seal_inner(ctx, schema, row_id, values, &[], out);
+        self.audit(
+            ctx,
+            schema,
+            row_id,
+            crate::event::sealing_event(),
+            &result,
+            Touched::All,
+        )?;
+        result
+    }
+
     /// Seals with classic-mode DEKs the async path obtained, and audits.
     pub(crate) fn seal_classic_inner(
         &self,
@@ -314,7 +360,24 @@ impl TenantKeys {
         values: &[Option<&[u8]>],
         classic: &[ClassicDek],
     ) -> Result<SealedRow> {
-        let result = self.seal_inner(ctx, schema, row_id, values, classic);
+        let n = schema.fields().len();
+        let mut row = SealedRow {
+            key_columns: vec![None; schema.key_classes().len()],
+            fields: vec![None; n],
+            indexes: if schema.has_blind_index() {
+                vec![None; n]
+            } else {
+                Vec::new()
+            },
+        };
+        let out = SealOut {
+            key_columns: &mut row.key_columns,
+            fields: &mut row.fields,
+            indexes: &mut row.indexes,
+        };
+        let result = self
+            .seal_inner(ctx, schema, row_id, values, classic, out)
+            .map(|()| row);
         self.audit(
             ctx,
             schema,
@@ -356,10 +419,29 @@ impl TenantKeys {
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
         classic: &[ClassicDek],
-    ) -> Result<SealedRow> {
+        out: SealOut<'_>,
+    ) -> Result<()> {
         self.check_context(ctx)?;
         let fields = schema.fields();
         schema.check_values(values.len())?;
+        let SealOut {
+            key_columns,
+            fields: sealed_fields,
+            indexes,
+        } = out;
+        let blind = schema.has_blind_index();
+        if key_columns.len() != schema.key_classes().len()
+            || sealed_fields.len() != fields.len()
+            || (blind && indexes.len() != fields.len())
+        {
+            return Err(Error::InvalidInput(format!(
+                "sealing table `{}` needs room for {} key columns and {} fields",
+                schema.table(),
+                schema.key_classes().len(),
+                fields.len()
+            )));
+        }
+
         let lent = self.plans.get(self, schema);
         let plan: &Plan = &lent;
         let effective: &[Effective] = match &plan.effective {
@@ -377,8 +459,6 @@ impl TenantKeys {
         }
         let tenant = self.tenant.as_str();
         let table = schema.table();
-        let mut sealed_fields: Vec<Option<Vec<u8>>> = vec![None; fields.len()];
-        let mut key_columns = Vec::with_capacity(schema.key_classes().len());
         // Taken from the thread's reusable buffer only if a row needs to build associated data.
         let mut scratch = Vec::new();
         let mut time = RowTime::default();
@@ -386,7 +466,6 @@ impl TenantKeys {
         for (k, class) in schema.key_classes().iter().enumerate() {
             let members = schema.members(k);
             if members.is_empty() {
-                key_columns.push(None);
                 continue;
             }
             // Classic mode: the DEK and its KMS-wrapped key column were made by the async path.
@@ -426,7 +505,7 @@ impl TenantKeys {
                 sealed_fields[i] = Some(out);
             }
             if let Some(c) = pre {
-                key_columns.push(c.key_column.clone());
+                key_columns[k] = c.key_column.clone();
                 continue;
             }
             let (kek_id, kek_version) = self.active_kek(class).ok_or_else(|| {
@@ -476,10 +555,9 @@ impl TenantKeys {
                 });
             }
             kc[53..69].copy_from_slice(&tag);
-            key_columns.push(Some(kc));
+            key_columns[k] = Some(kc);
         }
 
-        let mut indexes: Vec<Option<Vec<u8>>> = vec![None; fields.len()];
         for (i, f) in fields.iter().enumerate() {
             let Some(value) = values[i] else { continue };
             match f.search {
@@ -503,11 +581,7 @@ impl TenantKeys {
             }
         }
         give_back_aad_buffer(scratch);
-        Ok(SealedRow {
-            key_columns,
-            fields: sealed_fields,
-            indexes,
-        })
+        Ok(())
     }
 
     /// Unseals one row; fails with [`Error::AccessDenied`] if the actor may not read a class

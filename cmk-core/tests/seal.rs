@@ -6,7 +6,7 @@ mod common;
 use cmk_core::crypto::normalize::Normalizer;
 use cmk_core::format::aad::RowId;
 use cmk_core::schema::{FieldSpec, RowSchema};
-use cmk_core::seal::{Revealed, RowValues};
+use cmk_core::seal::{Revealed, RowValues, SealOut};
 use cmk_core::{Error, Policy};
 use common::*;
 
@@ -54,6 +54,68 @@ async fn round_trip_of_empty_one_byte_64k_and_null_values() {
             }
         }
     }
+}
+
+/// Sealing into caller storage writes what `seal` returns, reads back the same, and refuses
+/// storage of the wrong shape with an error (never a panic).
+#[tokio::test]
+async fn sealing_into_caller_storage_matches_seal_and_checks_its_shape() {
+    let fx = Fixture::new(&["acme"]).await;
+    let ctx = doctor("acme");
+    let keys = fx.cmk.keys_for(&ctx, &ALL).await.unwrap();
+    let schema = patients();
+    let case = values(b"ann@example.com", None, b"123-45-6789", b"A-1");
+    let n = schema.fields().len();
+    let (mut k, mut f, mut i) = (
+        vec![Some(b"stale".to_vec()); schema.key_classes().len()],
+        vec![Some(b"stale".to_vec()); n],
+        vec![Some(b"stale".to_vec()); n],
+    );
+    let out = SealOut {
+        key_columns: &mut k,
+        fields: &mut f,
+        indexes: &mut i,
+    };
+    keys.seal_into(&ctx, &schema, None, &case, out).unwrap();
+    let like = keys.seal(&ctx, &schema, None, &case).unwrap();
+    let shape = |v: &[Option<Vec<u8>>]| {
+        v.iter()
+            .map(|x| x.as_ref().map(Vec::len))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&k), shape(&like.key_columns));
+    assert_eq!(shape(&f), shape(&like.fields));
+    assert_eq!(i, like.indexes, "blind index values are deterministic");
+    assert!(
+        f[1].is_none(),
+        "stale contents are cleared: a NULL stays NULL"
+    );
+    let stored = Stored {
+        tenant: "acme".into(),
+        key_columns: k.clone(),
+        fields: f.clone(),
+    };
+    let out = stored
+        .with(None, |r| keys.unseal(&ctx, &schema, r))
+        .unwrap();
+    assert_eq!(out.values[0].value(), Some(&b"ann@example.com"[..]));
+    assert_eq!(out.values[1], Revealed::Null);
+
+    let mut short = vec![None; n - 1];
+    let err = keys
+        .seal_into(
+            &ctx,
+            &schema,
+            None,
+            &case,
+            SealOut {
+                key_columns: &mut k,
+                fields: &mut short,
+                indexes: &mut i,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
 }
 
 #[tokio::test]

@@ -264,12 +264,17 @@ pub fn expand(m: &Model) -> TokenStream {
         .collect();
 
     // Model (or partial view) from unsealed values.
-    let rebuild_with = |partial: bool| -> Vec<TokenStream> {
+    // `owned`: the sealed row is consumed, so its unclassified fields move into the model.
+    let rebuild_with = |partial: bool, owned: bool| -> Vec<TokenStream> {
         let mut out = Vec::new();
         for f in fields {
             let ident = &f.ident;
             let Some(c) = &f.classified else {
-                out.push(quote! { #ident: ::core::clone::Clone::clone(&sealed.#ident) });
+                out.push(if owned {
+                    quote! { #ident: sealed.#ident }
+                } else {
+                    quote! { #ident: ::core::clone::Clone::clone(&sealed.#ident) }
+                });
                 continue;
             };
             let column = &c.column;
@@ -312,8 +317,9 @@ pub fn expand(m: &Model) -> TokenStream {
         }
         out
     };
-    let rebuild = rebuild_with(false);
-    let rebuild_partial = rebuild_with(true);
+    let rebuild = rebuild_with(false, false);
+    let rebuild_owned = rebuild_with(false, true);
+    let rebuild_partial = rebuild_with(true, false);
     let view = format_ident!("{}View", name);
     let view_fields = fields.iter().map(|f| {
         let (ident, ty) = (&f.ident, &f.ty);
@@ -598,7 +604,8 @@ pub fn expand(m: &Model) -> TokenStream {
                 #(#encode)*
                 let __values: [Option<&[u8]>; #n_fields] = [#(#value_refs),*];
                 let __row_id: Option<#p::RowId> = #row_id;
-                let mut __out = keys.seal(ctx, schema, __row_id.as_ref(), &__values)?;
+                let mut __out = #p::SealSlots::<#n_keys, #n_fields>::new();
+                keys.seal_into(ctx, schema, __row_id.as_ref(), &__values, __out.as_out())?;
                 Ok(#sealed { #(#assemble,)* })
             }
 
@@ -643,6 +650,11 @@ pub fn expand(m: &Model) -> TokenStream {
             fn unseal(sealed: &#sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<Self> {
                 let mut __values = Self::__unseal_values(sealed, ctx, keys, false)?.into_iter();
                 Ok(#name { #(#rebuild,)* })
+            }
+
+            fn unseal_owned(sealed: #sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<Self> {
+                let mut __values = Self::__unseal_values(&sealed, ctx, keys, false)?.into_iter();
+                Ok(#name { #(#rebuild_owned,)* })
             }
         }
     }

@@ -85,7 +85,7 @@ where
     Q: LoadQuery<'q, C, M::Sealed>,
 {
     let rows: Vec<M::Sealed> = query.load(conn)?;
-    Ok(M::unseal_many(&rows, ctx, keys))
+    Ok(M::unseal_many_owned(rows, ctx, keys))
 }
 
 /// Like [`load`], but fails on the first row that does not unseal.
@@ -121,7 +121,7 @@ where
     Q::Output: LoadQuery<'q, C, M::Sealed>,
 {
     let row: M::Sealed = query.first(conn)?;
-    Ok(M::unseal(&row, ctx, keys)?)
+    Ok(M::unseal_owned(row, ctx, keys)?)
 }
 
 /// Re-seals `model` with fresh DEKs for every class and writes every classified field, index

@@ -103,7 +103,7 @@ where
     C: ConnectionTrait,
 {
     let rows = select.all(db).await?;
-    Ok(M::unseal_many(&rows, ctx, keys))
+    Ok(M::unseal_many_owned(rows, ctx, keys))
 }
 
 /// Like [`load`], but fails on the first row that does not unseal.
@@ -141,7 +141,7 @@ where
     C: ConnectionTrait,
 {
     match select.one(db).await? {
-        Some(row) => Ok(Some(M::unseal(&row, ctx, keys)?)),
+        Some(row) => Ok(Some(M::unseal_owned(row, ctx, keys)?)),
         None => Ok(None),
     }
 }
