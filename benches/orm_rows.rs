@@ -384,6 +384,23 @@ struct Round {
     cmk_select_2: Option<Measure>,
 }
 
+impl Round {
+    /// From the inserts and selects of the three variants (plaintext, envelope, cmk).
+    fn of(inserts: [Measure; 3], selects: [Measure; 3], cmk_select_2: Option<Measure>) -> Round {
+        let [plain_insert, envelope_insert, cmk_insert] = inserts;
+        let [plain_select, envelope_select, cmk_select_1] = selects;
+        Round {
+            plain_insert,
+            cmk_insert,
+            envelope_insert,
+            plain_select,
+            cmk_select_1,
+            envelope_select,
+            cmk_select_2,
+        }
+    }
+}
+
 struct Results {
     rounds: Vec<Round>,
     kms_calls: usize,
@@ -587,17 +604,7 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
                 };
             }
         }
-        let [plain_insert, envelope_insert, cmk_insert] = inserts;
-        let [plain_select, envelope_select, cmk_select_1] = selects;
-        rounds_done.push(Round {
-            plain_insert,
-            cmk_insert,
-            envelope_insert,
-            plain_select,
-            cmk_select_1,
-            envelope_select,
-            cmk_select_2: None,
-        });
+        rounds_done.push(Round::of(inserts, selects, None));
     }
     Results {
         rounds: rounds_done,
@@ -699,17 +706,7 @@ macro_rules! define_run {
                 drop(tx);
             });
         });
-        let [plain_insert, envelope_insert, cmk_insert] = inserts;
-        let [plain_select, envelope_select, cmk_select_1] = selects;
-        rounds_done.push(Round {
-            plain_insert,
-            cmk_insert,
-            envelope_insert,
-            plain_select,
-            cmk_select_1,
-            envelope_select,
-            cmk_select_2: Some(cmk_select_2),
-        });
+        rounds_done.push(Round::of(inserts, selects, Some(cmk_select_2)));
     }
     Results {
         rounds: rounds_done,

@@ -326,7 +326,9 @@ mod tests {
             let active = (crate::registry::kek_id(c.as_str()), 3);
             let full = schema.full_list(k);
             let sealed = schema.sealed_class_set();
-            let cases: [(bool, (u32, u32), Option<&RowId>, &[u8], &[u8]); 5] = [
+            // (standard, KEK, row id, column list, class set)
+            type Case<'a> = (bool, KekVersion, Option<&'a RowId>, &'a [u8], &'a [u8]);
+            let cases: [Case<'_>; 5] = [
                 (true, active, None, full, sealed),
                 (true, active, Some(&id), full, sealed),
                 (true, (active.0, 2), None, full, sealed),

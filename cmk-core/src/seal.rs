@@ -339,16 +339,7 @@ impl TenantKeys {
         {
             *slot = None;
         }
-        let result = self.seal_inner(ctx, schema, row_id, values, &[], out);
-        self.audit(
-            ctx,
-            schema,
-            row_id,
-            crate::event::sealing_event(),
-            &result,
-            Touched::All,
-        )?;
-        result
+        self.seal_audited(ctx, schema, row_id, values, &[], out)
     }
 
     /// Seals with classic-mode DEKs the async path obtained, and audits.
@@ -375,9 +366,22 @@ impl TenantKeys {
             fields: &mut row.fields,
             indexes: &mut row.indexes,
         };
-        let result = self
-            .seal_inner(ctx, schema, row_id, values, classic, out)
-            .map(|()| row);
+        self.seal_audited(ctx, schema, row_id, values, classic, out)?;
+        Ok(row)
+    }
+
+    /// Seals and emits the row's event (a failed seal's too); a fail-closed class whose
+    /// event cannot be recorded fails the seal.
+    fn seal_audited(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row_id: Option<&RowId>,
+        values: &[Option<&[u8]>],
+        classic: &[ClassicDek],
+        out: SealOut<'_>,
+    ) -> Result<()> {
+        let result = self.seal_inner(ctx, schema, row_id, values, classic, out);
         self.audit(
             ctx,
             schema,
