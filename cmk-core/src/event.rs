@@ -175,40 +175,29 @@ pub enum Outcome {
     },
 }
 
-/// A unique event id, shown and serialised as 32 hex digits: 64 random bits drawn once per
-/// thread (and again in a forked child) followed by that thread's 64-bit event counter, so
-/// ids never repeat within a thread and two threads collide only if their random halves do
-/// (about n² / 2⁶⁵ for n threads ever started).
+/// A unique event id: 128 bits from the operating system's CSPRNG (through cmk's buffered,
+/// fork-safe reader), shown and serialised as 32 hex digits. Random, not a counter: a
+/// tenant sees its own events, and a counter would tell it how many events were issued for
+/// other tenants in between.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventId(pub [u8; 16]);
 
-thread_local! {
-    /// (process mark, random half, next counter) of this thread's ids.
-    static ID_SOURCE: std::cell::Cell<(u64, [u8; 8], u64)> =
-        const { std::cell::Cell::new((u64::MAX, [0; 8], 0)) };
-}
-
 impl EventId {
-    /// A new id, never one this process (or a process it forked from) handed out before.
+    /// A new id.
     pub fn fresh() -> Self {
-        ID_SOURCE.with(|source| {
-            let (mut mark, mut random, mut counter) = source.get();
-            let now = crate::crypto::rng::process_mark();
-            if mark != now || counter == u64::MAX {
-                // Without randomness the half falls back to time and the thread: unique
-                // enough for de-duplication, never reused within this thread.
-                random = crate::crypto::rng::array::<8>().unwrap_or_else(|_| {
-                    (now_ms() ^ u64::from(std::process::id()) << 40).to_be_bytes()
-                });
-                mark = now;
-                counter = 0;
-            }
-            source.set((mark, random, counter + 1));
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&random);
-            id[8..].copy_from_slice(&counter.to_be_bytes());
-            EventId(id)
-        })
+        // Without randomness the id falls back to time, process and a process-wide counter:
+        // still unique, only predictable (and randomness failing fails every seal anyway).
+        crate::crypto::rng::array::<16>()
+            .map(EventId)
+            .unwrap_or_else(|_| {
+                static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(
+                    &(now_ms() ^ u64::from(std::process::id()) << 40).to_be_bytes(),
+                );
+                b[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+                EventId(b)
+            })
     }
 }
 

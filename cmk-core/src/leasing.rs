@@ -155,8 +155,10 @@ impl Cmk {
             let cached = self.views.lock().ok().and_then(|v| v.get(tenant).cloned());
             if let Some(view) = cached {
                 let fresh_for = Timings::for_roots(&view.config).renewal;
+                // One caller takes the stale signal and re-reads; the others keep the view.
                 let stale = view.stale.load(std::sync::atomic::Ordering::Relaxed)
-                    && now >= view.loaded_at.saturating_add(STALE_RELOAD_MIN);
+                    && now >= view.loaded_at.saturating_add(STALE_RELOAD_MIN)
+                    && view.stale.swap(false, std::sync::atomic::Ordering::Relaxed);
                 if now < view.loaded_at.saturating_add(fresh_for) && !stale {
                     return Ok(view);
                 }

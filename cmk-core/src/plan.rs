@@ -90,6 +90,8 @@ pub(crate) struct Plan {
     pub(crate) effective: Result<Vec<Effective>>,
     /// Per key class: its policy, or why the tenant has none.
     key_policies: Vec<Result<Policy>>,
+    /// Per key class: its policy names no readers (every actor of the tenant may read).
+    open_to_all: Vec<bool>,
     /// Per field: `field prefix ‖ text tenant`, to which a row appends flags and row id.
     field_heads: Vec<Vec<u8>>,
     /// Per field: its whole associated data with no row id and its sealing flags.
@@ -163,10 +165,15 @@ impl Plan {
                 Some((kek, aad.into_buffer()))
             })
             .collect();
+        let open_to_all = key_policies
+            .iter()
+            .map(|p| p.as_ref().is_ok_and(|p| p.readers.is_empty()))
+            .collect();
         Plan {
             schema_id: schema.id(),
             effective,
             key_policies,
+            open_to_all,
             field_heads,
             field_aads,
             dek_heads,
@@ -178,6 +185,9 @@ impl Plan {
     /// has no policy).
     #[inline]
     pub(crate) fn may_read(&self, k: usize, roles: &[String]) -> Result<bool> {
+        if self.open_to_all.get(k) == Some(&true) {
+            return Ok(true);
+        }
         match self.key_policies.get(k) {
             Some(Ok(p)) => Ok(p.may_read(roles)),
             Some(Err(e)) => Err(e.clone()),

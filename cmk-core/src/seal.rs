@@ -53,6 +53,27 @@ pub struct SealOut<'a> {
     pub indexes: &'a mut [Option<Vec<u8>>],
 }
 
+impl SealOut<'_> {
+    fn clear(&mut self) {
+        for slot in self
+            .key_columns
+            .iter_mut()
+            .chain(self.fields.iter_mut())
+            .chain(self.indexes.iter_mut())
+        {
+            *slot = None;
+        }
+    }
+
+    fn reborrow(&mut self) -> SealOut<'_> {
+        SealOut {
+            key_columns: &mut *self.key_columns,
+            fields: &mut *self.fields,
+            indexes: &mut *self.indexes,
+        }
+    }
+}
+
 /// A row as loaded from the database.
 #[derive(Debug, Clone, Copy)]
 pub struct StoredRow<'a> {
@@ -328,18 +349,17 @@ impl TenantKeys {
         schema: &RowSchema,
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
-        out: SealOut<'_>,
+        mut out: SealOut<'_>,
     ) -> Result<()> {
         // What the slots held before is dropped: a NULL must not keep an earlier value.
-        for slot in out
-            .key_columns
-            .iter_mut()
-            .chain(out.fields.iter_mut())
-            .chain(out.indexes.iter_mut())
-        {
-            *slot = None;
+        out.clear();
+        let result = self.seal_audited(ctx, schema, row_id, values, &[], out.reborrow());
+        if result.is_err() {
+            // Nothing of a failed seal goes out: not a half-sealed row, and not a whole one
+            // whose fail-closed event could not be recorded.
+            out.clear();
         }
-        self.seal_audited(ctx, schema, row_id, values, &[], out)
+        result
     }
 
     /// Seals with classic-mode DEKs the async path obtained, and audits.
@@ -1125,26 +1145,25 @@ impl TenantKeys {
             Touched::Some(columns, classes) => (columns.into(), classes.into()),
         };
         // Most tenants have no fail-closed class: then no per-class lookup.
-        let fail_closed = || {
-            self.any_fail_closed
-                && classes.iter().any(|c| {
-                    Class::new(c.as_str()).is_ok_and(|c| {
-                        self.policy(&c)
-                            .is_ok_and(|p| p.audit == AuditMode::FailClosed)
-                    })
+        let fail_closed = result.is_ok()
+            && self.any_fail_closed
+            && classes.iter().any(|c| {
+                Class::new(c.as_str()).is_ok_and(|c| {
+                    self.policy(&c)
+                        .is_ok_and(|p| p.audit == AuditMode::FailClosed)
                 })
-        };
+            });
         let event = SecurityEvent::about(
             ctx,
             name,
             outcome,
             Some(Arc::clone(&shared.table)),
             row_id.map(record_label),
-            Arc::clone(&columns),
-            Arc::clone(&classes),
+            columns,
+            classes,
         );
         // The plaintext (or the write) goes out only after a fail-closed event is durable.
-        if result.is_ok() && fail_closed() {
+        if fail_closed {
             return self
                 .sink
                 .emit_durable(event)

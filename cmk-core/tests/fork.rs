@@ -1,6 +1,5 @@
 //! The random buffer must not survive `fork`: parent and child would otherwise draw the same
-//! bytes, hence the same DEKs and nonces (and the same event ids, whose random half is drawn
-//! once per thread). This binary holds this one test only, so the fork happens with no other
+//! bytes, hence the same DEKs, nonces and event ids. This binary holds this one test only, so the fork happens with no other
 //! test thread running.
 
 use std::io::Read;
@@ -61,10 +60,5 @@ fn parent_and_child_draw_different_bytes_after_fork() {
     assert_ne!(
         parent_id.0, child_id,
         "parent and child handed out the same event id after fork"
-    );
-    assert_eq!(
-        parent_id.0[..8],
-        _warm_id.0[..8],
-        "the parent keeps its random half (the check above is not vacuous)"
     );
 }

@@ -511,6 +511,18 @@ async fn fail_closed_audit_refuses_plaintext_when_the_event_is_lost() {
         .unwrap_err();
     assert!(matches!(err, Error::AuditFailClosed(_)));
     assert!(keys.seal(&c, &secret, None, &[Some(b"x")]).is_err());
+    // Sealing into caller storage leaves nothing behind when the event is lost.
+    let (mut k, mut f, mut i) = (vec![None], vec![None], vec![]);
+    let out = SealOut {
+        key_columns: &mut k,
+        fields: &mut f,
+        indexes: &mut i,
+    };
+    let err = keys
+        .seal_into(&c, &secret, None, &[Some(b"x")], out)
+        .unwrap_err();
+    assert!(matches!(err, Error::AuditFailClosed(_)), "{err}");
+    assert_eq!((k, f), (vec![None], vec![None]), "no sealed row goes out");
     // Best-effort classes keep working.
     assert!(
         Stored::from_sealed("acme", &p)
