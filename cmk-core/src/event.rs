@@ -182,14 +182,45 @@ pub enum Outcome {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventId(pub [u8; 16]);
 
+/// Ids drawn per thread in bulk (one read of the random buffer per 32 events), discarded in a
+/// forked child like the random buffer itself.
+struct IdPool {
+    /// The process the ids were drawn in (see [`crate::crypto::rng`]).
+    mark: u64,
+    ids: [[u8; 16]; ID_POOL],
+    next: usize,
+}
+
+const ID_POOL: usize = 32;
+
+thread_local! {
+    static IDS: std::cell::RefCell<IdPool> = const {
+        std::cell::RefCell::new(IdPool { mark: u64::MAX, ids: [[0; 16]; ID_POOL], next: ID_POOL })
+    };
+}
+
+impl IdPool {
+    fn take(&mut self, mark: u64) -> Option<EventId> {
+        if self.mark != mark || self.next == ID_POOL {
+            crate::crypto::rng::fill(self.ids.as_flattened_mut()).ok()?;
+            self.mark = mark;
+            self.next = 0;
+        }
+        let id = self.ids[self.next];
+        self.next += 1;
+        Some(EventId(id))
+    }
+}
+
 impl EventId {
     /// A new id.
     pub fn fresh() -> Self {
-        // Without randomness the id falls back to time, process and a process-wide counter:
-        // still unique, only predictable (and randomness failing fails every seal anyway).
-        crate::crypto::rng::array::<16>()
-            .map(EventId)
-            .unwrap_or_else(|_| {
+        let mark = crate::crypto::rng::process_mark();
+        IDS.with(|pool| pool.try_borrow_mut().ok()?.take(mark))
+            .or_else(|| crate::crypto::rng::array::<16>().ok().map(EventId))
+            .unwrap_or_else(|| {
+                // Without randomness: time, process and a process-wide counter, still unique,
+                // only predictable (and randomness failing fails every seal anyway).
                 static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let mut b = [0u8; 16];
                 b[..8].copy_from_slice(

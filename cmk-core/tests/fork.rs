@@ -12,6 +12,7 @@ use cmk_core::event::EventId;
 fn parent_and_child_draw_different_bytes_after_fork() {
     // Fill this thread's buffer, so both processes would hold the same unused bytes.
     let _warm: [u8; 32] = rng::array().unwrap();
+    // Fill this thread's pool of event ids, so both processes would hold the same one.
     let _warm_id = EventId::fresh();
     let mut fds = [0i32; 2];
     // SAFETY: `pipe` writes two file descriptors into the array we own.
