@@ -269,9 +269,24 @@ impl fmt::Debug for EventId {
     }
 }
 
+impl EventId {
+    /// The 32 lower-case hex digits, on the stack (the delivery worker writes one per event).
+    fn hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out
+    }
+}
+
 impl Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let hex = self.hex();
+        // Hex digits are ASCII, so this cannot fail; an empty string would never match an id.
+        s.serialize_str(std::str::from_utf8(&hex).unwrap_or_default())
     }
 }
 

@@ -20,16 +20,20 @@ pub fn json_line(event: &SecurityEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(JSON_SCHEMA.as_bytes());
     out.extend_from_slice(b"\",\"category\":\"");
     out.extend_from_slice(event.name.category().as_bytes());
-    out.extend_from_slice(b"\",");
+    out.extend_from_slice(b"\"");
     let fields = out.len();
-    // The event's own object, whose `{` the header above stands in for (serde's `flatten`
-    // would do the same through a much slower path). Serialising these types cannot fail:
-    // every map key is a string.
-    if serde_json::to_writer(&mut *out, event).is_err() || out.get(fields) != Some(&b'{') {
+    // The event's own object follows; its `{` becomes the `,` after the header (serde's
+    // `flatten` would do the same through a much slower path, and removing the byte would
+    // shift the whole object). Serialising these types cannot fail: every map key is a
+    // string, and an event always has fields.
+    if serde_json::to_writer(&mut *out, event).is_err()
+        || out.get(fields) != Some(&b'{')
+        || out.get(fields + 1) == Some(&b'}')
+    {
         out.truncate(start);
         return;
     }
-    out.remove(fields);
+    out[fields] = b',';
     out.push(b'\n');
 }
 
