@@ -44,7 +44,8 @@ pub trait Transport: Send + 'static {
 /// `events.jsonl` becomes `events.jsonl.1` (and `.1` becomes `.2`, up to `keep`), and a new
 /// file starts. Each batch is written and `fsync`ed before it counts as delivered. A file
 /// moved away by another tool is noticed at the next batch, which goes to a new file at the
-/// path.
+/// path. One writer per file: two pipelines appending to one path could interleave batches
+/// and rotate each other's files (give each process its own file, or a syslog or HTTP sink).
 #[derive(Debug)]
 pub struct JsonLinesFile {
     path: PathBuf,
