@@ -5,18 +5,29 @@
 //! the blob names. A key can be disabled (every use is refused, *invalid*), enabled again,
 //! and each version destroyed for good (its material is wiped from the file: *not found*).
 //!
-//! The file is rewritten atomically (temporary file with mode 0600, fsync, rename, fsync of
-//! the directory) on every change, so a crash leaves the old or the new keyring, never half.
+//! **The file is the single truth**, shared by every process that opens it:
+//! - every change is a read-modify-write under an exclusive lock on a lock file beside the
+//!   keyring (`.NAME.lock`): re-read the file, apply the change, write it atomically
+//!   (temporary file with mode 0600, fsync, rename, fsync of the directory), so concurrent
+//!   writers in several processes lose nothing and a crash leaves the old or the new
+//!   keyring, never half;
+//! - every wrap, unwrap and listing first checks the file's identity (inode, size, change
+//!   times) and re-reads it when it changed, and at least once a second in any case, so a
+//!   disable or destroy made by another process is seen by the next KMS call here (a lease
+//!   renewal, at the latest one renewal interval later);
+//! - a version this process has seen destroyed stays destroyed: its material is never used
+//!   or written back, even if the file is replaced by an older copy that still holds it.
 //!
 //! Wrapped blob: `0x01 ‖ version (u32 BE) ‖ nonce (12) ‖ ciphertext ‖ tag (16)`, AES-256-GCM
 //! with associated data `Aad("cmk/local-kms") ‖ text(key name) ‖ u32(version) ‖ bytes(aad)`
 //! (docs/FORMAT.md §8).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -29,6 +40,9 @@ use crate::secret::{SecretBytes, SecretKey};
 const FILE_MAGIC: &str = "cmk-local-keyring 1";
 const BLOB_VERSION: u8 = 0x01;
 const BLOB_HEADER: usize = 1 + 4 + NONCE_LEN;
+/// The file is re-read at least this often even when its identity looks unchanged (a
+/// filesystem with coarse timestamps could hide two quick replacements of equal size).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// State of one key version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,16 +90,174 @@ struct Keyring {
     keys: BTreeMap<String, LocalKey>,
 }
 
+/// What identifies one written version of the keyring file: a replacement is a new inode,
+/// and a rewrite changes the size or the change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Stamp {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                len: meta.len(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let nanos = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            Stamp {
+                dev: 0,
+                ino: 0,
+                len: meta.len(),
+                mtime: (nanos, 0),
+                ctime: (0, 0),
+            }
+        }
+    }
+}
+
+/// The keyring as this process last read or wrote it.
+struct Loaded {
+    ring: Keyring,
+    /// The file version `ring` came from (`None`: memory only, or re-read on next use).
+    stamp: Option<Stamp>,
+    checked: Instant,
+    /// Every version this process has seen destroyed.
+    destroyed: BTreeSet<(String, u32)>,
+}
+
+impl Loaded {
+    fn new(ring: Keyring, stamp: Option<Stamp>) -> Loaded {
+        let mut loaded = Loaded {
+            ring: Keyring::default(),
+            stamp: None,
+            checked: Instant::now(),
+            destroyed: BTreeSet::new(),
+        };
+        loaded.install(ring, stamp);
+        loaded
+    }
+
+    /// Takes a freshly read keyring, wiping every version this process has seen destroyed
+    /// (an older copy of the file must not bring one back).
+    fn install(&mut self, mut ring: Keyring, stamp: Option<Stamp>) {
+        for (name, version) in &self.destroyed {
+            if let Some(v) = ring
+                .keys
+                .get_mut(name)
+                .and_then(|k| k.versions.get_mut(version))
+            {
+                v.material = None;
+            }
+        }
+        self.ring = ring;
+        self.note_destroyed();
+        self.stamp = stamp;
+        self.checked = Instant::now();
+    }
+
+    fn note_destroyed(&mut self) {
+        for (name, key) in &self.ring.keys {
+            for (n, v) in &key.versions {
+                if v.material.is_none() {
+                    self.destroyed.insert((name.clone(), *n));
+                }
+            }
+        }
+    }
+}
+
+/// The keyring file and the lock file that serialises its writers.
+#[derive(Debug)]
+struct KeyringFile {
+    path: PathBuf,
+    lock_path: PathBuf,
+}
+
+impl KeyringFile {
+    fn new(path: PathBuf) -> KeyringFile {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lock_path = parent_dir(&path).join(format!(".{name}.lock"));
+        KeyringFile { path, lock_path }
+    }
+
+    /// An exclusive lock shared with every other process and thread that opens the same
+    /// keyring; released when the returned file is dropped.
+    fn lock(&self) -> crate::Result<fs::File> {
+        let mut opts = fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let f = opts
+            .open(&self.lock_path)
+            .map_err(|e| io_err(&self.lock_path, "opening lock file", e))?;
+        f.lock()
+            .map_err(|e| io_err(&self.lock_path, "locking", e))?;
+        Ok(f)
+    }
+
+    /// The identity of the file as it is now.
+    fn stamp(&self) -> std::io::Result<Stamp> {
+        fs::metadata(&self.path).map(|m| Stamp::of(&m))
+    }
+
+    /// Reads and parses the file; the stamp is of the very file read.
+    fn read(&self) -> crate::Result<(Keyring, Stamp)> {
+        let mut f =
+            fs::File::open(&self.path).map_err(|e| io_err(&self.path, "reading keyring", e))?;
+        let stamp = Stamp::of(
+            &f.metadata()
+                .map_err(|e| io_err(&self.path, "reading keyring", e))?,
+        );
+        let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(stamp.len).unwrap_or(0)));
+        f.read_to_end(&mut bytes)
+            .map_err(|e| io_err(&self.path, "reading keyring", e))?;
+        let ring = parse(&bytes).map_err(|why| {
+            crate::Error::InvalidConfig(format!("keyring {}: {why}", self.path.display()))
+        })?;
+        Ok((ring, stamp))
+    }
+
+    /// Writes the keyring atomically and returns the new file's stamp. Callers hold the lock.
+    fn write(&self, ring: &Keyring) -> crate::Result<Stamp> {
+        persist(&self.path, ring)?;
+        self.stamp()
+            .map_err(|e| io_err(&self.path, "reading back keyring", e))
+    }
+}
+
 /// A local KMS backed by a keyring file (or memory only, for tests).
 pub struct LocalKms {
-    path: Option<PathBuf>,
-    ring: RwLock<Keyring>,
+    file: Option<KeyringFile>,
+    state: RwLock<Loaded>,
 }
 
 impl std::fmt::Debug for LocalKms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalKms")
-            .field("path", &self.path)
+            .field("path", &self.file.as_ref().map(|f| &f.path))
             .finish_non_exhaustive()
     }
 }
@@ -102,47 +274,106 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> crate::Error {
     crate::Error::Io(format!("{what} {}: {e}", path.display()))
 }
 
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn poisoned() -> crate::Error {
+    crate::Error::Io("keyring lock poisoned".into())
+}
+
 impl LocalKms {
     /// A keyring held in memory only (lost on drop).
     pub fn in_memory() -> Self {
         LocalKms {
-            path: None,
-            ring: RwLock::new(Keyring::default()),
+            file: None,
+            state: RwLock::new(Loaded::new(Keyring::default(), None)),
         }
     }
 
-    /// Opens the keyring file at `path`, creating an empty one if it does not exist.
+    /// Opens the keyring file at `path`, creating an empty one if it does not exist. Other
+    /// processes may open the same file: see the module documentation.
     pub fn open(path: impl Into<PathBuf>) -> crate::Result<Self> {
-        let path = path.into();
-        let ring = match fs::read(&path) {
-            Ok(bytes) => parse(&Zeroizing::new(bytes)).map_err(|why| {
-                crate::Error::InvalidConfig(format!("keyring {}: {why}", path.display()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let ring = Keyring::default();
-                persist(&path, &ring)?;
-                ring
+        let file = KeyringFile::new(path.into());
+        let (ring, stamp) = match file.read() {
+            Ok(read) => read,
+            Err(_) if matches!(file.stamp(), Err(e) if e.kind() == std::io::ErrorKind::NotFound) => {
+                // Created under the lock, so a process that created it (and maybe a key)
+                // a moment earlier is not overwritten.
+                let _lock = file.lock()?;
+                match file.read() {
+                    Ok(read) => read,
+                    Err(_) if matches!(file.stamp(), Err(e) if e.kind() == std::io::ErrorKind::NotFound) =>
+                    {
+                        let ring = Keyring::default();
+                        let stamp = file.write(&ring)?;
+                        (ring, stamp)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) => return Err(io_err(&path, "reading keyring", e)),
+            Err(e) => return Err(e),
         };
         Ok(LocalKms {
-            path: Some(path),
-            ring: RwLock::new(ring),
+            file: Some(file),
+            state: RwLock::new(Loaded::new(ring, Some(stamp))),
         })
     }
 
-    fn change<T>(&self, f: impl FnOnce(&mut Keyring) -> crate::Result<T>) -> crate::Result<T> {
-        let mut ring = self
-            .ring
-            .write()
-            .map_err(|_| crate::Error::Io("keyring lock poisoned".into()))?;
-        let out = f(&mut ring)?;
-        if let Some(path) = &self.path {
-            persist(path, &ring)?;
+    /// The keyring as the file holds it now (re-read when it changed), for reading.
+    fn current(&self) -> crate::Result<RwLockReadGuard<'_, Loaded>> {
+        if let Some(file) = &self.file {
+            let stale = {
+                let state = self.state.read().map_err(|_| poisoned())?;
+                state.stamp.is_none()
+                    || state.checked.elapsed() >= RECHECK
+                    || file.stamp().ok() != state.stamp
+            };
+            if stale {
+                let (ring, stamp) = file.read()?;
+                self.state
+                    .write()
+                    .map_err(|_| poisoned())?
+                    .install(ring, Some(stamp));
+            }
         }
-        Ok(out)
+        self.state.read().map_err(|_| poisoned())
     }
 
+    /// Applies one change: under the in-process lock and the file lock, re-read the file,
+    /// apply `f`, write the result atomically.
+    fn change<T>(&self, f: impl FnOnce(&mut Keyring) -> crate::Result<T>) -> crate::Result<T> {
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        let Some(file) = &self.file else {
+            let out = f(&mut state.ring)?;
+            state.note_destroyed();
+            return Ok(out);
+        };
+        let _lock = file.lock()?;
+        let (ring, stamp) = file.read()?;
+        state.install(ring, Some(stamp));
+        let out = match f(&mut state.ring) {
+            Ok(out) => out,
+            Err(e) => {
+                state.stamp = None; // re-read before the next use
+                return Err(e);
+            }
+        };
+        match file.write(&state.ring) {
+            Ok(stamp) => {
+                state.note_destroyed();
+                state.stamp = Some(stamp);
+                state.checked = Instant::now();
+                Ok(out)
+            }
+            Err(e) => {
+                state.stamp = None; // the change did not land: back to what the file holds
+                Err(e)
+            }
+        }
+    }
     /// Creates a key with a fresh random version 1 and returns its reference `local:NAME`.
     pub fn create_key(&self, name: &str) -> crate::Result<KeyRef> {
         if invalid_name(name) {
@@ -234,12 +465,15 @@ impl LocalKms {
         })
     }
 
-    /// Lists keys and versions (never material).
-    pub fn list(&self) -> Vec<LocalKeyInfo> {
-        let Ok(ring) = self.ring.read() else {
-            return Vec::new();
-        };
-        ring.keys
+    /// Lists keys and versions (never material), as the file holds them now.
+    ///
+    /// # Errors
+    /// The keyring file cannot be read or parsed.
+    pub fn list(&self) -> crate::Result<Vec<LocalKeyInfo>> {
+        let state = self.current()?;
+        Ok(state
+            .ring
+            .keys
             .iter()
             .map(|(name, k)| LocalKeyInfo {
                 name: name.clone(),
@@ -258,7 +492,7 @@ impl LocalKms {
                     })
                     .collect(),
             })
-            .collect()
+            .collect())
     }
 
     fn with_key<T>(
@@ -272,12 +506,12 @@ impl LocalKms {
                 "not a local key reference",
             ));
         }
-        let ring = self
-            .ring
-            .read()
-            .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "keyring lock poisoned"))?;
+        // An unreadable keyring is an outage (leases ride it out), not a refusal.
+        let state = self
+            .current()
+            .map_err(|e| KmsError::new(KmsErrorKind::Unavailable, e.to_string()))?;
         let name = key.key_id();
-        let k = ring.keys.get(name).ok_or_else(|| {
+        let k = state.ring.keys.get(name).ok_or_else(|| {
             KmsError::new(KmsErrorKind::NotFound, format!("no local key `{name}`"))
         })?;
         if !k.enabled {
@@ -484,13 +718,11 @@ fn render(ring: &Keyring) -> Zeroizing<String> {
     s
 }
 
-/// Writes the keyring atomically with mode 0600.
+/// Writes the keyring atomically with mode 0600. Callers hold the file lock, so the
+/// temporary file's name is this writer's alone.
 fn persist(path: &Path, ring: &Keyring) -> crate::Result<()> {
     let text = render(ring);
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -598,11 +830,16 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        // No temporary file is left behind.
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // No temporary file is left behind: the keyring and its writers' lock file only.
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".keys.keyring.lock", "keys.keyring"]);
 
         let again = LocalKms::open(&path).unwrap();
-        let info = again.list();
+        let info = again.list().unwrap();
         assert_eq!(info.len(), 1);
         assert!(!info[0].enabled);
         assert_eq!(info[0].primary, 2);
@@ -618,6 +855,67 @@ mod tests {
         // The destroyed version's material is not in the file.
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("version acme 1 destroyed"));
+    }
+
+    #[tokio::test]
+    async fn two_instances_on_one_file_see_each_others_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.keyring");
+        let a = LocalKms::open(&path).unwrap();
+        let b = LocalKms::open(&path).unwrap();
+        let k = a.create_key("acme").unwrap();
+        let blob = b.wrap(&k, b"material", b"").await.unwrap();
+        b.disable("acme").unwrap();
+        assert_eq!(
+            a.unwrap(&k, &blob, b"").await.unwrap_err().kind,
+            KmsErrorKind::Invalid
+        );
+        b.enable("acme").unwrap();
+        assert!(a.unwrap(&k, &blob, b"").await.is_ok());
+        b.destroy("acme").unwrap();
+        assert_eq!(
+            a.unwrap(&k, &blob, b"").await.unwrap_err().kind,
+            KmsErrorKind::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn an_older_copy_of_the_file_never_brings_a_destroyed_version_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.keyring");
+        let a = LocalKms::open(&path).unwrap();
+        let k = a.create_key("acme").unwrap();
+        let blob = a.wrap(&k, b"material", b"").await.unwrap();
+        let backup = fs::read(&path).unwrap();
+        a.destroy("acme").unwrap();
+        fs::write(&path, &backup).unwrap(); // the old file comes back (a restore, an edit)
+        assert_eq!(
+            a.unwrap(&k, &blob, b"").await.unwrap_err().kind,
+            KmsErrorKind::NotFound,
+            "this process remembers the destruction"
+        );
+        a.create_key("other").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("version acme 1 destroyed"), "{text}");
+        let fresh = LocalKms::open(&path).unwrap();
+        assert!(fresh.unwrap(&k, &blob, b"").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_keyring_is_an_outage_not_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.keyring");
+        let a = LocalKms::open(&path).unwrap();
+        let k = a.create_key("acme").unwrap();
+        let blob = a.wrap(&k, b"material", b"").await.unwrap();
+        fs::write(&path, b"garbage").unwrap();
+        let err = a.unwrap(&k, &blob, b"").await.unwrap_err();
+        assert_eq!(err.kind, KmsErrorKind::Unavailable, "{err}");
+        assert!(
+            a.create_key("other").is_err(),
+            "no write over a file it cannot read"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"garbage");
     }
 
     #[test]
