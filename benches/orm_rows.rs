@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use cmk::diesel::ops;
 use cmk::kms::local::LocalKms;
-use cmk::kms::{KeyRef, Kms, KmsError};
+use cmk::kms::{KeyRef, Kms, KmsContext, KmsError};
 use cmk::registry::MemoryRegistry;
 use cmk::secret::{SecretBytes, SecretKey};
 use cmk::tenant::{MemoryConfigStore, OperatorKey};
@@ -241,14 +241,19 @@ impl Kms for CountingKms {
     fn provider(&self) -> &str {
         self.inner.provider()
     }
-    async fn wrap(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+    async fn wrap(
+        &self,
+        key: &KeyRef,
+        plaintext: &[u8],
+        aad: &KmsContext,
+    ) -> Result<Vec<u8>, KmsError> {
         self.inner.wrap(key, plaintext, aad).await
     }
     async fn unwrap(
         &self,
         key: &KeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        aad: &KmsContext,
     ) -> Result<SecretBytes, KmsError> {
         self.unwraps.fetch_add(1, Ordering::Relaxed);
         self.inner.unwrap(key, wrapped, aad).await

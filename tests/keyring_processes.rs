@@ -16,7 +16,7 @@ use std::time::Duration;
 use cmk::clock::ManualClock;
 use cmk::diesel::{DieselConfigStore, DieselRegistry};
 use cmk::kms::local::{LocalKms, VersionState};
-use cmk::kms::{Kms, KmsErrorKind};
+use cmk::kms::{Kms, KmsContext, KmsErrorKind};
 use cmk::registry::MemoryRegistry;
 use cmk::schema::{FieldSpec, RowSchema};
 use cmk::seal::{SealedRow, StoredRow};
@@ -168,8 +168,9 @@ fn concurrent_create_key_from_four_processes_loses_no_key() {
         .unwrap();
     for info in &keys {
         let key = cmk::kms::KeyRef::new(format!("local:{}", info.name)).unwrap();
-        let blob = rt.block_on(kms.wrap(&key, b"material", b"aad")).unwrap();
-        let back = rt.block_on(kms.unwrap(&key, &blob, b"aad")).unwrap();
+        let context = KmsContext::from_bytes(b"aad");
+        let blob = rt.block_on(kms.wrap(&key, b"material", &context)).unwrap();
+        let back = rt.block_on(kms.unwrap(&key, &blob, &context)).unwrap();
         assert_eq!(back.expose_secret(), b"material");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cmk_core::clock::ManualClock;
 use cmk_core::kms::local::LocalKms;
-use cmk_core::kms::{KeyRef, Kms, KmsError};
+use cmk_core::kms::{KeyRef, Kms, KmsContext, KmsError};
 use cmk_core::registry::MemoryRegistry;
 use cmk_core::schema::{FieldSpec, RowSchema};
 use cmk_core::seal::{SealedRow, StoredRow};
@@ -30,10 +30,15 @@ impl Kms for Counting {
     fn provider(&self) -> &str {
         "local"
     }
-    async fn wrap(&self, k: &KeyRef, p: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+    async fn wrap(&self, k: &KeyRef, p: &[u8], aad: &KmsContext) -> Result<Vec<u8>, KmsError> {
         self.inner.wrap(k, p, aad).await
     }
-    async fn unwrap(&self, k: &KeyRef, w: &[u8], aad: &[u8]) -> Result<SecretBytes, KmsError> {
+    async fn unwrap(
+        &self,
+        k: &KeyRef,
+        w: &[u8],
+        aad: &KmsContext,
+    ) -> Result<SecretBytes, KmsError> {
         self.unwraps.fetch_add(1, Ordering::Relaxed);
         self.inner.unwrap(k, w, aad).await
     }

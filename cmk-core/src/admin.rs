@@ -12,7 +12,7 @@ use crate::keys::TenantKeys;
 use crate::kms::KeyRef;
 use crate::lease::LeaseKey;
 use crate::policy::{Class, LeasePolicy};
-use crate::registry::{InsertOutcome, KeyState, Purpose, RegistryEntry, entry_aad, kek_id};
+use crate::registry::{InsertOutcome, KeyState, Purpose, RegistryEntry, entry_context, kek_id};
 use crate::schema::RowSchema;
 use crate::seal::StoredRow;
 use crate::service::{Cmk, now_secs};
@@ -71,7 +71,7 @@ impl Cmk {
             if &old.cmk_ref == new_key {
                 continue;
             }
-            let old_aad = entry_aad(
+            let old_context = entry_context(
                 v.purpose,
                 tenant,
                 &v.policy,
@@ -81,13 +81,14 @@ impl Cmk {
             );
             let material = self
                 .kms
-                .unwrap(&old.cmk_ref, &old.wrapped, old_aad.as_bytes())
+                .unwrap(&old.cmk_ref, &old.wrapped, &old_context)
                 .await
                 .map_err(|e| self.kms_error(ctx, &old.cmk_ref, e))?;
-            let new_aad = entry_aad(v.purpose, tenant, &v.policy, v.kek_id, v.version, new_key);
+            let new_context =
+                entry_context(v.purpose, tenant, &v.policy, v.kek_id, v.version, new_key);
             let wrapped = self
                 .kms
-                .wrap(new_key, material.expose_secret(), new_aad.as_bytes())
+                .wrap(new_key, material.expose_secret(), &new_context)
                 .await
                 .map_err(|e| self.kms_error(ctx, new_key, e))?;
             let entry = RegistryEntry {

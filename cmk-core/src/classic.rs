@@ -9,11 +9,27 @@ use crate::context::RequestContext;
 use crate::error::{Error, Result};
 use crate::format::aad::RowId;
 use crate::format::key_column;
+use crate::kms::KmsContext;
 use crate::registry::kek_id;
 use crate::schema::RowSchema;
 use crate::seal::{ClassicDek, SealedRow, StoredRow, UnsealedRow, dek_aad};
 use crate::secret::SecretKey;
 use crate::service::Cmk;
+
+/// A classic DEK wrap's KMS context: its associated data, and readable pairs that name the
+/// tenant, table and class in the tenant's own KMS log.
+fn dek_context(
+    aad: crate::format::aad::Aad,
+    tenant: &str,
+    schema: &RowSchema,
+    class: &crate::policy::Class,
+) -> KmsContext {
+    KmsContext::new(aad)
+        .with("cmk:purpose", "dek")
+        .with("cmk:tenant", tenant)
+        .with("cmk:table", schema.table())
+        .with("cmk:class", class.as_str())
+}
 
 impl Cmk {
     fn schema_classes(schema: &RowSchema) -> Vec<String> {
@@ -49,10 +65,11 @@ impl Cmk {
                 &list,
                 schema.sealed_class_set(),
             );
+            let context = dek_context(aad, tenant.as_str(), schema, class);
             let dek = SecretKey::random()?;
             let blob = self
                 .kms
-                .wrap(&policy.kms_key, dek.expose_secret(), aad.as_bytes())
+                .wrap(&policy.kms_key, dek.expose_secret(), &context)
                 .await
                 .map_err(|e| self.kms_error(ctx, &policy.kms_key, e))?;
             let key_column = key_column::build_classic(id, &blob, &list)?;
@@ -102,9 +119,10 @@ impl Cmk {
                 ckc.list_bytes,
                 &schema.present_class_set(row.key_columns),
             );
+            let context = dek_context(aad, ctx.tenant().as_str(), schema, class);
             let dek = self
                 .kms
-                .unwrap(&policy.kms_key, ckc.blob, aad.as_bytes())
+                .unwrap(&policy.kms_key, ckc.blob, &context)
                 .await
                 .map_err(|e| self.kms_error(ctx, &policy.kms_key, e))?;
             let dek = SecretKey::from_slice(dek.expose_secret()).ok_or(Error::Tampered)?;

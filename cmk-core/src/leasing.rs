@@ -18,7 +18,7 @@ use crate::keys::{LeasedKek, TenantKeys};
 use crate::lease::{Lease, LeaseEnd, LeaseKey, Material};
 use crate::policy::{Class, LeasePolicy, SearchMode};
 use crate::registry::{
-    KeyState, KeyVersionView, Purpose, RegistryEntry, entry_aad, fold_versions, kek_id,
+    KeyState, KeyVersionView, Purpose, RegistryEntry, entry_context, fold_versions, kek_id,
 };
 use crate::secret::SecretKey;
 use crate::service::{Cmk, now_secs};
@@ -43,6 +43,14 @@ pub(crate) struct TenantView {
 /// The least time between two re-reads of the registry that stale signals cause, so that
 /// forged key versions in the database cannot turn every read into a registry read.
 const STALE_RELOAD_MIN: Duration = Duration::from_secs(1);
+
+/// One key a handle needs: a class's KEK version (`class` set) or a search root.
+struct Want<'a> {
+    class: Option<&'a Class>,
+    view: &'a KeyVersionView,
+    entry: &'a RegistryEntry,
+    timings: Timings,
+}
 
 /// Lease timings for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,8 +264,9 @@ impl Cmk {
             view = self.tenant_view(tenant, true).await?;
         }
         let config = Arc::clone(&view.config);
-        let mut keks = Vec::new();
-        let mut active = Vec::new();
+        // Every key the handle needs is listed first, then fetched concurrently (each still
+        // single flight), so a cold handle costs about one KMS round trip, not one per key.
+        let mut wants: Vec<Want<'_>> = Vec::new();
         let mut classic = Vec::new();
         for class in &wanted {
             let policy = config.policy(class)?;
@@ -284,50 +293,84 @@ impl Cmk {
                     "class `{class}` has no key for tenant `{tenant}`: run onboarding to provision it"
                 )));
             }
-            for v in versions {
-                // A version without material under the configured master key is skipped:
-                // rows naming it fail with `KeyUnavailable`, and it never becomes the write
-                // key (an entry forged under another key must not be written with).
-                let Some(entry) = &v.wrapped_by else { continue };
-                let lease = self.lease_for(tenant, v, entry, timings).await?;
-                if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == *class) {
-                    active.push(((*class).clone(), (v.kek_id, v.version)));
-                }
-                keks.push((
-                    (v.kek_id, v.version),
-                    LeasedKek {
-                        class: (*class).clone(),
-                        lease,
-                    },
-                ));
-            }
-            if !active.iter().any(|(c, _)| c == *class) {
+            // A version without material under the configured master key is skipped: rows
+            // naming it fail with `KeyUnavailable`, and it never becomes the write key (an
+            // entry forged under another key must not be written with).
+            if !versions
+                .iter()
+                .any(|v| v.state == KeyState::Active && v.wrapped_by.is_some())
+            {
                 return Err(Error::InvalidConfig(format!(
                     "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
                 )));
+            }
+            for v in versions {
+                if let Some(entry) = &v.wrapped_by {
+                    wants.push(Want {
+                        class: Some(class),
+                        view: v,
+                        entry,
+                        timings,
+                    });
+                }
             }
         }
         let searchable = wanted
             .iter()
             .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
-        let mut index_roots = BTreeMap::new();
-        let mut deterministic_roots = BTreeMap::new();
         if searchable {
             let timings = Timings::for_roots(&config);
-            for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
-                let (Ok(version), Some(entry)) = (u8::try_from(v.version), &v.wrapped_by) else {
-                    continue;
-                };
-                match v.purpose {
-                    Purpose::IndexRoot => {
-                        index_roots
-                            .insert(version, self.lease_for(tenant, v, entry, timings).await?);
+            for v in view.views.iter().filter(|v| {
+                v.state != KeyState::Destroyed
+                    && matches!(v.purpose, Purpose::IndexRoot | Purpose::DeterministicRoot)
+                    && u8::try_from(v.version).is_ok()
+            }) {
+                if let Some(entry) = &v.wrapped_by {
+                    wants.push(Want {
+                        class: None,
+                        view: v,
+                        entry,
+                        timings,
+                    });
+                }
+            }
+        }
+        let leases = futures_util::future::join_all(
+            wants
+                .iter()
+                .map(|w| self.lease_for(tenant, w.view, w.entry, w.timings)),
+        )
+        .await;
+        let mut keks = Vec::new();
+        let mut active: Vec<(Class, (u32, u32))> = Vec::new();
+        let mut index_roots = BTreeMap::new();
+        let mut deterministic_roots = BTreeMap::new();
+        for (want, lease) in wants.iter().zip(leases) {
+            let lease = lease?;
+            let v = want.view;
+            match want.class {
+                Some(class) => {
+                    if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == class) {
+                        active.push((class.clone(), (v.kek_id, v.version)));
                     }
-                    Purpose::DeterministicRoot => {
-                        deterministic_roots
-                            .insert(version, self.lease_for(tenant, v, entry, timings).await?);
-                    }
-                    _ => {}
+                    keks.push((
+                        (v.kek_id, v.version),
+                        LeasedKek {
+                            class: class.clone(),
+                            lease,
+                        },
+                    ));
+                }
+                None => {
+                    let Ok(version) = u8::try_from(v.version) else {
+                        continue;
+                    };
+                    let roots = if v.purpose == Purpose::IndexRoot {
+                        &mut index_roots
+                    } else {
+                        &mut deterministic_roots
+                    };
+                    roots.insert(version, lease);
                 }
             }
         }
@@ -436,7 +479,7 @@ impl Cmk {
         if let Some(denied) = self.leases.denial(&key) {
             return Err(kms_error(denied));
         }
-        let aad = entry_aad(
+        let context = entry_context(
             key.purpose,
             tenant,
             &key.policy,
@@ -446,7 +489,7 @@ impl Cmk {
         );
         let result = self
             .kms
-            .unwrap(&entry.cmk_ref, &entry.wrapped, aad.as_bytes())
+            .unwrap(&entry.cmk_ref, &entry.wrapped, &context)
             .await;
         let sink = self.sink.as_ref();
         // A lease that is still serving (not expired, not used up) and whose policy has not

@@ -155,6 +155,26 @@ pub fn entry_aad(
         .text(cmk_ref.as_str())
 }
 
+/// The KMS context of a registry entry's wrap: [`entry_aad`], with the same facts as
+/// readable pairs (`cmk:purpose`, `cmk:tenant`, `cmk:policy`, `cmk:kek-id`, `cmk:version`,
+/// `cmk:key`) for KMSes that show them in the tenant's audit log.
+pub fn entry_context(
+    purpose: Purpose,
+    tenant: &TenantId,
+    policy: &str,
+    kek_id: u32,
+    version: u32,
+    cmk_ref: &KeyRef,
+) -> crate::kms::KmsContext {
+    crate::kms::KmsContext::new(entry_aad(purpose, tenant, policy, kek_id, version, cmk_ref))
+        .with("cmk:purpose", purpose.as_str())
+        .with("cmk:tenant", tenant.as_str())
+        .with("cmk:policy", policy)
+        .with("cmk:kek-id", kek_id.to_string())
+        .with("cmk:version", version.to_string())
+        .with("cmk:key", cmk_ref.as_str())
+}
+
 /// Whether an insert-if-absent wrote the entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {

@@ -18,7 +18,7 @@ use crate::format::MIN_FORMAT_VERSION;
 use crate::kms::{KeyRef, Kms};
 use crate::policy::Class;
 use crate::registry::{
-    InsertOutcome, KeyRegistry, KeyState, Purpose, RegistryEntry, entry_aad, kek_id,
+    InsertOutcome, KeyRegistry, KeyState, Purpose, RegistryEntry, entry_context, kek_id,
 };
 use crate::secret::SecretKey;
 use crate::tenant::{TenantConfig, TenantConfigStore};
@@ -305,10 +305,10 @@ impl Cmk {
     ) -> Result<InsertOutcome> {
         let tenant = ctx.tenant();
         let material = SecretKey::random()?;
-        let aad = entry_aad(purpose, tenant, policy, id, version, cmk_ref);
+        let context = entry_context(purpose, tenant, policy, id, version, cmk_ref);
         let wrapped = self
             .kms
-            .wrap(cmk_ref, material.expose_secret(), aad.as_bytes())
+            .wrap(cmk_ref, material.expose_secret(), &context)
             .await
             .map_err(|e| self.kms_error(ctx, cmk_ref, e))?;
         let entry = RegistryEntry {
@@ -328,15 +328,19 @@ impl Cmk {
     /// Proves a master key with a wrap/unwrap round trip of random bytes.
     pub(crate) async fn prove_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<()> {
         let probe = SecretKey::random()?;
-        let aad = crate::format::aad::Aad::new("cmk/probe").text(ctx.tenant().as_str());
+        let context = crate::kms::KmsContext::new(
+            crate::format::aad::Aad::new("cmk/probe").text(ctx.tenant().as_str()),
+        )
+        .with("cmk:purpose", "probe")
+        .with("cmk:tenant", ctx.tenant().as_str());
         let wrapped = self
             .kms
-            .wrap(key, probe.expose_secret(), aad.as_bytes())
+            .wrap(key, probe.expose_secret(), &context)
             .await
             .map_err(|e| self.kms_error(ctx, key, e))?;
         let back = self
             .kms
-            .unwrap(key, &wrapped, aad.as_bytes())
+            .unwrap(key, &wrapped, &context)
             .await
             .map_err(|e| self.kms_error(ctx, key, e))?;
         if back.expose_secret() != probe.expose_secret() {

@@ -241,7 +241,7 @@ async fn cmk_opens_the_documented_row() {
         let aad = entry_aad(purpose, &tenant, policy, id, 1, &key);
         let wrapped = fx
             .local
-            .wrap(&key, &material, aad.as_bytes())
+            .wrap(&key, &material, &cmk_core::kms::KmsContext::new(aad))
             .await
             .unwrap();
         let entry = RegistryEntry {

@@ -69,6 +69,27 @@ async fn concurrent_misses_for_one_key_make_one_kms_call() {
     assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_handle_fetches_all_its_keys_at_once() {
+    let fx = Fixture::new(&["acme"]).await;
+    fx.kms.gated.store(true, Ordering::SeqCst);
+    let cmk = fx.cmk.clone();
+    let task = tokio::spawn(async move { cmk.keys_for(&doctor("acme"), &ALL).await });
+    // Three KEKs and two search roots: all five unwraps are in flight together while the
+    // KMS holds every call (one after another, only the first would be).
+    for _ in 0..500 {
+        if fx.kms.unwraps.load(Ordering::SeqCst) == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), 5);
+    assert!(!task.is_finished());
+    fx.kms.gate.add_permits(1000);
+    task.await.unwrap().unwrap();
+    assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), 5);
+}
+
 #[tokio::test]
 async fn kms_calls_stay_at_one_per_key_per_renewal_interval() {
     let fx = Fixture::new(&["acme"]).await;

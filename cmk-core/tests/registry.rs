@@ -112,7 +112,11 @@ async fn a_database_writer_cannot_make_cmk_write_under_a_key_it_knows() {
     );
     let wrapped = fx
         .kms
-        .wrap(&attacker_key, &known_kek, aad.as_bytes())
+        .wrap(
+            &attacker_key,
+            &known_kek,
+            &cmk_core::kms::KmsContext::new(aad),
+        )
         .await
         .unwrap();
     fx.registry
@@ -294,7 +298,11 @@ async fn the_kms_sees_only_bound_associated_data() {
     let wrong = Aad::new("cmk/registry").text("something else");
     let err = fx
         .kms
-        .unwrap(&e.cmk_ref, &e.wrapped, wrong.as_bytes())
+        .unwrap(
+            &e.cmk_ref,
+            &e.wrapped,
+            &cmk_core::kms::KmsContext::new(wrong),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind, KmsErrorKind::Invalid);

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::{KeyRef, Kms, KmsError, KmsErrorKind};
+use super::{KeyRef, Kms, KmsContext, KmsError, KmsErrorKind};
 use crate::crypto::aead::{GcmKey, NONCE_LEN, TAG_LEN};
 use crate::crypto::rng;
 use crate::format::aad::Aad;
@@ -540,7 +540,13 @@ impl Kms for LocalKms {
         "local"
     }
 
-    async fn wrap(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+    async fn wrap(
+        &self,
+        key: &KeyRef,
+        plaintext: &[u8],
+        context: &KmsContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        let aad = context.aad();
         self.with_key(key, |name, k| {
             let (version, material) = k
                 .primary()
@@ -572,8 +578,9 @@ impl Kms for LocalKms {
         &self,
         key: &KeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        context: &KmsContext,
     ) -> Result<SecretBytes, KmsError> {
+        let aad = context.aad();
         let invalid = || {
             KmsError::new(
                 KmsErrorKind::Invalid,
@@ -763,13 +770,23 @@ mod tests {
         let kms = LocalKms::in_memory();
         let k = kms.create_key("acme").unwrap();
         let blob = kms
-            .wrap(&k, b"0123456789abcdef0123456789abcdef", b"ctx")
+            .wrap(
+                &k,
+                b"0123456789abcdef0123456789abcdef",
+                &KmsContext::from_bytes(b"ctx"),
+            )
             .await
             .unwrap();
         assert_eq!(blob.len(), 1 + 4 + 12 + 32 + 16);
-        let out = kms.unwrap(&k, &blob, b"ctx").await.unwrap();
+        let out = kms
+            .unwrap(&k, &blob, &KmsContext::from_bytes(b"ctx"))
+            .await
+            .unwrap();
         assert_eq!(out.expose_secret(), b"0123456789abcdef0123456789abcdef");
-        let err = kms.unwrap(&k, &blob, b"other").await.unwrap_err();
+        let err = kms
+            .unwrap(&k, &blob, &KmsContext::from_bytes(b"other"))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, KmsErrorKind::Invalid);
     }
 
@@ -777,34 +794,60 @@ mod tests {
     async fn key_lifecycle_maps_to_error_kinds() {
         let kms = LocalKms::in_memory();
         let k = kms.create_key("acme").unwrap();
-        let v1 = kms.wrap(&k, b"k1", b"").await.unwrap();
+        let v1 = kms
+            .wrap(&k, b"k1", &KmsContext::from_bytes(b""))
+            .await
+            .unwrap();
         assert_eq!(kms.rotate("acme").unwrap(), 2);
-        let v2 = kms.wrap(&k, b"k2", b"").await.unwrap();
+        let v2 = kms
+            .wrap(&k, b"k2", &KmsContext::from_bytes(b""))
+            .await
+            .unwrap();
         assert_eq!(&v2[1..5], &2u32.to_be_bytes());
         // Old version still unwraps after rotation.
         assert_eq!(
-            kms.unwrap(&k, &v1, b"").await.unwrap().expose_secret(),
+            kms.unwrap(&k, &v1, &KmsContext::from_bytes(b""))
+                .await
+                .unwrap()
+                .expose_secret(),
             b"k1"
         );
 
         kms.disable("acme").unwrap();
         assert_eq!(
-            kms.unwrap(&k, &v2, b"").await.unwrap_err().kind,
+            kms.unwrap(&k, &v2, &KmsContext::from_bytes(b""))
+                .await
+                .unwrap_err()
+                .kind,
             KmsErrorKind::Invalid
         );
         kms.enable("acme").unwrap();
-        assert!(kms.unwrap(&k, &v2, b"").await.is_ok());
+        assert!(
+            kms.unwrap(&k, &v2, &KmsContext::from_bytes(b""))
+                .await
+                .is_ok()
+        );
 
         kms.destroy_version("acme", 1).unwrap();
         assert_eq!(
-            kms.unwrap(&k, &v1, b"").await.unwrap_err().kind,
+            kms.unwrap(&k, &v1, &KmsContext::from_bytes(b""))
+                .await
+                .unwrap_err()
+                .kind,
             KmsErrorKind::NotFound
         );
-        assert!(kms.unwrap(&k, &v2, b"").await.is_ok());
+        assert!(
+            kms.unwrap(&k, &v2, &KmsContext::from_bytes(b""))
+                .await
+                .is_ok()
+        );
 
         let missing = KeyRef::new("local:nobody").unwrap();
         assert_eq!(
-            kms.wrap(&missing, b"x", b"").await.unwrap_err().kind,
+            kms.wrap(&missing, b"x", &KmsContext::from_bytes(b""))
+                .await
+                .unwrap_err()
+                .kind,
             KmsErrorKind::NotFound
         );
     }
@@ -820,7 +863,10 @@ mod tests {
         kms.disable("acme").unwrap();
         let blob = {
             kms.enable("acme").unwrap();
-            let b = kms.wrap(&k, b"secret", b"a").await.unwrap();
+            let b = kms
+                .wrap(&k, b"secret", &KmsContext::from_bytes(b"a"))
+                .await
+                .unwrap();
             kms.disable("acme").unwrap();
             b
         };
@@ -849,7 +895,11 @@ mod tests {
         );
         again.enable("acme").unwrap();
         assert_eq!(
-            again.unwrap(&k, &blob, b"a").await.unwrap().expose_secret(),
+            again
+                .unwrap(&k, &blob, &KmsContext::from_bytes(b"a"))
+                .await
+                .unwrap()
+                .expose_secret(),
             b"secret"
         );
         // The destroyed version's material is not in the file.
@@ -864,17 +914,30 @@ mod tests {
         let a = LocalKms::open(&path).unwrap();
         let b = LocalKms::open(&path).unwrap();
         let k = a.create_key("acme").unwrap();
-        let blob = b.wrap(&k, b"material", b"").await.unwrap();
+        let blob = b
+            .wrap(&k, b"material", &KmsContext::from_bytes(b""))
+            .await
+            .unwrap();
         b.disable("acme").unwrap();
         assert_eq!(
-            a.unwrap(&k, &blob, b"").await.unwrap_err().kind,
+            a.unwrap(&k, &blob, &KmsContext::from_bytes(b""))
+                .await
+                .unwrap_err()
+                .kind,
             KmsErrorKind::Invalid
         );
         b.enable("acme").unwrap();
-        assert!(a.unwrap(&k, &blob, b"").await.is_ok());
+        assert!(
+            a.unwrap(&k, &blob, &KmsContext::from_bytes(b""))
+                .await
+                .is_ok()
+        );
         b.destroy("acme").unwrap();
         assert_eq!(
-            a.unwrap(&k, &blob, b"").await.unwrap_err().kind,
+            a.unwrap(&k, &blob, &KmsContext::from_bytes(b""))
+                .await
+                .unwrap_err()
+                .kind,
             KmsErrorKind::NotFound
         );
     }
@@ -885,12 +948,18 @@ mod tests {
         let path = dir.path().join("keys.keyring");
         let a = LocalKms::open(&path).unwrap();
         let k = a.create_key("acme").unwrap();
-        let blob = a.wrap(&k, b"material", b"").await.unwrap();
+        let blob = a
+            .wrap(&k, b"material", &KmsContext::from_bytes(b""))
+            .await
+            .unwrap();
         let backup = fs::read(&path).unwrap();
         a.destroy("acme").unwrap();
         fs::write(&path, &backup).unwrap(); // the old file comes back (a restore, an edit)
         assert_eq!(
-            a.unwrap(&k, &blob, b"").await.unwrap_err().kind,
+            a.unwrap(&k, &blob, &KmsContext::from_bytes(b""))
+                .await
+                .unwrap_err()
+                .kind,
             KmsErrorKind::NotFound,
             "this process remembers the destruction"
         );
@@ -898,7 +967,12 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("version acme 1 destroyed"), "{text}");
         let fresh = LocalKms::open(&path).unwrap();
-        assert!(fresh.unwrap(&k, &blob, b"").await.is_err());
+        assert!(
+            fresh
+                .unwrap(&k, &blob, &KmsContext::from_bytes(b""))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -907,9 +981,15 @@ mod tests {
         let path = dir.path().join("keys.keyring");
         let a = LocalKms::open(&path).unwrap();
         let k = a.create_key("acme").unwrap();
-        let blob = a.wrap(&k, b"material", b"").await.unwrap();
+        let blob = a
+            .wrap(&k, b"material", &KmsContext::from_bytes(b""))
+            .await
+            .unwrap();
         fs::write(&path, b"garbage").unwrap();
-        let err = a.unwrap(&k, &blob, b"").await.unwrap_err();
+        let err = a
+            .unwrap(&k, &blob, &KmsContext::from_bytes(b""))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, KmsErrorKind::Unavailable, "{err}");
         assert!(
             a.create_key("other").is_err(),
@@ -936,12 +1016,23 @@ mod tests {
     async fn malformed_blobs_never_panic() {
         let kms = LocalKms::in_memory();
         let k = kms.create_key("acme").unwrap();
-        let blob = kms.wrap(&k, b"material", b"").await.unwrap();
+        let blob = kms
+            .wrap(&k, b"material", &KmsContext::from_bytes(b""))
+            .await
+            .unwrap();
         for len in 0..blob.len() {
-            assert!(kms.unwrap(&k, &blob[..len], b"").await.is_err());
+            assert!(
+                kms.unwrap(&k, &blob[..len], &KmsContext::from_bytes(b""))
+                    .await
+                    .is_err()
+            );
         }
         let mut long = blob.clone();
         long.push(0);
-        assert!(kms.unwrap(&k, &long, b"").await.is_err());
+        assert!(
+            kms.unwrap(&k, &long, &KmsContext::from_bytes(b""))
+                .await
+                .is_err()
+        );
     }
 }

@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::SecretBytes;
 
+mod context;
 pub mod local;
+
+pub use context::{AAD_DIGEST_NAME, KmsContext};
 
 /// A reference to a tenant's master key: `PROVIDER:KEY-ID` (for example `local:acme`,
 /// `aws:arn:aws:kms:...`, `pkcs11:label`, `kmip:uid`).
@@ -137,15 +140,20 @@ pub trait Kms: Send + Sync + fmt::Debug {
     /// The provider name that key references use (`local`, `aws`, ...).
     fn provider(&self) -> &str;
 
-    /// Encrypts `plaintext` (key material) under the master key `key`, binding `aad`.
-    async fn wrap(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError>;
+    /// Encrypts `plaintext` (key material) under the master key `key`, bound to `context`.
+    async fn wrap(
+        &self,
+        key: &KeyRef,
+        plaintext: &[u8],
+        context: &KmsContext,
+    ) -> Result<Vec<u8>, KmsError>;
 
-    /// Decrypts what [`Kms::wrap`] returned; fails unless `key` and `aad` match.
+    /// Decrypts what [`Kms::wrap`] returned; fails unless `key` and `context` match.
     async fn unwrap(
         &self,
         key: &KeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        context: &KmsContext,
     ) -> Result<SecretBytes, KmsError>;
 
     /// Destroys a master key for crypto-shredding, if this provider may. `Ok(false)` means it
@@ -191,17 +199,22 @@ impl Kms for KmsRouter {
         "router"
     }
 
-    async fn wrap(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
-        self.route(key)?.wrap(key, plaintext, aad).await
+    async fn wrap(
+        &self,
+        key: &KeyRef,
+        plaintext: &[u8],
+        context: &KmsContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        self.route(key)?.wrap(key, plaintext, context).await
     }
 
     async fn unwrap(
         &self,
         key: &KeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        context: &KmsContext,
     ) -> Result<SecretBytes, KmsError> {
-        self.route(key)?.unwrap(key, wrapped, aad).await
+        self.route(key)?.unwrap(key, wrapped, context).await
     }
 
     async fn destroy_key(&self, key: &KeyRef) -> Result<bool, KmsError> {
@@ -227,7 +240,11 @@ mod tests {
     async fn router_refuses_unknown_providers() {
         let r = KmsRouter::new().with(Arc::new(local::LocalKms::in_memory()));
         let err = r
-            .wrap(&KeyRef::new("aws:k").unwrap(), b"x", b"")
+            .wrap(
+                &KeyRef::new("aws:k").unwrap(),
+                b"x",
+                &KmsContext::from_bytes(b""),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind, KmsErrorKind::NotFound);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cmk_core::crypto::normalize::Normalizer;
 use cmk_core::event::MemorySink;
 use cmk_core::kms::local::LocalKms;
-use cmk_core::kms::{KeyRef, Kms, KmsError};
+use cmk_core::kms::{KeyRef, Kms, KmsContext, KmsError};
 use cmk_core::registry::MemoryRegistry;
 use cmk_core::schema::{FieldSpec, RowSchema};
 use cmk_core::seal::{SealedRow, StoredRow};
@@ -60,12 +60,17 @@ impl Kms for CountingKms {
     fn provider(&self) -> &str {
         "local"
     }
-    async fn wrap(&self, key: &KeyRef, p: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+    async fn wrap(&self, key: &KeyRef, p: &[u8], aad: &KmsContext) -> Result<Vec<u8>, KmsError> {
         self.wraps.fetch_add(1, Ordering::SeqCst);
         self.fault()?;
         self.inner.wrap(key, p, aad).await
     }
-    async fn unwrap(&self, key: &KeyRef, w: &[u8], aad: &[u8]) -> Result<SecretBytes, KmsError> {
+    async fn unwrap(
+        &self,
+        key: &KeyRef,
+        w: &[u8],
+        aad: &KmsContext,
+    ) -> Result<SecretBytes, KmsError> {
         self.unwraps.fetch_add(1, Ordering::SeqCst);
         if self.gated.load(Ordering::SeqCst) {
             let _permit = self.gate.acquire().await;
