@@ -217,7 +217,7 @@ async fn a_disable_in_another_process_stops_reads_here_within_one_renewal_interv
     let err = read_row(&held, &acme, &rows[0]).unwrap_err();
     assert!(err.contains("revoked"), "{err}");
     match cmk.keys_for(&acme, &["private"]).await {
-        Err(Error::Kms { source, .. }) => assert_eq!(source.kind, KmsErrorKind::Invalid),
+        Err(Error::Kms { source, .. }) => assert_eq!(source.kind, KmsErrorKind::Denied),
         other => panic!("expected a KMS refusal, got {other:?}"),
     }
     // The other tenant goes on.

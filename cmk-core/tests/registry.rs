@@ -196,13 +196,13 @@ async fn onboarding_proves_the_master_key_first_and_writes_nothing_if_it_fails()
         .unwrap();
     fx.local.disable("acme").unwrap();
     let err = fx.cmk.onboard(&c).await.unwrap_err();
-    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Denied), "{err:?}");
     assert!(fx.registry.entries(c.tenant()).await.unwrap().is_empty());
     let events = fx.sink.take();
     let last = events.last().unwrap();
     assert_eq!(last.name.as_str(), "ADMIN_TENANT_ONBOARDED");
     assert!(
-        matches!(&last.outcome, cmk_core::event::Outcome::Failure { error } if error == "kms_invalid")
+        matches!(&last.outcome, cmk_core::event::Outcome::Failure { error } if error == "kms_denied")
     );
 
     fx.local.enable("acme").unwrap();

@@ -2,7 +2,7 @@
 //!
 //! For development, tests, and a hosted-KMS tier where the operator runs the KMS. Each key
 //! has numbered versions; wrapping uses the primary (newest) version, unwrapping the version
-//! the blob names. A key can be disabled (every use is refused, *invalid*), enabled again,
+//! the blob names. A key can be disabled (every use is refused, *denied*), enabled again,
 //! and each version destroyed for good (its material is wiped from the file: *not found*).
 //!
 //! **The file is the single truth**, shared by every process that opens it:
@@ -423,7 +423,7 @@ impl LocalKms {
         })
     }
 
-    /// Disables a key: wraps and unwraps fail with *invalid* until it is enabled again.
+    /// Disables a key: wraps and unwraps fail with *denied* until it is enabled again.
     pub fn disable(&self, name: &str) -> crate::Result<()> {
         self.change(|ring| {
             lookup_mut(ring, name)?.enabled = false;
@@ -516,7 +516,7 @@ impl LocalKms {
         })?;
         if !k.enabled {
             return Err(KmsError::new(
-                KmsErrorKind::Invalid,
+                KmsErrorKind::Denied,
                 format!("local key `{name}` is disabled"),
             ));
         }
@@ -819,7 +819,7 @@ mod tests {
                 .await
                 .unwrap_err()
                 .kind,
-            KmsErrorKind::Invalid
+            KmsErrorKind::Denied
         );
         kms.enable("acme").unwrap();
         assert!(
@@ -924,7 +924,7 @@ mod tests {
                 .await
                 .unwrap_err()
                 .kind,
-            KmsErrorKind::Invalid
+            KmsErrorKind::Denied
         );
         b.enable("acme").unwrap();
         assert!(

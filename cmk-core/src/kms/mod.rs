@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::SecretBytes;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 mod context;
 pub mod local;
 
@@ -87,12 +89,13 @@ pub enum KmsErrorKind {
     Unavailable,
     /// The KMS refused for rate reasons (transient).
     Throttled,
-    /// The caller is not permitted to use the key (permission removed, grant revoked).
+    /// The caller may not use the key now: permission removed, grant revoked, key disabled,
+    /// revoked or in a state that refuses the operation (pending deletion).
     Denied,
     /// The key or key version does not exist (deleted, destroyed).
     NotFound,
-    /// The key is in a state that refuses the operation (disabled), or the ciphertext or its
-    /// associated data is invalid.
+    /// The ciphertext, its associated data (context) or the key it names does not match: a
+    /// wrong or tampered blob, or a refusal the provider does not explain.
     Invalid,
 }
 
