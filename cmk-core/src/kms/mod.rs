@@ -19,6 +19,8 @@ use crate::secret::SecretBytes;
 pub mod aws;
 mod context;
 pub mod local;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 
 pub use context::{AAD_DIGEST_NAME, KmsContext};
 
