@@ -18,6 +18,8 @@ use crate::secret::SecretBytes;
 #[cfg(feature = "aws")]
 pub mod aws;
 mod context;
+#[cfg(feature = "kmip")]
+pub mod kmip;
 pub mod local;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
