@@ -7,6 +7,8 @@
 //! under a name that says how.
 #![forbid(unsafe_code)]
 
+pub mod stand_ins;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -34,7 +34,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -138,6 +138,10 @@ fn classify(op: &str, e: CkError, decrypting: bool) -> KmsError {
 /// A token the deployment may use: its PIN and a pool of logged-in sessions.
 struct Token {
     pin: AuthPin,
+    /// Key handles found by label, checked against the label at each use (a scan of the
+    /// token's objects costs milliseconds on a token with a thousand keys; reading one
+    /// object's label does not).
+    handles: Mutex<HashMap<String, ObjectHandle>>,
     slot: Mutex<Option<Slot>>,
     pool: Mutex<Vec<Session>>,
     /// The one session key management runs on, one call at a time.
@@ -207,6 +211,7 @@ impl Pkcs11Kms {
             label.into(),
             Arc::new(Token {
                 pin: AuthPin::new(pin.into().into()),
+                handles: Mutex::new(HashMap::new()),
                 slot: Mutex::new(None),
                 pool: Mutex::new(Vec::new()),
                 manager: Mutex::new(None),
@@ -321,6 +326,27 @@ impl Pkcs11Kms {
 }
 
 impl Inner {
+    /// The handle of the key labelled `label` on `token`: the cached one while the object
+    /// behind it is still a secret key of that label, else found again.
+    fn key_handle(&self, token: &str, s: &Session, label: &str) -> Result<ObjectHandle, KmsError> {
+        let handles = &self.token(token)?.handles;
+        let cached = handles.lock().ok().and_then(|h| h.get(label).copied());
+        if let Some(handle) = cached
+            && s.get_attributes(handle, &[AttributeType::Class, AttributeType::Label])
+                .is_ok_and(|attrs| {
+                    attrs.contains(&Attribute::Class(ObjectClass::SECRET_KEY))
+                        && attrs.contains(&Attribute::Label(label.as_bytes().to_vec()))
+                })
+        {
+            return Ok(handle);
+        }
+        let handle = one_key(s, label)?;
+        if let Ok(mut h) = handles.lock() {
+            h.insert(label.to_string(), handle);
+        }
+        Ok(handle)
+    }
+
     fn token(&self, label: &str) -> Result<&Token, KmsError> {
         self.tokens.get(label).map(|t| t.as_ref()).ok_or_else(|| {
             KmsError::new(
@@ -478,8 +504,10 @@ impl Kms for Pkcs11Kms {
         let aad = context.aad().to_vec();
         let iv: [u8; NONCE_LEN] =
             rng::array().map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "no randomness"))?;
+        let inner = Arc::clone(&self.inner);
+        let token_label = token.to_string();
         self.on_token(token, move |s| {
-            let handle = one_key(s, &label)?;
+            let handle = inner.key_handle(&token_label, s, &label)?;
             let mut iv_param = iv;
             let params = GcmParams::new(&mut iv_param, &aad, TAG_BITS.into())
                 .map_err(|e| classify("GCM parameters", e, false))?;
@@ -517,8 +545,10 @@ impl Kms for Pkcs11Kms {
         let mut iv = [0u8; NONCE_LEN];
         iv.copy_from_slice(&wrapped[1..1 + NONCE_LEN]);
         let body = wrapped[1 + NONCE_LEN..].to_vec();
+        let inner = Arc::clone(&self.inner);
+        let token_label = token.to_string();
         self.on_token(token, move |s| {
-            let handle = one_key(s, &label)?;
+            let handle = inner.key_handle(&token_label, s, &label)?;
             let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())
                 .map_err(|e| classify("GCM parameters", e, false))?;
             s.decrypt(&Mechanism::AesGcm(params), handle, &body)

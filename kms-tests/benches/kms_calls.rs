@@ -1,16 +1,17 @@
 //! KMS calls for 10,000 row reads across 10 tenants over three renewal intervals, with
-//! leasing (the default policy: renewal every 20 min) and in classic mode (no lease).
-//! Time runs on a controllable clock in one-minute steps with a renewal pass each minute.
+//! leasing (the default policy: renewal every 20 min) and in classic mode (no lease), on the
+//! local keyring and on every provider whose stand-in runs (`eval "$(bash
+//! scripts/kms-services start)"` first). Lease time runs on a controllable clock in
+//! one-minute steps with a renewal pass each minute; the KMS calls are real.
 //!
-//! `cargo bench -p cmk-core --bench kms_calls`
+//! `cargo bench -p cmk-kms-tests --features aws,pkcs11,kmip --bench kms_calls`
 #![allow(missing_docs)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cmk_core::clock::ManualClock;
-use cmk_core::kms::local::LocalKms;
 use cmk_core::kms::{KeyRef, Kms, KmsContext, KmsError};
 use cmk_core::registry::MemoryRegistry;
 use cmk_core::schema::{FieldSpec, RowSchema};
@@ -18,29 +19,26 @@ use cmk_core::seal::{SealedRow, StoredRow};
 use cmk_core::secret::{SecretBytes, SecretKey};
 use cmk_core::tenant::{MemoryConfigStore, OperatorKey};
 use cmk_core::{Class, Cmk, LeasePolicy, Policy, RequestContext, TenantConfig, TenantId};
+use cmk_kms_tests::stand_ins::{self, StandIn};
 
+/// Counts unwraps on their way to the real provider.
 #[derive(Debug)]
 struct Counting {
-    inner: LocalKms,
+    inner: Arc<dyn Kms>,
     unwraps: AtomicUsize,
 }
 
 #[async_trait::async_trait]
 impl Kms for Counting {
     fn provider(&self) -> &str {
-        "local"
+        self.inner.provider()
     }
-    async fn wrap(&self, k: &KeyRef, p: &[u8], aad: &KmsContext) -> Result<Vec<u8>, KmsError> {
-        self.inner.wrap(k, p, aad).await
+    async fn wrap(&self, k: &KeyRef, p: &[u8], c: &KmsContext) -> Result<Vec<u8>, KmsError> {
+        self.inner.wrap(k, p, c).await
     }
-    async fn unwrap(
-        &self,
-        k: &KeyRef,
-        w: &[u8],
-        aad: &KmsContext,
-    ) -> Result<SecretBytes, KmsError> {
+    async fn unwrap(&self, k: &KeyRef, w: &[u8], c: &KmsContext) -> Result<SecretBytes, KmsError> {
         self.unwraps.fetch_add(1, Ordering::Relaxed);
-        self.inner.unwrap(k, w, aad).await
+        self.inner.unwrap(k, w, c).await
     }
 }
 
@@ -48,9 +46,10 @@ const TENANTS: usize = 10;
 const READS: usize = 10_000;
 const MINUTES: usize = 60;
 
-async fn run(classic: bool) -> (usize, usize) {
+/// Returns the reads done, the unwraps they caused and the wall time of the read phase.
+async fn run(stand_in: &StandIn, classic: bool) -> (usize, usize, Duration) {
     let kms = Arc::new(Counting {
-        inner: LocalKms::in_memory(),
+        inner: stand_in.kms.clone(),
         unwraps: AtomicUsize::new(0),
     });
     let clock = Arc::new(ManualClock::new());
@@ -71,9 +70,8 @@ async fn run(classic: bool) -> (usize, usize) {
     .unwrap();
     let mut rows: Vec<(RequestContext, SealedRow)> = Vec::new();
     for t in 0..TENANTS {
-        let name = format!("tenant-{t}");
-        let key = kms.inner.create_key(&name).unwrap();
-        let ctx = RequestContext::new(TenantId::new(name).unwrap());
+        let key = (stand_in.new_key)().await;
+        let ctx = RequestContext::new(TenantId::new(format!("tenant-{t}")).unwrap());
         let mut config = TenantConfig::new(ctx.tenant().clone(), key.clone());
         if classic {
             config.policies.insert(
@@ -97,6 +95,7 @@ async fn run(classic: bool) -> (usize, usize) {
         rows.push((ctx, sealed));
     }
     kms.unwraps.store(0, Ordering::SeqCst);
+    let started = Instant::now();
     let mut reads = 0;
     for minute in 0..MINUTES {
         let in_this_minute = READS / MINUTES + usize::from(minute < READS % MINUTES);
@@ -125,26 +124,38 @@ async fn run(classic: bool) -> (usize, usize) {
         cmk.renew_due().await;
         clock.advance(Duration::from_secs(60));
     }
-    (reads, kms.unwraps.load(Ordering::SeqCst))
+    (reads, kms.unwraps.load(Ordering::SeqCst), started.elapsed())
+}
+
+async fn all() {
+    let (have, missing, _dir) = stand_ins::all().await;
+    for stand_in in &have {
+        for classic in [false, true] {
+            let (reads, calls, took) = run(stand_in, classic).await;
+            println!(
+                "{:<18} {}: {reads} reads across {TENANTS} tenants over {MINUTES} min (3 renewal intervals): {calls} KMS unwraps; read phase {took:.2?}",
+                stand_in.name,
+                if classic {
+                    "classic (no lease)"
+                } else {
+                    "leased (renewal 20 min, hard expiry 60 min)"
+                }
+            );
+        }
+    }
+    for m in missing {
+        println!("not run: {m}");
+    }
 }
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return; // `cargo test --benches` only builds it
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    for classic in [false, true] {
-        let (reads, calls) = rt.block_on(run(classic));
-        println!(
-            "{}: {reads} reads across {TENANTS} tenants over {MINUTES} min (3 renewal intervals): {calls} KMS unwrap calls",
-            if classic {
-                "classic (no lease)"
-            } else {
-                "leased (renewal 20 min, hard expiry 60 min)"
-            }
-        );
-    }
+        .unwrap()
+        .block_on(all());
 }
