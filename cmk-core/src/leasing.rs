@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use crate::context::{RequestContext, TenantId};
 use crate::crypto::aead::GcmKey;
 use crate::error::{Error, Result};
@@ -44,13 +46,23 @@ pub(crate) struct TenantView {
 /// forged key versions in the database cannot turn every read into a registry read.
 const STALE_RELOAD_MIN: Duration = Duration::from_secs(1);
 
-/// One key a handle needs: a class's KEK version (`class` set) or a search root.
+/// One key a handle needs.
 struct Want<'a> {
-    class: Option<&'a Class>,
+    slot: Slot<'a>,
     view: &'a KeyVersionView,
     entry: &'a RegistryEntry,
     timings: Timings,
 }
+
+/// Where a fetched key goes in the handle.
+enum Slot<'a> {
+    Kek(&'a Class),
+    IndexRoot(u8),
+    DeterministicRoot(u8),
+}
+
+/// At most this many KMS unwraps of one `keys_for` run at once.
+const FETCH_CONCURRENCY: usize = 8;
 
 /// Lease timings for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,45 +286,39 @@ impl Cmk {
                 classic.push((*class).clone());
                 continue;
             };
-            let mut versions: Vec<&KeyVersionView> = view
+            // Only versions with an entry under the configured master key, and they go before
+            // the cut, or forged ones could crowd out every real key; a version without one
+            // is skipped: rows naming it fail with `KeyUnavailable`, and it never becomes
+            // the write key.
+            let mut versions: Vec<(&KeyVersionView, &RegistryEntry)> = view
                 .views
                 .iter()
                 .filter(|v| {
                     v.purpose == Purpose::Kek
                         && v.policy == class.as_str()
                         && v.state != KeyState::Destroyed
-                        // Untrusted versions go before the cut, or forged ones could crowd out
-                        // every real key.
-                        && v.wrapped_by.is_some()
                 })
+                .filter_map(|v| Some((v, v.wrapped_by.as_ref()?)))
                 .collect();
-            versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+            versions.sort_by_key(|(v, _)| std::cmp::Reverse(v.version));
             versions.truncate(self.settings.max_warm_versions);
             if versions.is_empty() {
                 return Err(Error::InvalidConfig(format!(
                     "class `{class}` has no key for tenant `{tenant}`: run onboarding to provision it"
                 )));
             }
-            // A version without material under the configured master key is skipped: rows
-            // naming it fail with `KeyUnavailable`, and it never becomes the write key (an
-            // entry forged under another key must not be written with).
-            if !versions
-                .iter()
-                .any(|v| v.state == KeyState::Active && v.wrapped_by.is_some())
-            {
+            if !versions.iter().any(|(v, _)| v.state == KeyState::Active) {
                 return Err(Error::InvalidConfig(format!(
                     "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
                 )));
             }
-            for v in versions {
-                if let Some(entry) = &v.wrapped_by {
-                    wants.push(Want {
-                        class: Some(class),
-                        view: v,
-                        entry,
-                        timings,
-                    });
-                }
+            for (v, entry) in versions {
+                wants.push(Want {
+                    slot: Slot::Kek(class),
+                    view: v,
+                    entry,
+                    timings,
+                });
             }
         }
         let searchable = wanted
@@ -320,27 +326,32 @@ impl Cmk {
             .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
         if searchable {
             let timings = Timings::for_roots(&config);
-            for v in view.views.iter().filter(|v| {
-                v.state != KeyState::Destroyed
-                    && matches!(v.purpose, Purpose::IndexRoot | Purpose::DeterministicRoot)
-                    && u8::try_from(v.version).is_ok()
-            }) {
-                if let Some(entry) = &v.wrapped_by {
-                    wants.push(Want {
-                        class: None,
-                        view: v,
-                        entry,
-                        timings,
-                    });
-                }
+            for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
+                let (Ok(version), Some(entry)) = (u8::try_from(v.version), &v.wrapped_by) else {
+                    continue;
+                };
+                let slot = match v.purpose {
+                    Purpose::IndexRoot => Slot::IndexRoot(version),
+                    Purpose::DeterministicRoot => Slot::DeterministicRoot(version),
+                    _ => continue,
+                };
+                wants.push(Want {
+                    slot,
+                    view: v,
+                    entry,
+                    timings,
+                });
             }
         }
-        let leases = futures_util::future::join_all(
-            wants
-                .iter()
-                .map(|w| self.lease_for(tenant, w.view, w.entry, w.timings)),
-        )
-        .await;
+        // The futures are made first: a stream over a closure would not be provably `Send`.
+        let fetches: Vec<_> = wants
+            .iter()
+            .map(|w| self.lease_for(tenant, w.view, w.entry, w.timings))
+            .collect();
+        let leases: Vec<Result<Arc<Lease>>> = futures_util::stream::iter(fetches)
+            .buffered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
         let mut keks = Vec::new();
         let mut active: Vec<(Class, (u32, u32))> = Vec::new();
         let mut index_roots = BTreeMap::new();
@@ -348,8 +359,8 @@ impl Cmk {
         for (want, lease) in wants.iter().zip(leases) {
             let lease = lease?;
             let v = want.view;
-            match want.class {
-                Some(class) => {
+            match want.slot {
+                Slot::Kek(class) => {
                     if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == class) {
                         active.push((class.clone(), (v.kek_id, v.version)));
                     }
@@ -361,16 +372,11 @@ impl Cmk {
                         },
                     ));
                 }
-                None => {
-                    let Ok(version) = u8::try_from(v.version) else {
-                        continue;
-                    };
-                    let roots = if v.purpose == Purpose::IndexRoot {
-                        &mut index_roots
-                    } else {
-                        &mut deterministic_roots
-                    };
-                    roots.insert(version, lease);
+                Slot::IndexRoot(version) => {
+                    index_roots.insert(version, lease);
+                }
+                Slot::DeterministicRoot(version) => {
+                    deterministic_roots.insert(version, lease);
                 }
             }
         }

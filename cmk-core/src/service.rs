@@ -325,7 +325,8 @@ impl Cmk {
         self.registry.insert_if_absent(entry).await
     }
 
-    /// Proves a master key with a wrap/unwrap round trip of random bytes.
+    /// Proves a master key with a wrap/unwrap round trip of random bytes, and that an
+    /// unwrap with other associated data is refused.
     pub(crate) async fn prove_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<()> {
         let probe = SecretKey::random()?;
         let context = crate::kms::KmsContext::new(
@@ -350,6 +351,23 @@ impl Cmk {
             );
             return Err(self.kms_error(ctx, key, e));
         }
-        Ok(())
+        // The binding must hold too: a KMS (or a misconfigured server) that ignores the
+        // associated data would let registry entries move between tenants and purposes.
+        let other = crate::kms::KmsContext::new(
+            crate::format::aad::Aad::new("cmk/probe-other").text(ctx.tenant().as_str()),
+        )
+        .with("cmk:purpose", "probe-other")
+        .with("cmk:tenant", ctx.tenant().as_str());
+        match self.kms.unwrap(key, &wrapped, &other).await {
+            Err(e) if !e.kind.is_transient() => Ok(()),
+            Err(e) => Err(self.kms_error(ctx, key, e)),
+            Ok(_) => {
+                let e = crate::kms::KmsError::new(
+                    crate::kms::KmsErrorKind::Invalid,
+                    "the KMS unwrapped with other associated data: it does not bind the context",
+                );
+                Err(self.kms_error(ctx, key, e))
+            }
+        }
     }
 }

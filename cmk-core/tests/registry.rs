@@ -307,3 +307,58 @@ async fn the_kms_sees_only_bound_associated_data() {
         .unwrap_err();
     assert_eq!(err.kind, KmsErrorKind::Invalid);
 }
+
+/// A KMS that drops the associated data it is given (a misconfigured server, a provider
+/// bug): wraps still round-trip, but bind nothing.
+#[derive(Debug)]
+struct IgnoresContext(cmk_core::kms::local::LocalKms);
+
+#[async_trait::async_trait]
+impl Kms for IgnoresContext {
+    fn provider(&self) -> &str {
+        "local"
+    }
+    async fn wrap(
+        &self,
+        key: &KeyRef,
+        plaintext: &[u8],
+        _context: &cmk_core::kms::KmsContext,
+    ) -> Result<Vec<u8>, cmk_core::kms::KmsError> {
+        let none = cmk_core::kms::KmsContext::from_bytes(b"");
+        self.0.wrap(key, plaintext, &none).await
+    }
+    async fn unwrap(
+        &self,
+        key: &KeyRef,
+        wrapped: &[u8],
+        _context: &cmk_core::kms::KmsContext,
+    ) -> Result<cmk_core::secret::SecretBytes, cmk_core::kms::KmsError> {
+        let none = cmk_core::kms::KmsContext::from_bytes(b"");
+        self.0.unwrap(key, wrapped, &none).await
+    }
+}
+
+#[tokio::test]
+async fn onboarding_refuses_a_kms_that_does_not_bind_the_context() {
+    let local = cmk_core::kms::local::LocalKms::in_memory();
+    let key = local.create_key("acme").unwrap();
+    let registry = std::sync::Arc::new(cmk_core::registry::MemoryRegistry::new());
+    let cmk = cmk_core::Cmk::builder()
+        .kms(std::sync::Arc::new(IgnoresContext(local)))
+        .registry(registry.clone())
+        .configs(std::sync::Arc::new(
+            cmk_core::tenant::MemoryConfigStore::new(cmk_core::tenant::OperatorKey::new(
+                cmk_core::secret::SecretKey::from_bytes([1; 32]),
+            )),
+        ))
+        .build()
+        .unwrap();
+    let c = ctx("acme");
+    cmk.configure_tenant(&c, &config_for("acme", key))
+        .await
+        .unwrap();
+    let err = cmk.onboard(&c).await.unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+    assert!(err.to_string().contains("does not bind"), "{err}");
+    assert!(registry.entries(c.tenant()).await.unwrap().is_empty());
+}

@@ -88,6 +88,32 @@ async fn a_token_in_no_slot_is_unavailable() {
     unreachable_is_unavailable(&absent, &on_absent, Duration::from_secs(2)).await;
 }
 
+#[test]
+fn the_pin_never_prints() {
+    let pin = "pin-that-must-not-print";
+    let kms = Pkcs11Kms::new(required("CMK_TEST_PKCS11_MODULE"))
+        .unwrap()
+        .with_token("some-token", pin);
+    let shown = format!("{kms:?}");
+    assert!(
+        shown.contains("some-token"),
+        "the check sees the output: {shown}"
+    );
+    assert!(!shown.contains(pin), "{shown}");
+    // Nor does a failure: the token is in no slot, so no login is tried, and the error
+    // names the token only.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(kms.unwrap(
+            &KeyRef::new("pkcs11:some-token/k").unwrap(),
+            &[1; 64],
+            &context("acme", 1),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("some-token"), "{err}");
+    assert!(!err.to_string().contains(pin), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_from_a_pool_serve_concurrent_callers() {
     let h = SoftHsm::new();

@@ -16,6 +16,11 @@
 //! and a bounded number of attempts ([`AwsKmsSettings`]): the SDK's defaults wait forever on a
 //! server that accepts a connection and never answers.
 //!
+//! **Credentials.** [`AwsKms::from_env`] uses the standard chain of `aws-config` as cmk builds
+//! it (environment, profile files, web identity, ECS and EC2 metadata); SSO profiles and
+//! `credential_process` need `aws-config`'s `sso` and `credentials-process` features, which
+//! an application enables by depending on `aws-config` with them (features unify).
+//!
 //! **Errors** map to the five kinds the leases act on: disabled key, invalid key state and
 //! access denied → *denied*; throttling → *throttled*; connection failures, timeouts, internal
 //! and dependency failures → *unavailable*; a missing key → *not found*; a wrong context,
@@ -105,6 +110,7 @@ impl AwsKmsSettings {
 /// AWS KMS as a [`Kms`] provider.
 #[derive(Debug, Clone)]
 pub struct AwsKms {
+    name: String,
     client: aws_sdk_kms::Client,
 }
 
@@ -151,6 +157,7 @@ impl AwsKms {
             conf = conf.region(aws_sdk_kms::config::Region::new(region.clone()));
         }
         AwsKms {
+            name: PROVIDER.to_string(),
             client: aws_sdk_kms::Client::from_conf(conf.build()),
         }
     }
@@ -158,7 +165,18 @@ impl AwsKms {
     /// Wraps a client the application built itself. Its own timeouts and retry policy apply:
     /// set them (see [`AwsKmsSettings`]), or a KMS that accepts and never answers hangs it.
     pub fn from_client(client: aws_sdk_kms::Client) -> Self {
-        AwsKms { client }
+        AwsKms {
+            name: PROVIDER.to_string(),
+            client,
+        }
+    }
+
+    /// Registers this client under another provider name (`aws-eu`, `aws-acme`), so that one
+    /// deployment can reach keys in several regions or through several sets of credentials:
+    /// a reference `aws-eu:arn:...` goes to the client named `aws-eu`.
+    pub fn named(mut self, provider: impl Into<String>) -> Self {
+        self.name = provider.into();
+        self
     }
 
     /// The SDK client (for operators' tools: creating or describing keys).
@@ -167,14 +185,16 @@ impl AwsKms {
     }
 }
 
-fn key_id(key: &KeyRef) -> Result<&str, KmsError> {
-    if key.provider() != PROVIDER {
-        return Err(KmsError::new(
-            KmsErrorKind::NotFound,
-            "not an AWS key reference",
-        ));
+impl AwsKms {
+    fn key_id<'k>(&self, key: &'k KeyRef) -> Result<&'k str, KmsError> {
+        if key.provider() != self.name {
+            return Err(KmsError::new(
+                KmsErrorKind::NotFound,
+                format!("not a `{}` key reference", self.name),
+            ));
+        }
+        Ok(key.key_id())
     }
-    Ok(key.key_id())
 }
 
 fn context_map(context: &KmsContext) -> HashMap<String, String> {
@@ -243,7 +263,7 @@ where
 #[async_trait::async_trait]
 impl Kms for AwsKms {
     fn provider(&self) -> &str {
-        PROVIDER
+        &self.name
     }
 
     async fn wrap(
@@ -255,7 +275,7 @@ impl Kms for AwsKms {
         let out = self
             .client
             .encrypt()
-            .key_id(key_id(key)?)
+            .key_id(self.key_id(key)?)
             .plaintext(Blob::new(plaintext))
             .set_encryption_context(Some(context_map(context)))
             .send()
@@ -275,7 +295,7 @@ impl Kms for AwsKms {
         let out = self
             .client
             .decrypt()
-            .key_id(key_id(key)?)
+            .key_id(self.key_id(key)?)
             .ciphertext_blob(Blob::new(wrapped))
             .set_encryption_context(Some(context_map(context)))
             .send()

@@ -22,13 +22,14 @@
 //! with associated data `Aad("cmk/local-kms") ‖ text(key name) ‖ u32(version) ‖ bytes(aad)`
 //! (docs/FORMAT.md §8).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{KeyRef, Kms, KmsContext, KmsError, KmsErrorKind};
@@ -138,8 +139,12 @@ struct Loaded {
     /// The file version `ring` came from (`None`: memory only, or re-read on next use).
     stamp: Option<Stamp>,
     checked: Instant,
-    /// Every version this process has seen destroyed.
-    destroyed: BTreeSet<(String, u32)>,
+    /// Every version this process has seen destroyed, with the SHA-256 of its material when
+    /// this process saw the material before (`None`: it was destroyed before).
+    destroyed: BTreeMap<(String, u32), Option<[u8; 32]>>,
+    /// The SHA-256 of the material of every live version this process has seen, so that a
+    /// destroyed version brought back can be told from a new key that reuses its name.
+    seen: HashMap<(String, u32), [u8; 32]>,
 }
 
 impl Loaded {
@@ -148,22 +153,37 @@ impl Loaded {
             ring: Keyring::default(),
             stamp: None,
             checked: Instant::now(),
-            destroyed: BTreeSet::new(),
+            destroyed: BTreeMap::new(),
+            seen: HashMap::new(),
         };
         loaded.install(ring, stamp);
         loaded
     }
 
     /// Takes a freshly read keyring, wiping every version this process has seen destroyed
-    /// (an older copy of the file must not bring one back).
+    /// (an older copy of the file must not bring one back). A version whose material differs
+    /// from the destroyed one's is another key that reuses the name (the file was replaced
+    /// by one made before the first key existed) and is kept; where this process never saw
+    /// the destroyed material, it cannot tell, and treats the version as destroyed.
     fn install(&mut self, mut ring: Keyring, stamp: Option<Stamp>) {
-        for (name, version) in &self.destroyed {
-            if let Some(v) = ring
-                .keys
-                .get_mut(name)
-                .and_then(|k| k.versions.get_mut(version))
-            {
-                v.material = None;
+        for (name, key) in &mut ring.keys {
+            for (n, v) in &mut key.versions {
+                let Some(material) = &v.material else {
+                    continue;
+                };
+                let id = (name.clone(), *n);
+                let digest: [u8; 32] = Sha256::digest(material.expose_secret()).into();
+                match self.destroyed.get(&id) {
+                    Some(Some(gone)) if *gone != digest => {
+                        self.destroyed.remove(&id);
+                    }
+                    Some(_) => {
+                        v.material = None;
+                        continue;
+                    }
+                    None => {}
+                }
+                self.seen.insert(id, digest);
             }
         }
         self.ring = ring;
@@ -176,7 +196,9 @@ impl Loaded {
         for (name, key) in &self.ring.keys {
             for (n, v) in &key.versions {
                 if v.material.is_none() {
-                    self.destroyed.insert((name.clone(), *n));
+                    let id = (name.clone(), *n);
+                    let digest = self.seen.get(&id).copied();
+                    self.destroyed.entry(id).or_insert(digest);
                 }
             }
         }
@@ -345,13 +367,16 @@ impl LocalKms {
     /// Applies one change: under the in-process lock and the file lock, re-read the file,
     /// apply `f`, write the result atomically.
     fn change<T>(&self, f: impl FnOnce(&mut Keyring) -> crate::Result<T>) -> crate::Result<T> {
-        let mut state = self.state.write().map_err(|_| poisoned())?;
         let Some(file) = &self.file else {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
             let out = f(&mut state.ring)?;
             state.note_destroyed();
             return Ok(out);
         };
+        // The file lock first: waiting for another process must not hold up this process's
+        // readers, which need only the in-process lock, briefly.
         let _lock = file.lock()?;
+        let mut state = self.state.write().map_err(|_| poisoned())?;
         let (ring, stamp) = file.read()?;
         state.install(ring, Some(stamp));
         let out = match f(&mut state.ring) {
@@ -412,7 +437,16 @@ impl LocalKms {
         let material = SecretKey::random()?;
         self.change(|ring| {
             let key = lookup_mut(ring, name)?;
-            let next = key.versions.keys().next_back().copied().unwrap_or(0) + 1;
+            let next = key
+                .versions
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or_else(|| {
+                    crate::Error::InvalidInput(format!("local key `{name}` has no version left"))
+                })?;
             key.versions.insert(
                 next,
                 LocalVersion {
@@ -619,9 +653,13 @@ impl Kms for LocalKms {
     }
 
     async fn destroy_key(&self, key: &KeyRef) -> Result<bool, KmsError> {
-        self.destroy(key.key_id())
-            .map(|()| true)
-            .map_err(|e| KmsError::new(KmsErrorKind::NotFound, e.to_string()))
+        self.destroy(key.key_id()).map(|()| true).map_err(|e| {
+            let kind = match e {
+                crate::Error::InvalidInput(_) => KmsErrorKind::NotFound,
+                _ => KmsErrorKind::Unavailable,
+            };
+            KmsError::new(kind, e.to_string())
+        })
     }
 }
 
@@ -972,6 +1010,36 @@ mod tests {
                 .unwrap(&k, &blob, &KmsContext::from_bytes(b""))
                 .await
                 .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_key_reusing_a_destroyed_name_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.keyring");
+        let a = LocalKms::open(&path).unwrap();
+        let empty = fs::read(&path).unwrap();
+        a.create_key("acme").unwrap();
+        a.destroy("acme").unwrap();
+        // The file is replaced by one from before `acme` existed, and another process
+        // creates a new `acme`: this process keeps it, and never writes it as destroyed.
+        fs::write(&path, &empty).unwrap();
+        let b = LocalKms::open(&path).unwrap();
+        let k = b.create_key("acme").unwrap();
+        let blob = b
+            .wrap(&k, b"material", &KmsContext::from_bytes(b""))
+            .await
+            .unwrap();
+        assert!(
+            a.unwrap(&k, &blob, &KmsContext::from_bytes(b""))
+                .await
+                .is_ok()
+        );
+        a.create_key("other").unwrap();
+        assert!(
+            !fs::read_to_string(&path)
+                .unwrap()
+                .contains("acme 1 destroyed")
         );
     }
 

@@ -18,6 +18,8 @@ use crate::secret::SecretBytes;
 #[cfg(feature = "aws")]
 pub mod aws;
 mod context;
+#[cfg(any(feature = "pkcs11", feature = "kmip"))]
+mod gcm_blob;
 #[cfg(feature = "kmip")]
 pub mod kmip;
 pub mod local;

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -40,13 +41,12 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use super::{KeyRef, Kms, KmsContext, KmsError, KmsErrorKind};
-use crate::crypto::aead::{NONCE_LEN, TAG_LEN};
+use crate::crypto::aead::NONCE_LEN;
 use crate::crypto::rng;
 use crate::secret::SecretBytes;
 
 /// The provider name in key references (`pkcs11:...`).
 pub const PROVIDER: &str = "pkcs11";
-const BLOB_VERSION: u8 = 0x01;
 const TAG_BITS: u64 = 128;
 /// Sessions kept open per token between calls.
 const POOL_MAX: usize = 16;
@@ -75,11 +75,36 @@ fn library(module: &Path) -> Result<Pkcs11, KmsError> {
     Ok(p)
 }
 
-/// Token-object writes (key management) exclude every other call of this process on any
-/// token; wraps, unwraps and logins share. SoftHSM2 fails a token-object write that runs
-/// alongside another session's call with `CKR_GENERAL_ERROR` (measured: creating keys while
-/// other tasks wrapped failed in most runs), and key management is rare enough to wait.
-static TOKEN_WRITES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// Sessions older than this are closed rather than reused, so that a PIN the token owner
+/// changed takes effect within a minute (a session stays logged in for its whole life).
+const SESSION_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// A failed call on a session, and whether a fresh session may succeed where this one failed:
+/// a session the token logged out or closed, or a device that failed once, is not the
+/// tenant's answer.
+struct Failure {
+    error: KmsError,
+    retry: bool,
+}
+
+impl From<KmsError> for Failure {
+    fn from(error: KmsError) -> Self {
+        let retry = error.kind == KmsErrorKind::Unavailable;
+        Failure { error, retry }
+    }
+}
+
+/// Classifies a failed cryptographic call and says whether to try it on a fresh session.
+fn call_failure(op: &str, e: CkError, decrypting: bool) -> Failure {
+    // SoftHSM2 reports a GCM tag that does not verify as a general error, as it would a
+    // device fault: a second try on a fresh session tells them apart.
+    let general = matches!(&e, CkError::Pkcs11(RvError::GeneralError, _));
+    let error = classify(op, e, decrypting);
+    Failure {
+        retry: general || error.kind == KmsErrorKind::Unavailable,
+        error,
+    }
+}
 
 fn lock_poisoned() -> KmsError {
     KmsError::new(KmsErrorKind::Unavailable, "PKCS#11 lock poisoned")
@@ -97,8 +122,7 @@ fn classify(op: &str, e: CkError, decrypting: bool) -> KmsError {
             | RvError::PinLocked
             | RvError::PinExpired
             | RvError::PinInvalid
-            | RvError::PinLenRange
-            | RvError::UserNotLoggedIn => Denied,
+            | RvError::PinLenRange => Denied,
             RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => NotFound,
             RvError::EncryptedDataInvalid
             | RvError::EncryptedDataLenRange
@@ -123,6 +147,7 @@ fn classify(op: &str, e: CkError, decrypting: bool) -> KmsError {
             | RvError::FunctionCanceled
             | RvError::SlotIdInvalid
             | RvError::CryptokiNotInitialized
+            | RvError::UserNotLoggedIn
             | RvError::GeneralError => Unavailable,
             _ => Invalid,
         },
@@ -138,12 +163,17 @@ fn classify(op: &str, e: CkError, decrypting: bool) -> KmsError {
 /// A token the deployment may use: its PIN and a pool of logged-in sessions.
 struct Token {
     pin: AuthPin,
+    /// Token-object writes (key management) exclude every other call of this process on the
+    /// token; wraps, unwraps and logins share. SoftHSM2 fails a token-object write that runs
+    /// alongside another session's call with `CKR_GENERAL_ERROR` (measured: creating keys
+    /// while other tasks wrapped failed in most runs), and key management is rare.
+    writes: std::sync::RwLock<()>,
     /// Key handles found by label, checked against the label at each use (a scan of the
     /// token's objects costs milliseconds on a token with a thousand keys; reading one
     /// object's label does not).
     handles: Mutex<HashMap<String, ObjectHandle>>,
     slot: Mutex<Option<Slot>>,
-    pool: Mutex<Vec<Session>>,
+    pool: Mutex<Vec<(Session, Instant)>>,
     /// The one session key management runs on, one call at a time.
     manager: Mutex<Option<Session>>,
 }
@@ -151,6 +181,7 @@ struct Token {
 struct Inner {
     module: PathBuf,
     library: Pkcs11,
+    timeout: Duration,
     tokens: HashMap<String, Arc<Token>>,
 }
 
@@ -195,9 +226,25 @@ impl Pkcs11Kms {
             inner: Arc::new(Inner {
                 module,
                 library,
+                timeout: Duration::from_secs(10),
                 tokens: HashMap::new(),
             }),
         })
+    }
+
+    /// Sets how long one call may take before it fails *unavailable* (default 10 s): a
+    /// network HSM that stops answering must not hang the application.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            module: shared.module.clone(),
+            library: shared.library.clone(),
+            timeout: shared.timeout,
+            tokens: shared.tokens.clone(),
+        });
+        inner.timeout = timeout;
+        Pkcs11Kms {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Allows the token labelled `label`, logging in with the user PIN `pin`.
@@ -205,12 +252,14 @@ impl Pkcs11Kms {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             module: shared.module.clone(),
             library: shared.library.clone(),
+            timeout: shared.timeout,
             tokens: shared.tokens.clone(),
         });
         inner.tokens.insert(
             label.into(),
             Arc::new(Token {
                 pin: AuthPin::new(pin.into().into()),
+                writes: std::sync::RwLock::new(()),
                 handles: Mutex::new(HashMap::new()),
                 slot: Mutex::new(None),
                 pool: Mutex::new(Vec::new()),
@@ -297,7 +346,7 @@ impl Pkcs11Kms {
     }
 
     /// Runs a key-management call (object creation, change, destruction) on the token's one
-    /// management session, alone in this process (see [`TOKEN_WRITES`]).
+    /// management session, alone among this process's calls on the token.
     async fn managing<T: Send + 'static>(
         &self,
         token: &str,
@@ -305,9 +354,22 @@ impl Pkcs11Kms {
     ) -> Result<T, KmsError> {
         let inner = Arc::clone(&self.inner);
         let token = token.to_string();
-        tokio::task::spawn_blocking(move || inner.with_manager(&token, f))
+        self.bounded(move || inner.with_manager(&token, f)).await
+    }
+
+    /// Runs a blocking HSM call on tokio's blocking pool, failing *unavailable* when it takes
+    /// longer than the configured timeout (the call itself cannot be cancelled; its thread
+    /// finishes or fails on its own).
+    async fn bounded<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> Result<T, KmsError> + Send + 'static,
+    ) -> Result<T, KmsError> {
+        let unavailable =
+            |what: &str| KmsError::new(KmsErrorKind::Unavailable, format!("PKCS#11: {what}"));
+        tokio::time::timeout(self.inner.timeout, tokio::task::spawn_blocking(call))
             .await
-            .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "PKCS#11 call did not finish"))?
+            .map_err(|_| unavailable("the HSM did not answer in time"))?
+            .map_err(|_| unavailable("the call did not finish"))?
     }
 
     /// Runs `f` with a logged-in session of `token` on tokio's blocking pool; the session goes
@@ -315,13 +377,11 @@ impl Pkcs11Kms {
     async fn on_token<T: Send + 'static>(
         &self,
         token: &str,
-        f: impl FnOnce(&Session) -> Result<T, KmsError> + Send + 'static,
+        f: impl Fn(&Session) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, KmsError> {
         let inner = Arc::clone(&self.inner);
         let token = token.to_string();
-        tokio::task::spawn_blocking(move || inner.with_session(&token, f))
-            .await
-            .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "PKCS#11 call did not finish"))?
+        self.bounded(move || inner.with_session(&token, f)).await
     }
 }
 
@@ -362,7 +422,7 @@ impl Inner {
         f: impl FnOnce(&Session) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
         let token = self.token(label)?;
-        let _alone = TOKEN_WRITES.write().map_err(|_| lock_poisoned())?;
+        let _alone = token.writes.write().map_err(|_| lock_poisoned())?;
         let mut manager = token.manager.lock().map_err(|_| lock_poisoned())?;
         let session = match manager.take() {
             Some(s) => s,
@@ -375,33 +435,72 @@ impl Inner {
         result
     }
 
+    /// Runs `f` on a pooled session of `token` (or a new one). A failure a fresh session may
+    /// not repeat (see [`Failure`]) drops the session and tries once more on a new one; the
+    /// session goes back to the pool otherwise.
     fn with_session<T>(
         &self,
         label: &str,
-        f: impl FnOnce(&Session) -> Result<T, KmsError>,
+        f: impl Fn(&Session) -> Result<T, Failure>,
     ) -> Result<T, KmsError> {
         let token = self.token(label)?;
-        let _shared = TOKEN_WRITES.read().map_err(|_| lock_poisoned())?;
-        let pooled = token.pool.lock().ok().and_then(|mut p| p.pop());
-        let session = match pooled {
+        let _shared = token.writes.read().map_err(|_| lock_poisoned())?;
+        let session = match self.pooled(token) {
             Some(s) => s,
-            None => self.open(label, token)?,
+            None => (self.open(label, token)?, Instant::now()),
         };
-        let result = f(&session);
-        if matches!(&result, Err(e) if e.kind == KmsErrorKind::Unavailable) {
-            // A session or device error: drop the session, and find the token's slot again
-            // next time (it may have moved).
-            if let Ok(mut slot) = token.slot.lock() {
-                *slot = None;
+        let failure = match f(&session.0) {
+            Ok(v) => {
+                self.give_back(token, session);
+                return Ok(v);
             }
-        } else if let Ok(mut pool) = token.pool.lock()
+            Err(failure) if !failure.retry => {
+                self.give_back(token, session);
+                return Err(failure.error);
+            }
+            Err(failure) => failure,
+        };
+        drop(session);
+        // The token may have moved to another slot: find it again.
+        if failure.error.kind == KmsErrorKind::Unavailable
+            && let Ok(mut slot) = token.slot.lock()
+        {
+            *slot = None;
+        }
+        let fresh = (self.open(label, token)?, Instant::now());
+        match f(&fresh.0) {
+            Ok(v) => {
+                self.give_back(token, fresh);
+                Ok(v)
+            }
+            Err(again) => {
+                if again.error.kind != KmsErrorKind::Unavailable {
+                    self.give_back(token, fresh);
+                }
+                Err(again.error)
+            }
+        }
+    }
+
+    /// A pooled session young enough to reuse; older ones are closed on the way.
+    fn pooled(&self, token: &Token) -> Option<(Session, Instant)> {
+        let mut pool = token.pool.lock().ok()?;
+        while let Some((session, opened)) = pool.pop() {
+            if opened.elapsed() < SESSION_MAX_AGE {
+                return Some((session, opened));
+            }
+        }
+        None
+    }
+
+    /// Keeps a session for reuse: besides saving a login, an open session keeps the
+    /// application logged in (closing its last session logs the token out).
+    fn give_back(&self, token: &Token, session: (Session, Instant)) {
+        if let Ok(mut pool) = token.pool.lock()
             && pool.len() < POOL_MAX
         {
-            // Kept open: besides saving a login, an open session keeps the application
-            // logged in (closing its last session logs the token out).
             pool.push(session);
         }
-        result
     }
 
     fn open(&self, label: &str, token: &Token) -> Result<Session, KmsError> {
@@ -517,12 +616,16 @@ impl Kms for Pkcs11Kms {
                     handle,
                     plaintext.expose_secret(),
                 )
-                .map_err(|e| classify("C_Encrypt", e, false))?;
-            let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-            out.push(BLOB_VERSION);
-            out.extend_from_slice(&iv);
-            out.extend_from_slice(&sealed);
-            Ok(out)
+                .map_err(|e| call_failure("C_Encrypt", e, false))?;
+            // An HSM that chose an IV of its own made a blob this one cannot describe.
+            if iv_param != iv {
+                return Err(KmsError::new(
+                    KmsErrorKind::Invalid,
+                    "PKCS#11: the HSM replaced the IV it was given (internal IV generation)",
+                )
+                .into());
+            }
+            Ok(super::gcm_blob::frame(&iv, &[&sealed]))
         })
         .await
     }
@@ -534,26 +637,20 @@ impl Kms for Pkcs11Kms {
         context: &KmsContext,
     ) -> Result<SecretBytes, KmsError> {
         let (token, label) = parse(key)?;
-        if wrapped.len() < 1 + NONCE_LEN + TAG_LEN || wrapped[0] != BLOB_VERSION {
-            return Err(KmsError::new(
-                KmsErrorKind::Invalid,
-                "ciphertext or associated data invalid",
-            ));
-        }
+        let parts = super::gcm_blob::parse(wrapped)?;
+        let (iv, body) = (parts.iv, parts.sealed(wrapped));
         let label = label.to_string();
         let aad = context.aad().to_vec();
-        let mut iv = [0u8; NONCE_LEN];
-        iv.copy_from_slice(&wrapped[1..1 + NONCE_LEN]);
-        let body = wrapped[1 + NONCE_LEN..].to_vec();
         let inner = Arc::clone(&self.inner);
         let token_label = token.to_string();
         self.on_token(token, move |s| {
             let handle = inner.key_handle(&token_label, s, &label)?;
+            let mut iv = iv;
             let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())
                 .map_err(|e| classify("GCM parameters", e, false))?;
             s.decrypt(&Mechanism::AesGcm(params), handle, &body)
                 .map(SecretBytes::new)
-                .map_err(|e| classify("C_Decrypt", e, true))
+                .map_err(|e| call_failure("C_Decrypt", e, true))
         })
         .await
     }

@@ -12,14 +12,15 @@
 //! **Why not `cosmian_kmip`.** That crate is licensed BUSL-1.1 (not open source for
 //! production use, unlike cmk's MIT/Apache-2.0) and pulls an OpenTelemetry and gRPC stack
 //! (about 190 crates) through its logger. cmk needs a dozen TTLV items of one request and one
-//! response per operation, so it encodes them itself ([`ttlv`], KMIP 1.4 §9.1; a framing
+//! response per operation, so it encodes them itself (module `ttlv`, KMIP 1.4 §9.1; a framing
 //! format, not cryptography), tested against the PyKMIP server.
 //!
 //! **Errors.** `Item Not Found` → *not found*; `Permission Denied`, `Illegal Operation`
 //! (wrong key state) and `Authentication Not Successful` (the server refused this client's
 //! certificate) → *denied*; a failed GCM check (`General Failure` or `Cryptographic Failure`
-//! while decrypting) and malformed requests → *invalid*; connection, TLS and timeout failures,
-//! and answers that are not a KMIP response → *unavailable*.
+//! while decrypting) and malformed requests → *invalid*; the server refusing this client's
+//! certificate during the TLS handshake → *denied*; connection, other TLS and timeout
+//! failures, and answers that are not a well-formed KMIP response → *unavailable*.
 //!
 //! **Revocation.** A KMIP `Revoke` moves a key to *Deactivated* (or *Compromised*), and a
 //! `Destroy` removes it. Servers that follow the specification still let a Deactivated key
@@ -45,7 +46,6 @@ use ttlv::{Item, tag};
 
 /// The default provider name in key references (`kmip:UID`).
 pub const PROVIDER: &str = "kmip";
-const BLOB_VERSION: u8 = 0x01;
 
 /// KMIP operation codes (KMIP 1.4 §9.1.3.2.27).
 mod op {
@@ -333,9 +333,15 @@ impl KmipKms {
     ) -> Result<Item, KmsError> {
         let request = request_message(operation, payload).to_bytes();
         let transport = Arc::clone(&self.transport);
-        let response = tokio::task::spawn_blocking(move || transport.exchange(&request))
-            .await
-            .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "KMIP call did not finish"))??;
+        // The exchange bounds itself; the outer timeout is the caller's guarantee.
+        let bound = self.transport.operation_timeout + Duration::from_secs(1);
+        let response = tokio::time::timeout(
+            bound,
+            tokio::task::spawn_blocking(move || transport.exchange(&request)),
+        )
+        .await
+        .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "KMIP: timed out"))?
+        .map_err(|_| KmsError::new(KmsErrorKind::Unavailable, "KMIP call did not finish"))??;
         let message = Item::decode(&response).map_err(|why| {
             KmsError::new(
                 KmsErrorKind::Unavailable,
@@ -496,16 +502,22 @@ impl Kms for KmipKms {
             Item::bytes(tag::AE_ADDITIONAL_DATA, context.aad()),
         ];
         let response = self.call(op::ENCRYPT, payload, false).await?;
+        // A server that chose an IV of its own made a blob this one cannot describe.
+        if response
+            .child(tag::IV_COUNTER_NONCE)
+            .and_then(Item::as_bytes)
+            .is_some_and(|theirs| theirs != iv)
+        {
+            return Err(KmsError::new(
+                KmsErrorKind::Invalid,
+                "KMIP: the server replaced the IV it was given",
+            ));
+        }
         let ciphertext = response.child(tag::DATA).and_then(Item::as_bytes);
         let gcm_tag = response.child(tag::AE_TAG).and_then(Item::as_bytes);
         match (ciphertext, gcm_tag) {
             (Some(c), Some(t)) if c.len() == plaintext.len() && t.len() == TAG_LEN => {
-                let mut out = Vec::with_capacity(1 + NONCE_LEN + c.len() + TAG_LEN);
-                out.push(BLOB_VERSION);
-                out.extend_from_slice(&iv);
-                out.extend_from_slice(c);
-                out.extend_from_slice(t);
-                Ok(out)
+                Ok(super::gcm_blob::frame(&iv, &[c, t]))
             }
             _ => Err(KmsError::new(
                 KmsErrorKind::Unavailable,
@@ -521,11 +533,8 @@ impl Kms for KmipKms {
         context: &KmsContext,
     ) -> Result<SecretBytes, KmsError> {
         let uid = self.uid(key)?;
-        if wrapped.len() < 1 + NONCE_LEN + TAG_LEN || wrapped[0] != BLOB_VERSION {
-            return Err(invalid_blob());
-        }
-        let (iv, rest) = wrapped[1..].split_at(NONCE_LEN);
-        let (ciphertext, gcm_tag) = rest.split_at(rest.len() - TAG_LEN);
+        let parts = super::gcm_blob::parse(wrapped)?;
+        let (iv, ciphertext, gcm_tag) = (&parts.iv, parts.ciphertext, parts.tag);
         let payload = vec![
             Item::text(tag::UNIQUE_IDENTIFIER, uid),
             gcm_parameters(),
