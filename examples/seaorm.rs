@@ -155,12 +155,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 5. Ordinary SeaORM queries load the plaintext model inside a task-local key scope.
     let everyone: Vec<Patient> = keys
-        .scope_async(
+        .scope_async(|| {
             patient::Entity::find()
                 .order_by_asc(patient::Column::Id)
                 .into_model::<Patient>()
-                .all(&db),
-        )
+                .all(&db)
+        })
         .await?;
     println!(
         "in a key scope, Entity::find().into_model::<Patient>() gives {} patients",

@@ -265,7 +265,7 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         .insert(&sea)
         .await
         .unwrap();
-    keys.scope_async(async {
+    keys.scope_async(|| async {
         let scoped: Vec<Patient> = by_id().into_model::<Patient>().all(&sea).await.unwrap();
         assert_eq!(scoped, people);
         let joined = visit::Entity::find()
@@ -360,7 +360,7 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
     // cmk's as its source.
     let err = by_id().into_model::<Patient>().all(&sea).await.unwrap_err();
     assert!(err.to_string().contains("no key scope"), "{err}");
-    keys.scope_async(async {
+    keys.scope_async(|| async {
         // `Checked<Patient>` reports the moved ciphertext in place and returns the others.
         let rows = by_id()
             .into_model::<cmk::Checked<Patient>>()

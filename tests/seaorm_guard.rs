@@ -99,7 +99,7 @@ async fn cmk_output_passes_the_guard_with_or_without_a_scope() {
         .await
         .unwrap();
     let sealed = account(2, None).seal(&ctx, &keys).unwrap();
-    keys.scope_async(async {
+    keys.scope_async(|| async {
         account::ActiveModel::from(sealed)
             .reset_all()
             .insert(&db)
@@ -155,7 +155,7 @@ async fn plaintext_and_arbitrary_bytes_are_refused() {
     let mut bad = good.clone();
     bad.email = forged(&[1, 0, 1, 2, 3]);
     let err = keys
-        .scope_async(async {
+        .scope_async(|| async {
             account::ActiveModel::from(bad)
                 .reset_all()
                 .insert(&db)

@@ -219,6 +219,14 @@ impl IntoRowId for [u8; 16] {
     }
 }
 
+/// A UUID binds as its 16 bytes (feature `uuid`), the same encoding as `[u8; 16]`.
+#[cfg(feature = "uuid")]
+impl IntoRowId for uuid::Uuid {
+    fn to_row_id(&self) -> RowId {
+        RowId::Uuid(*self.as_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,9 +40,20 @@ impl TenantKeys {
         f()
     }
 
-    /// Runs `fut` with these keys as the task's current keys (for async code such as SeaORM).
-    pub async fn scope_async<F: Future>(self: &Arc<Self>, fut: F) -> F::Output {
-        TASK_SCOPE.scope(Arc::clone(self), fut).await
+    /// Runs the future that `work` builds with these keys as the task's current keys (for
+    /// async code such as SeaORM): `keys.scope_async(|| service.call(req))`.
+    ///
+    /// `work` is a closure so that the future is built inside the scope: some futures do
+    /// their work when they are made (a web framework's `service.call(req)` runs the handler
+    /// up to its first await), and passing one made outside would run that part without keys.
+    /// A future in place of the closure does not compile.
+    ///
+    /// Code on another thread (`spawn_blocking`, a pool's `interact`) does not see a task's
+    /// scope: enter [`TenantKeys::scope`] there.
+    pub async fn scope_async<F: Future>(self: &Arc<Self>, work: impl FnOnce() -> F) -> F::Output {
+        TASK_SCOPE
+            .scope(Arc::clone(self), async move { work().await })
+            .await
     }
 }
 

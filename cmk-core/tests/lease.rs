@@ -614,7 +614,7 @@ async fn scopes_are_per_thread_and_per_task() {
     });
     // A task-local scope survives awaits; spawn_blocking gets its own thread scope.
     let inner = acme.clone();
-    acme.scope_async(async move {
+    acme.scope_async(|| async move {
         tokio::task::yield_now().await;
         assert_eq!(
             cmk_core::scope::current_keys().unwrap().tenant().as_str(),
