@@ -54,13 +54,5 @@ async fn run() {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return; // `cargo test --benches` only builds it
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+    cmk_kms_tests::bench_main(run);
 }

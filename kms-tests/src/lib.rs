@@ -175,6 +175,20 @@ pub fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// Runs a bench binary's body on a two-worker runtime; does nothing when Cargo only builds
+/// the bench (`cargo test --benches` passes no `--bench`).
+pub fn bench_main<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body());
+}
+
 /// The value of a variable the test-all script sets for an enabled provider; a build that
 /// enables the provider without its stand-in fails here, never skips.
 pub fn required(var: &str) -> String {

@@ -160,7 +160,8 @@ async fn observe(db: &Path, kms: Arc<dyn Kms>, end_ms: u64, mut each: impl FnMut
     renewer.abort();
 }
 
-/// Runs the child reader (this binary's ignored `child_reader`) and returns its samples.
+/// Starts the child reader (this binary's ignored `child_reader`); [`child_samples`] reads
+/// what it printed.
 fn spawn_child(
     provider: &str,
     db: &Path,
