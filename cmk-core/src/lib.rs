@@ -40,7 +40,7 @@ pub use error::{Error, Result};
 pub use keys::TenantKeys;
 pub use leasing::RenewReport;
 pub use policy::{AuditMode, Class, LeasePolicy, Policy, SearchMode};
-pub use service::{Cmk, CmkBuilder, CmkSettings, OnboardReport};
+pub use service::{Cmk, CmkBuilder, CmkSettings, EnsureReport, OnboardReport};
 pub use tenant::TenantConfig;
 
 /// Hex helpers, exposed for tools and docs (lower-case encode, either-case decode).

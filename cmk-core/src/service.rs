@@ -142,6 +142,58 @@ pub struct OnboardReport {
     pub entries_written: usize,
 }
 
+/// What [`Cmk::ensure_tenant`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnsureReport {
+    /// The configuration was saved (it was missing or differed).
+    pub configured: bool,
+    /// Onboarding ran (a key was missing, or the configuration changed), and what it did.
+    pub onboarded: Option<OnboardReport>,
+}
+
+/// The registry entries `config` needs that `entries` lacks: version 1 of each class's KEK and
+/// of the two roots. Only a live entry under the configured master key counts: a forged entry
+/// must not stop onboarding from provisioning the real one.
+fn missing_entries(
+    config: &TenantConfig,
+    entries: &[RegistryEntry],
+) -> Vec<(Purpose, String, u32, KeyRef)> {
+    let has = |purpose: Purpose, policy: &str| {
+        let trusted = match purpose {
+            Purpose::Kek => Class::new(policy)
+                .ok()
+                .and_then(|c| config.policies.get(&c))
+                .map(|p| &p.kms_key),
+            _ => Some(&config.root_key),
+        };
+        entries.iter().any(|e| {
+            e.purpose == purpose
+                && e.policy == policy
+                && e.state != KeyState::Destroyed
+                && !e.wrapped.is_empty()
+                && Some(&e.cmk_ref) == trusted
+        })
+    };
+    let mut wanted = Vec::new();
+    for (class, policy) in &config.policies {
+        if !has(Purpose::Kek, class.as_str()) {
+            wanted.push((
+                Purpose::Kek,
+                class.to_string(),
+                kek_id(class.as_str()),
+                policy.kms_key.clone(),
+            ));
+        }
+    }
+    for purpose in [Purpose::IndexRoot, Purpose::DeterministicRoot] {
+        if !has(purpose, "") {
+            wanted.push((purpose, String::new(), 0, config.root_key.clone()));
+        }
+    }
+    wanted
+}
+
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -241,40 +293,7 @@ impl Cmk {
         for key in &keys {
             self.prove_key(ctx, key).await?;
         }
-        // Only a live entry under the configured master key counts: a forged entry must not
-        // stop onboarding from provisioning the real one.
-        let has = |purpose: Purpose, policy: &str| {
-            let trusted = match purpose {
-                Purpose::Kek => Class::new(policy)
-                    .ok()
-                    .and_then(|c| config.policies.get(&c))
-                    .map(|p| &p.kms_key),
-                _ => Some(&config.root_key),
-            };
-            entries.iter().any(|e| {
-                e.purpose == purpose
-                    && e.policy == policy
-                    && e.state != KeyState::Destroyed
-                    && !e.wrapped.is_empty()
-                    && Some(&e.cmk_ref) == trusted
-            })
-        };
-        let mut wanted: Vec<(Purpose, String, u32, KeyRef)> = Vec::new();
-        for (class, policy) in &config.policies {
-            if !has(Purpose::Kek, class.as_str()) {
-                wanted.push((
-                    Purpose::Kek,
-                    class.to_string(),
-                    kek_id(class.as_str()),
-                    policy.kms_key.clone(),
-                ));
-            }
-        }
-        for purpose in [Purpose::IndexRoot, Purpose::DeterministicRoot] {
-            if !has(purpose, "") {
-                wanted.push((purpose, String::new(), 0, config.root_key.clone()));
-            }
-        }
+        let wanted = missing_entries(&config, &entries);
         let mut written = 0;
         for (purpose, policy, id, cmk_ref) in wanted {
             if self
@@ -289,6 +308,71 @@ impl Cmk {
         Ok(OnboardReport {
             proven_keys: keys,
             entries_written: written,
+        })
+    }
+
+    /// Makes sure the context's tenant is configured with `config` and onboarded, doing only
+    /// what is missing, so that an application can call it at every start: the configuration
+    /// is saved when none is stored or the stored one differs (as the next revision), and
+    /// onboarding runs when the registry lacks a key the configuration needs. When both
+    /// already match, it reads the configuration and the registry and calls no KMS.
+    ///
+    /// # Errors
+    /// A stored configuration that fails its integrity check, a shredded tenant, and every
+    /// error of [`Cmk::configure_tenant`] and [`Cmk::onboard`].
+    pub async fn ensure_tenant(
+        &self,
+        ctx: &RequestContext,
+        config: &TenantConfig,
+    ) -> Result<EnsureReport> {
+        let tenant = ctx.tenant();
+        let stored = match self.configs.load(tenant).await {
+            Ok(stored) => Some(stored),
+            Err(Error::UnknownTenant { .. }) => None,
+            // A record that fails its MAC or rolls back is never written over silently.
+            Err(e) => return Err(e),
+        };
+        let same = |stored: &TenantConfig| {
+            &TenantConfig {
+                revision: stored.revision,
+                ..config.clone()
+            } == stored
+        };
+        let configured = match stored {
+            Some(stored) if same(&stored) => false,
+            stored => {
+                let next = TenantConfig {
+                    revision: stored
+                        .map_or(config.revision, |s| s.revision.max(config.revision) + 1),
+                    ..config.clone()
+                };
+                match self.configure_tenant(ctx, &next).await {
+                    Ok(()) => true,
+                    // Another instance starting at the same time saved that revision first:
+                    // fine if it saved the same configuration.
+                    Err(Error::ConfigRollback { .. })
+                        if self.configs.load(tenant).await.is_ok_and(|s| same(&s)) =>
+                    {
+                        false
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let entries = self.registry.entries(tenant).await?;
+        if entries.iter().any(|e| e.purpose == Purpose::Tombstone) {
+            return Err(Error::TenantShredded {
+                tenant: tenant.to_string(),
+            });
+        }
+        let onboarded = if configured || !missing_entries(config, &entries).is_empty() {
+            Some(self.onboard(ctx).await?)
+        } else {
+            None
+        };
+        Ok(EnsureReport {
+            configured,
+            onboarded,
         })
     }
 

@@ -7,6 +7,7 @@ use cmk_core::format::aad::Aad;
 use cmk_core::kms::{KeyRef, Kms, KmsErrorKind};
 use cmk_core::registry::{KeyRegistry, KeyState, Purpose, RegistryEntry, entry_aad, kek_id};
 use cmk_core::schema::{FieldSpec, RowSchema};
+use cmk_core::tenant::TenantConfigStore;
 use cmk_core::{Error, TenantId};
 use common::*;
 
@@ -361,4 +362,81 @@ async fn onboarding_refuses_a_kms_that_does_not_bind_the_context() {
     assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
     assert!(err.to_string().contains("does not bind"), "{err}");
     assert!(registry.entries(c.tenant()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ensure_tenant_does_only_what_is_missing_and_nothing_when_all_matches() {
+    let fx = Fixture::new(&[]).await;
+    let c = ctx("acme");
+    let key = fx.local.create_key("acme").unwrap();
+    let config = config_for("acme", key.clone());
+
+    let first = fx.cmk.ensure_tenant(&c, &config).await.unwrap();
+    assert!(first.configured);
+    assert!(first.onboarded.as_ref().unwrap().entries_written >= 5);
+    fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+
+    // A restart with the same configuration: no write, no KMS call.
+    fx.kms.reset();
+    let again = fx.cmk.ensure_tenant(&c, &config).await.unwrap();
+    assert_eq!((again.configured, again.onboarded), (false, None));
+    assert_eq!(fx.kms.calls(), 0);
+
+    // A new class: the configuration is saved as the next revision and only its KEK is made.
+    let mut grown = config.clone();
+    grown
+        .policies
+        .insert(class("finance"), cmk_core::Policy::new(key));
+    let third = fx.cmk.ensure_tenant(&c, &grown).await.unwrap();
+    assert!(third.configured);
+    assert_eq!(third.onboarded.unwrap().entries_written, 1);
+    assert_eq!(fx.configs.load(c.tenant()).await.unwrap().revision, 2);
+    fx.cmk.keys_for(&c, &["finance"]).await.unwrap();
+}
+
+#[tokio::test]
+async fn ensure_tenant_never_writes_over_a_tampered_configuration_nor_revives_a_shred() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let config = fx.configs.load(c.tenant()).await.unwrap();
+    let mut record = fx.configs.raw(c.tenant()).unwrap();
+    record.mac[0] ^= 1; // a database writer edits the stored record
+    fx.configs.put_raw(record.clone()).unwrap();
+    let err = fx.cmk.ensure_tenant(&c, &config).await.unwrap_err();
+    assert!(matches!(err, Error::ConfigIntegrity { .. }), "{err:?}");
+    assert_eq!(
+        fx.configs.raw(c.tenant()).unwrap(),
+        record,
+        "left for the operator"
+    );
+
+    let fx = Fixture::new(&["acme"]).await;
+    let config = fx.configs.load(c.tenant()).await.unwrap();
+    fx.cmk.shred_tenant(&c).await.unwrap();
+    let err = fx.cmk.ensure_tenant(&c, &config).await.unwrap_err();
+    assert!(matches!(err, Error::TenantShredded { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_starting_at_once_both_ensure_the_tenant() {
+    let fx = Fixture::new(&[]).await;
+    let key = fx.local.create_key("acme").unwrap();
+    let config = config_for("acme", key);
+    let other = cmk_core::Cmk::builder()
+        .kms(fx.kms.clone())
+        .registry(fx.registry.clone())
+        .configs(fx.configs.clone())
+        .build()
+        .unwrap();
+    let c = ctx("acme");
+    for _ in 0..20 {
+        let (a, b) = tokio::join!(
+            fx.cmk.ensure_tenant(&c, &config),
+            other.ensure_tenant(&c, &config)
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+    assert_eq!(fx.configs.load(c.tenant()).await.unwrap().revision, 1);
+    other.keys_for(&c, &["private"]).await.unwrap();
 }
