@@ -127,10 +127,30 @@ impl CmkBuilder {
             configs: self
                 .configs
                 .ok_or_else(|| missing("a tenant configuration store (.configs(...))"))?,
-            sink: self.sink.unwrap_or_else(|| Arc::new(TracingSink)),
+            sink: self.sink.unwrap_or_else(|| {
+                warn_if_events_go_nowhere();
+                Arc::new(TracingSink)
+            }),
             settings: self.settings,
         })
     }
+}
+
+/// Says once per process, on standard error, that the default event sink (`tracing`) has no
+/// subscriber to reach: an application that logs another way would otherwise never see a
+/// security event and never learn why.
+fn warn_if_events_go_nowhere() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    ONCE.call_once(|| {
+        eprintln!(
+            "cmk: security events go to `tracing` (target `cmk::security`), but no tracing \
+             subscriber is installed, so they reach nobody: install one before building Cmk, \
+             or give Cmk::builder().sink(...) (docs/EVENTS.md)"
+        );
+    });
 }
 
 /// What onboarding did.
