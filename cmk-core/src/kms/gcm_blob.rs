@@ -6,7 +6,8 @@ use crate::crypto::aead::{NONCE_LEN, TAG_LEN};
 
 const VERSION: u8 = 0x01;
 
-/// A blob's parts.
+/// A blob's parts (PKCS#11 takes ciphertext and tag as one slice, KMIP apart).
+#[cfg_attr(not(feature = "kmip"), allow(dead_code))]
 pub(crate) struct Parts<'a> {
     pub(crate) iv: [u8; NONCE_LEN],
     pub(crate) ciphertext: &'a [u8],

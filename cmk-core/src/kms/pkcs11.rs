@@ -75,6 +75,22 @@ fn library(module: &Path) -> Result<Pkcs11, KmsError> {
     Ok(p)
 }
 
+/// The write lock of each token, one per module path and token label per process: every
+/// [`Pkcs11Kms`] built on the same token shares it, so two instances (two tenants' configs,
+/// two tests) never write token objects alongside each other's calls.
+fn write_lock(module: &Path, token: &str) -> Arc<std::sync::RwLock<()>> {
+    type Locks = Mutex<HashMap<(PathBuf, String), Arc<std::sync::RwLock<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks
+        .entry((module.to_path_buf(), token.to_string()))
+        .or_default()
+        .clone()
+}
+
 /// Sessions older than this are closed rather than reused, so that a PIN the token owner
 /// changed takes effect within a minute (a session stays logged in for its whole life).
 const SESSION_MAX_AGE: Duration = Duration::from_secs(60);
@@ -164,10 +180,10 @@ fn classify(op: &str, e: CkError, decrypting: bool) -> KmsError {
 struct Token {
     pin: AuthPin,
     /// Token-object writes (key management) exclude every other call of this process on the
-    /// token; wraps, unwraps and logins share. SoftHSM2 fails a token-object write that runs
+    /// token, from any instance ([`write_lock`]); wraps, unwraps and logins share. SoftHSM2 fails a token-object write that runs
     /// alongside another session's call with `CKR_GENERAL_ERROR` (measured: creating keys
     /// while other tasks wrapped failed in most runs), and key management is rare.
-    writes: std::sync::RwLock<()>,
+    writes: Arc<std::sync::RwLock<()>>,
     /// Key handles found by label, checked against the label at each use (a scan of the
     /// token's objects costs milliseconds on a token with a thousand keys; reading one
     /// object's label does not).
@@ -255,11 +271,13 @@ impl Pkcs11Kms {
             timeout: shared.timeout,
             tokens: shared.tokens.clone(),
         });
+        let label = label.into();
+        let writes = write_lock(&inner.module, &label);
         inner.tokens.insert(
-            label.into(),
+            label,
             Arc::new(Token {
                 pin: AuthPin::new(pin.into().into()),
-                writes: std::sync::RwLock::new(()),
+                writes,
                 handles: Mutex::new(HashMap::new()),
                 slot: Mutex::new(None),
                 pool: Mutex::new(Vec::new()),
@@ -281,13 +299,22 @@ impl Pkcs11Kms {
         let reference = KeyRef::new(format!("{PROVIDER}:{token}/{label}"))
             .map_err(|e| KmsError::new(KmsErrorKind::Invalid, e.to_string()))?;
         let label = label.to_string();
+        // A general error may leave the key made (PKCS#11 says the call may have partly
+        // succeeded): on the retry, the one key of that label this call generated is success.
+        let generated = std::sync::atomic::AtomicBool::new(false);
         self.managing(token, move |s| {
-            if !find_keys(s, &label)?.is_empty() {
+            let existing = find_keys(s, &label)?;
+            if generated.load(std::sync::atomic::Ordering::SeqCst) && existing.len() == 1 {
+                return Ok(());
+            }
+            if !existing.is_empty() {
                 return Err(KmsError::new(
                     KmsErrorKind::Invalid,
                     format!("a key labelled `{label}` exists already"),
-                ));
+                )
+                .into());
             }
+            generated.store(true, std::sync::atomic::Ordering::SeqCst);
             s.generate_key(
                 &Mechanism::AesKeyGen,
                 &[
@@ -301,10 +328,10 @@ impl Pkcs11Kms {
                     Attribute::Modifiable(true),
                     Attribute::Encrypt(true),
                     Attribute::Decrypt(true),
-                    Attribute::Label(label.into_bytes()),
+                    Attribute::Label(label.clone().into_bytes()),
                 ],
             )
-            .map_err(|e| classify("C_GenerateKey", e, false))?;
+            .map_err(|e| call_failure("C_GenerateKey", e, false))?;
             Ok(())
         })
         .await?;
@@ -325,7 +352,7 @@ impl Pkcs11Kms {
                 handle,
                 &[Attribute::Encrypt(permitted), Attribute::Decrypt(permitted)],
             )
-            .map_err(|e| classify("C_SetAttributeValue", e, false))
+            .map_err(|e| call_failure("C_SetAttributeValue", e, false))
         })
         .await
     }
@@ -337,10 +364,14 @@ impl Pkcs11Kms {
     pub async fn destroy_object(&self, key: &KeyRef) -> Result<(), KmsError> {
         let (token, label) = parse(key)?;
         let label = label.to_string();
+        // Not retried: a destroy that partly succeeded would make the retry fail *not found*
+        // and leave the caller unsure; the caller's own retry says which.
         self.managing(token, move |s| {
             let handle = one_key(s, &label)?;
-            s.destroy_object(handle)
-                .map_err(|e| classify("C_DestroyObject", e, false))
+            s.destroy_object(handle).map_err(|e| Failure {
+                error: classify("C_DestroyObject", e, false),
+                retry: false,
+            })
         })
         .await
     }
@@ -350,7 +381,7 @@ impl Pkcs11Kms {
     async fn managing<T: Send + 'static>(
         &self,
         token: &str,
-        f: impl FnOnce(&Session) -> Result<T, KmsError> + Send + 'static,
+        f: impl Fn(&Session) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, KmsError> {
         let inner = Arc::clone(&self.inner);
         let token = token.to_string();
@@ -416,10 +447,13 @@ impl Inner {
         })
     }
 
+    /// Runs `f` on the token's management session, alone among this process's calls on the
+    /// token; a failure a fresh session may not repeat (see [`Failure`]) tries once more on a
+    /// new session (another process's write can still collide with this one).
     fn with_manager<T>(
         &self,
         label: &str,
-        f: impl FnOnce(&Session) -> Result<T, KmsError>,
+        f: impl Fn(&Session) -> Result<T, Failure>,
     ) -> Result<T, KmsError> {
         let token = self.token(label)?;
         let _alone = token.writes.write().map_err(|_| lock_poisoned())?;
@@ -428,9 +462,27 @@ impl Inner {
             Some(s) => s,
             None => self.open(label, token)?,
         };
-        let result = f(&session);
+        let failure = match f(&session) {
+            Ok(v) => {
+                *manager = Some(session);
+                return Ok(v);
+            }
+            Err(failure) if !failure.retry => {
+                *manager = Some(session);
+                return Err(failure.error);
+            }
+            Err(failure) => failure,
+        };
+        drop(session);
+        if failure.error.kind == KmsErrorKind::Unavailable
+            && let Ok(mut slot) = token.slot.lock()
+        {
+            *slot = None;
+        }
+        let fresh = self.open(label, token)?;
+        let result = f(&fresh).map_err(|again| again.error);
         if !matches!(&result, Err(e) if e.kind == KmsErrorKind::Unavailable) {
-            *manager = Some(session);
+            *manager = Some(fresh);
         }
         result
     }
