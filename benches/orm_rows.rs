@@ -310,7 +310,6 @@ fn value(i: usize, field: u8) -> String {
 
 struct Fixture {
     cmk_kms: Arc<CountingKms>,
-    ctx: RequestContext,
     keys: Arc<TenantKeys>,
     plain: Vec<Plain>,
     rows: Vec<Row>,
@@ -368,7 +367,6 @@ async fn fixture(n: usize) -> Fixture {
         .collect();
     Fixture {
         cmk_kms: kms,
-        ctx,
         keys,
         plain,
         rows,
@@ -479,7 +477,7 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
         .unwrap();
     }
     let envelope = baseline::Baseline::new();
-    let (ctx, keys) = (&fx.ctx, &fx.keys);
+    let keys = &fx.keys;
     let calls_before = fx.cmk_kms.unwraps.load(Ordering::Relaxed);
     let ranges = batch_ranges(fx.plain.len());
     let mut rounds_done = Vec::new();
@@ -543,7 +541,7 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
                 _ => {
                     measure_async(async {
                         let txn = db.begin().await.unwrap();
-                        cmk::seaorm::ops::insert_many(&txn, ctx, keys, rows)
+                        cmk::seaorm::ops::insert_many(&txn, keys, rows)
                             .await
                             .unwrap();
                         txn.commit().await.unwrap();
@@ -596,7 +594,6 @@ async fn run_sea(db: &DatabaseConnection, fx: &Fixture, blob: &str) -> Results {
                         measure_async(async {
                             let rows: Vec<sea_row::SeaRow> = cmk::seaorm::ops::load_all(
                                 db,
-                                ctx,
                                 keys,
                                 sea_row::Entity::find().filter(sea_row::Column::Id.between(lo, hi)),
                             )
@@ -628,7 +625,7 @@ macro_rules! define_run {
     .unwrap();
     let envelope = baseline::Baseline::new();
     let n = fx.plain.len();
-    let (ctx, keys) = (&fx.ctx, &fx.keys);
+    let keys = &fx.keys;
     let calls_before = fx.cmk_kms.unwraps.load(Ordering::Relaxed);
     let ranges = batch_ranges(n);
     let mut rounds_done = Vec::new();
@@ -654,7 +651,7 @@ macro_rules! define_run {
                 }),
                 _ => measure(|| {
                     conn.transaction::<_, cmk::diesel::Error, _>(|c| {
-                        ops::insert_many(c, ctx, keys, bench_rows::table, rows)
+                        ops::insert_many(c, keys, rows)
                     })
                     .unwrap();
                 }),
@@ -680,7 +677,7 @@ macro_rules! define_run {
                     }),
                     _ => measure(|| {
                         let rows: Vec<Row> =
-                            ops::load_all(conn, ctx, keys, bench_rows::table.filter(bench_rows::id.between(lo, hi)))
+                            ops::load_all(conn, keys, bench_rows::table.filter(bench_rows::id.between(lo, hi)))
                                 .unwrap();
                         black_box(rows);
                     }),
@@ -696,7 +693,7 @@ macro_rules! define_run {
                     let rx = Arc::clone(&rx);
                     s.spawn(move || loop {
                         let Ok(batch) = rx.lock().unwrap().recv() else { break };
-                        for r in Row::unseal_many_owned(batch, ctx, keys) {
+                        for r in Row::unseal_many_owned(batch, keys) {
                             black_box(r.unwrap());
                         }
                     });
@@ -878,10 +875,10 @@ fn envelope_cost(fx: &Fixture) -> (f64, f64) {
     let n = values.len();
     // cmk's own sealing and unsealing of the same rows, without a database.
     let mut cmk_sealed = Vec::with_capacity(n);
-    let cmk_seal = measure(|| cmk_sealed = Row::seal_many(&fx.rows, &fx.ctx, &fx.keys));
+    let cmk_seal = measure(|| cmk_sealed = Row::seal_many(&fx.rows, &fx.keys));
     let cmk_sealed: Vec<SealedRow> = cmk_sealed.into_iter().map(Result::unwrap).collect();
     let cmk_unseal = measure(|| {
-        for r in Row::unseal_many(&cmk_sealed, &fx.ctx, &fx.keys) {
+        for r in Row::unseal_many(&cmk_sealed, &fx.keys) {
             black_box(r.unwrap());
         }
     });
@@ -912,23 +909,23 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(10_000);
-        let sealed = fx.rows[0].seal(&fx.ctx, &fx.keys).unwrap();
+        let sealed = fx.rows[0].seal(&fx.keys).unwrap();
         let t = Instant::now();
         for _ in 0..times {
-            black_box(Row::unseal(black_box(&sealed), &fx.ctx, &fx.keys).unwrap());
+            black_box(Row::unseal(black_box(&sealed), &fx.keys).unwrap());
         }
         let one = t.elapsed().as_nanos() as f64 / times as f64;
-        let all: Vec<SealedRow> = Row::seal_many(&fx.rows, &fx.ctx, &fx.keys)
+        let all: Vec<SealedRow> = Row::seal_many(&fx.rows, &fx.keys)
             .into_iter()
             .map(Result::unwrap)
             .collect();
         let t = Instant::now();
         for r in &all {
-            black_box(Row::unseal(black_box(r), &fx.ctx, &fx.keys).unwrap());
+            black_box(Row::unseal(black_box(r), &fx.keys).unwrap());
         }
         let each = t.elapsed().as_nanos() as f64 / all.len() as f64;
         let t = Instant::now();
-        for r in Row::unseal_many(&all, &fx.ctx, &fx.keys) {
+        for r in Row::unseal_many(&all, &fx.keys) {
             black_box(r.unwrap());
         }
         let many = t.elapsed().as_nanos() as f64 / all.len() as f64;

@@ -145,12 +145,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ssn: None,
         },
     ];
-    ops::insert_many(&db, &ctx, &keys, &people).await?;
+    ops::insert_many(&db, &keys, &people).await?;
 
     // 4. Query by blind index: plaintext in, the tenant constrained.
     let by_email = Patient::by_email(&keys, b"ann@EXAMPLE.com")?;
     let ann: Option<Patient> =
-        ops::one(&db, &ctx, &keys, patient::Entity::find().filter(by_email)).await?;
+        ops::one(&db, &keys, patient::Entity::find().filter(by_email)).await?;
     println!("found by email: {ann:?}");
 
     // 5. Ordinary SeaORM queries load the plaintext model inside a task-local key scope.
@@ -193,7 +193,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 7. Update: a guarded read-modify-write, re-sealed with fresh DEKs.
     let moved = ops::update(
         &db,
-        &ctx,
         &keys,
         patient::Entity::find_by_id(1),
         |p: &mut Patient| p.email = "ann@example.org".into(),
@@ -220,17 +219,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 9. A nurse may not read `restricted`: a partial read withholds it.
-    let nurse =
-        RequestContext::new(TenantId::new("acme")?).with_actor(Actor::User("nurse-1".into()));
-    println!(
-        "nurse sees: {:?}",
-        Patient::unseal_partial(&after, &nurse, &keys)?
-    );
+    // The same keys acting for her: no KMS call, her roles (none).
+    let nurse = keys.as_actor(Actor::User("nurse-1".into()), [] as [&str; 0]);
+    println!("nurse sees: {:?}", Patient::unseal_partial(&after, &nurse)?);
 
     // 10. globex cannot read acme's row, even with its own valid keys.
     let globex = RequestContext::new(TenantId::new("globex")?);
     let globex_keys = cmk.keys_for(&globex, Patient::CLASSES).await?;
-    match Patient::unseal(&after, &globex, &globex_keys) {
+    match Patient::unseal(&after, &globex_keys) {
         Err(e) => println!("globex reading acme's row: {e}"),
         Ok(_) => return Err("another tenant must not read acme's rows".into()),
     }
@@ -242,8 +238,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rotated = cmk.rotate_master_key(&admin, &new_master).await?;
     println!("rotated acme's master key: {rotated:?}");
     let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;
-    let reread: Option<Patient> =
-        ops::one(&db, &ctx, &keys, patient::Entity::find_by_id(1)).await?;
+    let reread: Option<Patient> = ops::one(&db, &keys, patient::Entity::find_by_id(1)).await?;
     println!(
         "row 1 still reads after the rotation: {}",
         reread.as_ref() == Some(&moved)
@@ -254,7 +249,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let report = cmk.renew_due().await;
     println!("renewal pass: {report:?}");
-    match ops::one::<Patient, _, _>(&db, &ctx, &keys, patient::Entity::find_by_id(1)).await {
+    match ops::one::<Patient, _, _>(&db, &keys, patient::Entity::find_by_id(1)).await {
         Err(e) => println!("the handle in hand now fails: {e}"),
         Ok(_) => return Err("a revoked lease must stop reads".into()),
     }

@@ -127,3 +127,8 @@ pub use cmk_diesel as diesel;
 /// SeaORM value types of sealed rows.
 #[cfg(feature = "seaorm")]
 pub use cmk_seaorm as seaorm;
+
+/// The embedded default in one call: the local keyring, an operator key kept beside it,
+/// cmk's tables in SQLite and events to a JSON Lines file, in one directory.
+#[cfg(feature = "diesel")]
+pub use cmk_diesel::embedded;

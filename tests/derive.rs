@@ -71,7 +71,7 @@ async fn every_field_type_round_trips_with_and_without_values() {
             ..ann()
         },
     ] {
-        let sealed = p.seal(&ctx, &keys).unwrap();
+        let sealed = p.seal(&keys).unwrap();
         // Unclassified fields are copied; classified ones are ciphertext.
         assert_eq!(
             (sealed.id, sealed.created_at, sealed.tenant_id.as_str()),
@@ -89,9 +89,9 @@ async fn every_field_type_round_trips_with_and_without_values() {
         assert!(!sealed.diagnosis.is_empty());
         // Padding hides the photo's exact length.
         assert_eq!((sealed.photo.len() - 30) % 64, 0);
-        assert_eq!(Patient::unseal(&sealed, &ctx, &keys).unwrap(), p);
+        assert_eq!(Patient::unseal(&sealed, &keys).unwrap(), p);
         // The owned form moves the unclassified fields and gives the same model.
-        assert_eq!(Patient::unseal_owned(sealed, &ctx, &keys).unwrap(), p);
+        assert_eq!(Patient::unseal_owned(sealed, &keys).unwrap(), p);
     }
 }
 
@@ -99,7 +99,7 @@ async fn every_field_type_round_trips_with_and_without_values() {
 async fn blind_index_lookups_take_plaintext() {
     let (cmk, ctx) = setup().await;
     let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
-    let sealed = ann().seal(&ctx, &keys).unwrap();
+    let sealed = ann().seal(&keys).unwrap();
     let wanted = Patient::email_blind_index(&keys, b" ann@example.COM ").unwrap();
     assert!(wanted.contains(&sealed.email_bidx));
 }
@@ -108,17 +108,17 @@ async fn blind_index_lookups_take_plaintext() {
 async fn tampering_another_tenant_and_row_ids_are_caught() {
     let (cmk, ctx) = setup().await;
     let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
-    let sealed = ann().seal(&ctx, &keys).unwrap();
+    let sealed = ann().seal(&keys).unwrap();
     let mut moved = sealed.clone();
     moved.id = 8; // application-assigned ids are bound
     assert!(matches!(
-        Patient::unseal(&moved, &ctx, &keys),
+        Patient::unseal(&moved, &keys),
         Err(Error::Tampered)
     ));
     let mut flipped = sealed.clone();
     flipped.ssn[20] ^= 1;
     assert!(matches!(
-        Patient::unseal(&flipped, &ctx, &keys),
+        Patient::unseal(&flipped, &keys),
         Err(Error::Tampered)
     ));
     let other = Patient {
@@ -126,13 +126,15 @@ async fn tampering_another_tenant_and_row_ids_are_caught() {
         ..ann()
     };
     assert!(matches!(
-        other.seal(&ctx, &keys),
+        other.seal(&keys),
         Err(Error::TenantMismatch { .. })
     ));
-    let nurse = RequestContext::new(TenantId::new("acme").unwrap());
-    let mut cfg_keys_nurse = sealed.clone();
-    cfg_keys_nurse.created_at += 1; // unclassified fields are not bound: allowed
-    assert!(Patient::unseal(&cfg_keys_nurse, &nurse, &keys).is_ok());
+    let nurse = keys
+        .with_context(RequestContext::new(TenantId::new("acme").unwrap()))
+        .unwrap();
+    let mut changed = sealed.clone();
+    changed.created_at += 1; // unclassified fields are not bound: allowed
+    assert!(Patient::unseal(&changed, &nurse).is_ok());
 }
 
 /// The same table after a refactor: struct and field renamed, the field kept on its column.
@@ -162,7 +164,7 @@ struct PatientV2 {
 async fn a_renamed_struct_and_field_read_rows_sealed_before_the_rename() {
     let (cmk, ctx) = setup().await;
     let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
-    let old = ann().seal(&ctx, &keys).unwrap();
+    let old = ann().seal(&keys).unwrap();
     let as_v2 = SealedPatientV2 {
         id: old.id,
         tenant_id: old.tenant_id.clone(),
@@ -179,7 +181,7 @@ async fn a_renamed_struct_and_field_read_rows_sealed_before_the_rename() {
         restricted_keys: old.restricted_keys.clone(),
         secret_keys: old.secret_keys.clone(),
     };
-    let v2 = PatientV2::unseal(&as_v2, &ctx, &keys).unwrap();
+    let v2 = PatientV2::unseal(&as_v2, &keys).unwrap();
     assert_eq!(v2.full_name.as_deref(), Some("Ann"));
 }
 
@@ -204,14 +206,15 @@ async fn partial_views_withhold_classes_the_actor_may_not_read() {
     })
     .await;
     let keys = cmk.keys_for(&doctor, Patient::CLASSES).await.unwrap();
-    let sealed = ann().seal(&doctor, &keys).unwrap();
+    let sealed = ann().seal(&keys).unwrap();
 
-    let nurse = RequestContext::new(TenantId::new("acme").unwrap()).with_role("nurse");
+    // The same leases acting for a nurse: no KMS call, the nurse's roles.
+    let nurse = keys.as_actor(cmk::Actor::User("n-1".into()), ["nurse"]);
     assert!(matches!(
-        Patient::unseal(&sealed, &nurse, &keys),
+        Patient::unseal(&sealed, &nurse),
         Err(Error::AccessDenied { .. })
     ));
-    let view = Patient::unseal_partial(&sealed, &nurse, &keys).unwrap();
+    let view = Patient::unseal_partial(&sealed, &nurse).unwrap();
     assert_eq!(
         view.email.revealed().map(String::as_str),
         Some("Ann@Example.com")
@@ -227,13 +230,13 @@ async fn partial_views_withhold_classes_the_actor_may_not_read() {
     assert!(!format!("{view:?}").contains("Ann"));
 
     // Batches report per row, by position.
-    let mut rows = Patient::seal_many(&[ann(), Patient { id: 8, ..ann() }], &doctor, &keys)
+    let mut rows = Patient::seal_many(&[ann(), Patient { id: 8, ..ann() }], &keys)
         .into_iter()
         .map(Result::unwrap)
         .collect::<Vec<_>>();
     rows[1].ssn[25] ^= 1;
-    let out = Patient::unseal_many(&rows, &doctor, &keys);
+    let out = Patient::unseal_many(&rows, &keys);
     assert!(out[0].is_ok() && matches!(out[1], Err(Error::Tampered)));
-    let owned = Patient::unseal_many_owned(rows, &doctor, &keys);
+    let owned = Patient::unseal_many_owned(rows, &keys);
     assert!(matches!(&owned[0], Ok(p) if p.id == 7) && matches!(owned[1], Err(Error::Tampered)));
 }

@@ -127,10 +127,10 @@ macro_rules! backend_tests {
 
                 // The tokio pattern: keys fetched async, sealing and Diesel on the blocking pool.
                 let conn = db.conn.clone();
-                let (k, c, rows) = (keys.clone(), ctx.clone(), people.clone());
+                let (k, _, rows) = (keys.clone(), ctx.clone(), people.clone());
                 let inserted = tokio::task::spawn_blocking(move || {
                     let mut conn = conn.lock().unwrap();
-                    ops::insert_many(&mut *conn, &c, &k, patients::table, &rows)
+                    ops::insert_many(&mut *conn, &k, &rows)
                 })
                 .await
                 .unwrap()
@@ -140,13 +140,12 @@ macro_rules! backend_tests {
                 let mut conn = db.conn.lock().unwrap();
                 let conn = &mut *conn;
                 let all: Vec<Patient> =
-                    ops::load_all(conn, &ctx, &keys, patients::table.order(patients::id)).unwrap();
+                    ops::load_all(conn, &keys, patients::table.order(patients::id)).unwrap();
                 assert_eq!(all, people);
 
                 // By blind index, plaintext in and tenant constrained.
                 let ann: Patient = ops::first(
                     conn,
-                    &ctx,
                     &keys,
                     patients::table.filter(Patient::by_email(&keys, b"ANN@example.com ").unwrap()),
                 )
@@ -158,14 +157,14 @@ macro_rules! backend_tests {
                 let mut changed = ann.clone();
                 changed.email = "ann@new.example".into();
                 assert_eq!(
-                    ops::update(conn, &ctx, &keys, patients::table.find(1), &changed).unwrap(),
+                    ops::update(conn, &keys, patients::table.find(1), &changed).unwrap(),
                     1
                 );
                 let after: SealedPatient = patients::table.find(1).first(conn).unwrap();
                 assert_ne!(before.private_keys, after.private_keys);
                 assert_ne!(before.restricted_keys, after.restricted_keys);
                 let reread: Patient =
-                    ops::first(conn, &ctx, &keys, patients::table.find(1)).unwrap();
+                    ops::first(conn, &keys, patients::table.find(1)).unwrap();
                 assert_eq!(reread, changed);
                 assert!(
                     patients::table
@@ -210,17 +209,17 @@ macro_rules! backend_tests {
 
                 // Per-row failures: the copied row is reported in place, the rest returned.
                 let rows: Vec<cmk::Result<Patient>> =
-                    ops::load(conn, &ctx, &keys, patients::table.order(patients::id)).unwrap();
+                    ops::load(conn, &keys, patients::table.order(patients::id)).unwrap();
                 assert_eq!(rows.len(), 4);
                 assert_eq!(rows[1].as_ref().unwrap(), &people[1]);
                 assert!(rows[3].is_err());
-                let strict = ops::load_all::<Patient, _, _>(conn, &ctx, &keys, patients::table.order(patients::id));
+                let strict = ops::load_all::<Patient, _, _>(conn, &keys, patients::table.order(patients::id));
                 assert!(matches!(strict, Err(cmk::diesel::Error::Row { position: 3, .. })), "{strict:?}");
 
                 // Errors pass through `conn.transaction` both ways.
                 let err = conn
                     .transaction::<(), cmk::diesel::Error, _>(|conn| {
-                        ops::first::<Patient, _, _>(conn, &ctx, &keys, patients::table.find(4))?;
+                        ops::first::<Patient, _, _>(conn, &keys, patients::table.find(4))?;
                         Ok(())
                     })
                     .unwrap_err();
@@ -235,7 +234,7 @@ macro_rules! backend_tests {
                 assert!(matches!(back, cmk::diesel::Error::Cmk(_)), "{back:?}");
                 // Delete, in one transaction with its DATA_DELETE event.
                 assert_eq!(
-                    ops::delete::<Patient, _, _>(conn, &ctx, &keys, patients::table.filter(patients::id.eq(4))).unwrap(),
+                    ops::delete::<Patient, _, _>(conn, &keys, patients::table.filter(patients::id.eq(4))).unwrap(),
                     1
                 );
             }
@@ -246,7 +245,7 @@ macro_rules! backend_tests {
                 db.execute(&schema(db_dialect(&db)));
                 let (keys, ctx) = keys().await;
                 let original = patient(1, "ann@example.com", Some("111".into()));
-                ops::insert(&mut *db.conn.lock().unwrap(), &ctx, &keys, patients::table, &original)
+                ops::insert(&mut *db.conn.lock().unwrap(), &keys, &original)
                     .unwrap();
                 for compare_and_set in [false, true] {
                     let barrier = Arc::new(std::sync::Barrier::new(2));
@@ -254,7 +253,7 @@ macro_rules! backend_tests {
                         .into_iter()
                         .map(|who| {
                             let mut conn = db.connect();
-                            let (keys, ctx, barrier) = (keys.clone(), ctx.clone(), barrier.clone());
+                            let (keys, _, barrier) = (keys.clone(), ctx.clone(), barrier.clone());
                             std::thread::spawn(move || {
                                 let read: SealedPatient =
                                     patients::table.find(1).first(&mut conn).unwrap();
@@ -263,9 +262,9 @@ macro_rules! backend_tests {
                                 let mine = patient(1, &format!("{who}@example.com"), Some(format!("{who}-ssn")));
                                 let target = patients::table.find(1);
                                 let outcome = if compare_and_set {
-                                    ops::update_if_unchanged(&mut conn, &ctx, &keys, target, &read, &mine)
+                                    ops::update_if_unchanged(&mut conn, &keys, target, &read, &mine)
                                 } else {
-                                    ops::update(&mut conn, &ctx, &keys, target, &mine).map(|_| ())
+                                    ops::update(&mut conn, &keys, target, &mine).map(|_| ())
                                 };
                                 (mine, outcome)
                             })
@@ -275,7 +274,7 @@ macro_rules! backend_tests {
                     // Every field decrypts, to one writer's values: never a mix, never a field
                     // under a DEK that is not stored.
                     let now: Patient =
-                        ops::first(&mut *db.conn.lock().unwrap(), &ctx, &keys, patients::table.find(1))
+                        ops::first(&mut *db.conn.lock().unwrap(), &keys, patients::table.find(1))
                             .unwrap();
                     if compare_and_set {
                         let won: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
@@ -311,18 +310,18 @@ macro_rules! backend_tests {
                 let mut conn = db.conn.lock().unwrap();
                 let conn = &mut *conn;
                 let rows = [patient(1, "a@example.com", None), patient(2, "b@example.com", None)];
-                ops::insert_many(conn, &ctx, &keys, patients::table, &rows).unwrap();
+                ops::insert_many(conn, &keys, &rows).unwrap();
                 let count = |conn: &mut _| patients::table.count().get_result::<i64>(conn).unwrap();
 
                 sink.set_failing(true);
-                let err = ops::delete::<Patient, _, _>(conn, &ctx, &keys, patients::table.find(1))
+                let err = ops::delete::<Patient, _, _>(conn, &keys, patients::table.find(1))
                     .unwrap_err();
                 assert!(matches!(err.cmk(), Some(cmk::Error::AuditFailClosed(_))), "{err:?}");
                 assert_eq!(count(conn), 2, "the delete was rolled back");
 
                 sink.set_failing(false);
                 assert_eq!(
-                    ops::delete::<Patient, _, _>(conn, &ctx, &keys, patients::table.find(1)).unwrap(),
+                    ops::delete::<Patient, _, _>(conn, &keys, patients::table.find(1)).unwrap(),
                     1
                 );
                 assert_eq!(count(conn), 1);
@@ -371,10 +370,10 @@ macro_rules! backend_tests {
                 // plaintext model loaded inside a key scope on that thread.
                 let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
                 let people = vec![patient(1, "ann@example.com", None), patient(2, "bob@example.com", Some("2".into()))];
-                let (p, k, c, rows) = (pool.clone(), keys.clone(), ctx.clone(), people.clone());
+                let (p, k, _, rows) = (pool.clone(), keys.clone(), ctx.clone(), people.clone());
                 let loaded: Vec<Patient> = tokio::task::spawn_blocking(move || {
                     let mut conn = p.get().unwrap();
-                    ops::insert_many(&mut *conn, &c, &k, patients::table, &rows).unwrap();
+                    ops::insert_many(&mut *conn, &k, &rows).unwrap();
                     k.scope(|| patients::table.order(patients::id).load::<Patient>(&mut *conn))
                 })
                 .await
@@ -387,7 +386,7 @@ macro_rules! backend_tests {
             async fn a_dump_of_the_database_holds_no_plaintext() {
                 let db = $make();
                 db.execute(&schema(db_dialect(&db)));
-                let (keys, ctx) = keys().await;
+                let (keys, _) = keys().await;
                 let canaries: Vec<String> =
                     (0..20).map(|i| format!("Canary-{i:02}-Zebra-Quokka")).collect();
                 let rows: Vec<Patient> = canaries
@@ -398,14 +397,14 @@ macro_rules! backend_tests {
                 let planted = "Planted-Plaintext-Control-7";
                 {
                     let mut conn = db.conn.lock().unwrap();
-                    ops::insert_many(&mut *conn, &ctx, &keys, patients::table, &rows).unwrap();
+                    ops::insert_many(&mut *conn, &keys, &rows).unwrap();
                     diesel::insert_into(planted::table)
                         .values((planted::id.eq(1), planted::note.eq(planted)))
                         .execute(&mut *conn)
                         .unwrap();
                     let mut one = rows[0].clone();
                     one.ssn = Some("Canary-updated-Walrus".into());
-                    ops::update(&mut *conn, &ctx, &keys, patients::table.find(1), &one).unwrap();
+                    ops::update(&mut *conn, &keys, patients::table.find(1), &one).unwrap();
                 }
                 let dump = db.dump();
                 // The scan must be able to fail: the planted plaintext is found.

@@ -119,7 +119,7 @@ macro_rules! backend_tests {
                 // A connection of the test's own: no lock held across the awaits below.
                 let mut own = db.connect();
                 let conn = &mut own;
-                ops::insert_many(conn, &ctx, &v1, accounts::table, &people).unwrap();
+                ops::insert_many(conn, &v1, &people).unwrap();
 
                 for class in ["private", "restricted"] {
                     assert_eq!(cmk.roll_over_kek(&ctx, class).await.unwrap(), 2);
@@ -145,7 +145,6 @@ macro_rules! backend_tests {
                 // A run that stops after its first chunk (a crash, as far as the table knows).
                 let first = jobs::rekey_table::<Account, _, _, _, _>(
                     conn,
-                    &ctx,
                     &keys,
                     chunks(None),
                     load,
@@ -160,14 +159,13 @@ macro_rules! backend_tests {
                 );
                 assert_eq!(first.after, Some(100));
                 let all: Vec<Account> =
-                    ops::load_all(conn, &ctx, &keys, accounts::table.order(accounts::id)).unwrap();
+                    ops::load_all(conn, &keys, accounts::table.order(accounts::id)).unwrap();
                 assert_eq!(all, people, "every row reads mid-job");
 
                 // Resumed from the checkpoint: the completed chunk is not read again.
                 let mut seen = Vec::new();
                 let rest = jobs::rekey_table::<Account, _, _, _, _>(
                     conn,
-                    &ctx,
                     &keys,
                     chunks(first.after),
                     load,
@@ -186,7 +184,6 @@ macro_rules! backend_tests {
                 // Idempotent: a third run rewrites nothing.
                 let again = jobs::rekey_table::<Account, _, _, _, _>(
                     conn,
-                    &ctx,
                     &keys,
                     chunks(None),
                     load,
@@ -203,7 +200,7 @@ macro_rules! backend_tests {
                 }
                 let keys = cmk.keys_for(&ctx, Account::CLASSES).await.unwrap();
                 let all: Vec<Account> =
-                    ops::load_all(conn, &ctx, &keys, accounts::table.order(accounts::id)).unwrap();
+                    ops::load_all(conn, &keys, accounts::table.order(accounts::id)).unwrap();
                 assert_eq!(all, people);
             }
 
@@ -248,7 +245,6 @@ macro_rules! backend_tests {
                 };
                 let first = jobs::encrypt_plaintext::<Member, _, _, _, _, _>(
                     conn,
-                    &ctx,
                     &keys,
                     Chunks {
                         size: 10,
@@ -266,7 +262,6 @@ macro_rules! backend_tests {
                 );
                 let sealed: Vec<Member> = ops::load_all(
                     conn,
-                    &ctx,
                     &keys,
                     members::table
                         .filter(members::private_keys.is_not_null())
@@ -288,14 +283,12 @@ macro_rules! backend_tests {
                             email: "app-wrote@example.com".into(),
                         };
                         let mut other = db.conn.lock().unwrap();
-                        ops::update(&mut *other, &ctx, &keys, members::table.find(15), &mine)
-                            .unwrap();
+                        ops::update(&mut *other, &keys, members::table.find(15), &mine).unwrap();
                     }
                     to_model(legacy)
                 };
                 let rest = jobs::encrypt_plaintext::<Member, _, _, _, _, _>(
                     conn,
-                    &ctx,
                     &keys,
                     Chunks {
                         size: 10,
@@ -313,7 +306,6 @@ macro_rules! backend_tests {
                 );
                 let fifteen: Member = ops::first(
                     conn,
-                    &ctx,
                     &keys,
                     members::table.find(15).select(SealedMember::as_select()),
                 )
@@ -322,7 +314,6 @@ macro_rules! backend_tests {
                 // Nothing left: the legacy filter finds no rows.
                 let again = jobs::encrypt_plaintext::<Member, _, _, _, _, _>(
                     conn,
-                    &ctx,
                     &keys,
                     Chunks {
                         size: 10,
@@ -342,7 +333,6 @@ macro_rules! backend_tests {
                     .unwrap();
                 let all: Vec<Member> = ops::load_all(
                     conn,
-                    &ctx,
                     &keys,
                     members::table
                         .order(members::id)

@@ -95,10 +95,7 @@ async fn plaintext_models_load_through_diesel_queries_inside_a_key_scope() {
             ssn: None,
         },
     ];
-    let sealed: Vec<SealedPatient> = people
-        .iter()
-        .map(|p| p.seal(&ctx, &keys).unwrap())
-        .collect();
+    let sealed: Vec<SealedPatient> = people.iter().map(|p| p.seal(&keys).unwrap()).collect();
     diesel::insert_into(patients::table)
         .values(&sealed)
         .execute(&mut conn)
@@ -231,7 +228,7 @@ async fn database_assigned_ids_insert_without_the_id_column() {
             tenant_id: "acme".into(),
             body: body.into(),
         };
-        let row = draft.seal(&ctx, &keys).unwrap().without_id();
+        let row = draft.seal(&keys).unwrap().without_id();
         diesel::insert_into(notes::table)
             .values(&row)
             .execute(&mut conn)

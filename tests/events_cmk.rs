@@ -177,8 +177,8 @@ fn child_reads_fail_closed() {
     let cmk = rt.block_on(cmk_with(pipeline, &[("acme", AuditMode::FailClosed)]));
     let ctx = RequestContext::new(TenantId::new("acme").unwrap()).with_role("doctor");
     let keys = rt.block_on(cmk.keys_for(&ctx, Note::CLASSES)).unwrap();
-    let sealed = note("acme", 7, "t", "b").seal(&ctx, &keys).unwrap();
-    let read = Note::unseal(&sealed, &ctx, &keys).unwrap();
+    let sealed = note("acme", 7, "t", "b").seal(&keys).unwrap();
+    let read = Note::unseal(&sealed, &keys).unwrap();
     assert_eq!(read.id, 7);
     println!("READ");
     std::thread::sleep(Duration::from_secs(600));
@@ -212,14 +212,14 @@ async fn a_full_spool_fails_fail_closed_tenants_only_and_the_loss_is_reported() 
     let beta = RequestContext::new(TenantId::new("beta").unwrap()).with_role("doctor");
     let acme_keys = cmk.keys_for(&acme, Note::CLASSES).await.unwrap();
     let beta_keys = cmk.keys_for(&beta, Note::CLASSES).await.unwrap();
-    let a = note("acme", 1, "t", "b").seal(&acme, &acme_keys).unwrap();
-    let g = note("beta", 2, "t", "b").seal(&beta, &beta_keys).unwrap();
+    let a = note("acme", 1, "t", "b").seal(&acme_keys).unwrap();
+    let g = note("beta", 2, "t", "b").seal(&beta_keys).unwrap();
 
     // beta's reads fill the spool while the receiver is down, and then go on.
     let lost = || pipeline.stats().lost.load(Ordering::Relaxed);
     let mut reads = 0;
     while lost() == 0 {
-        Note::unseal(&g, &beta, &beta_keys).unwrap();
+        Note::unseal(&g, &beta_keys).unwrap();
         reads += 1;
         assert!(reads < 100_000, "the spool never filled");
         if reads % 100 == 0 {
@@ -227,10 +227,10 @@ async fn a_full_spool_fails_fail_closed_tenants_only_and_the_loss_is_reported() 
         }
     }
     for _ in 0..10 {
-        Note::unseal(&g, &beta, &beta_keys).unwrap();
+        Note::unseal(&g, &beta_keys).unwrap();
     }
     // acme is fail-closed: without room for its event, no plaintext.
-    let err = Note::unseal(&a, &acme, &acme_keys).unwrap_err();
+    let err = Note::unseal(&a, &acme_keys).unwrap_err();
     assert!(matches!(err, cmk::Error::AuditFailClosed(_)), "{err:?}");
     assert!(pipeline.spooled_bytes() <= 16 * 1024);
 
@@ -261,7 +261,7 @@ async fn a_full_spool_fails_fail_closed_tenants_only_and_the_loss_is_reported() 
     );
     // And acme reads again now that its events can be recorded.
     wait_until("an empty spool", || pipeline.spooled_bytes() == 0);
-    assert!(Note::unseal(&a, &acme, &acme_keys).is_ok());
+    assert!(Note::unseal(&a, &acme_keys).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,20 +284,23 @@ async fn no_field_value_appears_in_any_event() {
     let keys = cmk.keys_for(&ctx, Note::CLASSES).await.unwrap();
     let canaries = ["Canary-Title-Pelican", "Canary-Body-Narwhal"];
     let sealed = note("acme", 1, canaries[0], canaries[1])
-        .seal(&ctx, &keys)
+        .seal(&keys)
         .unwrap();
-    Note::unseal(&sealed, &ctx, &keys).unwrap();
+    Note::unseal(&sealed, &keys).unwrap();
     // A reader without the role (denied, partial), a tampered row (failure), another tenant.
-    let nurse =
-        RequestContext::new(TenantId::new("acme").unwrap()).with_metadata("ticket", planted);
-    let _ = Note::unseal(&sealed, &nurse, &keys);
-    let _ = Note::unseal_partial(&sealed, &nurse, &keys);
+    let nurse = keys
+        .with_context(
+            RequestContext::new(TenantId::new("acme").unwrap()).with_metadata("ticket", planted),
+        )
+        .unwrap();
+    let _ = Note::unseal(&sealed, &nurse);
+    let _ = Note::unseal_partial(&sealed, &nurse);
     let mut tampered = sealed.clone();
     tampered.title[20] ^= 1;
-    assert!(Note::unseal(&tampered, &ctx, &keys).is_err());
+    assert!(Note::unseal(&tampered, &keys).is_err());
     let mut moved = sealed.clone();
     moved.id = 2;
-    assert!(Note::unseal(&moved, &ctx, &keys).is_err());
+    assert!(Note::unseal(&moved, &keys).is_err());
     assert!(pipeline.flush(Duration::from_secs(10)));
     wait_until("the events", || delivered(&rx).len() >= 6);
 
@@ -340,15 +343,15 @@ async fn events_name_the_operation_and_leases_count_their_cached_uses() {
     cmk.onboard(&ctx).await.unwrap();
     let keys = cmk.keys_for(&ctx, Note::CLASSES).await.unwrap();
     let n = note("acme", 1, "t", "b");
-    let sealed = n.seal(&ctx, &keys).unwrap();
-    let updated = sealing_as(EventName::DataUpdate, || n.seal(&ctx, &keys)).unwrap();
-    let migrated = sealing_as(EventName::DataMigrate, || n.seal(&ctx, &keys)).unwrap();
+    let sealed = n.seal(&keys).unwrap();
+    let updated = sealing_as(EventName::DataUpdate, || n.seal(&keys)).unwrap();
+    let migrated = sealing_as(EventName::DataMigrate, || n.seal(&keys)).unwrap();
     assert!(
-        n.seal(&ctx, &keys).is_ok(),
+        n.seal(&keys).is_ok(),
         "the name applies inside the closure only"
     );
     for s in [&sealed, &updated, &migrated] {
-        Note::unseal(s, &ctx, &keys).unwrap();
+        Note::unseal(s, &keys).unwrap();
     }
     let names: Vec<&str> = sink
         .events()
@@ -421,7 +424,7 @@ async fn tenants_are_routed_to_their_sink_and_endpoints_must_be_allowed() {
         cmk.configure_tenant(&ctx, &cfg).await.unwrap();
         cmk.onboard(&ctx).await.unwrap();
         let keys = cmk.keys_for(&ctx, Note::CLASSES).await.unwrap();
-        note(tenant, 1, "t", "b").seal(&ctx, &keys).unwrap();
+        note(tenant, 1, "t", "b").seal(&keys).unwrap();
     }
     let tenants = |s: &MemorySink| -> std::collections::BTreeSet<String> {
         s.events().iter().map(|e| e.tenant.to_string()).collect()

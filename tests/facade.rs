@@ -35,7 +35,7 @@ async fn a_row_round_trips_through_the_facade_and_a_keyring_file() {
     )
     .unwrap();
     let keys = cmk.keys_for(&ctx, &["secret"]).await.unwrap();
-    let sealed = keys.seal(&ctx, &schema, None, &[Some(b"hello")]).unwrap();
+    let sealed = keys.seal(&schema, None, &[Some(b"hello")]).unwrap();
     let k: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|c| c.as_deref()).collect();
     let f: Vec<Option<&[u8]>> = sealed.fields.iter().map(|c| c.as_deref()).collect();
     let row = StoredRow {
@@ -45,7 +45,7 @@ async fn a_row_round_trips_through_the_facade_and_a_keyring_file() {
         fields: &f,
     };
     assert_eq!(
-        keys.unseal(&ctx, &schema, &row).unwrap().values[0].value(),
+        keys.unseal(&schema, &row).unwrap().values[0].value(),
         Some(&b"hello"[..])
     );
 
@@ -53,13 +53,13 @@ async fn a_row_round_trips_through_the_facade_and_a_keyring_file() {
     // revoked, the handle in hand stops, and fetching keys fails with a KMS error.
     kms.disable("acme").unwrap();
     assert!(
-        keys.unseal(&ctx, &schema, &row).is_ok(),
+        keys.unseal(&schema, &row).is_ok(),
         "served from the lease until renewal"
     );
     clock.advance(std::time::Duration::from_secs(20 * 60));
     assert_eq!(cmk.renew_due().await.revoked, 1);
     assert!(matches!(
-        keys.unseal(&ctx, &schema, &row),
+        keys.unseal(&schema, &row),
         Err(Error::LeaseEnded { .. })
     ));
     let err = cmk.keys_for(&ctx, &["secret"]).await.unwrap_err();

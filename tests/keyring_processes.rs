@@ -94,11 +94,7 @@ fn hex_decode(s: &str) -> Vec<u8> {
 }
 
 /// Reads a saved row with `keys`: `Ok(plaintext)` or the error's text.
-fn read_row(
-    cmk_keys: &cmk::TenantKeys,
-    ctx: &RequestContext,
-    path: &Path,
-) -> Result<String, String> {
+fn read_row(cmk_keys: &cmk::TenantKeys, path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     let tenant = lines.next().unwrap().to_string();
@@ -113,7 +109,7 @@ fn read_row(
         fields: &fields,
     };
     cmk_keys
-        .unseal(ctx, &schema(), &row)
+        .unseal(&schema(), &row)
         .map_err(|e| e.to_string())
         .map(|r| String::from_utf8_lossy(r.values[0].value().unwrap_or_default()).into_owned())
 }
@@ -197,7 +193,7 @@ async fn a_disable_in_another_process_stops_reads_here_within_one_renewal_interv
             .unwrap();
         cmk.onboard(&c).await.unwrap();
         let keys = cmk.keys_for(&c, &["private"]).await.unwrap();
-        let sealed = keys.seal(&c, &schema(), None, &[Some(b"x")]).unwrap();
+        let sealed = keys.seal(&schema(), None, &[Some(b"x")]).unwrap();
         let path = dir.path().join(format!("{tenant}.row"));
         save_row(&path, tenant, &sealed);
         rows.push(path);
@@ -207,14 +203,14 @@ async fn a_disable_in_another_process_stops_reads_here_within_one_renewal_interv
 
     child("disable:acme", &keyring, None); // the tenant's kill switch, in another process
     assert_eq!(
-        read_row(&held, &acme, &rows[0]).as_deref(),
+        read_row(&held, &rows[0]).as_deref(),
         Ok("x"),
         "the warm lease serves until its next renewal"
     );
     clock.advance(20 * MIN);
     let report = cmk.renew_due().await;
     assert!(report.revoked >= 1, "{report:?}");
-    let err = read_row(&held, &acme, &rows[0]).unwrap_err();
+    let err = read_row(&held, &rows[0]).unwrap_err();
     assert!(err.contains("revoked"), "{err}");
     match cmk.keys_for(&acme, &["private"]).await {
         Err(Error::Kms { source, .. }) => assert_eq!(source.kind, KmsErrorKind::Denied),
@@ -222,13 +218,13 @@ async fn a_disable_in_another_process_stops_reads_here_within_one_renewal_interv
     }
     // The other tenant goes on.
     let keys = cmk.keys_for(&globex, &["private"]).await.unwrap();
-    assert_eq!(read_row(&keys, &globex, &rows[1]).as_deref(), Ok("x"));
+    assert_eq!(read_row(&keys, &rows[1]).as_deref(), Ok("x"));
 
     // Enabled again in another process: this one recovers once the denial is forgotten.
     child("enable:acme", &keyring, None);
     clock.advance(Duration::from_secs(61));
     let keys = cmk.keys_for(&acme, &["private"]).await.unwrap();
-    assert_eq!(read_row(&keys, &acme, &rows[0]).as_deref(), Ok("x"));
+    assert_eq!(read_row(&keys, &rows[0]).as_deref(), Ok("x"));
 }
 
 #[tokio::test]
@@ -247,7 +243,7 @@ async fn a_shred_in_another_process_survives_a_stale_write_here_and_a_deleted_to
         .unwrap();
     cmk.onboard(&c).await.unwrap();
     let held = cmk.keys_for(&c, &["private"]).await.unwrap();
-    let sealed = held.seal(&c, &schema(), None, &[Some(b"before")]).unwrap();
+    let sealed = held.seal(&schema(), None, &[Some(b"before")]).unwrap();
     save_row(&row_path, "acme", &sealed);
     // The check below can tell a readable row: a fresh process reads it now.
     assert_eq!(
@@ -280,7 +276,7 @@ async fn a_shred_in_another_process_survives_a_stale_write_here_and_a_deleted_to
     // This process: the next renewal re-reads the registry and asks the KMS, which says no.
     clock.advance(20 * MIN);
     cmk.renew_due().await;
-    assert!(read_row(&held, &c, &row_path).is_err());
+    assert!(read_row(&held, &row_path).is_err());
     match cmk.keys_for(&c, &["private"]).await {
         Err(Error::Kms { source, .. }) => assert_eq!(source.kind, KmsErrorKind::NotFound),
         other => panic!("expected the destroyed master key, got {other:?}"),
@@ -321,7 +317,7 @@ fn child_keyring() {
             let c = ctx(tenant);
             let row = keyring.with_file_name(format!("{tenant}.row"));
             let result = match rt.block_on(cmk.keys_for(&c, &["private"])) {
-                Ok(keys) => read_row(&keys, &c, &row),
+                Ok(keys) => read_row(&keys, &row),
                 Err(e) => Err(e.to_string()),
             };
             match result {

@@ -41,10 +41,9 @@ async fn the_generated_schema_carries_cmk_column_types() {
         email: "ann@example.com".into(),
         ssn: Some("123".into()),
     };
-    ops::insert(&mut conn, &ctx, &keys, patients::table, &ann).unwrap();
+    ops::insert(&mut conn, &keys, &ann).unwrap();
     let found: Patient = ops::first(
         &mut conn,
-        &ctx,
         &keys,
         patients::table.filter(Patient::by_email(&keys, b"ANN@example.com").unwrap()),
     )

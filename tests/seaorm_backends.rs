@@ -231,21 +231,20 @@ fn by_id() -> sea_orm::Select<patient::Entity> {
 
 async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
     let sink = Arc::new(MemorySink::new());
-    let (sea, keys, ctx) = setup(&db, Some(sink.clone())).await;
+    let (sea, keys, _) = setup(&db, Some(sink.clone())).await;
     let big = "x".repeat(64 * 1024);
     let people = vec![
         patient(1, "Ann@Example.com", Some("123-45-6789")),
         patient(2, "bob@example.com", None),
         patient(3, "carol@example.com", Some(&big)),
     ];
-    ops::insert_many(&sea, &ctx, &keys, &people).await.unwrap();
-    let all: Vec<Patient> = ops::load_all(&sea, &ctx, &keys, by_id()).await.unwrap();
+    ops::insert_many(&sea, &keys, &people).await.unwrap();
+    let all: Vec<Patient> = ops::load_all(&sea, &keys, by_id()).await.unwrap();
     assert_eq!(all, people);
 
     // By blind index: plaintext in, normalised, the key handle's tenant constrained.
     let ann: Option<Patient> = ops::one(
         &sea,
-        &ctx,
         &keys,
         patient::Entity::find().filter(Patient::by_email(&keys, b" ANN@example.com").unwrap()),
     )
@@ -286,7 +285,6 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         .unwrap();
     let bob = ops::update(
         &sea,
-        &ctx,
         &keys,
         patient::Entity::find_by_id(2),
         |p: &mut Patient| p.ssn = Some("987-65-4321".into()),
@@ -301,21 +299,21 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         .unwrap();
     assert_ne!(after.private_keys, before.private_keys);
     assert_ne!(after.email, before.email, "re-sealed under a fresh DEK");
-    let reread: Option<Patient> = ops::one(&sea, &ctx, &keys, patient::Entity::find_by_id(2))
+    let reread: Option<Patient> = ops::one(&sea, &keys, patient::Entity::find_by_id(2))
         .await
         .unwrap();
     assert_eq!(reread, Some(bob.clone()));
     // Compare-and-set with a stale read: a conflict, nothing written.
-    let err = ops::update_if_unchanged(&sea, &ctx, &keys, &before, &people[1])
+    let err = ops::update_if_unchanged(&sea, &keys, &before, &people[1])
         .await
         .unwrap_err();
     assert!(matches!(err.cmk(), Some(cmk::Error::Conflict)), "{err:?}");
-    let unchanged: Option<Patient> = ops::one(&sea, &ctx, &keys, patient::Entity::find_by_id(2))
+    let unchanged: Option<Patient> = ops::one(&sea, &keys, patient::Entity::find_by_id(2))
         .await
         .unwrap();
     assert_eq!(unchanged, Some(bob.clone()));
     // A model whose primary key differs from the row read is refused.
-    let err = ops::update_if_unchanged(&sea, &ctx, &keys, &after, &people[0])
+    let err = ops::update_if_unchanged(&sea, &keys, &after, &people[0])
         .await
         .unwrap_err();
     assert!(
@@ -340,7 +338,7 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         .exec(&sea)
         .await
         .unwrap();
-    let rows: Vec<cmk::Result<Patient>> = ops::load(&sea, &ctx, &keys, by_id()).await.unwrap();
+    let rows: Vec<cmk::Result<Patient>> = ops::load(&sea, &keys, by_id()).await.unwrap();
     assert_eq!(rows[0].as_ref().unwrap(), &people[0]);
     assert_eq!(rows[1].as_ref().unwrap(), &bob);
     assert!(
@@ -348,7 +346,7 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         "{:?}",
         rows[2]
     );
-    let err = ops::load_all::<Patient, _, _>(&sea, &ctx, &keys, by_id())
+    let err = ops::load_all::<Patient, _, _>(&sea, &keys, by_id())
         .await
         .unwrap_err();
     assert!(
@@ -393,7 +391,6 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
     // Delete, with its event.
     let deleted = ops::delete::<Patient, _, _>(
         &sea,
-        &ctx,
         &keys,
         patient::Entity::delete_many()
             .filter(patient::Column::TenantId.eq(keys.tenant().as_str()))
@@ -418,8 +415,8 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
 on_every_backend!(operations, operations_and_scoped_loads);
 
 async fn concurrent_read_modify_writes_lose_no_update<C: StoreConnection>(db: TestDb<C>) {
-    let (sea, keys, ctx) = setup(&db, None).await;
-    ops::insert(&sea, &ctx, &keys, &patient(1, "a@example.com", None))
+    let (sea, keys, _) = setup(&db, None).await;
+    ops::insert(&sea, &keys, &patient(1, "a@example.com", None))
         .await
         .unwrap();
     // Both updaters read before either writes (they meet in the change, first attempt
@@ -428,13 +425,12 @@ async fn concurrent_read_modify_writes_lose_no_update<C: StoreConnection>(db: Te
     let arrived = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
     let run = |change: fn(&mut Patient)| {
-        let (sea, keys, ctx) = (sea.clone(), keys.clone(), ctx.clone());
+        let (sea, keys) = (sea.clone(), keys.clone());
         let (arrived, calls) = (arrived.clone(), calls.clone());
         tokio::spawn(async move {
             let mut first = true;
             ops::update(
                 &sea,
-                &ctx,
                 &keys,
                 patient::Entity::find_by_id(1),
                 |p: &mut Patient| {
@@ -467,7 +463,7 @@ async fn concurrent_read_modify_writes_lose_no_update<C: StoreConnection>(db: Te
         3,
         "exactly one updater retried"
     );
-    let last: Option<Patient> = ops::one(&sea, &ctx, &keys, patient::Entity::find_by_id(1))
+    let last: Option<Patient> = ops::one(&sea, &keys, patient::Entity::find_by_id(1))
         .await
         .unwrap();
     assert_eq!(
@@ -500,11 +496,11 @@ async fn a_fail_closed_delete_without_its_event_is_rolled_back<C: StoreConnectio
         patient(1, "a@example.com", None),
         patient(2, "b@example.com", None),
     ];
-    ops::insert_many(&sea, &ctx, &keys, &rows).await.unwrap();
+    ops::insert_many(&sea, &keys, &rows).await.unwrap();
     let one = || patient::Entity::delete_many().filter(patient::Column::Id.eq(1));
 
     sink.set_failing(true);
-    let err = ops::delete::<Patient, _, _>(&sea, &ctx, &keys, one())
+    let err = ops::delete::<Patient, _, _>(&sea, &keys, one())
         .await
         .unwrap_err();
     assert!(
@@ -515,7 +511,7 @@ async fn a_fail_closed_delete_without_its_event_is_rolled_back<C: StoreConnectio
 
     sink.set_failing(false);
     assert_eq!(
-        ops::delete::<Patient, _, _>(&sea, &ctx, &keys, one())
+        ops::delete::<Patient, _, _>(&sea, &keys, one())
             .await
             .unwrap(),
         1
@@ -535,9 +531,9 @@ macro_rules! one_format_two_orms {
         async fn $backend() {
             use diesel::prelude::*;
             let db = $make();
-            let (sea, keys, ctx) = setup(&db, None).await;
+            let (sea, keys, _) = setup(&db, None).await;
             let from_sea = patient(1, "Sea@Example.com", Some("111"));
-            ops::insert(&sea, &ctx, &keys, &from_sea).await.unwrap();
+            ops::insert(&sea, &keys, &from_sea).await.unwrap();
             let from_diesel = diesel_side::Patient {
                 id: 2,
                 tenant_id: "acme".into(),
@@ -545,30 +541,18 @@ macro_rules! one_format_two_orms {
                 ssn: None,
             };
             let mut conn = db.connect();
-            cmk::diesel::ops::insert(
-                &mut conn,
-                &ctx,
-                &keys,
-                diesel_side::patients::table,
-                &from_diesel,
-            )
-            .unwrap();
+            cmk::diesel::ops::insert(&mut conn, &keys, &from_diesel).unwrap();
 
             // Diesel reads both, and finds the SeaORM row by its blind index.
             use diesel_side::patients;
-            let through_diesel: Vec<diesel_side::Patient> = cmk::diesel::ops::load_all(
-                &mut conn,
-                &ctx,
-                &keys,
-                patients::table.order(patients::id),
-            )
-            .unwrap();
+            let through_diesel: Vec<diesel_side::Patient> =
+                cmk::diesel::ops::load_all(&mut conn, &keys, patients::table.order(patients::id))
+                    .unwrap();
             assert_eq!(through_diesel[0].email, from_sea.email);
             assert_eq!(through_diesel[0].ssn, from_sea.ssn);
             assert_eq!(through_diesel[1], from_diesel);
             let found: diesel_side::Patient = cmk::diesel::ops::first(
                 &mut conn,
-                &ctx,
                 &keys,
                 patients::table
                     .filter(diesel_side::Patient::by_email(&keys, b"sea@example.com").unwrap()),
@@ -577,13 +561,11 @@ macro_rules! one_format_two_orms {
             assert_eq!(found.id, 1);
 
             // SeaORM reads both, and finds the Diesel row by its blind index.
-            let through_sea: Vec<Patient> =
-                ops::load_all(&sea, &ctx, &keys, by_id()).await.unwrap();
+            let through_sea: Vec<Patient> = ops::load_all(&sea, &keys, by_id()).await.unwrap();
             assert_eq!(through_sea[0], from_sea);
             assert_eq!(through_sea[1].email, from_diesel.email);
             let found: Option<Patient> = ops::one(
                 &sea,
-                &ctx,
                 &keys,
                 patient::Entity::find()
                     .filter(Patient::by_email(&keys, b"DIESEL@example.com").unwrap()),
@@ -595,7 +577,6 @@ macro_rules! one_format_two_orms {
             // And an update through one ORM reads through the other.
             ops::update(
                 &sea,
-                &ctx,
                 &keys,
                 patient::Entity::find_by_id(2),
                 |p: &mut Patient| p.ssn = Some("222".into()),
@@ -604,7 +585,6 @@ macro_rules! one_format_two_orms {
             .unwrap();
             let again: diesel_side::Patient = cmk::diesel::ops::first(
                 &mut conn,
-                &ctx,
                 &keys,
                 patients::table.filter(patients::id.eq(2)),
             )
@@ -639,7 +619,7 @@ async fn kek_retirement_rewraps_in_resumable_idempotent_chunks<C: StoreConnectio
     let people: Vec<Patient> = (1..=25)
         .map(|i| patient(i, &format!("user{i}@example.com"), Some(&format!("{i:09}"))))
         .collect();
-    ops::insert_many(&sea, &ctx, &v1, &people).await.unwrap();
+    ops::insert_many(&sea, &v1, &people).await.unwrap();
     for class in ["private", "restricted"] {
         assert_eq!(cmk.roll_over_kek(&ctx, class).await.unwrap(), 2);
     }
@@ -662,7 +642,6 @@ async fn kek_retirement_rewraps_in_resumable_idempotent_chunks<C: StoreConnectio
     // A run that stops after its first chunk: every row still reads.
     let first = jobs::rekey_table::<Patient, _, _, _>(
         &sea,
-        &ctx,
         &keys,
         chunks(None),
         load,
@@ -673,13 +652,12 @@ async fn kek_retirement_rewraps_in_resumable_idempotent_chunks<C: StoreConnectio
     .unwrap();
     assert_eq!((first.chunks, first.scanned, first.rewritten), (1, 10, 10));
     assert_eq!(first.after, Some(10));
-    let all: Vec<Patient> = ops::load_all(&sea, &ctx, &keys, by_id()).await.unwrap();
+    let all: Vec<Patient> = ops::load_all(&sea, &keys, by_id()).await.unwrap();
     assert_eq!(all, people, "every row reads mid-job");
     // Resumed: the completed chunk is not read again.
     let mut seen = Vec::new();
     let rest = jobs::rekey_table::<Patient, _, _, _>(
         &sea,
-        &ctx,
         &keys,
         chunks(first.after),
         load,
@@ -696,7 +674,6 @@ async fn kek_retirement_rewraps_in_resumable_idempotent_chunks<C: StoreConnectio
     // Idempotent.
     let again = jobs::rekey_table::<Patient, _, _, _>(
         &sea,
-        &ctx,
         &keys,
         chunks(None),
         load,
@@ -711,7 +688,7 @@ async fn kek_retirement_rewraps_in_resumable_idempotent_chunks<C: StoreConnectio
         cmk.destroy_kek(&ctx, class, 1).await.unwrap();
     }
     let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
-    let all: Vec<Patient> = ops::load_all(&sea, &ctx, &keys, by_id()).await.unwrap();
+    let all: Vec<Patient> = ops::load_all(&sea, &keys, by_id()).await.unwrap();
     assert_eq!(all, people);
 }
 on_every_backend!(
@@ -771,7 +748,6 @@ async fn plaintext_backfill_seals_legacy_rows_and_resumes<C: StoreConnection>(db
     };
     let first = jobs::encrypt_plaintext::<Member, _, _, _, _>(
         &sea,
-        &ctx,
         &keys,
         chunks(None),
         load,
@@ -786,7 +762,6 @@ async fn plaintext_backfill_seals_legacy_rows_and_resumes<C: StoreConnection>(db
     );
     let rest = jobs::encrypt_plaintext::<Member, _, _, _, _>(
         &sea,
-        &ctx,
         &keys,
         chunks(first.after),
         load,
@@ -798,7 +773,6 @@ async fn plaintext_backfill_seals_legacy_rows_and_resumes<C: StoreConnection>(db
     assert_eq!((rest.scanned, rest.rewritten), (4, 4));
     let again = jobs::encrypt_plaintext::<Member, _, _, _, _>(
         &sea,
-        &ctx,
         &keys,
         chunks(None),
         load,
@@ -810,7 +784,6 @@ async fn plaintext_backfill_seals_legacy_rows_and_resumes<C: StoreConnection>(db
     assert_eq!(again.scanned, 0, "no legacy rows are left");
     let sealed: Vec<Member> = ops::load_all(
         &sea,
-        &ctx,
         &keys,
         member::Entity::find().order_by_asc(member::Column::Id),
     )
@@ -828,7 +801,7 @@ on_every_backend!(
 );
 
 async fn a_dump_of_the_database_holds_no_plaintext<C: StoreConnection>(db: TestDb<C>) {
-    let (sea, keys, ctx) = setup(&db, None).await;
+    let (sea, keys, _) = setup(&db, None).await;
     let canaries: Vec<String> = (0..20)
         .map(|i| format!("Canary-{i:02}-Otter-Lynx"))
         .collect();
@@ -837,10 +810,9 @@ async fn a_dump_of_the_database_holds_no_plaintext<C: StoreConnection>(db: TestD
         .enumerate()
         .map(|(i, c)| patient(i as i64 + 1, &format!("{c}@example.com"), Some(c)))
         .collect();
-    ops::insert_many(&sea, &ctx, &keys, &rows).await.unwrap();
+    ops::insert_many(&sea, &keys, &rows).await.unwrap();
     ops::update(
         &sea,
-        &ctx,
         &keys,
         patient::Entity::find_by_id(1),
         |p: &mut Patient| p.ssn = Some("Canary-updated-Heron".into()),

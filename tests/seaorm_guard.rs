@@ -91,14 +91,14 @@ fn assert_refused(err: sea_orm::DbErr, column: &str, secret: &str) {
 
 #[tokio::test]
 async fn cmk_output_passes_the_guard_with_or_without_a_scope() {
-    let (db, keys, ctx) = setup().await;
-    let sealed = account(1, Some("123-45-6789")).seal(&ctx, &keys).unwrap();
+    let (db, keys, _) = setup().await;
+    let sealed = account(1, Some("123-45-6789")).seal(&keys).unwrap();
     account::ActiveModel::from(sealed)
         .reset_all()
         .insert(&db)
         .await
         .unwrap();
-    let sealed = account(2, None).seal(&ctx, &keys).unwrap();
+    let sealed = account(2, None).seal(&keys).unwrap();
     keys.scope_async(|| async {
         account::ActiveModel::from(sealed)
             .reset_all()
@@ -121,14 +121,14 @@ async fn cmk_output_passes_the_guard_with_or_without_a_scope() {
         status: "active".into(),
         ..account(1, Some("999"))
     }
-    .seal(&ctx, &keys)
+    .seal(&keys)
     .unwrap();
     account::ActiveModel::from(resealed)
         .reset_all()
         .update(&db)
         .await
         .unwrap();
-    let all: Vec<Account> = cmk::seaorm::ops::load_all(&db, &ctx, &keys, account::Entity::find())
+    let all: Vec<Account> = cmk::seaorm::ops::load_all(&db, &keys, account::Entity::find())
         .await
         .unwrap();
     assert_eq!(all[0].ssn.as_deref(), Some("999"));
@@ -137,9 +137,9 @@ async fn cmk_output_passes_the_guard_with_or_without_a_scope() {
 
 #[tokio::test]
 async fn plaintext_and_arbitrary_bytes_are_refused() {
-    let (db, keys, ctx) = setup().await;
+    let (db, keys, _) = setup().await;
     let secret = "Secret-Plaintext-Ssn";
-    let good = account(1, Some("1")).seal(&ctx, &keys).unwrap();
+    let good = account(1, Some("1")).seal(&keys).unwrap();
 
     // Plaintext bytes in a classified column, through a value type built from them.
     let mut bad = good.clone();
@@ -197,14 +197,14 @@ async fn plaintext_and_arbitrary_bytes_are_refused() {
 
 #[tokio::test]
 async fn an_update_must_bring_the_whole_class() {
-    let (db, keys, ctx) = setup().await;
-    let good = account(1, Some("1")).seal(&ctx, &keys).unwrap();
+    let (db, keys, _) = setup().await;
+    let good = account(1, Some("1")).seal(&keys).unwrap();
     account::ActiveModel::from(good.clone())
         .reset_all()
         .insert(&db)
         .await
         .unwrap();
-    let other = account(1, Some("2")).seal(&ctx, &keys).unwrap();
+    let other = account(1, Some("2")).seal(&keys).unwrap();
 
     // A new ciphertext without its new key column (sealed under another DEK).
     let mut active = account::ActiveModel::from(good.clone());
@@ -223,9 +223,8 @@ async fn an_update_must_bring_the_whole_class() {
     active.ssn = ActiveValue::Set(other.ssn.clone());
     active.restricted_keys = ActiveValue::Set(other.restricted_keys.clone());
     active.update(&db).await.unwrap();
-    let row: Option<Account> =
-        cmk::seaorm::ops::one(&db, &ctx, &keys, account::Entity::find_by_id(1))
-            .await
-            .unwrap();
+    let row: Option<Account> = cmk::seaorm::ops::one(&db, &keys, account::Entity::find_by_id(1))
+        .await
+        .unwrap();
     assert_eq!(row.unwrap().ssn.as_deref(), Some("2"));
 }

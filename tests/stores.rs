@@ -274,8 +274,8 @@ async fn two_instances_see_roll_overs_and_shreds_within_one_renewal<C: StoreConn
     };
     let ka = a.keys_for(&ctx, Note::CLASSES).await.unwrap();
     let kb = b.keys_for(&ctx, Note::CLASSES).await.unwrap();
-    let sealed = note.seal(&ctx, &ka).unwrap();
-    assert_eq!(Note::unseal(&sealed, &ctx, &kb).unwrap(), note);
+    let sealed = note.seal(&ka).unwrap();
+    assert_eq!(Note::unseal(&sealed, &kb).unwrap(), note);
 
     // A rolls the KEK over; B writes with the new version after its next renewal.
     let v2 = a.roll_over_kek(&ctx, "private").await.unwrap();
@@ -283,18 +283,18 @@ async fn two_instances_see_roll_overs_and_shreds_within_one_renewal<C: StoreConn
     clock.advance(20 * MIN);
     b.renew_due().await;
     let kb = b.keys_for(&ctx, Note::CLASSES).await.unwrap();
-    let from_b = note.seal(&ctx, &kb).unwrap();
+    let from_b = note.seal(&kb).unwrap();
     let prefix = |s: &SealedNote| s.private_keys.as_ref().unwrap()[..10].to_vec();
     assert_ne!(prefix(&from_b), prefix(&sealed), "B seals under version 2");
     let ka = a.keys_for(&ctx, Note::CLASSES).await.unwrap();
-    assert_eq!(Note::unseal(&from_b, &ctx, &ka).unwrap(), note);
+    assert_eq!(Note::unseal(&from_b, &ka).unwrap(), note);
 
     // A shreds the tenant; B's warm lease stops at its next renewal.
     a.shred_tenant(&ctx).await.unwrap();
-    assert!(Note::unseal(&sealed, &ctx, &kb).is_ok());
+    assert!(Note::unseal(&sealed, &kb).is_ok());
     clock.advance(20 * MIN);
     assert!(b.renew_due().await.revoked >= 1);
-    assert!(Note::unseal(&sealed, &ctx, &kb).is_err());
+    assert!(Note::unseal(&sealed, &kb).is_err());
     assert!(matches!(
         b.keys_for(&ctx, Note::CLASSES).await,
         Err(Error::TenantShredded { .. })

@@ -112,7 +112,7 @@ fn main() {
     for _ in 0..7 {
         for (i, s) in setups.iter().enumerate() {
             let values: [Option<&[u8]>; 3] = [Some(&s.v[0]), Some(&s.v[1]), Some(&s.v[2])];
-            let sealed = s.keys.seal(&s.ctx, &s.schema, None, &values).unwrap();
+            let sealed = s.keys.seal(&s.schema, None, &values).unwrap();
             let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
             let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
             let row = StoredRow {
@@ -123,7 +123,7 @@ fn main() {
             };
             let (c0, w0) = (cpu_time(), Instant::now());
             for _ in 0..n {
-                black_box(s.keys.unseal(&s.ctx, &s.schema, black_box(&row)).unwrap());
+                black_box(s.keys.unseal(&s.schema, black_box(&row)).unwrap());
             }
             let w = w0.elapsed();
             if i == 2 {

@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group};
 
+use cmk_core::TenantKeys;
 use cmk_core::event::{EventName, EventSink, Outcome, SecurityEvent};
 use cmk_core::model::derive_support::SealSlots;
 use cmk_core::schema::RowSchema;
 use cmk_core::seal::StoredRow;
-use cmk_core::{RequestContext, TenantKeys};
 
 #[path = "common/baseline.rs"]
 mod baseline;
@@ -42,19 +42,17 @@ fn setup() -> Setup {
 /// returns the row in `Vec`s, is measured beside it (`seal/cmk_vec`).
 fn seal_into_arrays(
     keys: &TenantKeys,
-    ctx: &RequestContext,
     schema: &RowSchema,
     values: &[Option<&[u8]>; 3],
 ) -> SealSlots<2, 3> {
     let mut out = SealSlots::<2, 3>::new();
-    keys.seal_into(ctx, schema, None, values, out.as_out())
-        .unwrap();
+    keys.seal_into(schema, None, values, out.as_out()).unwrap();
     out
 }
 
 fn benches(c: &mut Criterion) {
     let Setup {
-        ctx,
+        ctx: _,
         keys,
         schema,
         base,
@@ -64,16 +62,16 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("row_3x32B_2_classes");
     g.bench_function("seal/cmk", |b| {
-        b.iter(|| seal_into_arrays(&keys, &ctx, &schema, black_box(&values)))
+        b.iter(|| seal_into_arrays(&keys, &schema, black_box(&values)))
     });
     g.bench_function("seal/cmk_vec", |b| {
-        b.iter(|| keys.seal(&ctx, &schema, None, black_box(&values)).unwrap())
+        b.iter(|| keys.seal(&schema, None, black_box(&values)).unwrap())
     });
     g.bench_function("seal/raw_aes_gcm", |b| {
         b.iter(|| base.seal(black_box(&[&v[0], &v[1], &v[2]])))
     });
 
-    let sealed = keys.seal(&ctx, &schema, None, &values).unwrap();
+    let sealed = keys.seal(&schema, None, &values).unwrap();
     let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
     let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
     let row = StoredRow {
@@ -84,7 +82,7 @@ fn benches(c: &mut Criterion) {
     };
     let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
     g.bench_function("unseal/cmk", |b| {
-        b.iter(|| keys.unseal(&ctx, &schema, black_box(&row)).unwrap())
+        b.iter(|| keys.unseal(&schema, black_box(&row)).unwrap())
     });
     g.bench_function("unseal/raw_aes_gcm", |b| {
         b.iter(|| base.unseal(black_box(&base_row)))
@@ -122,7 +120,7 @@ fn interleaved_ratios() {
         v,
     } = setup();
     let values: [Option<&[u8]>; 3] = [Some(&v[0]), Some(&v[1]), Some(&v[2])];
-    let sealed = keys.seal(&ctx, &schema, None, &values).unwrap();
+    let sealed = keys.seal(&schema, None, &values).unwrap();
     let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
     let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
     let row = StoredRow {
@@ -154,23 +152,20 @@ fn interleaved_ratios() {
         ns[0].push(time(&mut || {
             drop(black_box(seal_into_arrays(
                 &keys,
-                &ctx,
                 &schema,
                 black_box(&values),
             )))
         }));
         ns[5].push(time(&mut || {
             drop(black_box(
-                keys.seal(&ctx, &schema, None, black_box(&values)).unwrap(),
+                keys.seal(&schema, None, black_box(&values)).unwrap(),
             ))
         }));
         ns[1].push(time(&mut || {
             drop(black_box(base.seal(black_box(&[&v[0], &v[1], &v[2]]))))
         }));
         ns[2].push(time(&mut || {
-            drop(black_box(
-                keys.unseal(&ctx, &schema, black_box(&row)).unwrap(),
-            ))
+            drop(black_box(keys.unseal(&schema, black_box(&row)).unwrap()))
         }));
         ns[3].push(time(&mut || {
             drop(black_box(base.unseal(black_box(&base_row))))
@@ -217,7 +212,7 @@ fn only(op: &str, n: u32) {
         v,
     } = setup();
     let values: [Option<&[u8]>; 3] = [Some(&v[0]), Some(&v[1]), Some(&v[2])];
-    let sealed = keys.seal(&ctx, &schema, None, &values).unwrap();
+    let sealed = keys.seal(&schema, None, &values).unwrap();
     let kc: Vec<Option<&[u8]>> = sealed.key_columns.iter().map(|k| k.as_deref()).collect();
     let fs: Vec<Option<&[u8]>> = sealed.fields.iter().map(|f| f.as_deref()).collect();
     let row = StoredRow {
@@ -231,17 +226,14 @@ fn only(op: &str, n: u32) {
         match op {
             "seal_cmk" => drop(black_box(seal_into_arrays(
                 &keys,
-                &ctx,
                 &schema,
                 black_box(&values),
             ))),
             "seal_cmk_vec" => drop(black_box(
-                keys.seal(&ctx, &schema, None, black_box(&values)).unwrap(),
+                keys.seal(&schema, None, black_box(&values)).unwrap(),
             )),
             "seal_raw" => drop(black_box(base.seal(black_box(&[&v[0], &v[1], &v[2]])))),
-            "unseal_cmk" => drop(black_box(
-                keys.unseal(&ctx, &schema, black_box(&row)).unwrap(),
-            )),
+            "unseal_cmk" => drop(black_box(keys.unseal(&schema, black_box(&row)).unwrap())),
             "unseal_raw" => drop(black_box(base.unseal(black_box(&base_row)))),
             "event" => {
                 let _ = CountingSink::default().emit(SecurityEvent::new(

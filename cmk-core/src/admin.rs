@@ -351,11 +351,11 @@ impl TenantKeys {
     /// NULL or already under the active KEK.
     pub fn rekey_key_column(
         self: &Arc<Self>,
-        ctx: &RequestContext,
         schema: &RowSchema,
         key_class: usize,
         row: &StoredRow<'_>,
     ) -> Result<Option<Vec<u8>>> {
+        let ctx = &self.ctx;
         let result = self.rekey_inner(ctx, schema, key_class, row);
         if !matches!(result, Ok(None)) {
             let class = schema

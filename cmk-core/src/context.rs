@@ -128,6 +128,15 @@ impl RequestContext {
         self
     }
 
+    /// This request acting for `actor` with exactly `roles`.
+    pub(crate) fn for_actor(&self, actor: Actor, roles: Vec<String>) -> Self {
+        RequestContext {
+            actor: Some(actor),
+            roles,
+            ..self.clone()
+        }
+    }
+
     /// The tenant.
     pub fn tenant(&self) -> &TenantId {
         &self.tenant

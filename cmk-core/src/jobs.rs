@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use crate::context::RequestContext;
 use crate::error::Result;
 use crate::keys::TenantKeys;
 use crate::model::Encrypted;
@@ -83,11 +82,10 @@ pub struct GuardedWrite<S> {
 /// `None` when the row is already current (nothing to write).
 pub fn rekey_row<M: Encrypted>(
     mut row: M::Sealed,
-    ctx: &RequestContext,
     keys: &Arc<TenantKeys>,
 ) -> Result<Option<GuardedWrite<M::Sealed>>> {
     let guard = owned(M::key_columns(&row));
-    Ok(match M::rekey(&mut row, ctx, keys)? {
+    Ok(match M::rekey(&mut row, keys)? {
         0 => None,
         _ => Some(GuardedWrite { guard, sealed: row }),
     })
@@ -95,14 +93,9 @@ pub fn rekey_row<M: Encrypted>(
 
 /// The backfill for one legacy row: seals `model` with fresh DEKs (its event is
 /// `DATA_MIGRATE`), to be written only while the row's key columns are still NULL.
-pub fn seal_legacy<M: Encrypted>(
-    model: &M,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-) -> Result<GuardedWrite<M::Sealed>> {
-    let sealed = crate::event::sealing_as(crate::event::EventName::DataMigrate, || {
-        model.seal(ctx, keys)
-    })?;
+pub fn seal_legacy<M: Encrypted>(model: &M, keys: &TenantKeys) -> Result<GuardedWrite<M::Sealed>> {
+    let sealed =
+        crate::event::sealing_as(crate::event::EventName::DataMigrate, || model.seal(keys))?;
     let guard = M::KEY_COLUMNS.iter().map(|c| (*c, None)).collect();
     Ok(GuardedWrite { guard, sealed })
 }

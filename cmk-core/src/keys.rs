@@ -22,6 +22,7 @@ use crate::secret::SecretKey;
 use crate::tenant::TenantConfig;
 
 /// A leased KEK of one class.
+#[derive(Clone)]
 pub(crate) struct LeasedKek {
     pub(crate) class: Class,
     pub(crate) lease: Arc<Lease>,
@@ -76,7 +77,8 @@ pub struct TenantKeys {
     pub(crate) known_roots: HashSet<(bool, u8)>,
     pub(crate) index_roots: BTreeMap<u8, Arc<Lease>>,
     pub(crate) deterministic_roots: BTreeMap<u8, Arc<Lease>>,
-    pub(crate) derived: Mutex<DerivedKeys>,
+    /// Shared by the handles [`TenantKeys::with_context`] makes from this one.
+    pub(crate) derived: Arc<Mutex<DerivedKeys>>,
     /// Per-schema plans, shared with every handle of the same tenant view.
     pub(crate) plans: Arc<crate::plan::PlanCache>,
     /// Raised when a stored value names a key version newer than the view knows.
@@ -109,9 +111,62 @@ impl TenantKeys {
         &self.tenant
     }
 
-    /// The request context the keys were fetched for.
+    /// The request context the keys were fetched for: every seal, unseal and delete with this
+    /// handle is checked against it and audited as it.
     pub fn context(&self) -> &crate::context::RequestContext {
         &self.ctx
+    }
+
+    /// The same keys acting for another request context of the same tenant (a job the
+    /// request starts, a read on behalf of another actor): no KMS call, the leases are shared.
+    ///
+    /// # Errors
+    /// [`crate::Error::TenantMismatch`] when `ctx` is another tenant's.
+    pub fn with_context(&self, ctx: crate::context::RequestContext) -> crate::Result<Arc<Self>> {
+        if ctx.tenant() != &self.tenant {
+            return Err(crate::Error::TenantMismatch {
+                expected: self.tenant.to_string(),
+                found: ctx.tenant().to_string(),
+            });
+        }
+        Ok(self.rebound(ctx))
+    }
+
+    /// This handle's keys for `ctx`, which must be of the handle's tenant.
+    fn rebound(&self, ctx: crate::context::RequestContext) -> Arc<Self> {
+        Arc::new(TenantKeys {
+            tenant: self.tenant.clone(),
+            ctx,
+            config: Arc::clone(&self.config),
+            keks: self.keks.clone(),
+            active: self.active.clone(),
+            classic: self.classic.clone(),
+            known_keks: self.known_keks.clone(),
+            known_roots: self.known_roots.clone(),
+            index_roots: self.index_roots.clone(),
+            deterministic_roots: self.deterministic_roots.clone(),
+            derived: Arc::clone(&self.derived),
+            plans: Arc::clone(&self.plans),
+            view_stale: Arc::clone(&self.view_stale),
+            sink: Arc::clone(&self.sink),
+            any_fail_closed: self.any_fail_closed,
+            min_format_version: self.min_format_version,
+            kek_max_wraps: self.kek_max_wraps,
+        })
+    }
+
+    /// The same keys acting for `actor` with `roles` (and no other role), keeping the
+    /// request's id, source, purpose and metadata: the rare call made for someone else.
+    pub fn as_actor<R: Into<String>>(
+        &self,
+        actor: crate::context::Actor,
+        roles: impl IntoIterator<Item = R>,
+    ) -> Arc<Self> {
+        // The new context keeps the handle's own tenant: nothing to check.
+        let ctx = self
+            .ctx
+            .for_actor(actor, roles.into_iter().map(Into::into).collect());
+        self.rebound(ctx)
     }
 
     /// The tenant configuration the handle was built from.

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::RequestContext;
 use crate::error::{Error, Result};
 use crate::format::aad::RowId;
 use crate::keys::TenantKeys;
@@ -34,11 +33,12 @@ pub trait Encrypted: Sized {
     /// make this fail).
     fn schema() -> Result<&'static RowSchema>;
 
-    /// Seals this model with keys fetched beforehand (synchronous CPU work).
-    fn seal(&self, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self::Sealed>;
+    /// Seals this model with keys fetched beforehand (synchronous CPU work). The handle's
+    /// request context ([`TenantKeys::context`]) is the one audited and checked.
+    fn seal(&self, keys: &TenantKeys) -> Result<Self::Sealed>;
 
-    /// Unseals a stored row; fails if any class may not be read.
-    fn unseal(sealed: &Self::Sealed, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self>;
+    /// Unseals a stored row; fails if any class may not be read by the handle's actor.
+    fn unseal(sealed: &Self::Sealed, keys: &TenantKeys) -> Result<Self>;
 
     /// The stored key columns of a sealed row, `(column, value)` in class order. A class's
     /// key column changes on every write of that class (a fresh DEK), so together they are
@@ -48,55 +48,35 @@ pub trait Encrypted: Sized {
     /// Re-wraps, in place, every key column of `sealed` that is not under its class's
     /// active KEK (KEK retirement); field ciphertexts are untouched. Returns how many key
     /// columns changed (0: the row is already current).
-    fn rekey(
-        sealed: &mut Self::Sealed,
-        ctx: &RequestContext,
-        keys: &std::sync::Arc<TenantKeys>,
-    ) -> Result<usize>;
+    fn rekey(sealed: &mut Self::Sealed, keys: &std::sync::Arc<TenantKeys>) -> Result<usize>;
 
     /// The partial view: classified fields say whether they were revealed or withheld.
     type View;
 
-    /// Unseals what the actor may read; fields of other classes come back withheld.
-    fn unseal_partial(
-        sealed: &Self::Sealed,
-        ctx: &RequestContext,
-        keys: &TenantKeys,
-    ) -> Result<Self::View>;
+    /// Unseals what the handle's actor may read; fields of other classes come back withheld.
+    fn unseal_partial(sealed: &Self::Sealed, keys: &TenantKeys) -> Result<Self::View>;
 
     /// Seals many models with the same keys; failures are reported per row, by position.
-    fn seal_many(
-        models: &[Self],
-        ctx: &RequestContext,
-        keys: &TenantKeys,
-    ) -> Vec<Result<Self::Sealed>> {
-        models.iter().map(|m| m.seal(ctx, keys)).collect()
+    fn seal_many(models: &[Self], keys: &TenantKeys) -> Vec<Result<Self::Sealed>> {
+        models.iter().map(|m| m.seal(keys)).collect()
     }
 
     /// Unseals many rows with the same keys; failures are reported per row, by position.
-    fn unseal_many(
-        rows: &[Self::Sealed],
-        ctx: &RequestContext,
-        keys: &TenantKeys,
-    ) -> Vec<Result<Self>> {
-        rows.iter().map(|r| Self::unseal(r, ctx, keys)).collect()
+    fn unseal_many(rows: &[Self::Sealed], keys: &TenantKeys) -> Vec<Result<Self>> {
+        rows.iter().map(|r| Self::unseal(r, keys)).collect()
     }
 
     /// Like [`Encrypted::unseal`] for a sealed row the caller no longer needs: the derive
     /// moves its unclassified fields (ids, the tenant) into the model instead of cloning
     /// them, as the ORM adapters do with the rows they load.
-    fn unseal_owned(sealed: Self::Sealed, ctx: &RequestContext, keys: &TenantKeys) -> Result<Self> {
-        Self::unseal(&sealed, ctx, keys)
+    fn unseal_owned(sealed: Self::Sealed, keys: &TenantKeys) -> Result<Self> {
+        Self::unseal(&sealed, keys)
     }
 
     /// [`Encrypted::unseal_owned`] for many rows; failures are reported per row, by position.
-    fn unseal_many_owned(
-        rows: Vec<Self::Sealed>,
-        ctx: &RequestContext,
-        keys: &TenantKeys,
-    ) -> Vec<Result<Self>> {
+    fn unseal_many_owned(rows: Vec<Self::Sealed>, keys: &TenantKeys) -> Vec<Result<Self>> {
         rows.into_iter()
-            .map(|r| Self::unseal_owned(r, ctx, keys))
+            .map(|r| Self::unseal_owned(r, keys))
             .collect()
     }
 }
@@ -277,7 +257,6 @@ mod tests {
 pub mod derive_support {
     use std::borrow::Cow;
 
-    use crate::context::RequestContext;
     use crate::error::{Error, Result};
     use crate::secret::SecretBytes;
 
@@ -356,18 +335,18 @@ pub mod derive_support {
     /// Unseals a row with the keys of the current key scope, keeping withheld fields apart.
     pub fn unseal_partial_in_scope<M: super::Encrypted>(sealed: &M::Sealed) -> Result<M::View> {
         let keys = crate::scope::current_keys()?;
-        M::unseal_partial(sealed, keys.context(), &keys)
+        M::unseal_partial(sealed, &keys)
     }
 
     /// Unseals a row with the keys (and request context) of the current key scope, as the
     /// ORM row-loading implementations do.
     pub fn unseal_in_scope<M: super::Encrypted>(sealed: &M::Sealed) -> Result<M> {
         let keys = crate::scope::current_keys()?;
-        M::unseal(sealed, keys.context(), &keys)
+        M::unseal(sealed, &keys)
     }
 
     /// Sealing a model of another tenant than the request's is refused.
-    pub fn check_model_tenant(ctx: &RequestContext, model_tenant: &str) -> Result<()> {
+    pub fn check_model_tenant(ctx: &crate::RequestContext, model_tenant: &str) -> Result<()> {
         if model_tenant == ctx.tenant().as_str() {
             Ok(())
         } else {

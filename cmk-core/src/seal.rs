@@ -332,11 +332,11 @@ impl TenantKeys {
     /// Seals one row. `values` follow [`RowSchema::fields`].
     pub fn seal(
         &self,
-        ctx: &RequestContext,
         schema: &RowSchema,
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
     ) -> Result<SealedRow> {
+        let ctx = &self.ctx;
         self.seal_classic_inner(ctx, schema, row_id, values, &[])
     }
 
@@ -345,12 +345,12 @@ impl TenantKeys {
     /// have one entry per key class, per field and per field; they are overwritten.
     pub fn seal_into(
         &self,
-        ctx: &RequestContext,
         schema: &RowSchema,
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
         mut out: SealOut<'_>,
     ) -> Result<()> {
+        let ctx = &self.ctx;
         // What the slots held before is dropped: a NULL must not keep an earlier value.
         out.clear();
         let result = self.seal_audited(ctx, schema, row_id, values, &[], out.reborrow());
@@ -425,14 +425,9 @@ impl TenantKeys {
     }
 
     /// Seals many rows with the same keys; failures are reported per row, by position.
-    pub fn seal_many(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        rows: &[RowValues<'_>],
-    ) -> Vec<Result<SealedRow>> {
+    pub fn seal_many(&self, schema: &RowSchema, rows: &[RowValues<'_>]) -> Vec<Result<SealedRow>> {
         rows.iter()
-            .map(|r| self.seal(ctx, schema, r.row_id, r.values))
+            .map(|r| self.seal(schema, r.row_id, r.values))
             .collect()
     }
 
@@ -610,33 +605,24 @@ impl TenantKeys {
 
     /// Unseals one row; fails with [`Error::AccessDenied`] if the actor may not read a class
     /// the row holds.
-    pub fn unseal(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row: &StoredRow<'_>,
-    ) -> Result<UnsealedRow> {
+    pub fn unseal(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
+        let ctx = &self.ctx;
         self.unseal_with(ctx, schema, row, false, &[])
     }
 
     /// Unseals what the actor may read and marks the other fields [`Revealed::Withheld`].
-    pub fn unseal_partial(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row: &StoredRow<'_>,
-    ) -> Result<UnsealedRow> {
+    pub fn unseal_partial(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
+        let ctx = &self.ctx;
         self.unseal_with(ctx, schema, row, true, &[])
     }
 
     /// Unseals many rows with the same keys; failures are reported per row, by position.
     pub fn unseal_many(
         &self,
-        ctx: &RequestContext,
         schema: &RowSchema,
         rows: &[StoredRow<'_>],
     ) -> Vec<Result<UnsealedRow>> {
-        rows.iter().map(|r| self.unseal(ctx, schema, r)).collect()
+        rows.iter().map(|r| self.unseal(schema, r)).collect()
     }
 
     fn unseal_with(
@@ -1105,15 +1091,9 @@ impl TenantKeys {
     /// Records the deletion of rows of `schema`'s table (`deleted`: how many, or why not), for
     /// ORM adapters, which delete inside a transaction and roll back when this fails: a sink
     /// failure is an error when a class of the table is fail-closed.
-    pub fn audit_delete(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        deleted: &Result<usize>,
-    ) -> Result<()> {
-        self.check_tenant(ctx.tenant().as_str())?;
+    pub fn audit_delete(&self, schema: &RowSchema, deleted: &Result<usize>) -> Result<()> {
         self.audit(
-            ctx,
+            &self.ctx,
             schema,
             None,
             EventName::DataDelete,

@@ -67,6 +67,25 @@ impl TenantConfig {
         }
     }
 
+    /// Sets the policy of `class` (a built-in class or the application's own).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when `class` is not a valid class name.
+    pub fn with_class(mut self, class: &str, policy: Policy) -> crate::Result<Self> {
+        self.policies.insert(Class::new(class)?, policy);
+        Ok(self)
+    }
+
+    /// Sets the lease of every class the configuration holds: the tenant's default lease
+    /// in one call. Call it after [`TenantConfig::with_class`], or give a class added later
+    /// its own lease ([`Policy::with_lease`]).
+    pub fn with_lease(mut self, lease: crate::policy::LeasePolicy) -> Self {
+        for policy in self.policies.values_mut() {
+            policy.lease = lease;
+        }
+        self
+    }
+
     /// The policy of a class.
     pub fn policy(&self, class: &Class) -> crate::Result<&Policy> {
         self.policies
@@ -111,6 +130,18 @@ pub struct SignedTenantConfig {
     pub mac: [u8; 32],
 }
 
+/// A new file of mode 0600 with a unique name in `dir`.
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut suffix = [0u8; 8];
+    crate::crypto::rng::fill(&mut suffix).map_err(std::io::Error::other)?;
+    let path = dir.join(format!(".operator-key.{}.tmp", crate::hex::encode(&suffix)));
+    Ok((path.clone(), options.open(path)?))
+}
+
 /// The operator key that authenticates configuration records; from deployment secrets.
 pub struct OperatorKey(SecretKey);
 
@@ -136,6 +167,79 @@ impl OperatorKey {
         let raw = zeroize::Zeroizing::new(crate::hex::decode(hex.trim()).unwrap_or_default());
         SecretKey::from_slice(&raw).map(OperatorKey).ok_or_else(|| {
             crate::Error::InvalidConfig(format!("`{var}` must hold 64 hex digits (a 256-bit key)"))
+        })
+    }
+
+    /// Reads the operator key kept in the file `path` (64 hex digits), creating it on first
+    /// use: a random key, written to a temporary file of mode 0600 and linked into place, so
+    /// two processes starting at once agree on one key. An embedded deployment's key thus
+    /// survives restarts (a random key per start would make every stored configuration
+    /// unverifiable on the next one).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] when the file cannot be read or written;
+    /// [`crate::Error::InvalidConfig`] when it does not hold a key, or when group or others
+    /// may read it (`chmod 600` it: anyone who reads it can forge tenant configurations).
+    pub fn load_or_create(path: &std::path::Path) -> crate::Result<Self> {
+        match Self::load(path) {
+            Err(crate::Error::Io(_)) if !path.exists() => {}
+            loaded => return loaded,
+        }
+        let io = |what: &str, e: std::io::Error| {
+            crate::Error::Io(format!("{what} {}: {e}", path.display()))
+        };
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let mut tmp = tempfile_in(dir).map_err(|e| io("creating a key file beside", e))?;
+        let key = SecretKey::random()?;
+        // Hex written into one zeroizing buffer: no unzeroized copy of the key is left behind.
+        let mut hex = zeroize::Zeroizing::new(Vec::with_capacity(2 * SecretKey::LEN + 1));
+        for b in key.expose_secret() {
+            hex.push(b"0123456789abcdef"[usize::from(b >> 4)]);
+            hex.push(b"0123456789abcdef"[usize::from(b & 0xf)]);
+        }
+        hex.push(b'\n');
+        {
+            use std::io::Write;
+            tmp.1
+                .write_all(&hex)
+                .and_then(|()| tmp.1.sync_all())
+                .map_err(|e| io("writing", e))?;
+        }
+        let linked = std::fs::hard_link(&tmp.0, path);
+        let _ = std::fs::remove_file(&tmp.0);
+        match linked {
+            Ok(()) => Ok(OperatorKey(key)),
+            // Another process created it first: its key is the one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
+            Err(e) => Err(io("creating", e)),
+        }
+    }
+
+    /// Reads a 64-hex-digit operator key from a file only its owner may read.
+    fn load(path: &std::path::Path) -> crate::Result<Self> {
+        let io = |e: std::io::Error| crate::Error::Io(format!("reading {}: {e}", path.display()));
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file.metadata().map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "the operator key file {} has mode {:o}: group or others may read it \
+                     (`chmod 600` it, and replace the key if others did read it)",
+                    path.display(),
+                    mode & 0o777
+                )));
+            }
+        }
+        let mut hex = zeroize::Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut file, &mut hex).map_err(io)?;
+        let raw = zeroize::Zeroizing::new(crate::hex::decode(hex.trim()).unwrap_or_default());
+        SecretKey::from_slice(&raw).map(OperatorKey).ok_or_else(|| {
+            crate::Error::InvalidConfig(format!(
+                "{} must hold 64 hex digits (a 256-bit operator key)",
+                path.display()
+            ))
         })
     }
 

@@ -276,7 +276,7 @@ async fn cmk_opens_the_documented_row() {
         key_columns: &[Some(&key_column)],
         fields: &[Some(&field), Some(&det)],
     };
-    let out = keys.unseal(&c, &schema, &row).unwrap();
+    let out = keys.unseal(&schema, &row).unwrap();
     assert_eq!(out.values[0].value(), Some(&b"ann@example.com"[..]));
     assert_eq!(out.values[1].value(), Some(&b"A-1"[..]));
     assert_eq!(

@@ -102,14 +102,13 @@ async fn kms_calls_stay_at_one_per_key_per_renewal_interval() {
         let id = RowId::Int(minute);
         let sealed = keys
             .seal(
-                &c,
                 &schema,
                 Some(&id),
                 &[Some(b"e@x"), Some(b"n"), Some(b"s"), Some(b"c")],
             )
             .unwrap();
         Stored::from_sealed("acme", &sealed)
-            .with(Some(&id), |r| keys.unseal(&c, &schema, r))
+            .with(Some(&id), |r| keys.unseal(&schema, r))
             .unwrap();
         reads += 1;
         if minute % 5 == 0 {
@@ -130,7 +129,7 @@ async fn an_outage_is_ridden_out_until_hard_expiry_then_fails_clearly() {
     let c = ctx("acme");
     let schema = one_field();
     let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
-    let sealed = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    let sealed = keys.seal(&schema, None, &[Some(b"x")]).unwrap();
     let row = Stored::from_sealed("acme", &sealed);
     fx.sink.take();
 
@@ -140,12 +139,12 @@ async fn an_outage_is_ridden_out_until_hard_expiry_then_fails_clearly() {
     assert!(report.unreachable >= 1, "{report:?}");
     assert!(names(&fx).contains(&"KMS_UNREACHABLE"));
     // Still serving: the handle in hand and new handles.
-    assert!(row.with(None, |r| keys.unseal(&c, &schema, r)).is_ok());
+    assert!(row.with(None, |r| keys.unseal(&schema, r)).is_ok());
     let again = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
-    assert!(again.seal(&c, &schema, None, &[Some(b"y")]).is_ok());
+    assert!(again.seal(&schema, None, &[Some(b"y")]).is_ok());
 
     fx.clock.advance(40 * MIN); // 61 min: past the 60 min hard expiry
-    let err = row.with(None, |r| keys.unseal(&c, &schema, r)).unwrap_err();
+    let err = row.with(None, |r| keys.unseal(&schema, r)).unwrap_err();
     assert!(
         matches!(&err, Error::LeaseEnded { tenant, provider, .. } if tenant == "acme" && provider == "local"),
         "{err}"
@@ -172,10 +171,7 @@ async fn throttling_is_ridden_out_like_an_outage() {
     fx.clock.advance(21 * MIN);
     let report = fx.cmk.renew_due().await;
     assert_eq!((report.unreachable, report.revoked), (1, 0), "{report:?}");
-    assert!(
-        keys.seal(&c, &one_restricted(), None, &[Some(b"x")])
-            .is_ok()
-    );
+    assert!(keys.seal(&one_restricted(), None, &[Some(b"x")]).is_ok());
     fx.kms.set_fault(0);
     fx.clock.advance(2 * MIN); // past the retry back-off
     assert_eq!(fx.cmk.renew_due().await.renewed, 1);
@@ -191,13 +187,13 @@ async fn a_denial_revokes_within_one_renewal_and_is_remembered_for_a_bounded_tim
     let c = ctx("acme");
     let schema = one_field();
     let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
-    let sealed = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    let sealed = keys.seal(&schema, None, &[Some(b"x")]).unwrap();
     let row = Stored::from_sealed("acme", &sealed);
     fx.sink.take();
 
     fx.local.disable("acme").unwrap(); // the tenant's kill switch
     assert!(
-        row.with(None, |r| keys.unseal(&c, &schema, r)).is_ok(),
+        row.with(None, |r| keys.unseal(&schema, r)).is_ok(),
         "until the next renewal"
     );
     fx.clock.advance(20 * MIN);
@@ -205,7 +201,7 @@ async fn a_denial_revokes_within_one_renewal_and_is_remembered_for_a_bounded_tim
     assert_eq!(fx.cmk.renew_due().await.revoked, 3);
     assert!(names(&fx).contains(&"KMS_LEASE_REVOKED"));
     // The handle held across the denial fails, from that same handle.
-    let err = row.with(None, |r| keys.unseal(&c, &schema, r)).unwrap_err();
+    let err = row.with(None, |r| keys.unseal(&schema, r)).unwrap_err();
     assert!(err.to_string().contains("revoked"), "{err}");
 
     // Re-enabled: the denial is remembered for a while (no KMS call), then forgotten.
@@ -219,7 +215,7 @@ async fn a_denial_revokes_within_one_renewal_and_is_remembered_for_a_bounded_tim
     );
     fx.clock.advance(Duration::from_secs(61));
     let fresh = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
-    assert!(row.with(None, |r| fresh.unseal(&c, &schema, r)).is_ok());
+    assert!(row.with(None, |r| fresh.unseal(&schema, r)).is_ok());
 }
 
 #[tokio::test]
@@ -240,13 +236,13 @@ async fn a_cap_on_uses_ends_the_lease_and_keys_for_starts_a_new_one() {
     let schema = one_field();
     let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
     for _ in 0..3 {
-        keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+        keys.seal(&schema, None, &[Some(b"x")]).unwrap();
     }
-    let err = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap_err();
+    let err = keys.seal(&schema, None, &[Some(b"x")]).unwrap_err();
     assert!(err.to_string().contains("cap on uses"), "{err}");
     let before = fx.kms.unwraps.load(Ordering::SeqCst);
     let renewed = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
-    assert!(renewed.seal(&c, &schema, None, &[Some(b"x")]).is_ok());
+    assert!(renewed.seal(&schema, None, &[Some(b"x")]).is_ok());
     assert_eq!(fx.kms.unwraps.load(Ordering::SeqCst), before + 1);
 }
 
@@ -267,7 +263,7 @@ async fn kek_rolls_over_by_wrap_count_and_old_rows_read_inside_a_scope() {
         .map(|i| {
             Stored::from_sealed(
                 "acme",
-                &v1.seal(&c, &schema, None, &[Some(format!("row {i}").as_bytes())])
+                &v1.seal(&schema, None, &[Some(format!("row {i}").as_bytes())])
                     .unwrap(),
             )
         })
@@ -275,10 +271,7 @@ async fn kek_rolls_over_by_wrap_count_and_old_rows_read_inside_a_scope() {
     let v2 = cmk.keys_for(&c, &["private"]).await.unwrap();
     let id = cmk_core::registry::kek_id("private");
     assert_eq!(v2.active_kek(&class("private")), Some((id, 2)));
-    let new = Stored::from_sealed(
-        "acme",
-        &v2.seal(&c, &schema, None, &[Some(b"row 5")]).unwrap(),
-    );
+    let new = Stored::from_sealed("acme", &v2.seal(&schema, None, &[Some(b"row 5")]).unwrap());
     assert_eq!(
         &new.key_columns[0].as_ref().unwrap()[5..9],
         &2u32.to_be_bytes()
@@ -287,7 +280,7 @@ async fn kek_rolls_over_by_wrap_count_and_old_rows_read_inside_a_scope() {
     v2.scope(|| {
         let keys = cmk_core::scope::current_keys().unwrap();
         for (i, row) in old.iter().enumerate() {
-            let out = row.with(None, |r| keys.unseal(&c, &schema, r)).unwrap();
+            let out = row.with(None, |r| keys.unseal(&schema, r)).unwrap();
             assert_eq!(out.values[0].value(), Some(format!("row {i}").as_bytes()));
         }
     });
@@ -333,8 +326,8 @@ async fn two_instances_rolling_over_at_once_agree_on_one_version() {
     let schema = one_field();
     for cmk in [&a, &b] {
         let keys = cmk.keys_for(&c, &["private"]).await.unwrap();
-        keys.seal(&c, &schema, None, &[Some(b"1")]).unwrap();
-        keys.seal(&c, &schema, None, &[Some(b"2")]).unwrap();
+        keys.seal(&schema, None, &[Some(b"1")]).unwrap();
+        keys.seal(&schema, None, &[Some(b"2")]).unwrap();
     }
     let (ka, kb) = tokio::join!(a.keys_for(&c, &["private"]), b.keys_for(&c, &["private"]));
     let (ka, kb) = (ka.unwrap(), kb.unwrap());
@@ -352,9 +345,9 @@ async fn two_instances_rolling_over_at_once_agree_on_one_version() {
         ka.active_kek(&class("private")),
         kb.active_kek(&class("private"))
     );
-    let sealed = ka.seal(&c, &schema, None, &[Some(b"shared")]).unwrap();
+    let sealed = ka.seal(&schema, None, &[Some(b"shared")]).unwrap();
     let out = Stored::from_sealed("acme", &sealed)
-        .with(None, |r| kb.unseal(&c, &schema, r))
+        .with(None, |r| kb.unseal(&schema, r))
         .unwrap();
     assert_eq!(out.values[0].value(), Some(&b"shared"[..]));
 }
@@ -374,7 +367,7 @@ async fn a_version_from_another_instances_roll_over_is_read_after_one_registry_r
     let kb = b.keys_for(&c, &["private"]).await.unwrap();
     assert_eq!(a.roll_over_kek(&c, "private").await.unwrap(), 2);
     let ka = a.keys_for(&c, &["private"]).await.unwrap();
-    let sealed = ka.seal(&c, &schema, None, &[Some(b"from a")]).unwrap();
+    let sealed = ka.seal(&schema, None, &[Some(b"from a")]).unwrap();
     let stored = Stored::from_sealed("acme", &sealed);
     let version = |s: &Stored| s.key_columns[0].as_ref().unwrap()[5..9].to_vec();
     assert_eq!(
@@ -383,8 +376,7 @@ async fn a_version_from_another_instances_roll_over_is_read_after_one_registry_r
         "A writes with version 2"
     );
 
-    let read =
-        |keys: &cmk_core::TenantKeys, s: &Stored| s.with(None, |r| keys.unseal(&c, &schema, r));
+    let read = |keys: &cmk_core::TenantKeys, s: &Stored| s.with(None, |r| keys.unseal(&schema, r));
     assert!(matches!(read(&kb, &stored), Err(Error::Tampered)));
     // Within a second of its load the view is not re-read (forged versions cannot turn every
     // read into a registry read).
@@ -417,7 +409,6 @@ async fn master_key_rotation_rewraps_registry_entries_only() {
     let id = RowId::Int(1);
     let sealed = keys
         .seal(
-            &c,
             &schema,
             Some(&id),
             &[Some(b"e@x"), Some(b"n"), Some(b"s"), Some(b"c")],
@@ -449,9 +440,7 @@ async fn master_key_rotation_rewraps_registry_entries_only() {
     fx.local.destroy("acme").unwrap();
     let fresh = another(&fx, CmkSettings::default());
     let keys = fresh.keys_for(&c, &ALL).await.unwrap();
-    let out = row
-        .with(Some(&id), |r| keys.unseal(&c, &schema, r))
-        .unwrap();
+    let out = row.with(Some(&id), |r| keys.unseal(&schema, r)).unwrap();
     assert_eq!(out.values[2].value(), Some(&b"s"[..]));
 }
 
@@ -466,9 +455,7 @@ async fn kek_retirement_moves_to_decrypt_only_rewraps_key_columns_then_destroys(
         let value = format!("{i}");
         Stored::from_sealed(
             "acme",
-            &keys
-                .seal(&c, &schema, None, &[Some(value.as_bytes())])
-                .unwrap(),
+            &keys.seal(&schema, None, &[Some(value.as_bytes())]).unwrap(),
         )
     });
 
@@ -497,7 +484,7 @@ async fn kek_retirement_moves_to_decrypt_only_rewraps_key_columns_then_destroys(
     );
     // Re-wrap the first row's key column; the second stays on version 1.
     let rekeyed = old[0]
-        .with(None, |r| keys.rekey_key_column(&c, &schema, 0, r))
+        .with(None, |r| keys.rekey_key_column(&schema, 0, r))
         .unwrap()
         .unwrap();
     assert_eq!(&rekeyed[5..9], &2u32.to_be_bytes());
@@ -510,14 +497,14 @@ async fn kek_retirement_moves_to_decrypt_only_rewraps_key_columns_then_destroys(
     let mut moved = old[0].clone();
     moved.key_columns[0] = Some(rekeyed);
     assert_eq!(moved.fields, old[0].fields, "field ciphertext untouched");
-    assert!(moved.with(None, |r| keys.unseal(&c, &schema, r)).is_ok());
+    assert!(moved.with(None, |r| keys.unseal(&schema, r)).is_ok());
     assert!(
-        old[1].with(None, |r| keys.unseal(&c, &schema, r)).is_ok(),
+        old[1].with(None, |r| keys.unseal(&schema, r)).is_ok(),
         "decrypt-only still reads"
     );
     assert_eq!(
         moved
-            .with(None, |r| keys.rekey_key_column(&c, &schema, 0, r))
+            .with(None, |r| keys.rekey_key_column(&schema, 0, r))
             .unwrap(),
         None,
         "idempotent"
@@ -527,10 +514,10 @@ async fn kek_retirement_moves_to_decrypt_only_rewraps_key_columns_then_destroys(
     fx.cmk.destroy_kek(&c, "private", 1).await.unwrap();
     let keys = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
     assert!(matches!(
-        old[1].with(None, |r| keys.unseal(&c, &schema, r)),
+        old[1].with(None, |r| keys.unseal(&schema, r)),
         Err(Error::KeyUnavailable { .. })
     ));
-    let out = moved.with(None, |r| keys.unseal(&c, &schema, r)).unwrap();
+    let out = moved.with(None, |r| keys.unseal(&schema, r)).unwrap();
     assert_eq!(out.values[0].value(), Some(&b"1"[..]));
 }
 
@@ -542,7 +529,7 @@ async fn shredding_stops_every_instance_within_one_renewal_and_defeats_a_restore
     let b = another(&fx, CmkSettings::default());
     let ka = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
     let kb = b.keys_for(&c, &["private"]).await.unwrap();
-    let row = Stored::from_sealed("acme", &ka.seal(&c, &schema, None, &[Some(b"x")]).unwrap());
+    let row = Stored::from_sealed("acme", &ka.seal(&schema, None, &[Some(b"x")]).unwrap());
     let backup: Vec<_> = fx.registry.entries(c.tenant()).await.unwrap();
 
     let report = fx.cmk.shred_tenant(&c).await.unwrap();
@@ -552,7 +539,7 @@ async fn shredding_stops_every_instance_within_one_renewal_and_defeats_a_restore
     );
     assert!(report.operator_must_destroy.is_empty());
     assert!(
-        row.with(None, |r| ka.unseal(&c, &schema, r)).is_err(),
+        row.with(None, |r| ka.unseal(&schema, r)).is_err(),
         "this instance stops at once"
     );
     assert!(matches!(
@@ -560,10 +547,10 @@ async fn shredding_stops_every_instance_within_one_renewal_and_defeats_a_restore
         Err(Error::TenantShredded { .. })
     ));
     // The other instance's warm lease serves until its next renewal, then stops.
-    assert!(row.with(None, |r| kb.unseal(&c, &schema, r)).is_ok());
+    assert!(row.with(None, |r| kb.unseal(&schema, r)).is_ok());
     fx.clock.advance(20 * MIN);
     assert!(b.renew_due().await.revoked >= 1);
-    assert!(row.with(None, |r| kb.unseal(&c, &schema, r)).is_err());
+    assert!(row.with(None, |r| kb.unseal(&schema, r)).is_err());
 
     // A registry restored from before the shred is useless: the master key is gone.
     let restored = Arc::new(MemoryRegistry::new());
@@ -628,16 +615,13 @@ async fn scopes_are_per_thread_and_per_task() {
     .await;
     // Another tenant's row inside acme's scope: a clear error.
     let schema = one_field();
-    let g = ctx("globex");
     let row = Stored::from_sealed(
         "globex",
-        &globex.seal(&g, &schema, None, &[Some(b"x")]).unwrap(),
+        &globex.seal(&schema, None, &[Some(b"x")]).unwrap(),
     );
     acme.scope(|| {
         let keys = cmk_core::scope::current_keys().unwrap();
-        let err = row
-            .with(None, |r| keys.unseal(&ctx("acme"), &schema, r))
-            .unwrap_err();
+        let err = row.with(None, |r| keys.unseal(&schema, r)).unwrap_err();
         assert!(matches!(err, Error::TenantMismatch { .. }), "{err:?}");
     });
 }
@@ -672,7 +656,7 @@ async fn classic_mode_makes_one_kms_call_per_row_and_refuses_the_sync_path() {
         .unwrap();
     assert_eq!(keys.classic_classes(), &[class("private")]);
     let err = keys
-        .seal(&c, &schema, None, &[Some(b"x"), Some(b"y")])
+        .seal(&schema, None, &[Some(b"x"), Some(b"y")])
         .unwrap_err();
     assert!(
         matches!(&err, Error::ClassicModeNeedsAsync { class } if class == "private"),
@@ -722,7 +706,7 @@ async fn classic_mode_makes_one_kms_call_per_row_and_refuses_the_sync_path() {
     );
     // The synchronous path names the class; a reader without the role costs no KMS call.
     let err = rows[0]
-        .with(Some(&id), |r| keys.unseal(&c, &schema, r))
+        .with(Some(&id), |r| keys.unseal(&schema, r))
         .unwrap_err();
     assert!(
         matches!(err, Error::ClassicModeNeedsAsync { .. }),
@@ -829,10 +813,7 @@ async fn a_revocation_is_seen_even_while_the_registry_is_unreachable() {
     fx.local.disable("acme").unwrap();
     fx.clock.advance(20 * MIN);
     assert_eq!(cmk.renew_due().await.revoked, 1);
-    assert!(
-        keys.seal(&c, &one_restricted(), None, &[Some(b"x")])
-            .is_err()
-    );
+    assert!(keys.seal(&one_restricted(), None, &[Some(b"x")]).is_err());
 }
 
 #[tokio::test]
@@ -842,7 +823,7 @@ async fn new_lease_limits_apply_from_the_next_renewal() {
     let schema = one_restricted();
     let keys = fx.cmk.keys_for(&c, &["restricted"]).await.unwrap();
     for _ in 0..5 {
-        keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+        keys.seal(&schema, None, &[Some(b"x")]).unwrap();
     }
     // The tenant caps restricted keys at two uses per lease.
     let key = KeyRef::new("local:acme").unwrap();
@@ -861,8 +842,8 @@ async fn new_lease_limits_apply_from_the_next_renewal() {
     fx.clock.advance(20 * MIN);
     fx.cmk.renew_due().await;
     let keys = fx.cmk.keys_for(&c, &["restricted"]).await.unwrap();
-    keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
-    keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
-    let err = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap_err();
+    keys.seal(&schema, None, &[Some(b"x")]).unwrap();
+    keys.seal(&schema, None, &[Some(b"x")]).unwrap();
+    let err = keys.seal(&schema, None, &[Some(b"x")]).unwrap_err();
     assert!(err.to_string().contains("cap on uses"), "{err}");
 }

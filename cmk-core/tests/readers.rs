@@ -17,7 +17,6 @@ async fn strict_unseal_refuses_and_partial_unseal_withholds() {
     let id = RowId::Uuid([7; 16]);
     let sealed = keys
         .seal(
-            &writer,
             &patients(),
             Some(&id),
             &[Some(b"a@x"), Some(b"Ann"), Some(b"123"), Some(b"C")],
@@ -27,9 +26,9 @@ async fn strict_unseal_refuses_and_partial_unseal_withholds() {
     fx.sink.take();
 
     // A nurse lacks the `doctor` role that `restricted` requires.
-    let nurse = ctx("acme").with_role("nurse");
+    let nurse = keys.with_context(ctx("acme").with_role("nurse")).unwrap();
     let err = row
-        .with(Some(&id), |r| keys.unseal(&nurse, &patients(), r))
+        .with(Some(&id), |r| nurse.unseal(&patients(), r))
         .unwrap_err();
     assert!(
         matches!(&err, Error::AccessDenied { class } if class == "restricted"),
@@ -41,7 +40,7 @@ async fn strict_unseal_refuses_and_partial_unseal_withholds() {
     );
 
     let partial = row
-        .with(Some(&id), |r| keys.unseal_partial(&nurse, &patients(), r))
+        .with(Some(&id), |r| nurse.unseal_partial(&patients(), r))
         .unwrap();
     assert_eq!(partial.values[0].value(), Some(&b"a@x"[..]));
     assert_eq!(partial.values[1].value(), Some(&b"Ann"[..]));
@@ -71,7 +70,7 @@ async fn strict_unseal_refuses_and_partial_unseal_withholds() {
 
     // The doctor reads everything.
     let all = row
-        .with(Some(&id), |r| keys.unseal(&writer, &patients(), r))
+        .with(Some(&id), |r| keys.unseal(&patients(), r))
         .unwrap();
     assert_eq!(all.values[2].value(), Some(&b"123"[..]));
 }
@@ -83,17 +82,13 @@ async fn a_configuration_change_applies_to_the_next_key_fetch() {
     let keys = fx.cmk.keys_for(&nurse, &ALL).await.unwrap();
     let sealed = keys
         .seal(
-            &nurse,
             &patients(),
             None,
             &[Some(b"a@x"), Some(b"Ann"), Some(b"123"), Some(b"C")],
         )
         .unwrap();
     let row = Stored::from_sealed("acme", &sealed);
-    assert!(
-        row.with(None, |r| keys.unseal(&nurse, &patients(), r))
-            .is_err()
-    );
+    assert!(row.with(None, |r| keys.unseal(&patients(), r)).is_err());
     // The tenant lets nurses read `restricted`.
     let mut cfg = config_for("acme", cmk_core::kms::KeyRef::new("local:acme").unwrap());
     cfg.revision = 2;
@@ -104,8 +99,5 @@ async fn a_configuration_change_applies_to_the_next_key_fetch() {
     );
     fx.cmk.configure_tenant(&ctx("acme"), &cfg).await.unwrap();
     let keys = fx.cmk.keys_for(&nurse, &ALL).await.unwrap();
-    assert!(
-        row.with(None, |r| keys.unseal(&nurse, &patients(), r))
-            .is_ok()
-    );
+    assert!(row.with(None, |r| keys.unseal(&patients(), r)).is_ok());
 }

@@ -141,7 +141,7 @@ async fn a_database_writer_cannot_make_cmk_write_under_a_key_it_knows() {
         Some((kek_id("private"), 1))
     );
     let schema = RowSchema::new("t", vec![FieldSpec::new("p", class("private"))]).unwrap();
-    let sealed = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap();
+    let sealed = keys.seal(&schema, None, &[Some(b"x")]).unwrap();
     assert_eq!(
         &sealed.key_columns[0].as_ref().unwrap()[5..9],
         &1u32.to_be_bytes()
@@ -257,9 +257,9 @@ async fn two_instances_onboarding_at_once_agree_on_one_key() {
     let schema = RowSchema::new("t", vec![FieldSpec::new("p", class("private"))]).unwrap();
     let ka = fx.cmk.keys_for(&c, &["private"]).await.unwrap();
     let kb = other.keys_for(&c, &["private"]).await.unwrap();
-    let sealed = ka.seal(&c, &schema, None, &[Some(b"shared")]).unwrap();
+    let sealed = ka.seal(&schema, None, &[Some(b"shared")]).unwrap();
     let out = Stored::from_sealed("acme", &sealed)
-        .with(None, |r| kb.unseal(&c, &schema, r))
+        .with(None, |r| kb.unseal(&schema, r))
         .unwrap();
     assert_eq!(out.values[0].value(), Some(&b"shared"[..]));
 }

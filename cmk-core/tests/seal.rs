@@ -35,7 +35,7 @@ async fn round_trip_of_empty_one_byte_64k_and_null_values() {
     ];
     for (n, case) in cases.iter().enumerate() {
         let id = RowId::Int(n as i64);
-        let sealed = keys.seal(&ctx, &schema, Some(&id), case).unwrap();
+        let sealed = keys.seal(&schema, Some(&id), case).unwrap();
         for (i, v) in case.iter().enumerate() {
             assert_eq!(
                 sealed.fields[i].is_none(),
@@ -44,9 +44,7 @@ async fn round_trip_of_empty_one_byte_64k_and_null_values() {
             );
         }
         let row = Stored::from_sealed("acme", &sealed);
-        let out = row
-            .with(Some(&id), |r| keys.unseal(&ctx, &schema, r))
-            .unwrap();
+        let out = row.with(Some(&id), |r| keys.unseal(&schema, r)).unwrap();
         for (i, v) in case.iter().enumerate() {
             match v {
                 Some(v) => assert_eq!(out.values[i].value(), Some(*v), "case {n} field {i}"),
@@ -76,8 +74,8 @@ async fn sealing_into_caller_storage_matches_seal_and_checks_its_shape() {
         fields: &mut f,
         indexes: &mut i,
     };
-    keys.seal_into(&ctx, &schema, None, &case, out).unwrap();
-    let like = keys.seal(&ctx, &schema, None, &case).unwrap();
+    keys.seal_into(&schema, None, &case, out).unwrap();
+    let like = keys.seal(&schema, None, &case).unwrap();
     let shape = |v: &[Option<Vec<u8>>]| {
         v.iter()
             .map(|x| x.as_ref().map(Vec::len))
@@ -95,16 +93,13 @@ async fn sealing_into_caller_storage_matches_seal_and_checks_its_shape() {
         key_columns: k.clone(),
         fields: f.clone(),
     };
-    let out = stored
-        .with(None, |r| keys.unseal(&ctx, &schema, r))
-        .unwrap();
+    let out = stored.with(None, |r| keys.unseal(&schema, r)).unwrap();
     assert_eq!(out.values[0].value(), Some(&b"ann@example.com"[..]));
     assert_eq!(out.values[1], Revealed::Null);
 
     let mut short = vec![None; n - 1];
     let err = keys
         .seal_into(
-            &ctx,
             &schema,
             None,
             &case,
@@ -131,12 +126,9 @@ async fn hidden_null_and_padding_hide_nullness_and_lengths() {
         ],
     )
     .unwrap();
-    let a = keys
-        .seal(&ctx, &schema, None, &[None, Some(b"ab")])
-        .unwrap();
+    let a = keys.seal(&schema, None, &[None, Some(b"ab")]).unwrap();
     let b = keys
         .seal(
-            &ctx,
             &schema,
             None,
             &[Some(b""), Some(b"abcdefghijklmnopqrstuvwxyz")],
@@ -154,7 +146,7 @@ async fn hidden_null_and_padding_hide_nullness_and_lengths() {
         b.fields[1].as_ref().unwrap().len()
     );
     let out = Stored::from_sealed("acme", &a)
-        .with(None, |r| keys.unseal(&ctx, &schema, r))
+        .with(None, |r| keys.unseal(&schema, r))
         .unwrap();
     assert_eq!(
         out.values,
@@ -164,7 +156,7 @@ async fn hidden_null_and_padding_hide_nullness_and_lengths() {
         ]
     );
     let out = Stored::from_sealed("acme", &b)
-        .with(None, |r| keys.unseal(&ctx, &schema, r))
+        .with(None, |r| keys.unseal(&schema, r))
         .unwrap();
     assert_eq!(out.values[0].value(), Some(&b""[..]));
     assert_eq!(
@@ -179,8 +171,8 @@ async fn two_seals_of_one_row_use_fresh_deks_and_nonces() {
     let ctx = doctor("acme");
     let keys = fx.cmk.keys_for(&ctx, &ALL).await.unwrap();
     let v = values(b"ann@example.com", Some(b"Ann"), b"123-45-6789", b"A1");
-    let a = keys.seal(&ctx, &patients(), None, &v).unwrap();
-    let b = keys.seal(&ctx, &patients(), None, &v).unwrap();
+    let a = keys.seal(&patients(), None, &v).unwrap();
+    let b = keys.seal(&patients(), None, &v).unwrap();
     for k in 0..a.key_columns.len() {
         let (ka, kb) = (
             a.key_columns[k].as_ref().unwrap(),
@@ -208,9 +200,7 @@ async fn canary_plaintexts_never_appear_in_sealed_output() {
         b"CANARY-ssn-c0de",
         b"CANARY-code-55aa",
     ];
-    let sealed = keys
-        .seal(&ctx, &patients(), None, &canaries.map(Some))
-        .unwrap();
+    let sealed = keys.seal(&patients(), None, &canaries.map(Some)).unwrap();
     let mut blob: Vec<u8> = Vec::new();
     for part in sealed
         .key_columns
@@ -232,7 +222,7 @@ async fn canary_plaintexts_never_appear_in_sealed_output() {
     }
     // Debug output of the sealed row, the keys and the unsealed row holds no canary either.
     let unsealed = Stored::from_sealed("acme", &sealed)
-        .with(None, |r| keys.unseal(&ctx, &patients(), r))
+        .with(None, |r| keys.unseal(&patients(), r))
         .unwrap();
     let debug = format!("{sealed:?} {keys:?} {unsealed:?}");
     for c in canaries {
@@ -248,7 +238,6 @@ async fn blind_index_and_deterministic_queries_match() {
     let schema = patients();
     let sealed = keys
         .seal(
-            &ctx,
             &schema,
             None,
             &values(b"Ann@Example.com", None, b"1", b"X-1"),
@@ -296,7 +285,7 @@ async fn a_class_policy_can_forbid_search() {
         vec![FieldSpec::new("email", class("private")).blind_index(Normalizer::Exact)],
     )
     .unwrap();
-    let err = keys.seal(&c, &schema, None, &[Some(b"x")]).unwrap_err();
+    let err = keys.seal(&schema, None, &[Some(b"x")]).unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
 }
 
@@ -314,7 +303,7 @@ async fn a_reclassified_field_still_reads_old_rows_and_the_next_write_reseals_it
     )
     .unwrap();
     let old = keys
-        .seal(&ctx, &before, None, &[Some(b"Ann"), Some(b"555-0100")])
+        .seal(&before, None, &[Some(b"Ann"), Some(b"555-0100")])
         .unwrap();
     // `phone` moves to restricted; the old private key column is still read.
     let after = RowSchema::new(
@@ -334,30 +323,30 @@ async fn a_reclassified_field_still_reads_old_rows_and_the_next_write_reseals_it
         key_columns: vec![old.key_columns[0].clone(), None],
         fields: old.fields.clone(),
     };
-    let out = stored.with(None, |r| keys.unseal(&ctx, &after, r)).unwrap();
+    let out = stored.with(None, |r| keys.unseal(&after, r)).unwrap();
     assert_eq!(out.values[1].value(), Some(&b"555-0100"[..]));
     // Moving the field to a stricter class restricts old rows at once: restricted needs a doctor.
-    let nurse = common::ctx("acme").with_role("nurse");
-    let err = stored
-        .with(None, |r| keys.unseal(&nurse, &after, r))
-        .unwrap_err();
+    let nurse = keys
+        .with_context(common::ctx("acme").with_role("nurse"))
+        .unwrap();
+    let err = stored.with(None, |r| nurse.unseal(&after, r)).unwrap_err();
     assert!(
         matches!(&err, Error::AccessDenied { class } if class == "restricted"),
         "{err:?}"
     );
     let partial = stored
-        .with(None, |r| keys.unseal_partial(&nurse, &after, r))
+        .with(None, |r| nurse.unseal_partial(&after, r))
         .unwrap();
     assert_eq!(partial.values[0].value(), Some(&b"Ann"[..]));
     assert_eq!(partial.values[1], Revealed::Withheld);
     // The next write seals phone under restricted.
     let new = keys
-        .seal(&ctx, &after, None, &[Some(b"Ann"), Some(b"555-0101")])
+        .seal(&after, None, &[Some(b"Ann"), Some(b"555-0101")])
         .unwrap();
     let restricted_kc = new.key_columns[1].as_ref().unwrap();
     assert!(restricted_kc.ends_with(b"\x05phone"));
     let out = Stored::from_sealed("acme", &new)
-        .with(None, |r| keys.unseal(&ctx, &after, r))
+        .with(None, |r| keys.unseal(&after, r))
         .unwrap();
     assert_eq!(out.values[1].value(), Some(&b"555-0101"[..]));
 }
@@ -383,7 +372,7 @@ async fn a_batch_makes_one_kms_call_per_distinct_key_and_reports_failures_by_pos
         })
         .collect();
     let sealed: Vec<_> = keys
-        .seal_many(&ctx, &schema, &rows)
+        .seal_many(&schema, &rows)
         .into_iter()
         .map(Result::unwrap)
         .collect();
@@ -410,7 +399,7 @@ async fn a_batch_makes_one_kms_call_per_distinct_key_and_reports_failures_by_pos
             fields: &fields[i],
         })
         .collect();
-    let results = keys.unseal_many(&ctx, &schema, &views);
+    let results = keys.unseal_many(&schema, &views);
     let failed: Vec<usize> = results
         .iter()
         .enumerate()
@@ -439,7 +428,7 @@ async fn sizes_meet_the_format_budget() {
     .unwrap();
     let v = [0u8; 32];
     let s = keys
-        .seal(&ctx, &schema, None, &[Some(&v), Some(&v), Some(&v)])
+        .seal(&schema, None, &[Some(&v), Some(&v), Some(&v)])
         .unwrap();
     for f in s.fields.iter().flatten() {
         assert_eq!(f.len(), 32 + 30, "30 bytes added per field");
@@ -459,14 +448,13 @@ async fn events_name_the_operation_and_never_a_value() {
     let id = RowId::Int(7);
     let sealed = keys
         .seal(
-            &ctx,
             &patients(),
             Some(&id),
             &values(b"CANARY-1", None, b"CANARY-2", b"CANARY-3"),
         )
         .unwrap();
     Stored::from_sealed("acme", &sealed)
-        .with(Some(&id), |r| keys.unseal(&ctx, &patients(), r))
+        .with(Some(&id), |r| keys.unseal(&patients(), r))
         .unwrap();
     let events = fx.sink.take();
     let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
@@ -503,14 +491,14 @@ async fn fail_closed_audit_refuses_plaintext_when_the_event_is_lost() {
     let keys = fx.cmk.keys_for(&c, &["secret", "private"]).await.unwrap();
     let secret = RowSchema::new("t", vec![FieldSpec::new("s", class("secret"))]).unwrap();
     let private = RowSchema::new("t", vec![FieldSpec::new("p", class("private"))]).unwrap();
-    let s = keys.seal(&c, &secret, None, &[Some(b"x")]).unwrap();
-    let p = keys.seal(&c, &private, None, &[Some(b"y")]).unwrap();
+    let s = keys.seal(&secret, None, &[Some(b"x")]).unwrap();
+    let p = keys.seal(&private, None, &[Some(b"y")]).unwrap();
     fx.sink.set_failing(true);
     let err = Stored::from_sealed("acme", &s)
-        .with(None, |r| keys.unseal(&c, &secret, r))
+        .with(None, |r| keys.unseal(&secret, r))
         .unwrap_err();
     assert!(matches!(err, Error::AuditFailClosed(_)));
-    assert!(keys.seal(&c, &secret, None, &[Some(b"x")]).is_err());
+    assert!(keys.seal(&secret, None, &[Some(b"x")]).is_err());
     // Sealing into caller storage leaves nothing behind when the event is lost.
     let (mut k, mut f, mut i) = (vec![None], vec![None], vec![]);
     let out = SealOut {
@@ -519,14 +507,14 @@ async fn fail_closed_audit_refuses_plaintext_when_the_event_is_lost() {
         indexes: &mut i,
     };
     let err = keys
-        .seal_into(&c, &secret, None, &[Some(b"x")], out)
+        .seal_into(&secret, None, &[Some(b"x")], out)
         .unwrap_err();
     assert!(matches!(err, Error::AuditFailClosed(_)), "{err}");
     assert_eq!((k, f), (vec![None], vec![None]), "no sealed row goes out");
     // Best-effort classes keep working.
     assert!(
         Stored::from_sealed("acme", &p)
-            .with(None, |r| keys.unseal(&c, &private, r))
+            .with(None, |r| keys.unseal(&private, r))
             .is_ok()
     );
 }

@@ -21,16 +21,10 @@ async fn setup() -> (
     (fx, keys, ctx)
 }
 
-fn small_row(
-    keys: &cmk_core::TenantKeys,
-    ctx: &cmk_core::RequestContext,
-    id: &RowId,
-    tag: &str,
-) -> Stored {
+fn small_row(keys: &cmk_core::TenantKeys, id: &RowId, tag: &str) -> Stored {
     let email = format!("{tag}@x");
     let sealed = keys
         .seal(
-            ctx,
             &patients(),
             Some(id),
             &[Some(email.as_bytes()), Some(b"N"), Some(b"S"), Some(b"C")],
@@ -48,14 +42,11 @@ fn assert_tampered(r: cmk_core::Result<cmk_core::seal::UnsealedRow>, what: &str)
 
 #[tokio::test]
 async fn every_single_bit_flip_of_every_stored_byte_is_tampered() {
-    let (_fx, keys, ctx) = setup().await;
+    let (_fx, keys, _ctx) = setup().await;
     let id = RowId::Int(1);
-    let row = small_row(&keys, &ctx, &id, "a");
+    let row = small_row(&keys, &id, "a");
     let schema = patients();
-    assert!(
-        row.with(Some(&id), |r| keys.unseal(&ctx, &schema, r))
-            .is_ok()
-    );
+    assert!(row.with(Some(&id), |r| keys.unseal(&schema, r)).is_ok());
     let mut flips = 0;
     for k in 0..row.key_columns.len() {
         let len = row.key_columns[k].as_ref().unwrap().len();
@@ -64,7 +55,7 @@ async fn every_single_bit_flip_of_every_stored_byte_is_tampered() {
                 let mut t = row.clone();
                 t.key_columns[k].as_mut().unwrap()[byte] ^= 1 << bit;
                 assert_tampered(
-                    t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+                    t.with(Some(&id), |r| keys.unseal(&schema, r)),
                     &format!("key column {k} byte {byte} bit {bit}"),
                 );
                 flips += 1;
@@ -78,7 +69,7 @@ async fn every_single_bit_flip_of_every_stored_byte_is_tampered() {
                 let mut t = row.clone();
                 t.fields[f].as_mut().unwrap()[byte] ^= 1 << bit;
                 assert_tampered(
-                    t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+                    t.with(Some(&id), |r| keys.unseal(&schema, r)),
                     &format!("field {f} byte {byte} bit {bit}"),
                 );
                 flips += 1;
@@ -90,9 +81,9 @@ async fn every_single_bit_flip_of_every_stored_byte_is_tampered() {
 
 #[tokio::test]
 async fn truncated_and_over_long_values_are_errors_never_panics() {
-    let (_fx, keys, ctx) = setup().await;
+    let (_fx, keys, _ctx) = setup().await;
     let id = RowId::Int(1);
-    let row = small_row(&keys, &ctx, &id, "a");
+    let row = small_row(&keys, &id, "a");
     let schema = patients();
     for k in 0..row.key_columns.len() {
         let full = row.key_columns[k].clone().unwrap();
@@ -100,7 +91,7 @@ async fn truncated_and_over_long_values_are_errors_never_panics() {
             let mut t = row.clone();
             t.key_columns[k] = Some(full[..len].to_vec());
             assert_tampered(
-                t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+                t.with(Some(&id), |r| keys.unseal(&schema, r)),
                 "truncated key column",
             );
         }
@@ -108,7 +99,7 @@ async fn truncated_and_over_long_values_are_errors_never_panics() {
             let mut t = row.clone();
             t.key_columns[k].as_mut().unwrap().extend_from_slice(extra);
             assert_tampered(
-                t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+                t.with(Some(&id), |r| keys.unseal(&schema, r)),
                 "extended key column",
             );
         }
@@ -119,14 +110,14 @@ async fn truncated_and_over_long_values_are_errors_never_panics() {
             let mut t = row.clone();
             t.fields[f] = Some(full[..len].to_vec());
             assert_tampered(
-                t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+                t.with(Some(&id), |r| keys.unseal(&schema, r)),
                 "truncated field",
             );
         }
         let mut t = row.clone();
         t.fields[f].as_mut().unwrap().push(0);
         assert_tampered(
-            t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+            t.with(Some(&id), |r| keys.unseal(&schema, r)),
             "extended field",
         );
     }
@@ -134,24 +125,24 @@ async fn truncated_and_over_long_values_are_errors_never_panics() {
     let mut t = row.clone();
     t.fields.pop();
     assert!(matches!(
-        t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id), |r| keys.unseal(&schema, r)),
         Err(Error::InvalidInput(_))
     ));
 }
 
 #[tokio::test]
 async fn swapping_ciphertexts_between_fields_rows_and_classes_is_tampered() {
-    let (_fx, keys, ctx) = setup().await;
+    let (_fx, keys, _ctx) = setup().await;
     let schema = patients();
     let (id1, id2) = (RowId::Int(1), RowId::Int(2));
-    let r1 = small_row(&keys, &ctx, &id1, "one");
-    let r2 = small_row(&keys, &ctx, &id2, "two");
+    let r1 = small_row(&keys, &id1, "one");
+    let r2 = small_row(&keys, &id2, "two");
 
     // Two fields of one class (email <-> name, both private).
     let mut t = r1.clone();
     t.fields.swap(0, 1);
     assert_tampered(
-        t.with(Some(&id1), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id1), |r| keys.unseal(&schema, r)),
         "fields swapped",
     );
 
@@ -159,13 +150,13 @@ async fn swapping_ciphertexts_between_fields_rows_and_classes_is_tampered() {
     let mut t = r1.clone();
     t.fields.swap(1, 2);
     assert_tampered(
-        t.with(Some(&id1), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id1), |r| keys.unseal(&schema, r)),
         "field across classes",
     );
     let mut t = r1.clone();
     t.key_columns.swap(0, 1);
     assert_tampered(
-        t.with(Some(&id1), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id1), |r| keys.unseal(&schema, r)),
         "key columns swapped",
     );
 
@@ -173,20 +164,20 @@ async fn swapping_ciphertexts_between_fields_rows_and_classes_is_tampered() {
     let mut t = r1.clone();
     t.fields[2] = r2.fields[2].clone();
     assert_tampered(
-        t.with(Some(&id1), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id1), |r| keys.unseal(&schema, r)),
         "field from another row",
     );
     let mut t = r1.clone();
     t.key_columns[1] = r2.key_columns[1].clone();
     assert_tampered(
-        t.with(Some(&id1), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id1), |r| keys.unseal(&schema, r)),
         "key column from another row",
     );
     let mut t = r1.clone();
     t.key_columns = r2.key_columns.clone();
     t.fields[..3].clone_from_slice(&r2.fields[..3]);
     assert_tampered(
-        t.with(Some(&id1), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id1), |r| keys.unseal(&schema, r)),
         "whole row under another id",
     );
 }
@@ -195,24 +186,22 @@ async fn swapping_ciphertexts_between_fields_rows_and_classes_is_tampered() {
 async fn without_row_ids_a_whole_row_copy_is_not_detected_as_documented() {
     // With database-assigned ids nothing binds a row to its id (docs/SECURITY.md): copying
     // all classified columns of one row onto another reads back the copied values.
-    let (_fx, keys, ctx) = setup().await;
+    let (_fx, keys, _ctx) = setup().await;
     let schema = patients();
     let s = keys
         .seal(
-            &ctx,
             &schema,
             None,
             &[Some(b"a@x"), Some(b"N"), Some(b"S"), Some(b"C")],
         )
         .unwrap();
     let out = Stored::from_sealed("acme", &s)
-        .with(None, |r| keys.unseal(&ctx, &schema, r))
+        .with(None, |r| keys.unseal(&schema, r))
         .unwrap();
     assert_eq!(out.values[1].value(), Some(&b"N"[..]));
     // Single fields still cannot move between rows: each row has its own DEK.
     let other = keys
         .seal(
-            &ctx,
             &schema,
             None,
             &[Some(b"b@x"), Some(b"M"), Some(b"T"), Some(b"D")],
@@ -221,81 +210,68 @@ async fn without_row_ids_a_whole_row_copy_is_not_detected_as_documented() {
     let mut t = Stored::from_sealed("acme", &s);
     t.fields[1] = other.fields[1].clone();
     assert_tampered(
-        t.with(None, |r| keys.unseal(&ctx, &schema, r)),
+        t.with(None, |r| keys.unseal(&schema, r)),
         "field from another row without ids",
     );
 }
 
 #[tokio::test]
 async fn another_tenants_row_is_refused_before_any_kms_call_and_relabelled_rows_are_tampered() {
-    let (fx, keys, ctx) = setup().await;
+    let (fx, keys, _ctx) = setup().await;
     let schema = patients();
     let id = RowId::Int(1);
-    let acme_row = small_row(&keys, &ctx, &id, "a");
+    let acme_row = small_row(&keys, &id, "a");
 
-    // globex's context with acme's handle: distinct error.
+    // globex's context on acme's handle: refused (a handle acts for its own tenant only).
     let globex = doctor("globex");
-    let err = acme_row
-        .with(Some(&id), |r| keys.unseal(&globex, &schema, r))
-        .unwrap_err();
+    let err = keys.with_context(globex.clone()).unwrap_err();
     assert!(matches!(err, Error::TenantMismatch { .. }), "{err:?}");
     // acme's row given to globex's handle: distinct error, and no KMS call is made for it.
     let gkeys = fx.cmk.keys_for(&globex, &ALL).await.unwrap();
     fx.kms.reset();
     let err = acme_row
-        .with(Some(&id), |r| gkeys.unseal(&globex, &schema, r))
+        .with(Some(&id), |r| gkeys.unseal(&schema, r))
         .unwrap_err();
     assert!(matches!(err, Error::TenantMismatch { .. }), "{err:?}");
     assert_eq!(fx.kms.calls(), 0);
-    // Sealing for another tenant than the handle's is refused too.
-    assert!(matches!(
-        keys.seal(&globex, &schema, None, &[None, None, None, None]),
-        Err(Error::TenantMismatch { .. })
-    ));
-
     // An attacker rewrites the tenant column: globex's keys cannot open acme's ciphertext.
     let mut relabelled = acme_row.clone();
     relabelled.tenant = "globex".into();
     assert_tampered(
-        relabelled.with(Some(&id), |r| gkeys.unseal(&globex, &schema, r)),
+        relabelled.with(Some(&id), |r| gkeys.unseal(&schema, r)),
         "tenant relabelled",
     );
 }
 
 #[tokio::test]
 async fn nulling_out_a_field_or_a_key_column_is_detected() {
-    let (_fx, keys, ctx) = setup().await;
+    let (_fx, keys, _ctx) = setup().await;
     let schema = patients();
     let id = RowId::Int(1);
-    let row = small_row(&keys, &ctx, &id, "a");
+    let row = small_row(&keys, &id, "a");
     for f in 0..3 {
         let mut t = row.clone();
         t.fields[f] = None;
         assert_tampered(
-            t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+            t.with(Some(&id), |r| keys.unseal(&schema, r)),
             "field nulled",
         );
     }
     // A value where NULL was sealed.
     let with_null = keys
-        .seal(
-            &ctx,
-            &schema,
-            Some(&id),
-            &[Some(b"e"), None, Some(b"s"), None],
-        )
+        .seal(&schema, Some(&id), &[Some(b"e"), None, Some(b"s"), None])
         .unwrap();
     let mut t = Stored::from_sealed("acme", &with_null);
     t.fields[1] = row.fields[1].clone();
     assert_tampered(
-        t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id), |r| keys.unseal(&schema, r)),
         "value where NULL was",
     );
     // One key column removed while the other remains.
     let mut t = row.clone();
     t.key_columns[1] = None;
     assert_tampered(
-        t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id), |r| keys.unseal(&schema, r)),
         "key column nulled",
     );
     // A whole class removed: its key column and its field NULL. The other key column binds the
@@ -304,23 +280,19 @@ async fn nulling_out_a_field_or_a_key_column_is_detected() {
     t.key_columns[1] = None;
     t.fields[2] = None;
     assert_tampered(
-        t.with(Some(&id), |r| keys.unseal(&ctx, &schema, r)),
+        t.with(Some(&id), |r| keys.unseal(&schema, r)),
         "class nulled",
     );
     // Every key column and every envelope field NULL: a legacy row, refused by name.
     let mut t = row.clone();
     t.key_columns = vec![None, None];
     t.fields[..3].fill(None);
-    let err = t
-        .with(Some(&id), |r| keys.unseal(&ctx, &schema, r))
-        .unwrap_err();
+    let err = t.with(Some(&id), |r| keys.unseal(&schema, r)).unwrap_err();
     assert!(matches!(err, Error::MissingKeyColumn { .. }), "{err:?}");
     // Every key column removed: the row looks legacy, which strict mode refuses by name.
     let mut t = row.clone();
     t.key_columns = vec![None, None];
-    let err = t
-        .with(Some(&id), |r| keys.unseal(&ctx, &schema, r))
-        .unwrap_err();
+    let err = t.with(Some(&id), |r| keys.unseal(&schema, r)).unwrap_err();
     assert!(matches!(err, Error::MissingKeyColumn { .. }), "{err:?}");
 }
 
@@ -328,11 +300,11 @@ async fn nulling_out_a_field_or_a_key_column_is_detected() {
 async fn values_under_an_unrequested_class_name_the_key_not_tampering() {
     let (fx, keys, ctx) = setup().await;
     let schema = RowSchema::new("t", vec![FieldSpec::new("p", class("private"))]).unwrap();
-    let s = keys.seal(&ctx, &schema, None, &[Some(b"x")]).unwrap();
+    let s = keys.seal(&schema, None, &[Some(b"x")]).unwrap();
     // A handle without the private class knows its KEK but does not hold it.
     let narrow = fx.cmk.keys_for(&ctx, &["secret"]).await.unwrap();
     let err = Stored::from_sealed("acme", &s)
-        .with(None, |r| narrow.unseal(&ctx, &schema, r))
+        .with(None, |r| narrow.unseal(&schema, r))
         .unwrap_err();
     assert!(matches!(err, Error::KeyUnavailable { .. }), "{err:?}");
 }

@@ -476,6 +476,19 @@ pub fn expand(m: &Model) -> TokenStream {
         }
         _ => quote!(),
     };
+    // The sealed row knows its table, so `ops::insert(conn, &keys, &model)` needs no table.
+    let has_table = match (in_diesel, diesel_table) {
+        (true, Some(table)) => quote! {
+            #[automatically_derived]
+            impl #p::diesel::associations::HasTable for #sealed {
+                type Table = #table::table;
+                fn table() -> Self::Table {
+                    #table::table
+                }
+            }
+        },
+        _ => quote!(),
+    };
     let transparent_reads = if in_diesel {
         quote! {
             /// Loads the plaintext model through any Diesel query: builds the sealed row, then
@@ -555,6 +568,8 @@ pub fn expand(m: &Model) -> TokenStream {
 
         #transparent_reads
 
+        #has_table
+
         #insertable
 
         #[automatically_derived]
@@ -564,7 +579,6 @@ pub fn expand(m: &Model) -> TokenStream {
             /// The stored row viewed as cmk sees it, unsealed strictly or partially.
             fn __unseal_values(
                 sealed: &#sealed,
-                ctx: &#p::RequestContext,
                 keys: &#p::TenantKeys,
                 partial: bool,
             ) -> #p::Result<Vec<#p::Revealed>> {
@@ -578,7 +592,7 @@ pub fn expand(m: &Model) -> TokenStream {
                     key_columns: &__keys,
                     fields: &__fields,
                 };
-                let out = if partial { keys.unseal_partial(ctx, schema, &__row)? } else { keys.unseal(ctx, schema, &__row)? };
+                let out = if partial { keys.unseal_partial(schema, &__row)? } else { keys.unseal(schema, &__row)? };
                 Ok(out.values)
             }
         }
@@ -598,20 +612,20 @@ pub fn expand(m: &Model) -> TokenStream {
                     .map_err(Clone::clone)
             }
 
-            fn seal(&self, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<#sealed> {
+            fn seal(&self, keys: &#p::TenantKeys) -> #p::Result<#sealed> {
+                let __ctx = keys.context();
                 let schema = <Self as #p::Encrypted>::schema()?;
-                #p::check_model_tenant(ctx, ::core::convert::AsRef::<str>::as_ref(&self.#tenant))?;
+                #p::check_model_tenant(__ctx, ::core::convert::AsRef::<str>::as_ref(&self.#tenant))?;
                 #(#encode)*
                 let __values: [Option<&[u8]>; #n_fields] = [#(#value_refs),*];
                 let __row_id: Option<#p::RowId> = #row_id;
                 let mut __out = #p::SealSlots::<#n_keys, #n_fields>::new();
-                keys.seal_into(ctx, schema, __row_id.as_ref(), &__values, __out.as_out())?;
+                keys.seal_into(schema, __row_id.as_ref(), &__values, __out.as_out())?;
                 Ok(#sealed { #(#assemble,)* })
             }
 
             fn rekey(
                 sealed: &mut #sealed,
-                ctx: &#p::RequestContext,
                 keys: &::std::sync::Arc<#p::TenantKeys>,
             ) -> #p::Result<usize> {
                 let schema = <Self as #p::Encrypted>::schema()?;
@@ -628,7 +642,7 @@ pub fn expand(m: &Model) -> TokenStream {
                         fields: &__fields,
                     };
                     for (__k, __slot) in __new.iter_mut().enumerate() {
-                        *__slot = keys.rekey_key_column(ctx, schema, __k, &__row)?;
+                        *__slot = keys.rekey_key_column(schema, __k, &__row)?;
                     }
                 }
                 let mut __changed = 0;
@@ -642,18 +656,18 @@ pub fn expand(m: &Model) -> TokenStream {
 
             type View = #view;
 
-            fn unseal_partial(sealed: &#sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<#view> {
-                let mut __values = Self::__unseal_values(sealed, ctx, keys, true)?.into_iter();
+            fn unseal_partial(sealed: &#sealed, keys: &#p::TenantKeys) -> #p::Result<#view> {
+                let mut __values = Self::__unseal_values(sealed, keys, true)?.into_iter();
                 Ok(#view { #(#rebuild_partial,)* })
             }
 
-            fn unseal(sealed: &#sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<Self> {
-                let mut __values = Self::__unseal_values(sealed, ctx, keys, false)?.into_iter();
+            fn unseal(sealed: &#sealed, keys: &#p::TenantKeys) -> #p::Result<Self> {
+                let mut __values = Self::__unseal_values(sealed, keys, false)?.into_iter();
                 Ok(#name { #(#rebuild,)* })
             }
 
-            fn unseal_owned(sealed: #sealed, ctx: &#p::RequestContext, keys: &#p::TenantKeys) -> #p::Result<Self> {
-                let mut __values = Self::__unseal_values(&sealed, ctx, keys, false)?.into_iter();
+            fn unseal_owned(sealed: #sealed, keys: &#p::TenantKeys) -> #p::Result<Self> {
+                let mut __values = Self::__unseal_values(&sealed, keys, false)?.into_iter();
                 Ok(#name { #(#rebuild_owned,)* })
             }
         }

@@ -15,9 +15,9 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use cmk_core::TenantKeys;
 use cmk_core::jobs::{self, GuardedWrite};
 use cmk_core::model::Encrypted;
-use cmk_core::{RequestContext, TenantKeys};
 use diesel::RunQueryDsl;
 use diesel::associations::HasTable;
 use diesel::connection::Connection;
@@ -38,7 +38,6 @@ pub use cmk_core::jobs::{Chunks, Progress};
 #[allow(clippy::too_many_arguments)]
 pub fn rekey_table<'q, M, C, Id, Q, T>(
     conn: &mut C,
-    ctx: &RequestContext,
     keys: &Arc<TenantKeys>,
     chunks: Chunks<Id>,
     mut load: impl FnMut(Option<&Id>, i64) -> Q,
@@ -76,7 +75,7 @@ where
         for row in rows {
             p.scanned += 1;
             let id = id_of(&row);
-            match jobs::rekey_row::<M>(row, ctx, keys) {
+            match jobs::rekey_row::<M>(row, keys) {
                 Ok(None) => {}
                 Ok(Some(w)) => p.tally(write(conn, target(&id), w)?),
                 Err(e) => p.failed.push((id, e)),
@@ -108,7 +107,6 @@ where
 #[allow(clippy::too_many_arguments)]
 pub fn encrypt_plaintext<'q, M, L, C, Id, Q, T>(
     conn: &mut C,
-    ctx: &RequestContext,
     keys: &TenantKeys,
     chunks: Chunks<Id>,
     mut load: impl FnMut(Option<&Id>, i64) -> Q,
@@ -148,7 +146,7 @@ where
             p.scanned += 1;
             let (id, model) = to_model(legacy);
             p.after = Some(id.clone());
-            match jobs::seal_legacy(&model, ctx, keys) {
+            match jobs::seal_legacy(&model, keys) {
                 Ok(w) => p.tally(write(conn, target(&id), w)?),
                 Err(e) => p.failed.push((id, e)),
             }

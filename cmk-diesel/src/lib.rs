@@ -35,6 +35,8 @@
 mod column;
 pub mod config_store;
 pub mod ddl;
+#[cfg(feature = "sqlite")]
+pub mod embedded;
 mod error;
 pub mod jobs;
 pub mod ops;

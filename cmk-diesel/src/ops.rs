@@ -1,81 +1,76 @@
 //! One-call operations: seal and write, or read and unseal, with keys the caller obtained
-//! first (`cmk.keys_for(&ctx, M::CLASSES).await`). Sealing and unsealing are synchronous CPU
-//! work, so these run in Diesel's synchronous code, `spawn_blocking` or a pool's `interact`.
+//! first (`cmk.keys_for(&ctx, M::CLASSES).await`). The handle carries the request context:
+//! every operation is checked and audited as that request. Sealing and unsealing are
+//! synchronous CPU work, so these run in Diesel's synchronous code, `spawn_blocking` or a
+//! pool's `interact`.
 //!
 //! ```text
 //! let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;          // async, KMS if cold
 //! tokio::task::spawn_blocking(move || {
 //!     let mut conn = pool.get()?;
-//!     ops::insert_many(&mut conn, &ctx, &keys, patients::table, &people)?;
-//!     let ann = ops::first::<Patient, _, _>(&mut conn, &ctx, &keys,
+//!     ops::insert_many(&mut conn, &keys, &people)?;
+//!     let ann = ops::first::<Patient, _, _>(&mut conn, &keys,
 //!         patients::table.filter(Patient::by_email(&keys, b"ann@example.com")?))?;
-//!     ops::update(&mut conn, &ctx, &keys, patients::table.find(ann.id), &ann)?;
+//!     ops::update(&mut conn, &keys, patients::table.find(ann.id), &ann)?;
 //! }).await??;
 //! ```
 
+use cmk_core::TenantKeys;
 use cmk_core::event::{EventName, sealing_as};
 use cmk_core::model::Encrypted;
-use cmk_core::{RequestContext, TenantKeys};
 use diesel::associations::HasTable;
 use diesel::connection::Connection;
 use diesel::query_builder::{
     AsChangeset, AsQuery, DeleteStatement, InsertStatement, IntoUpdateTarget, UpdateStatement,
 };
 use diesel::query_dsl::methods::{ExecuteDsl, FilterDsl, LimitDsl, LoadQuery};
-use diesel::{Insertable, RunQueryDsl, Table};
+use diesel::{Insertable, RunQueryDsl};
 
 use crate::error::{Error, Result};
 use crate::unchanged::KeyColumnsUnchanged;
 
-/// Seals `model` with a fresh DEK per class and inserts it.
-pub fn insert<M, T, C>(
-    conn: &mut C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    table: T,
-    model: &M,
-) -> Result<usize>
+/// The table a sealed row type belongs to (the derive implements `HasTable` for it).
+type TableOf<M> = <<M as Encrypted>::Sealed as HasTable>::Table;
+
+/// Seals `model` with a fresh DEK per class and inserts it into its table.
+pub fn insert<M, C>(conn: &mut C, keys: &TenantKeys, model: &M) -> Result<usize>
 where
     M: Encrypted,
-    T: Table,
     C: Connection,
-    M::Sealed: Insertable<T>,
-    InsertStatement<T, <M::Sealed as Insertable<T>>::Values>: ExecuteDsl<C>,
+    M::Sealed: HasTable + Insertable<TableOf<M>>,
+    InsertStatement<TableOf<M>, <M::Sealed as Insertable<TableOf<M>>>::Values>: ExecuteDsl<C>,
 {
-    let sealed = model.seal(ctx, keys)?;
-    Ok(diesel::insert_into(table).values(sealed).execute(conn)?)
+    let sealed = model.seal(keys)?;
+    Ok(diesel::insert_into(M::Sealed::table())
+        .values(sealed)
+        .execute(conn)?)
 }
 
 /// Seals every model (a fresh DEK per row and class; the KEKs were fetched once, by
 /// `keys_for`) and inserts them in one statement. If any row fails to seal, nothing is
 /// written and the error names its position.
-pub fn insert_many<M, T, C>(
-    conn: &mut C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    table: T,
-    models: &[M],
-) -> Result<usize>
+pub fn insert_many<M, C>(conn: &mut C, keys: &TenantKeys, models: &[M]) -> Result<usize>
 where
     M: Encrypted,
-    T: Table,
     C: Connection,
-    Vec<M::Sealed>: Insertable<T>,
-    InsertStatement<T, <Vec<M::Sealed> as Insertable<T>>::Values>: ExecuteDsl<C>,
+    M::Sealed: HasTable,
+    Vec<M::Sealed>: Insertable<TableOf<M>>,
+    InsertStatement<TableOf<M>, <Vec<M::Sealed> as Insertable<TableOf<M>>>::Values>: ExecuteDsl<C>,
 {
-    let sealed = M::seal_many(models, ctx, keys)
+    let sealed = M::seal_many(models, keys)
         .into_iter()
         .enumerate()
         .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
         .collect::<Result<Vec<_>>>()?;
-    Ok(diesel::insert_into(table).values(sealed).execute(conn)?)
+    Ok(diesel::insert_into(M::Sealed::table())
+        .values(sealed)
+        .execute(conn)?)
 }
 
 /// Runs `query` for sealed rows and unseals each: one result per row, in order, so one bad
 /// row (tampered, another tenant's) is reported in place and the rest are returned.
 pub fn load<'q, M, Q, C>(
     conn: &mut C,
-    ctx: &RequestContext,
     keys: &TenantKeys,
     query: Q,
 ) -> Result<Vec<cmk_core::Result<M>>>
@@ -85,22 +80,17 @@ where
     Q: LoadQuery<'q, C, M::Sealed>,
 {
     let rows: Vec<M::Sealed> = query.load(conn)?;
-    Ok(M::unseal_many_owned(rows, ctx, keys))
+    Ok(M::unseal_many_owned(rows, keys))
 }
 
 /// Like [`load`], but fails on the first row that does not unseal.
-pub fn load_all<'q, M, Q, C>(
-    conn: &mut C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    query: Q,
-) -> Result<Vec<M>>
+pub fn load_all<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Result<Vec<M>>
 where
     M: Encrypted,
     C: Connection,
     Q: LoadQuery<'q, C, M::Sealed>,
 {
-    load(conn, ctx, keys, query)?
+    load(conn, keys, query)?
         .into_iter()
         .enumerate()
         .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
@@ -108,12 +98,7 @@ where
 }
 
 /// The first row of `query`, unsealed; Diesel's `NotFound` when there is none.
-pub fn first<'q, M, Q, C>(
-    conn: &mut C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    query: Q,
-) -> Result<M>
+pub fn first<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Result<M>
 where
     M: Encrypted,
     C: Connection,
@@ -121,20 +106,14 @@ where
     Q::Output: LoadQuery<'q, C, M::Sealed>,
 {
     let row: M::Sealed = query.first(conn)?;
-    Ok(M::unseal_owned(row, ctx, keys)?)
+    Ok(M::unseal_owned(row, keys)?)
 }
 
 /// Re-seals `model` with fresh DEKs for every class and writes every classified field, index
 /// column and key column in one `UPDATE` of `target` (for example `table.find(id)`); the
 /// primary key is not written. Concurrent updates of one row are last-writer-wins, as in
 /// plain SQL; [`update_if_unchanged`] is the compare-and-set form.
-pub fn update<M, T, C>(
-    conn: &mut C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    target: T,
-    model: &M,
-) -> Result<usize>
+pub fn update<M, T, C>(conn: &mut C, keys: &TenantKeys, target: T, model: &M) -> Result<usize>
 where
     M: Encrypted,
     C: Connection,
@@ -143,7 +122,7 @@ where
     UpdateStatement<T::Table, T::WhereClause, <M::Sealed as AsChangeset>::Changeset>:
         AsQuery + ExecuteDsl<C>,
 {
-    let sealed = sealing_as(EventName::DataUpdate, || model.seal(ctx, keys))?;
+    let sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
     Ok(diesel::update(target).set(sealed).execute(conn)?)
 }
 
@@ -153,7 +132,6 @@ where
 /// came from (for example `table.find(id)`).
 pub fn update_if_unchanged<M, T, C>(
     conn: &mut C,
-    ctx: &RequestContext,
     keys: &TenantKeys,
     target: T,
     read: &M::Sealed,
@@ -171,7 +149,7 @@ where
         <M::Sealed as AsChangeset>::Changeset,
     >: AsQuery + ExecuteDsl<C>,
 {
-    let sealed = sealing_as(EventName::DataUpdate, || model.seal(ctx, keys))?;
+    let sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
     let read_keys = KeyColumnsUnchanged::new(M::key_columns(read));
     if write_guarded::<M, T, C>(conn, target, read_keys, sealed)? {
         Ok(())
@@ -210,12 +188,7 @@ where
 /// the event cannot be recorded and a class of the table is fail-closed, the delete is
 /// rolled back and the error returned. cmk cannot see inside `target`: constrain it to the
 /// key handle's tenant (`table.filter(tenant_id.eq(keys.tenant().as_str()))`).
-pub fn delete<M, T, C>(
-    conn: &mut C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    target: T,
-) -> Result<usize>
+pub fn delete<M, T, C>(conn: &mut C, keys: &TenantKeys, target: T) -> Result<usize>
 where
     M: Encrypted,
     C: Connection,
@@ -225,7 +198,7 @@ where
     let schema = M::schema()?;
     conn.transaction(|conn| match diesel::delete(target).execute(conn) {
         Ok(deleted) => {
-            keys.audit_delete(ctx, schema, &Ok(deleted))?;
+            keys.audit_delete(schema, &Ok(deleted))?;
             Ok(deleted)
         }
         Err(e) => {
@@ -233,7 +206,7 @@ where
                 e.to_string(),
             )));
             // The delete failed already; its event is best effort.
-            let _ = keys.audit_delete(ctx, schema, &Err(failed));
+            let _ = keys.audit_delete(schema, &Err(failed));
             Err(e.into())
         }
     })

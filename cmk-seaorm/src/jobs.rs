@@ -14,9 +14,9 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use cmk_core::TenantKeys;
 use cmk_core::jobs::{self, GuardedWrite};
 use cmk_core::model::Encrypted;
-use cmk_core::{RequestContext, TenantKeys};
 use sea_orm::{ConnectionTrait, EntityTrait, ModelTrait, Select, Selector, SelectorTrait};
 
 pub use cmk_core::jobs::{Chunks, Progress};
@@ -30,7 +30,6 @@ use crate::ops::write_guarded;
 /// `Cmk::destroy_kek`). `keys` must be fetched after the roll-over.
 pub async fn rekey_table<M, E, C, Id>(
     db: &C,
-    ctx: &RequestContext,
     keys: &Arc<TenantKeys>,
     chunks: Chunks<Id>,
     mut load: impl FnMut(Option<&Id>, u64) -> Select<E>,
@@ -54,7 +53,7 @@ where
         for row in rows {
             p.scanned += 1;
             let id = id_of(&row);
-            match jobs::rekey_row::<M>(row, ctx, keys) {
+            match jobs::rekey_row::<M>(row, keys) {
                 Ok(None) => {}
                 Ok(Some(w)) => p.tally(write::<E, C>(db, w).await?),
                 Err(e) => p.failed.push((id, e)),
@@ -78,7 +77,6 @@ where
 /// survives). cmk never reads plaintext columns, deliberately (see `cmk_diesel::jobs`).
 pub async fn encrypt_plaintext<M, E, S, C, Id>(
     db: &C,
-    ctx: &RequestContext,
     keys: &TenantKeys,
     chunks: Chunks<Id>,
     mut load: impl FnMut(Option<&Id>, u64) -> Selector<S>,
@@ -105,7 +103,7 @@ where
             p.scanned += 1;
             let (id, model) = to_model(legacy);
             p.after = Some(id.clone());
-            match jobs::seal_legacy(&model, ctx, keys) {
+            match jobs::seal_legacy(&model, keys) {
                 Ok(w) => p.tally(write::<E, C>(db, w).await?),
                 Err(e) => p.failed.push((id, e)),
             }

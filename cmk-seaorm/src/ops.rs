@@ -6,17 +6,17 @@
 //!
 //! ```text
 //! let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;      // KMS only if cold
-//! ops::insert_many(&db, &ctx, &keys, &people).await?;
-//! let ann: Option<Patient> = ops::one(&db, &ctx, &keys,
+//! ops::insert_many(&db, &keys, &people).await?;
+//! let ann: Option<Patient> = ops::one(&db, &keys,
 //!     patient::Entity::find().filter(Patient::by_email(&keys, b"ann@example.com")?)).await?;
-//! ops::update(&db, &ctx, &keys, patient::Entity::find_by_id(1), |p: &mut Patient| {
+//! ops::update(&db, &keys, patient::Entity::find_by_id(1), |p: &mut Patient| {
 //!     p.ssn = None;
 //! }).await?;
 //! ```
 
+use cmk_core::TenantKeys;
 use cmk_core::event::{EventName, sealing_as};
 use cmk_core::model::Encrypted;
-use cmk_core::{RequestContext, TenantKeys};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, DeleteMany, EntityTrait,
     IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, Select, TransactionSession,
@@ -38,12 +38,7 @@ pub(crate) fn column<E: EntityTrait>(name: &str) -> Result<E::Column> {
 }
 
 /// Seals `model` with a fresh DEK per class and inserts it.
-pub async fn insert<M, E, C>(
-    db: &C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    model: &M,
-) -> Result<()>
+pub async fn insert<M, E, C>(db: &C, keys: &TenantKeys, model: &M) -> Result<()>
 where
     M: Encrypted,
     M::Sealed: ModelTrait<Entity = E>,
@@ -51,7 +46,7 @@ where
     E::ActiveModel: From<E::Model>,
     C: ConnectionTrait,
 {
-    let row: E::ActiveModel = model.seal(ctx, keys)?.into();
+    let row: E::ActiveModel = model.seal(keys)?.into();
     E::insert(row.reset_all())
         .exec_without_returning(db)
         .await?;
@@ -61,12 +56,7 @@ where
 /// Seals every model (a fresh DEK per row and class; the KEKs were fetched once, by
 /// `keys_for`) and inserts them in one statement. If any row fails to seal, nothing is
 /// written and the error names its position.
-pub async fn insert_many<M, E, C>(
-    db: &C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    models: &[M],
-) -> Result<u64>
+pub async fn insert_many<M, E, C>(db: &C, keys: &TenantKeys, models: &[M]) -> Result<u64>
 where
     M: Encrypted,
     M::Sealed: ModelTrait<Entity = E>,
@@ -74,7 +64,7 @@ where
     E::ActiveModel: From<E::Model>,
     C: ConnectionTrait,
 {
-    let rows = M::seal_many(models, ctx, keys)
+    let rows = M::seal_many(models, keys)
         .into_iter()
         .enumerate()
         .map(|(position, r)| {
@@ -92,7 +82,6 @@ where
 /// (tampered, another tenant's) is reported in place and the rest are returned.
 pub async fn load<M, E, C>(
     db: &C,
-    ctx: &RequestContext,
     keys: &TenantKeys,
     select: Select<E>,
 ) -> Result<Vec<cmk_core::Result<M>>>
@@ -103,23 +92,18 @@ where
     C: ConnectionTrait,
 {
     let rows = select.all(db).await?;
-    Ok(M::unseal_many_owned(rows, ctx, keys))
+    Ok(M::unseal_many_owned(rows, keys))
 }
 
 /// Like [`load`], but fails on the first row that does not unseal.
-pub async fn load_all<M, E, C>(
-    db: &C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    select: Select<E>,
-) -> Result<Vec<M>>
+pub async fn load_all<M, E, C>(db: &C, keys: &TenantKeys, select: Select<E>) -> Result<Vec<M>>
 where
     M: Encrypted,
     M::Sealed: ModelTrait<Entity = E>,
     E: EntityTrait<Model = M::Sealed>,
     C: ConnectionTrait,
 {
-    load(db, ctx, keys, select)
+    load(db, keys, select)
         .await?
         .into_iter()
         .enumerate()
@@ -128,12 +112,7 @@ where
 }
 
 /// The first row of `select`, unsealed, if there is one.
-pub async fn one<M, E, C>(
-    db: &C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    select: Select<E>,
-) -> Result<Option<M>>
+pub async fn one<M, E, C>(db: &C, keys: &TenantKeys, select: Select<E>) -> Result<Option<M>>
 where
     M: Encrypted,
     M::Sealed: ModelTrait<Entity = E>,
@@ -141,7 +120,7 @@ where
     C: ConnectionTrait,
 {
     match select.one(db).await? {
-        Some(row) => Ok(Some(M::unseal_owned(row, ctx, keys)?)),
+        Some(row) => Ok(Some(M::unseal_owned(row, keys)?)),
         None => Ok(None),
     }
 }
@@ -154,7 +133,6 @@ where
 /// written; `DbErr::RecordNotFound` when `select` finds no row.
 pub async fn update<M, E, C>(
     db: &C,
-    ctx: &RequestContext,
     keys: &TenantKeys,
     select: Select<E>,
     mut change: impl FnMut(&mut M),
@@ -170,9 +148,9 @@ where
         let Some(read) = select.clone().one(db).await? else {
             return Err(DbErr::RecordNotFound("no row to update".into()).into());
         };
-        let mut model = M::unseal(&read, ctx, keys)?;
+        let mut model = M::unseal(&read, keys)?;
         change(&mut model);
-        match update_if_unchanged(db, ctx, keys, &read, &model).await {
+        match update_if_unchanged(db, keys, &read, &model).await {
             Err(Error::Cmk(cmk_core::Error::Conflict)) => continue,
             other => return other.map(|()| model),
         }
@@ -186,7 +164,6 @@ where
 /// gone). `model` must keep `read`'s primary key.
 pub async fn update_if_unchanged<M, E, C>(
     db: &C,
-    ctx: &RequestContext,
     keys: &TenantKeys,
     read: &E::Model,
     model: &M,
@@ -198,7 +175,7 @@ where
     E::ActiveModel: From<E::Model>,
     C: ConnectionTrait,
 {
-    let sealed = sealing_as(EventName::DataUpdate, || model.seal(ctx, keys))?;
+    let sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
     for pk in E::PrimaryKey::iter() {
         let col = pk.into_column();
         if read.get(col) != sealed.get(col) {
@@ -253,12 +230,7 @@ where
 /// when the event cannot be recorded and a class of the table is fail-closed, the delete is
 /// rolled back and the error returned. cmk cannot see inside `delete`: constrain it to the
 /// key handle's tenant (`.filter(Column::TenantId.eq(keys.tenant().as_str()))`).
-pub async fn delete<M, E, C>(
-    db: &C,
-    ctx: &RequestContext,
-    keys: &TenantKeys,
-    delete: DeleteMany<E>,
-) -> Result<u64>
+pub async fn delete<M, E, C>(db: &C, keys: &TenantKeys, delete: DeleteMany<E>) -> Result<u64>
 where
     M: Encrypted,
     M::Sealed: ModelTrait<Entity = E>,
@@ -271,14 +243,14 @@ where
         Ok(done) => {
             let deleted = usize::try_from(done.rows_affected).unwrap_or(usize::MAX);
             // On an error here the transaction is dropped, which rolls the delete back.
-            keys.audit_delete(ctx, schema, &Ok(deleted))?;
+            keys.audit_delete(schema, &Ok(deleted))?;
             txn.commit().await?;
             Ok(done.rows_affected)
         }
         Err(e) => {
             let failed = cmk_core::Error::Database(std::sync::Arc::new(e.clone()));
             // The delete failed already; its event is best effort.
-            let _ = keys.audit_delete(ctx, schema, &Err(failed));
+            let _ = keys.audit_delete(schema, &Err(failed));
             Err(e.into())
         }
     }

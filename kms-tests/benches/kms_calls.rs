@@ -89,7 +89,7 @@ async fn run(stand_in: &StandIn, classic: bool) -> (usize, usize, Duration) {
             cmk.keys_for(&ctx, &["private"])
                 .await
                 .unwrap()
-                .seal(&ctx, &schema, None, &[Some(b"value")])
+                .seal(&schema, None, &[Some(b"value")])
                 .unwrap()
         };
         rows.push((ctx, sealed));
@@ -115,7 +115,7 @@ async fn run(stand_in: &StandIn, classic: bool) -> (usize, usize, Duration) {
                 cmk.keys_for(ctx, &["private"])
                     .await
                     .unwrap()
-                    .unseal(ctx, &schema, &row)
+                    .unseal(&schema, &row)
                     .unwrap()
             };
             assert_eq!(out.values[0].value(), Some(&b"value"[..]));

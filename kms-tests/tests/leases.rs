@@ -118,7 +118,7 @@ async fn set_up(db: &Path, kms: Arc<dyn Kms>, keys: [KeyRef; 2]) {
         };
         let conn = connect(db);
         let mut conn = conn.lock().unwrap();
-        cmk::diesel::ops::insert(&mut *conn, &ctx, &keys, notes::table, &note).unwrap();
+        cmk::diesel::ops::insert(&mut *conn, &keys, &note).unwrap();
     }
 }
 
@@ -139,7 +139,6 @@ async fn observe(db: &Path, kms: Arc<dyn Kms>, end_ms: u64, mut each: impl FnMut
                     let mut conn = conn.lock().unwrap();
                     cmk::diesel::ops::first::<Note, _, _>(
                         &mut *conn,
-                        &ctx,
                         &keys,
                         notes::table.filter(notes::id.eq(i as i64 + 1)),
                     )
