@@ -128,6 +128,9 @@ pub use cmk_diesel as diesel;
 #[cfg(feature = "seaorm")]
 pub use cmk_seaorm as seaorm;
 
+#[cfg(any(feature = "actix", feature = "tower"))]
+pub mod web;
+
 /// The embedded default in one call: the local keyring, an operator key kept beside it,
 /// cmk's tables in SQLite and events to a JSON Lines file, in one directory.
 #[cfg(feature = "diesel")]

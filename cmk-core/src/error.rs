@@ -184,6 +184,21 @@ pub enum Error {
     #[error("the row was changed by another writer (compare-and-set failed)")]
     Conflict,
 
+    /// A write broke a unique constraint (an email already registered, through its blind
+    /// index). The database's own message is not kept: PostgreSQL's names the duplicate
+    /// value, which for a blind-index column is the index of the plaintext.
+    #[error(
+        "a row with the same unique value exists (table {}, constraint {})",
+        table.as_deref().unwrap_or("unknown"),
+        constraint.as_deref().unwrap_or("unknown")
+    )]
+    UniqueViolation {
+        /// The table, when the database names it.
+        table: Option<String>,
+        /// The constraint or index, when the database names it.
+        constraint: Option<String>,
+    },
+
     /// A provider- or adapter-specific failure that fits no other variant.
     #[error("{0}")]
     Other(Arc<dyn std::error::Error + Send + Sync>),
@@ -193,6 +208,37 @@ impl Error {
     /// True when the error means stored data failed authentication.
     pub fn is_tampered(&self) -> bool {
         matches!(self, Error::Tampered)
+    }
+
+    /// The HTTP status a web application answers with when a request fails with this error
+    /// (what `cmk::web`'s middlewares answer):
+    ///
+    /// | status | errors |
+    /// |---|---|
+    /// | 400 | invalid input (a malformed tenant id from a header) |
+    /// | 403 | access denied (no reader role), another tenant's row, the tenant's KMS refusing (key disabled or revoked) |
+    /// | 404 | unknown tenant |
+    /// | 409 | compare-and-set conflict, unique violation |
+    /// | 410 | tenant crypto-shredded |
+    /// | 503 | KMS unreachable or throttled, a lease past its hard expiry, an audit sink down under fail-closed |
+    /// | 500 | tampered or unreadable stored data, configuration integrity, anything else |
+    ///
+    /// Tampered data is a 500 on purpose: the client did nothing wrong, and the response
+    /// must not tell an attacker which of their changes was noticed (the event and the log
+    /// do).
+    pub fn http_status(&self) -> u16 {
+        use crate::kms::KmsErrorKind;
+        match self {
+            Error::InvalidInput(_) => 400,
+            Error::AccessDenied { .. } | Error::TenantMismatch { .. } => 403,
+            Error::Kms { source, .. } if source.kind == KmsErrorKind::Denied => 403,
+            Error::UnknownTenant { .. } => 404,
+            Error::Conflict | Error::UniqueViolation { .. } => 409,
+            Error::TenantShredded { .. } => 410,
+            Error::Kms { source, .. } if source.kind.is_transient() => 503,
+            Error::LeaseEnded { .. } | Error::AuditFailClosed(_) => 503,
+            _ => 500,
+        }
     }
 
     /// A stable snake_case name of the variant, for events and metrics.
@@ -227,6 +273,7 @@ impl Error {
             Error::Io(_) => "io",
             Error::Database(_) => "database",
             Error::Conflict => "conflict",
+            Error::UniqueViolation { .. } => "unique_violation",
             Error::Other(_) => "other",
         }
     }

@@ -64,5 +64,26 @@ impl From<Error> for diesel::result::Error {
     }
 }
 
+/// Folds into cmk's one error type, so `?` works across cmk and Diesel calls in a function
+/// returning `cmk::Result`: cmk's errors come back as themselves (also from a row of a
+/// batch), a unique violation as [`cmk_core::Error::UniqueViolation`] (without the database's
+/// message, which can name a blind-index value), any other database error as
+/// [`cmk_core::Error::Database`] with Diesel's error as its source.
+impl From<Error> for cmk_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Cmk(e) | Error::Row { source: e, .. } => e,
+            Error::Diesel(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            )) => cmk_core::Error::UniqueViolation {
+                table: info.table_name().map(str::to_string),
+                constraint: info.constraint_name().map(str::to_string),
+            },
+            Error::Diesel(d) => cmk_core::Error::Database(std::sync::Arc::new(d)),
+        }
+    }
+}
+
 /// Result of the one-call operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -109,6 +109,35 @@ where
     Ok(M::unseal_owned(row, keys)?)
 }
 
+/// Like [`load`], each row as its partial view: fields of classes the handle's actor may
+/// not read come back [`cmk_core::model::Partial::Withheld`] instead of failing the row.
+pub fn load_partial<'q, M, Q, C>(
+    conn: &mut C,
+    keys: &TenantKeys,
+    query: Q,
+) -> Result<Vec<cmk_core::Result<M::View>>>
+where
+    M: Encrypted,
+    C: Connection,
+    Q: LoadQuery<'q, C, M::Sealed>,
+{
+    let rows: Vec<M::Sealed> = query.load(conn)?;
+    Ok(rows.iter().map(|r| M::unseal_partial(r, keys)).collect())
+}
+
+/// The first row of `query` as its partial view (see [`load_partial`]); Diesel's `NotFound`
+/// when there is none.
+pub fn first_partial<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Result<M::View>
+where
+    M: Encrypted,
+    C: Connection,
+    Q: RunQueryDsl<C> + LimitDsl,
+    Q::Output: LoadQuery<'q, C, M::Sealed>,
+{
+    let row: M::Sealed = query.first(conn)?;
+    Ok(M::unseal_partial(&row, keys)?)
+}
+
 /// Re-seals `model` with fresh DEKs for every class and writes every classified field, index
 /// column and key column in one `UPDATE` of `target` (for example `table.find(id)`); the
 /// primary key is not written. Concurrent updates of one row are last-writer-wins, as in

@@ -69,5 +69,27 @@ impl From<Error> for DbErr {
     }
 }
 
+/// Folds into cmk's one error type, so `?` works across cmk and SeaORM calls in a function
+/// returning `cmk::Result`: cmk's errors come back as themselves (also from a row of a
+/// batch), a unique violation as [`cmk_core::Error::UniqueViolation`] (without the
+/// database's message, which can name a blind-index value), any other database error as
+/// [`cmk_core::Error::Database`] with SeaORM's error as its source.
+impl From<Error> for cmk_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Cmk(e) | Error::Row { source: e, .. } => e,
+            Error::Db(d) => match d.sql_err() {
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                    cmk_core::Error::UniqueViolation {
+                        table: None,
+                        constraint: None,
+                    }
+                }
+                _ => cmk_core::Error::Database(Arc::new(d)),
+            },
+        }
+    }
+}
+
 /// Result of the SeaORM operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -125,6 +125,41 @@ where
     }
 }
 
+/// Like [`load`], each row as its partial view: fields of classes the handle's actor may
+/// not read come back [`cmk_core::model::Partial::Withheld`] instead of failing the row.
+pub async fn load_partial<M, E, C>(
+    db: &C,
+    keys: &TenantKeys,
+    select: Select<E>,
+) -> Result<Vec<cmk_core::Result<M::View>>>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    C: ConnectionTrait,
+{
+    let rows = select.all(db).await?;
+    Ok(rows.iter().map(|r| M::unseal_partial(r, keys)).collect())
+}
+
+/// The first row of `select` as its partial view (see [`load_partial`]), if there is one.
+pub async fn one_partial<M, E, C>(
+    db: &C,
+    keys: &TenantKeys,
+    select: Select<E>,
+) -> Result<Option<M::View>>
+where
+    M: Encrypted,
+    M::Sealed: ModelTrait<Entity = E>,
+    E: EntityTrait<Model = M::Sealed>,
+    C: ConnectionTrait,
+{
+    match select.one(db).await? {
+        Some(row) => Ok(Some(M::unseal_partial(&row, keys)?)),
+        None => Ok(None),
+    }
+}
+
 /// A guarded read-modify-write of one row: reads the first row of `select`, unseals it,
 /// applies `change`, re-seals it with fresh DEKs for every class and writes it only if
 /// nobody wrote the row in between (compare-and-set on its key columns); after a conflict

@@ -5,6 +5,7 @@
 pub mod db;
 pub mod dump;
 pub mod receivers;
+pub mod web;
 
 use std::sync::Arc;
 
