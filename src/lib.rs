@@ -27,6 +27,7 @@ pub use cmk_core::*;
 /// // ssn: Option<Vec<u8>>, private_keys: Option<Vec<u8>>, restricted_keys: Option<Vec<u8>> }`
 /// // and `Patient::email_blind_index(&keys, b"...")`.
 /// ```
+#[doc(inline)]
 pub use cmk_derive::Encrypted;
 
 /// Paths the derive's generated code uses; not a stable API.
@@ -122,10 +123,12 @@ mod seaorm_checked {
 
 /// Diesel column types of sealed rows (`table!` uses `cmk::diesel::sql_types::*`).
 #[cfg(feature = "diesel")]
+#[doc(inline)]
 pub use cmk_diesel as diesel;
 
 /// SeaORM value types of sealed rows.
 #[cfg(feature = "seaorm")]
+#[doc(inline)]
 pub use cmk_seaorm as seaorm;
 
 #[cfg(any(feature = "actix", feature = "tower"))]
@@ -133,5 +136,6 @@ pub mod web;
 
 /// The embedded default in one call: the local keyring, an operator key kept beside it,
 /// cmk's tables in SQLite and events to a JSON Lines file, in one directory.
-#[cfg(feature = "diesel")]
+#[cfg(all(feature = "diesel", feature = "sqlite"))]
+#[doc(inline)]
 pub use cmk_diesel::embedded;
