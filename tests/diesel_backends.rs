@@ -214,7 +214,10 @@ macro_rules! backend_tests {
                 assert_eq!(rows[1].as_ref().unwrap(), &people[1]);
                 assert!(rows[3].is_err());
                 let strict = ops::load_all::<Patient, _, _>(conn, &keys, patients::table.order(patients::id));
-                assert!(matches!(strict, Err(cmk::diesel::Error::Row { position: 3, .. })), "{strict:?}");
+                let strict = strict.unwrap_err();
+                assert!(matches!(strict, cmk::diesel::Error::Row { position: 3, .. }), "{strict:?}");
+                // The message names the operation and says a read failed, not a batch write.
+                assert!(strict.to_string().starts_with("load_all: row 3 of the result failed to unseal"), "{strict}");
 
                 // Errors pass through `conn.transaction` both ways.
                 let err = conn

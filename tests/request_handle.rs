@@ -126,4 +126,14 @@ async fn a_context_of_another_tenant_is_refused() {
         theirs.seal(&keys),
         Err(Error::TenantMismatch { .. })
     ));
+    // In a batch, the message names the operation and the row, and nothing is written.
+    let (_, _, _, mut conn) = setup().await;
+    let err = ops::insert_many(&mut conn, &keys, &[note(1), theirs]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("insert_many: row 1 of the batch failed to seal, nothing was written"),
+        "{err}"
+    );
+    let count: i64 = notes::table.count().get_result(&mut conn).unwrap();
+    assert_eq!(count, 0);
 }

@@ -353,6 +353,11 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         matches!(err, cmk::seaorm::Error::Row { position: 2, .. }),
         "{err:?}"
     );
+    assert!(
+        err.to_string()
+            .starts_with("load_all: row 2 of the result failed to unseal"),
+        "{err}"
+    );
 
     // Outside a key scope the plaintext model does not load: a clear error that keeps
     // cmk's as its source.

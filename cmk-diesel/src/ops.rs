@@ -60,7 +60,13 @@ where
     let sealed = M::seal_many(models, keys)
         .into_iter()
         .enumerate()
-        .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
+        .map(|(position, r)| {
+            r.map_err(|source| Error::Row {
+                operation: "insert_many",
+                position,
+                source,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(diesel::insert_into(M::Sealed::table())
         .values(sealed)
@@ -93,7 +99,13 @@ where
     load(conn, keys, query)?
         .into_iter()
         .enumerate()
-        .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
+        .map(|(position, r)| {
+            r.map_err(|source| Error::Row {
+                operation: "load_all",
+                position,
+                source,
+            })
+        })
         .collect()
 }
 

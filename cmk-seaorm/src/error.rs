@@ -16,10 +16,16 @@ pub enum Error {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[source] DbErr),
-    /// The row at this position of a batch failed; for a write, nothing was written.
-    #[error("row {position} of the batch: {source}")]
+    /// One row of a batch failed: a write (`insert_many`) wrote nothing; a read
+    /// (`load_all`) returned nothing.
+    #[error(
+        "{operation}: row {position} {}: {source}",
+        if operation.starts_with("insert") { "of the batch failed to seal, nothing was written" } else { "of the result failed to unseal" }
+    )]
     Row {
-        /// Position in the input.
+        /// The operation (`insert_many`, `load_all`).
+        operation: &'static str,
+        /// Position in the input (a write) or in the result (a read), from 0.
         position: usize,
         /// Why.
         #[source]

@@ -69,7 +69,11 @@ where
         .enumerate()
         .map(|(position, r)| {
             r.map(|sealed| E::ActiveModel::from(sealed).reset_all())
-                .map_err(|source| Error::Row { position, source })
+                .map_err(|source| Error::Row {
+                    operation: "insert_many",
+                    position,
+                    source,
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     if rows.is_empty() {
@@ -107,7 +111,13 @@ where
         .await?
         .into_iter()
         .enumerate()
-        .map(|(position, r)| r.map_err(|source| Error::Row { position, source }))
+        .map(|(position, r)| {
+            r.map_err(|source| Error::Row {
+                operation: "load_all",
+                position,
+                source,
+            })
+        })
         .collect()
 }
 
