@@ -26,7 +26,7 @@ impl Errors {
     }
 }
 
-const STRUCT_KEYS: &str = "table, tenant, id, ids, sealed, key_columns, crate";
+const STRUCT_KEYS: &str = "table, tenant, id, ids, sealed, key_columns, lookups, crate";
 const FIELD_KEYS: &str = "class, column, blind_index, deterministic, hide_null, pad";
 
 /// Normaliser names, as `cmk_core::crypto::normalize::Normalizer` spells them.
@@ -36,7 +36,10 @@ pub struct Model {
     pub vis: syn::Visibility,
     pub name: Ident,
     pub table: String,
-    pub tenant: Ident,
+    pub tenant: TenantSource,
+    /// `lookups = Name`: the blind-index lookups go on a generated unit struct of that name
+    /// instead of the model (where they could meet the application's own associated items).
+    pub lookups: Option<Ident>,
     pub id: Option<Ident>,
     pub app_ids: bool,
     pub sealed: Ident,
@@ -54,6 +57,15 @@ pub struct Model {
     pub explicit: Option<Explicit>,
     /// `#[sea_orm(...)]` attributes of the struct, forwarded; `Some` turns SeaORM mode on.
     pub sea_orm: Option<Vec<Attribute>>,
+}
+
+/// Where a row's tenant comes from.
+pub enum TenantSource {
+    /// A field of the model (and a column of the table).
+    Field(Ident),
+    /// One fixed tenant for the whole table (`tenant = "conduit"`): no column, still bound
+    /// into every ciphertext.
+    Fixed(LitStr),
 }
 
 /// Derives and attributes listed for the sealed type.
@@ -213,9 +225,10 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
     let mut unknown_struct_key = false;
     let mut key_pattern: Option<String> = None;
     let mut explicit: Option<Explicit> = None;
+    let mut lookups: Option<Ident> = None;
     let (mut table, mut tenant, mut id, mut ids, mut sealed, mut krate) = (
         None::<(String, Span)>,
-        None::<Ident>,
+        None::<TenantSource>,
         None::<Ident>,
         None::<(String, Span)>,
         None::<Ident>,
@@ -235,7 +248,20 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
                     }
                     set_once(&mut table, (lit.value(), lit.span()), &key, &mut errors);
                 }
-                "tenant" => set_once(&mut tenant, meta.value()?.parse::<Ident>()?, &key, &mut errors),
+                "tenant" => {
+                    let value = meta.value()?;
+                    let source = if value.peek(LitStr) {
+                        let lit: LitStr = value.parse()?;
+                        if lit.value().is_empty() || lit.value().len() > 255 {
+                            errors.push(lit.span(), "a fixed tenant id must be 1 to 255 bytes");
+                        }
+                        TenantSource::Fixed(lit)
+                    } else {
+                        TenantSource::Field(value.parse::<Ident>()?)
+                    };
+                    set_once(&mut tenant, source, &key, &mut errors)
+                }
+                "lookups" => set_once(&mut lookups, meta.value()?.parse::<Ident>()?, &key, &mut errors),
                 "id" => set_once(&mut id, meta.value()?.parse::<Ident>()?, &key, &mut errors),
                 "ids" => {
                     let lit: LitStr = meta.value()?.parse()?;
@@ -358,7 +384,7 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         );
     }
     if tenant.is_none() && !quiet {
-        errors.push(input.ident.span(), "missing tenant field: add #[cmk(tenant = field)] naming the field that holds the tenant id");
+        errors.push(input.ident.span(), "missing tenant: add #[cmk(tenant = field)] naming the field that holds the tenant id, or #[cmk(tenant = \"name\")] for a single-tenant table");
     }
     if let (Some((_, span)), None) = (&ids, &id) {
         errors.push(*span, "`ids` needs `id = field` naming the row id field");
@@ -419,7 +445,11 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
     }
 
     // Cross-field checks.
-    for (role, name) in [("tenant", &tenant), ("id", &id)] {
+    let tenant_field = match &tenant {
+        Some(TenantSource::Field(f)) => Some(f.clone()),
+        _ => None,
+    };
+    for (role, name) in [("tenant", &tenant_field), ("id", &id)] {
         let Some(name) = name.as_ref().filter(|_| named.is_some()) else {
             continue;
         };
@@ -478,7 +508,9 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         }),
         name,
         table: table.map(|t| t.0).unwrap_or_default(),
-        tenant: tenant.unwrap_or_else(|| Ident::new("tenant", Span::call_site())),
+        tenant: tenant
+            .unwrap_or_else(|| TenantSource::Field(Ident::new("tenant", Span::call_site()))),
+        lookups,
         app_ids: ids.is_some_and(|(v, _)| v == "app"),
         id,
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::cmk)),

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use crate::attr::{Classified, Model, key_classes, key_column_name};
+use crate::attr::{Classified, Model, TenantSource, key_classes, key_column_name};
 
 /// The sealed field's type: `Vec<u8>` when always present, `Option<Vec<u8>>` when NULL can
 /// stay NULL (an `Option` without hidden NULL).
@@ -22,6 +22,7 @@ pub fn expand(m: &Model) -> TokenStream {
         name,
         table,
         tenant,
+        lookups: lookups_type,
         id,
         app_ids,
         sealed,
@@ -29,6 +30,17 @@ pub fn expand(m: &Model) -> TokenStream {
         fields,
     } = m;
     let p = quote!(#krate::__private);
+    // The tenant of a model (`self`) or a stored row (`sealed`): its field, or the fixed one.
+    let tenant_of = |owner: TokenStream| -> TokenStream {
+        match tenant {
+            TenantSource::Field(f) => quote!(::core::convert::AsRef::<str>::as_ref(&#owner.#f)),
+            TenantSource::Fixed(lit) => quote!(#lit),
+        }
+    };
+    let tenant_of_self = tenant_of(quote!(self));
+    let tenant_of_sealed = tenant_of(quote!(sealed));
+    // Where the lookups go: the model, or the namespace type the application named.
+    let lookups_on = lookups_type.as_ref().unwrap_or(name);
     let classes = {
         let mut seen: Vec<String> = Vec::new();
         for c in fields.iter().filter_map(|f| f.classified.as_ref()) {
@@ -339,18 +351,27 @@ pub fn expand(m: &Model) -> TokenStream {
         }
         let by = format_ident!("by_{}", ident);
         let lookup = format_ident!("{}_blind_index", ident);
-        let tenant_variant = format_ident!("{}", upper_camel(&tenant.to_string()));
         let bidx_variant = format_ident!("{}", upper_camel(&format!("{column}_bidx")));
+        let (tenant_sql, tenant_cond) = match tenant {
+            TenantSource::Field(f) => {
+                let variant = format_ident!("{}", upper_camel(&f.to_string()));
+                (
+                    format!("{f} = ? AND "),
+                    quote!(.add(Column::#variant.eq(keys.tenant().as_str()))),
+                )
+            }
+            TenantSource::Fixed(_) => (String::new(), quote!()),
+        };
         let doc = format!(
-            "A SeaORM condition for rows of the key handle's tenant whose `{column}` equals `value`: `{tenant} = ? AND {column}_bidx IN (...)`. Plaintext in; no HMAC to compute."
+            "A SeaORM condition for rows of the key handle's tenant whose `{column}` equals `value`: `{tenant_sql}{column}_bidx IN (...)`. Plaintext in; no HMAC to compute."
         );
         quote! {
             #[doc = #doc]
             #vis fn #by(keys: &#p::TenantKeys, value: &[u8]) -> #p::Result<#p::sea_orm::Condition> {
                 use #p::sea_orm::ColumnTrait;
-                let wanted = Self::#lookup(keys, value)?;
+                let wanted = #lookups_on::#lookup(keys, value)?;
                 Ok(#p::sea_orm::Condition::all()
-                    .add(Column::#tenant_variant.eq(keys.tenant().as_str()))
+                    #tenant_cond
                     .add(Column::#bidx_variant.is_in(wanted)))
             }
         }
@@ -365,23 +386,34 @@ pub fn expand(m: &Model) -> TokenStream {
         let by = format_ident!("by_{}", ident);
         let lookup = format_ident!("{}_blind_index", ident);
         let bidx_col = format_ident!("{}_bidx", column);
-        let doc = format!(
-            "A Diesel filter for rows of the key handle's tenant whose `{column}` equals `value`: `WHERE {tenant} = ? AND {column}_bidx IN (...)`. Plaintext in; no HMAC to compute."
-        );
+        let (doc, filter_ty, filter) = match tenant {
+            TenantSource::Field(f) => (
+                format!(
+                    "A Diesel filter for rows of the key handle's tenant whose `{column}` equals `value`: `WHERE {f} = ? AND {column}_bidx IN (...)`. Plaintext in; no HMAC to compute."
+                ),
+                quote! {
+                    #p::diesel::dsl::And<
+                        #p::diesel::dsl::Eq<#table::#f, String>,
+                        #p::diesel::dsl::EqAny<#table::#bidx_col, Vec<#p::BlindIndex>>,
+                    >
+                },
+                quote!(#table::#f.eq(keys.tenant().as_str().to_string()).and(#table::#bidx_col.eq_any(wanted))),
+            ),
+            TenantSource::Fixed(_) => (
+                format!(
+                    "A Diesel filter for rows whose `{column}` equals `value`: `WHERE {column}_bidx IN (...)` (the table holds one tenant). Plaintext in; no HMAC to compute."
+                ),
+                quote!(#p::diesel::dsl::EqAny<#table::#bidx_col, Vec<#p::BlindIndex>>),
+                quote!(#table::#bidx_col.eq_any(wanted)),
+            ),
+        };
         quote! {
             #[doc = #doc]
-            #vis fn #by(
-                keys: &#p::TenantKeys,
-                value: &[u8],
-            ) -> #p::Result<
-                #p::diesel::dsl::And<
-                    #p::diesel::dsl::Eq<#table::#tenant, String>,
-                    #p::diesel::dsl::EqAny<#table::#bidx_col, Vec<#p::BlindIndex>>,
-                >,
-            > {
+            #vis fn #by(keys: &#p::TenantKeys, value: &[u8]) -> #p::Result<#filter_ty> {
+                #[allow(unused_imports)]
                 use #p::diesel::{BoolExpressionMethods, ExpressionMethods};
-                let wanted = Self::#lookup(keys, value)?;
-                Ok(#table::#tenant.eq(keys.tenant().as_str().to_string()).and(#table::#bidx_col.eq_any(wanted)))
+                let wanted = #lookups_on::#lookup(keys, value)?;
+                Ok(#filter)
             }
         }
     };
@@ -393,7 +425,7 @@ pub fn expand(m: &Model) -> TokenStream {
         quote! {
             #[doc = #doc]
             #vis fn #fn_name(keys: &#p::TenantKeys, value: &[u8]) -> #p::Result<Vec<#bidx_ty>> {
-                let values = keys.blind_index_query(<Self as #p::Encrypted>::schema()?, #column, value)?;
+                let values = keys.blind_index_query(<#name as #p::Encrypted>::schema()?, #column, value)?;
                 Ok(values.into_iter().map(|v| #bidx_wrap).collect())
             }
 
@@ -401,6 +433,19 @@ pub fn expand(m: &Model) -> TokenStream {
         }
     });
 
+    let lookups_decl = match lookups_type {
+        Some(ns) => {
+            let doc = format!(
+                "Blind-index lookups of [`{name}`], generated by `#[derive(Encrypted)]` (`#[cmk(lookups = {ns})]`): kept off the model so they cannot meet its own associated items."
+            );
+            quote! {
+                #[doc = #doc]
+                #[derive(Debug, Clone, Copy)]
+                #vis struct #ns;
+            }
+        }
+        None => quote!(),
+    };
     let class_strs = classes.iter();
     let diesel_derives = match diesel {
         Some(attrs) => quote! {
@@ -572,22 +617,27 @@ pub fn expand(m: &Model) -> TokenStream {
 
         #insertable
 
-        #[automatically_derived]
-        impl #name {
-            #(#lookups)*
+        #lookups_decl
 
+        #[automatically_derived]
+        impl #lookups_on {
+            #(#lookups)*
+        }
+
+        // Helpers in an anonymous scope: no name of the application's can meet them.
+        const _: () = {
             /// The stored row viewed as cmk sees it, unsealed strictly or partially.
             fn __unseal_values(
                 sealed: &#sealed,
                 keys: &#p::TenantKeys,
                 partial: bool,
             ) -> #p::Result<Vec<#p::Revealed>> {
-                let schema = <Self as #p::Encrypted>::schema()?;
+                let schema = <#name as #p::Encrypted>::schema()?;
                 let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
                 let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
                 let __row_id: Option<#p::RowId> = #row_id_sealed;
                 let __row = #p::StoredRow {
-                    tenant: ::core::convert::AsRef::<str>::as_ref(&sealed.#tenant),
+                    tenant: #tenant_of_sealed,
                     row_id: __row_id.as_ref(),
                     key_columns: &__keys,
                     fields: &__fields,
@@ -595,7 +645,6 @@ pub fn expand(m: &Model) -> TokenStream {
                 let out = if partial { keys.unseal_partial(schema, &__row)? } else { keys.unseal(schema, &__row)? };
                 Ok(out.values)
             }
-        }
 
         #[automatically_derived]
         impl #p::Encrypted for #name {
@@ -615,7 +664,7 @@ pub fn expand(m: &Model) -> TokenStream {
             fn seal(&self, keys: &#p::TenantKeys) -> #p::Result<#sealed> {
                 let __ctx = keys.context();
                 let schema = <Self as #p::Encrypted>::schema()?;
-                #p::check_model_tenant(__ctx, ::core::convert::AsRef::<str>::as_ref(&self.#tenant))?;
+                #p::check_model_tenant(__ctx, #tenant_of_self)?;
                 #(#encode)*
                 let __values: [Option<&[u8]>; #n_fields] = [#(#value_refs),*];
                 let __row_id: Option<#p::RowId> = #row_id;
@@ -636,7 +685,7 @@ pub fn expand(m: &Model) -> TokenStream {
                     let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
                     let __row_id: Option<#p::RowId> = #row_id_sealed;
                     let __row = #p::StoredRow {
-                        tenant: ::core::convert::AsRef::<str>::as_ref(&sealed.#tenant),
+                        tenant: #tenant_of_sealed,
                         row_id: __row_id.as_ref(),
                         key_columns: &__keys,
                         fields: &__fields,
@@ -657,20 +706,21 @@ pub fn expand(m: &Model) -> TokenStream {
             type View = #view;
 
             fn unseal_partial(sealed: &#sealed, keys: &#p::TenantKeys) -> #p::Result<#view> {
-                let mut __values = Self::__unseal_values(sealed, keys, true)?.into_iter();
+                let mut __values = __unseal_values(sealed, keys, true)?.into_iter();
                 Ok(#view { #(#rebuild_partial,)* })
             }
 
             fn unseal(sealed: &#sealed, keys: &#p::TenantKeys) -> #p::Result<Self> {
-                let mut __values = Self::__unseal_values(sealed, keys, false)?.into_iter();
+                let mut __values = __unseal_values(sealed, keys, false)?.into_iter();
                 Ok(#name { #(#rebuild,)* })
             }
 
             fn unseal_owned(sealed: #sealed, keys: &#p::TenantKeys) -> #p::Result<Self> {
-                let mut __values = Self::__unseal_values(&sealed, keys, false)?.into_iter();
+                let mut __values = __unseal_values(&sealed, keys, false)?.into_iter();
                 Ok(#name { #(#rebuild_owned,)* })
             }
         }
+        };
     }
 }
 

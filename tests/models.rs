@@ -1,0 +1,158 @@
+//! The models real applications have: a single-tenant table (`tenant = "name"`: no tenant
+//! column, the tenant still bound into every ciphertext) and lookups kept off a model that
+//! has associated items of the same names (`lookups = Name`).
+#![allow(missing_docs)] // diesel::table! generates public modules
+
+use std::sync::Arc;
+
+use cmk::diesel::ops;
+use cmk::embedded::Embedded;
+use cmk::{
+    Encrypted, Error, Policy, RequestContext, SearchMode, TenantConfig, TenantId, TenantKeys,
+};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use cmk::diesel::sql_types::*;
+    members (id) {
+        id -> BigInt,
+        email -> CiphertextSql,
+        email_bidx -> BlindIndexSql,
+        private_keys -> Nullable<KeyColumnSql>,
+    }
+}
+
+/// A single-tenant application's model: no tenant column; its own `by_email` and
+/// `email_blind_index` would clash with the derive's, so the lookups go to `MemberLookups`.
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = members)]
+#[cmk(tenant = "conduit", id = id, ids = "app", lookups = MemberLookups)]
+pub struct Member {
+    pub id: i64,
+    #[cmk(class = "private", blind_index(normalize = "casefold"))]
+    pub email: String,
+}
+
+impl Member {
+    /// The application's own method of the same name as a generated lookup.
+    pub fn by_email(&self) -> &str {
+        &self.email
+    }
+    /// And another.
+    pub fn email_blind_index(&self) -> usize {
+        self.email.len()
+    }
+}
+
+async fn keys_of(embedded: &Embedded, tenant: &str) -> Arc<TenantKeys> {
+    let tenant = TenantId::new(tenant).unwrap();
+    let key = embedded.tenant_key(&tenant).unwrap();
+    let private = Policy::new(key.clone()).with_search(SearchMode::BlindIndex);
+    let config = TenantConfig::new(tenant.clone(), key)
+        .with_class("private", private)
+        .unwrap();
+    let ctx = RequestContext::new(tenant);
+    embedded.cmk().ensure_tenant(&ctx, &config).await.unwrap();
+    embedded
+        .cmk()
+        .keys_for(&ctx, Member::CLASSES)
+        .await
+        .unwrap()
+}
+
+fn member(id: i64, email: &str) -> Member {
+    Member {
+        id,
+        email: email.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_single_tenant_table_binds_its_fixed_tenant_and_keeps_lookups_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path()).unwrap();
+    let conduit = keys_of(&embedded, "conduit").await;
+    let acme = keys_of(&embedded, "acme").await;
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
+    conn.batch_execute(
+        "CREATE TABLE members (id BIGINT PRIMARY KEY, email BLOB NOT NULL,
+         email_bidx BLOB NOT NULL, private_keys BLOB)",
+    )
+    .unwrap();
+
+    ops::insert(&mut conn, &conduit, &member(1, "Ann@Example.com")).unwrap();
+    // The generated lookup lives on `MemberLookups`; the model keeps its own methods.
+    let by_email =
+        members::table.filter(MemberLookups::by_email(&conduit, b"ann@example.com").unwrap());
+    let ann: Member = ops::first(&mut conn, &conduit, by_email).unwrap();
+    assert_eq!(ann, member(1, "Ann@Example.com"));
+    assert_eq!(
+        (ann.by_email(), ann.email_blind_index()),
+        ("Ann@Example.com", 15)
+    );
+
+    // Another tenant's handle can neither write to nor read the table: the fixed tenant is
+    // checked on sealing and bound into every ciphertext.
+    assert!(matches!(
+        member(2, "bob@example.com").seal(&acme),
+        Err(Error::TenantMismatch { .. })
+    ));
+    let stored: SealedMember = members::table.find(1).first(&mut conn).unwrap();
+    assert!(matches!(
+        Member::unseal(&stored, &acme),
+        Err(Error::TenantMismatch { .. })
+    ));
+    // And the row is bound to its id as ever.
+    let mut moved = stored.clone();
+    moved.id = 9;
+    assert!(matches!(
+        Member::unseal(&moved, &conduit),
+        Err(Error::Tampered)
+    ));
+}
+
+mod sea_member {
+    use cmk::Encrypted;
+    use sea_orm::entity::prelude::*;
+
+    /// The same single-tenant model through SeaORM.
+    #[derive(Debug, Clone, PartialEq, Encrypted)]
+    #[sea_orm(table_name = "members")]
+    #[cmk(tenant = "conduit", id = id, ids = "app", lookups = SeaMemberLookups)]
+    pub struct SeaMember {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        #[cmk(class = "private", blind_index(normalize = "casefold"))]
+        pub email: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[tokio::test]
+async fn a_single_tenant_seaorm_entity_finds_by_blind_index() {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, EntityTrait, QueryFilter, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path()).unwrap();
+    let conduit = keys_of(&embedded, "conduit").await;
+    let db = Database::connect("sqlite::memory:").await.unwrap();
+    db.execute(&Schema::new(DbBackend::Sqlite).create_table_from_entity(sea_member::Entity))
+        .await
+        .unwrap();
+    let ann = sea_member::SeaMember {
+        id: 1,
+        email: "Ann@Example.com".into(),
+    };
+    cmk::seaorm::ops::insert(&db, &conduit, &ann).await.unwrap();
+    let condition = sea_member::SeaMemberLookups::by_email(&conduit, b"ANN@example.com").unwrap();
+    let found: Option<sea_member::SeaMember> =
+        cmk::seaorm::ops::one(&db, &conduit, sea_member::Entity::find().filter(condition))
+            .await
+            .unwrap();
+    assert_eq!(found, Some(ann));
+}
