@@ -156,3 +156,40 @@ async fn a_single_tenant_seaorm_entity_finds_by_blind_index() {
             .unwrap();
     assert_eq!(found, Some(ann));
 }
+
+/// An id type of another crate, bound through the application's own function: the orphan
+/// rule keeps the application from implementing `IntoRowId` for it.
+fn ulid_like_row_id(id: &uuid::Uuid) -> cmk::format::aad::RowId {
+    cmk::format::aad::RowId::Uuid(*id.as_bytes())
+}
+
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[cmk(table = "tokens", tenant = tenant_id, id = id, ids = "app", row_id = ulid_like_row_id)]
+pub struct Token {
+    pub id: uuid::Uuid,
+    pub tenant_id: String,
+    #[cmk(class = "secret")]
+    pub value: String,
+}
+
+#[tokio::test]
+async fn an_id_type_of_another_crate_is_bound_through_the_applications_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path()).unwrap();
+    let keys = keys_of(&embedded, "acme").await;
+    let keys = embedded
+        .cmk()
+        .keys_for(keys.context(), Token::CLASSES)
+        .await
+        .unwrap();
+    let token = Token {
+        id: uuid::Uuid::from_u128(7),
+        tenant_id: "acme".into(),
+        value: "s3cret".into(),
+    };
+    let sealed = token.seal(&keys).unwrap();
+    assert_eq!(Token::unseal(&sealed, &keys).unwrap(), token);
+    let mut moved = sealed.clone();
+    moved.id = uuid::Uuid::from_u128(8);
+    assert!(matches!(Token::unseal(&moved, &keys), Err(Error::Tampered)));
+}

@@ -26,7 +26,7 @@ impl Errors {
     }
 }
 
-const STRUCT_KEYS: &str = "table, tenant, id, ids, sealed, key_columns, lookups, crate";
+const STRUCT_KEYS: &str = "table, tenant, id, ids, row_id, sealed, key_columns, lookups, crate";
 const FIELD_KEYS: &str = "class, column, blind_index, deterministic, hide_null, pad";
 
 /// Normaliser names, as `cmk_core::crypto::normalize::Normalizer` spells them.
@@ -40,6 +40,8 @@ pub struct Model {
     /// `lookups = Name`: the blind-index lookups go on a generated unit struct of that name
     /// instead of the model (where they could meet the application's own associated items).
     pub lookups: Option<Ident>,
+    /// `row_id = path`: a function `fn(&Id) -> RowId` binding an id type of another crate.
+    pub row_id: Option<syn::Path>,
     pub id: Option<Ident>,
     pub app_ids: bool,
     pub sealed: Ident,
@@ -226,6 +228,7 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
     let mut key_pattern: Option<String> = None;
     let mut explicit: Option<Explicit> = None;
     let mut lookups: Option<Ident> = None;
+    let mut row_id: Option<(syn::Path, Span)> = None;
     let (mut table, mut tenant, mut id, mut ids, mut sealed, mut krate) = (
         None::<(String, Span)>,
         None::<TenantSource>,
@@ -262,6 +265,11 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
                     set_once(&mut tenant, source, &key, &mut errors)
                 }
                 "lookups" => set_once(&mut lookups, meta.value()?.parse::<Ident>()?, &key, &mut errors),
+                "row_id" => {
+                    let path: syn::Path = meta.value()?.parse()?;
+                    let span = path.span();
+                    set_once(&mut row_id, (path, span), &key, &mut errors)
+                }
                 "id" => set_once(&mut id, meta.value()?.parse::<Ident>()?, &key, &mut errors),
                 "ids" => {
                     let lit: LitStr = meta.value()?.parse()?;
@@ -385,6 +393,14 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
     }
     if tenant.is_none() && !quiet {
         errors.push(input.ident.span(), "missing tenant: add #[cmk(tenant = field)] naming the field that holds the tenant id, or #[cmk(tenant = \"name\")] for a single-tenant table");
+    }
+    if let Some((_, span)) = &row_id
+        && !ids.as_ref().is_some_and(|(v, _)| v == "app")
+    {
+        errors.push(
+            *span,
+            "`row_id` binds application-assigned ids: it needs `id = field` and `ids = \"app\"`",
+        );
     }
     if let (Some((_, span)), None) = (&ids, &id) {
         errors.push(*span, "`ids` needs `id = field` naming the row id field");
@@ -511,6 +527,7 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         tenant: tenant
             .unwrap_or_else(|| TenantSource::Field(Ident::new("tenant", Span::call_site()))),
         lookups,
+        row_id: row_id.map(|(path, _)| path),
         app_ids: ids.is_some_and(|(v, _)| v == "app"),
         id,
         krate: krate.unwrap_or_else(|| syn::parse_quote!(::cmk)),

@@ -23,6 +23,7 @@ pub fn expand(m: &Model) -> TokenStream {
         table,
         tenant,
         lookups: lookups_type,
+        row_id: row_id_fn,
         id,
         app_ids,
         sealed,
@@ -196,12 +197,18 @@ pub fn expand(m: &Model) -> TokenStream {
     let n_fields = classified.len();
     let n_keys = key_idents.len();
 
+    // The id as bound: through `IntoRowId`, or the application's own function for an id type
+    // of another crate (which the orphan rule keeps it from implementing `IntoRowId` for).
+    let to_row_id = match row_id_fn {
+        Some(f) => quote!(#f),
+        None => quote!(#p::IntoRowId::to_row_id),
+    };
     let row_id = match (id, app_ids) {
-        (Some(id), true) => quote! { Some(#p::IntoRowId::to_row_id(&self.#id)) },
+        (Some(id), true) => quote! { Some(#to_row_id(&self.#id)) },
         _ => quote! { None },
     };
     let row_id_sealed = match (id, app_ids) {
-        (Some(id), true) => quote! { Some(#p::IntoRowId::to_row_id(&sealed.#id)) },
+        (Some(id), true) => quote! { Some(#to_row_id(&sealed.#id)) },
         _ => quote! { None },
     };
 

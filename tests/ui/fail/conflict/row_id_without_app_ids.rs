@@ -1,0 +1,16 @@
+use cmk::Encrypted;
+
+fn row_id(id: &i64) -> cmk::format::aad::RowId {
+    cmk::format::aad::RowId::Int(*id)
+}
+
+#[derive(Encrypted)]
+#[cmk(table = "notes", tenant = tenant_id, id = id, row_id = row_id)]
+pub struct Note {
+    pub id: i64,
+    pub tenant_id: String,
+    #[cmk(class = "private")]
+    pub body: String,
+}
+
+fn main() {}
