@@ -395,7 +395,7 @@ pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
         errors.push(input.ident.span(), "missing tenant: add #[cmk(tenant = field)] naming the field that holds the tenant id, or #[cmk(tenant = \"name\")] for a single-tenant table");
     }
     if let Some((_, span)) = &row_id
-        && !ids.as_ref().is_some_and(|(v, _)| v == "app")
+        && ids.as_ref().is_none_or(|(v, _)| v != "app")
     {
         errors.push(
             *span,
