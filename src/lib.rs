@@ -136,6 +136,6 @@ pub mod web;
 
 /// The embedded default in one call: the local keyring, an operator key kept beside it,
 /// cmk's tables in SQLite and events to a JSON Lines file, in one directory.
-#[cfg(all(feature = "diesel", feature = "sqlite"))]
+#[cfg(feature = "diesel")]
 #[doc(inline)]
 pub use cmk_diesel::embedded;

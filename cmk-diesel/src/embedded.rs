@@ -22,7 +22,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cmk_core::audit::{JsonLinesFile, Pipeline, PipelineConfig};
@@ -30,10 +30,12 @@ use cmk_core::kms::KeyRef;
 use cmk_core::kms::local::LocalKms;
 use cmk_core::tenant::{ConfigVerifier, OperatorKey};
 use cmk_core::{Cmk, CmkSettings, TenantId};
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, SqliteConnection};
+#[cfg(feature = "sqlite")]
+use diesel::{Connection, SqliteConnection, connection::SimpleConnection};
 
-use crate::{ConnectionSource, DieselConfigStore, DieselRegistry, StoreConnection};
+#[cfg(feature = "sqlite")]
+use crate::StoreConnection;
+use crate::{ConnectionSource, DieselConfigStore, DieselRegistry};
 
 /// The security-event file is rotated at this size; this many rotated files are kept.
 const EVENTS_MAX_BYTES: u64 = 64 << 20;
@@ -55,16 +57,19 @@ impl Embedded {
     /// # Errors
     /// The directory or a file cannot be created or read, the operator key file is readable
     /// by others, or the database cannot be opened.
+    #[cfg(feature = "sqlite")]
     pub fn open(dir: impl AsRef<Path>) -> cmk_core::Result<Self> {
         let dir = dir.as_ref();
         create_private_dir(dir)?;
         let mut conn = sqlite(&dir.join("cmk.sqlite3"))?;
-        create_tables_if_missing(&mut conn)?;
-        Self::open_with(dir, Arc::new(Mutex::new(conn)))
+        conn.create_cmk_tables_if_missing()
+            .map_err(|e| cmk_core::Error::Database(Arc::new(e)))?;
+        Self::open_with(dir, Arc::new(std::sync::Mutex::new(conn)))
     }
 
     /// Like [`Embedded::open`], with the registry and configurations in the application's
-    /// own database, through `source` (its cmk tables must exist: [`crate::ddl`]). Give cmk
+    /// own database, through `source` (its cmk tables must exist: [`crate::ddl`], or
+    /// [`crate::StoreConnection::create_cmk_tables_if_missing`]). Give cmk
     /// a connection or pool of its own, not the one the application holds while it awaits
     /// cmk ([`ConnectionSource`]).
     ///
@@ -172,6 +177,7 @@ fn create_private_dir(dir: &Path) -> cmk_core::Result<()> {
 }
 
 /// A SQLite connection in WAL mode that waits for other writers instead of failing.
+#[cfg(feature = "sqlite")]
 fn sqlite(path: &Path) -> cmk_core::Result<SqliteConnection> {
     let url = path
         .to_str()
@@ -181,16 +187,4 @@ fn sqlite(path: &Path) -> cmk_core::Result<SqliteConnection> {
     conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
         .map_err(|e| cmk_core::Error::Database(Arc::new(e)))?;
     Ok(conn)
-}
-
-/// cmk's tables, created unless they exist (SQLite's `IF NOT EXISTS`: two processes starting
-/// at once both succeed).
-fn create_tables_if_missing(conn: &mut SqliteConnection) -> cmk_core::Result<()> {
-    let up = crate::ddl::tables(SqliteConnection::DIALECT)
-        .up
-        .replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ")
-        .replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ")
-        .replace("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ");
-    conn.batch_execute(&up)
-        .map_err(|e| cmk_core::Error::Database(Arc::new(e)))
 }

@@ -35,7 +35,6 @@
 mod column;
 pub mod config_store;
 pub mod ddl;
-#[cfg(feature = "sqlite")]
 pub mod embedded;
 mod error;
 pub mod jobs;

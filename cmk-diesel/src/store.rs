@@ -20,6 +20,17 @@ pub trait StoreConnection: Connection + Send + 'static {
         self.batch_execute(crate::ddl::tables(Self::DIALECT).up)
     }
 
+    /// Creates cmk's tables unless they exist (`CREATE TABLE IF NOT EXISTS`, which all three
+    /// databases take): for an embedded deployment or an example that starts again on the
+    /// same database. Applications with migrations put [`crate::ddl::tables`] in them.
+    fn create_cmk_tables_if_missing(&mut self) -> QueryResult<()> {
+        // The migrations create tables only (checked by a test): each gets IF NOT EXISTS.
+        let up = crate::ddl::tables(Self::DIALECT)
+            .up
+            .replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ");
+        self.batch_execute(&up)
+    }
+
     /// Drops them (the `down.sql`).
     fn drop_cmk_tables(&mut self) -> QueryResult<()> {
         self.batch_execute(crate::ddl::tables(Self::DIALECT).down)
@@ -142,3 +153,18 @@ fn registry_columns() -> (
 store_connection!("sqlite", diesel::sqlite::SqliteConnection, Dialect::Sqlite);
 store_connection!("postgres", diesel::pg::PgConnection, Dialect::Postgres);
 store_connection!("mysql", diesel::mysql::MysqlConnection, Dialect::Mysql);
+
+#[cfg(test)]
+mod tests {
+    use crate::ddl::{Dialect, tables};
+
+    #[test]
+    fn the_migrations_create_tables_only_so_if_not_exists_covers_them() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::Mysql] {
+            let up = tables(dialect).up;
+            let creates = up.matches("CREATE ").count();
+            assert_eq!(creates, up.matches("CREATE TABLE ").count(), "{dialect:?}");
+            assert_eq!(creates, 2, "{dialect:?}");
+        }
+    }
+}
