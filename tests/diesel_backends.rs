@@ -418,6 +418,60 @@ macro_rules! backend_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn update_with_is_a_read_modify_write_that_loses_no_concurrent_update() {
+                let db = $make();
+                db.execute(&schema(db_dialect(&db)));
+                let (keys, _) = keys().await;
+                {
+                    let mut conn = db.conn.lock().unwrap();
+                    ops::insert(&mut *conn, &keys, &patient(1, "ann@example.com", Some("0".into()))).unwrap();
+                    let before: SealedPatient = patients::table.find(1).first(&mut *conn).unwrap();
+                    let written = ops::update_with(&mut *conn, &keys, patients::table.find(1), |p: &mut Patient| {
+                        p.email = "ann@new.example".into();
+                    })
+                    .unwrap();
+                    assert_eq!(written.email, "ann@new.example");
+                    let after: SealedPatient = patients::table.find(1).first(&mut *conn).unwrap();
+                    assert_ne!(after.private_keys, before.private_keys, "fresh DEKs");
+                    let reread: Patient = ops::first(&mut *conn, &keys, patients::table.find(1)).unwrap();
+                    assert_eq!(reread, written);
+                    // No row: Diesel's NotFound, nothing written.
+                    let missing = ops::update_with(&mut *conn, &keys, patients::table.find(99), |_: &mut Patient| {});
+                    assert!(matches!(missing, Err(cmk::diesel::Error::Diesel(diesel::result::Error::NotFound))));
+                }
+                // Two writers each add 1 to the counter ten times, on their own connections:
+                // every increment survives (a conflict is the caller's to retry, and counted).
+                let writers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (keys, mut conn) = (keys.clone(), db.connect());
+                        std::thread::spawn(move || {
+                            let mut conflicts = 0;
+                            for _ in 0..10 {
+                                loop {
+                                    let bump = |p: &mut Patient| {
+                                        let n: u32 = p.ssn.as_deref().unwrap().parse().unwrap();
+                                        p.ssn = Some((n + 1).to_string());
+                                    };
+                                    match ops::update_with(&mut conn, &keys, patients::table.find(1), bump) {
+                                        Ok(_) => break,
+                                        Err(e) if matches!(e.cmk(), Some(cmk::Error::Conflict)) => conflicts += 1,
+                                        Err(e) => panic!("{e}"),
+                                    }
+                                }
+                            }
+                            conflicts
+                        })
+                    })
+                    .collect();
+                for w in writers {
+                    w.join().unwrap();
+                }
+                let mut conn = db.conn.lock().unwrap();
+                let last: Patient = ops::first(&mut *conn, &keys, patients::table.find(1)).unwrap();
+                assert_eq!(last.ssn.as_deref(), Some("20"));
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_duplicate_blind_index_is_a_unique_violation_that_names_no_value() {
                 let db = $make();
                 db.execute(&schema(db_dialect(&db)));

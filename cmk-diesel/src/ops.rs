@@ -199,6 +199,57 @@ where
     }
 }
 
+/// How many times [`update_with`] reads again after another writer came first.
+pub const UPDATE_ATTEMPTS: usize = 5;
+
+/// A read-modify-write of one row: reads the row of `target` (for example `table.find(id)`),
+/// unseals it, applies `change`, re-seals it with fresh DEKs for every class and writes it,
+/// in one transaction, only if nobody wrote the row in between (compare-and-set on its key
+/// columns, which a write of any class changes). After a conflict it reads again, up to
+/// [`UPDATE_ATTEMPTS`] times, then fails with [`cmk_core::Error::Conflict`]; `change` runs
+/// once per attempt. The primary key is not written. Returns the model as written;
+/// Diesel's `NotFound` when `target` selects no row.
+///
+/// On SQLite the transaction holds the database's write lock from its start
+/// ([`crate::StoreConnection::write_transaction`]), so the read is already under it. On
+/// PostgreSQL and MySQL the guarded `UPDATE` locks the row and checks it in one statement:
+/// either way a concurrent update is never lost.
+pub fn update_with<'q, M, T, C>(
+    conn: &mut C,
+    keys: &TenantKeys,
+    target: T,
+    mut change: impl FnMut(&mut M),
+) -> Result<M>
+where
+    M: Encrypted,
+    C: crate::StoreConnection,
+    T: Clone + RunQueryDsl<C> + LimitDsl + FilterDsl<KeyColumnsUnchanged>,
+    <T as LimitDsl>::Output: LoadQuery<'q, C, M::Sealed>,
+    <T as FilterDsl<KeyColumnsUnchanged>>::Output: IntoUpdateTarget,
+    M::Sealed:
+        AsChangeset<Target = <<T as FilterDsl<KeyColumnsUnchanged>>::Output as HasTable>::Table>,
+    UpdateStatement<
+        <<T as FilterDsl<KeyColumnsUnchanged>>::Output as HasTable>::Table,
+        <<T as FilterDsl<KeyColumnsUnchanged>>::Output as IntoUpdateTarget>::WhereClause,
+        <M::Sealed as AsChangeset>::Changeset,
+    >: AsQuery + ExecuteDsl<C>,
+{
+    for _ in 0..UPDATE_ATTEMPTS {
+        let written = conn.write_transaction(|conn| -> Result<Option<M>> {
+            let read: M::Sealed = target.clone().first(conn)?;
+            let mut model = M::unseal(&read, keys)?;
+            change(&mut model);
+            let sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
+            let guard = KeyColumnsUnchanged::new(M::key_columns(&read));
+            Ok(write_guarded::<M, T, C>(conn, target.clone(), guard, sealed)?.then_some(model))
+        })?;
+        if let Some(model) = written {
+            return Ok(model);
+        }
+    }
+    Err(cmk_core::Error::Conflict.into())
+}
+
 /// Writes `sealed` to `target` only while the row's key columns match `guard`; `false` when
 /// they did not (another writer came first, or the row is gone).
 pub(crate) fn write_guarded<M, T, C>(

@@ -31,6 +31,15 @@ pub trait StoreConnection: Connection + Send + 'static {
         self.batch_execute(&up)
     }
 
+    /// Runs `f` in a transaction that will write after reading: SQLite takes its write lock
+    /// at the start (`BEGIN IMMEDIATE`), so the read is already under it and the write
+    /// cannot fail with "database is locked" because another connection wrote in between;
+    /// PostgreSQL and MySQL begin as usual.
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<DieselError>;
+
     /// Drops them (the `down.sql`).
     fn drop_cmk_tables(&mut self) -> QueryResult<()> {
         self.batch_execute(crate::ddl::tables(Self::DIALECT).down)
@@ -62,10 +71,18 @@ fn inserted(result: QueryResult<usize>) -> QueryResult<bool> {
 }
 
 macro_rules! store_connection {
-    ($feature:literal, $conn:ty, $dialect:expr) => {
+    ($feature:literal, $conn:ty, $dialect:expr, $write_transaction:ident) => {
         #[cfg(feature = $feature)]
         impl StoreConnection for $conn {
             const DIALECT: Dialect = $dialect;
+
+            fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+            where
+                F: FnOnce(&mut Self) -> Result<T, E>,
+                E: From<DieselError>,
+            {
+                self.$write_transaction(f)
+            }
 
             fn insert_registry_row(&mut self, row: &RegistryRow) -> QueryResult<bool> {
                 inserted(
@@ -150,9 +167,24 @@ fn registry_columns() -> (
     )
 }
 
-store_connection!("sqlite", diesel::sqlite::SqliteConnection, Dialect::Sqlite);
-store_connection!("postgres", diesel::pg::PgConnection, Dialect::Postgres);
-store_connection!("mysql", diesel::mysql::MysqlConnection, Dialect::Mysql);
+store_connection!(
+    "sqlite",
+    diesel::sqlite::SqliteConnection,
+    Dialect::Sqlite,
+    immediate_transaction
+);
+store_connection!(
+    "postgres",
+    diesel::pg::PgConnection,
+    Dialect::Postgres,
+    transaction
+);
+store_connection!(
+    "mysql",
+    diesel::mysql::MysqlConnection,
+    Dialect::Mysql,
+    transaction
+);
 
 #[cfg(test)]
 mod tests {
