@@ -137,3 +137,24 @@ async fn a_context_of_another_tenant_is_refused() {
     let count: i64 = notes::table.count().get_result(&mut conn).unwrap();
     assert_eq!(count, 0);
 }
+
+#[tokio::test]
+async fn a_cmk_error_inside_a_plain_diesel_load_comes_back_as_itself() {
+    let (cmk, ctx, _, mut conn) = setup().await;
+    let keys = cmk.keys_for(&ctx, Note::CLASSES).await.unwrap();
+    ops::insert(&mut conn, &keys, &note(1)).unwrap();
+    // A database writer moves the row under another id: its ciphertext no longer verifies.
+    diesel::update(notes::table.find(1))
+        .set(notes::id.eq(2))
+        .execute(&mut conn)
+        .unwrap();
+    let err = keys
+        .scope(|| notes::table.load::<Note>(&mut conn))
+        .unwrap_err();
+    let err = cmk::diesel::cmk_error(err);
+    assert!(matches!(err, Error::Tampered), "{err:?}");
+    assert_eq!(err.http_status(), 500);
+    // Outside a key scope: a clear error of its own.
+    let err = cmk::diesel::cmk_error(notes::table.load::<Note>(&mut conn).unwrap_err());
+    assert!(matches!(err, Error::NoKeyScope), "{err:?}");
+}

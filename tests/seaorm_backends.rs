@@ -363,6 +363,11 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
     // cmk's as its source.
     let err = by_id().into_model::<Patient>().all(&sea).await.unwrap_err();
     assert!(err.to_string().contains("no key scope"), "{err}");
+    // ... and comes back out of SeaORM's error as itself.
+    assert!(matches!(
+        cmk::seaorm::cmk_error(err),
+        cmk::Error::NoKeyScope
+    ));
     keys.scope_async(|| async {
         // `Checked<Patient>` reports the moved ciphertext in place and returns the others.
         let rows = by_id()

@@ -91,5 +91,12 @@ impl From<Error> for cmk_core::Error {
     }
 }
 
+/// cmk's error out of a Diesel error of the application's own query (a plain Diesel load of
+/// a derived model inside a key scope): a cmk error that crossed Diesel comes back with its
+/// identity (`Tampered`, `AccessDenied`...), anything else folds as [`Error`] does.
+pub fn cmk_error(e: diesel::result::Error) -> cmk_core::Error {
+    Error::from(e).into()
+}
+
 /// Result of the one-call operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -47,7 +47,7 @@ mod unchanged;
 
 pub use column::{BlindIndex, BlindIndexSql, Ciphertext, CiphertextSql, KeyColumn, KeyColumnSql};
 pub use config_store::DieselConfigStore;
-pub use error::{Error, Result};
+pub use error::{Error, Result, cmk_error};
 pub use registry::DieselRegistry;
 pub use source::ConnectionSource;
 pub use store::StoreConnection;

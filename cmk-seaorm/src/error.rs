@@ -97,5 +97,12 @@ impl From<Error> for cmk_core::Error {
     }
 }
 
+/// cmk's error out of a SeaORM error of the application's own query (a plaintext model
+/// loaded inside a key scope): a cmk error that crossed SeaORM comes back with its identity
+/// (`Tampered`, `NoKeyScope`...), anything else folds as [`Error`] does.
+pub fn cmk_error(e: DbErr) -> cmk_core::Error {
+    Error::from(e).into()
+}
+
 /// Result of the SeaORM operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -32,7 +32,7 @@ mod tables;
 mod value;
 
 pub use config_store::SeaOrmConfigStore;
-pub use error::{Error, Result};
+pub use error::{Error, Result, cmk_error};
 pub use guard::guard;
 pub use registry::SeaOrmRegistry;
 pub use value::{BlindIndex, Ciphertext, KeyColumn, db_err};
