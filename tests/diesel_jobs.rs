@@ -265,8 +265,7 @@ macro_rules! backend_tests {
                     &keys,
                     members::table
                         .filter(members::private_keys.is_not_null())
-                        .order(members::id)
-                        .select(SealedMember::as_select()),
+                        .order(members::id),
                 )
                 .unwrap();
                 assert_eq!(sealed.len(), 10);
@@ -304,12 +303,7 @@ macro_rules! backend_tests {
                     (rest.scanned, rest.rewritten, rest.changed_meanwhile),
                     (20, 19, 1)
                 );
-                let fifteen: Member = ops::first(
-                    conn,
-                    &keys,
-                    members::table.find(15).select(SealedMember::as_select()),
-                )
-                .unwrap();
+                let fifteen: Member = ops::first(conn, &keys, members::table.find(15)).unwrap();
                 assert_eq!(fifteen.email, "app-wrote@example.com");
                 // Nothing left: the legacy filter finds no rows.
                 let again = jobs::encrypt_plaintext::<Member, _, _, _, _, _>(
@@ -331,14 +325,8 @@ macro_rules! backend_tests {
                 diesel::sql_query("ALTER TABLE members DROP COLUMN email_plain")
                     .execute(conn)
                     .unwrap();
-                let all: Vec<Member> = ops::load_all(
-                    conn,
-                    &keys,
-                    members::table
-                        .order(members::id)
-                        .select(SealedMember::as_select()),
-                )
-                .unwrap();
+                let all: Vec<Member> =
+                    ops::load_all(conn, &keys, members::table.order(members::id)).unwrap();
                 assert_eq!(all.len(), 30);
                 assert_eq!(all[29].email, "member30@example.com");
                 assert_eq!(all[14].email, "app-wrote@example.com");

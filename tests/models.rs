@@ -193,3 +193,77 @@ async fn an_id_type_of_another_crate_is_bound_through_the_applications_function(
     moved.id = uuid::Uuid::from_u128(8);
     assert!(matches!(Token::unseal(&moved, &keys), Err(Error::Tampered)));
 }
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use cmk::diesel::sql_types::*;
+    // print-schema's order, not the struct's, and a column the database fills.
+    shuffled (id) {
+        private_keys -> Nullable<KeyColumnSql>,
+        email_bidx -> BlindIndexSql,
+        created_at -> BigInt,
+        email -> CiphertextSql,
+        tenant_id -> Text,
+        id -> BigInt,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = shuffled)]
+#[cmk(tenant = tenant_id, id = id, ids = "app")]
+pub struct Shuffled {
+    pub id: i64,
+    pub tenant_id: String,
+    #[cmk(class = "private", blind_index)]
+    pub email: String,
+}
+
+#[tokio::test]
+async fn column_order_in_table_does_not_matter_to_the_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path()).unwrap();
+    let keys = keys_of(&embedded, "acme").await;
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
+    conn.batch_execute(
+        "CREATE TABLE shuffled (private_keys BLOB, email_bidx BLOB NOT NULL,
+         created_at BIGINT NOT NULL DEFAULT 1700000000, email BLOB NOT NULL,
+         tenant_id TEXT NOT NULL, id BIGINT PRIMARY KEY)",
+    )
+    .unwrap();
+    let row = |id: i64| Shuffled {
+        id,
+        tenant_id: "acme".into(),
+        email: format!("user{id}@example.com"),
+    };
+    // The insert names its columns; the database fills `created_at`.
+    ops::insert_many(&mut conn, &keys, &[row(1), row(2)]).unwrap();
+    // The reads select the sealed row's columns by name (`Selectable`), whatever the order.
+    let all: Vec<Shuffled> =
+        ops::load_all(&mut conn, &keys, shuffled::table.order(shuffled::id)).unwrap();
+    assert_eq!(all, [row(1), row(2)]);
+    let found: Shuffled = ops::first(
+        &mut conn,
+        &keys,
+        shuffled::table.filter(Shuffled::by_email(&keys, b"user2@example.com").unwrap()),
+    )
+    .unwrap();
+    assert_eq!(found, row(2));
+    let changed = ops::update_with(
+        &mut conn,
+        &keys,
+        shuffled::table.find(1),
+        |s: &mut Shuffled| s.email = "new@example.com".into(),
+    )
+    .unwrap();
+    assert_eq!(changed.email, "new@example.com");
+    // A join selects each side by name too.
+    let created: Vec<(i64, Shuffled)> = keys
+        .scope(|| {
+            shuffled::table
+                .order(shuffled::id)
+                .select((shuffled::created_at, Shuffled::as_select()))
+                .load(&mut conn)
+        })
+        .unwrap();
+    assert_eq!(created[1], (1_700_000_000, row(2)));
+}

@@ -20,14 +20,20 @@ use cmk_core::event::{EventName, sealing_as};
 use cmk_core::model::Encrypted;
 use diesel::associations::HasTable;
 use diesel::connection::Connection;
+use diesel::dsl::AsSelect;
 use diesel::query_builder::{
     AsChangeset, AsQuery, DeleteStatement, InsertStatement, IntoUpdateTarget, UpdateStatement,
 };
-use diesel::query_dsl::methods::{ExecuteDsl, FilterDsl, LimitDsl, LoadQuery};
-use diesel::{Insertable, RunQueryDsl};
+use diesel::query_dsl::methods::{ExecuteDsl, FilterDsl, LimitDsl, LoadQuery, SelectDsl};
+use diesel::{Insertable, RunQueryDsl, Selectable, SelectableHelper};
 
 use crate::error::{Error, Result};
 use crate::unchanged::KeyColumnsUnchanged;
+
+/// `query` selecting the sealed row's columns by name (`Selectable`), so the order of the
+/// columns in `table!` does not matter.
+type Selected<Q, M, C> =
+    <Q as SelectDsl<AsSelect<<M as Encrypted>::Sealed, <C as Connection>::Backend>>>::Output;
 
 /// The table a sealed row type belongs to (the derive implements `HasTable` for it).
 type TableOf<M> = <<M as Encrypted>::Sealed as HasTable>::Table;
@@ -83,9 +89,12 @@ pub fn load<'q, M, Q, C>(
 where
     M: Encrypted,
     C: Connection,
-    Q: LoadQuery<'q, C, M::Sealed>,
+    M::Sealed: Selectable<C::Backend>,
+    AsSelect<M::Sealed, C::Backend>: diesel::Expression,
+    Q: SelectDsl<AsSelect<M::Sealed, C::Backend>>,
+    Selected<Q, M, C>: LoadQuery<'q, C, M::Sealed>,
 {
-    let rows: Vec<M::Sealed> = query.load(conn)?;
+    let rows: Vec<M::Sealed> = query.select(M::Sealed::as_select()).load(conn)?;
     Ok(M::unseal_many_owned(rows, keys))
 }
 
@@ -94,7 +103,10 @@ pub fn load_all<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Resul
 where
     M: Encrypted,
     C: Connection,
-    Q: LoadQuery<'q, C, M::Sealed>,
+    M::Sealed: Selectable<C::Backend>,
+    AsSelect<M::Sealed, C::Backend>: diesel::Expression,
+    Q: SelectDsl<AsSelect<M::Sealed, C::Backend>>,
+    Selected<Q, M, C>: LoadQuery<'q, C, M::Sealed>,
 {
     load(conn, keys, query)?
         .into_iter()
@@ -114,10 +126,13 @@ pub fn first<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Result<M
 where
     M: Encrypted,
     C: Connection,
-    Q: RunQueryDsl<C> + LimitDsl,
-    Q::Output: LoadQuery<'q, C, M::Sealed>,
+    M::Sealed: Selectable<C::Backend>,
+    AsSelect<M::Sealed, C::Backend>: diesel::Expression,
+    Q: SelectDsl<AsSelect<M::Sealed, C::Backend>>,
+    Selected<Q, M, C>: RunQueryDsl<C> + LimitDsl,
+    <Selected<Q, M, C> as LimitDsl>::Output: LoadQuery<'q, C, M::Sealed>,
 {
-    let row: M::Sealed = query.first(conn)?;
+    let row: M::Sealed = query.select(M::Sealed::as_select()).first(conn)?;
     Ok(M::unseal_owned(row, keys)?)
 }
 
@@ -131,9 +146,12 @@ pub fn load_partial<'q, M, Q, C>(
 where
     M: Encrypted,
     C: Connection,
-    Q: LoadQuery<'q, C, M::Sealed>,
+    M::Sealed: Selectable<C::Backend>,
+    AsSelect<M::Sealed, C::Backend>: diesel::Expression,
+    Q: SelectDsl<AsSelect<M::Sealed, C::Backend>>,
+    Selected<Q, M, C>: LoadQuery<'q, C, M::Sealed>,
 {
-    let rows: Vec<M::Sealed> = query.load(conn)?;
+    let rows: Vec<M::Sealed> = query.select(M::Sealed::as_select()).load(conn)?;
     Ok(rows.iter().map(|r| M::unseal_partial(r, keys)).collect())
 }
 
@@ -143,10 +161,13 @@ pub fn first_partial<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> 
 where
     M: Encrypted,
     C: Connection,
-    Q: RunQueryDsl<C> + LimitDsl,
-    Q::Output: LoadQuery<'q, C, M::Sealed>,
+    M::Sealed: Selectable<C::Backend>,
+    AsSelect<M::Sealed, C::Backend>: diesel::Expression,
+    Q: SelectDsl<AsSelect<M::Sealed, C::Backend>>,
+    Selected<Q, M, C>: RunQueryDsl<C> + LimitDsl,
+    <Selected<Q, M, C> as LimitDsl>::Output: LoadQuery<'q, C, M::Sealed>,
 {
-    let row: M::Sealed = query.first(conn)?;
+    let row: M::Sealed = query.select(M::Sealed::as_select()).first(conn)?;
     Ok(M::unseal_partial(&row, keys)?)
 }
 
@@ -223,8 +244,12 @@ pub fn update_with<'q, M, T, C>(
 where
     M: Encrypted,
     C: crate::StoreConnection,
-    T: Clone + RunQueryDsl<C> + LimitDsl + FilterDsl<KeyColumnsUnchanged>,
-    <T as LimitDsl>::Output: LoadQuery<'q, C, M::Sealed>,
+    T: Clone + FilterDsl<KeyColumnsUnchanged>,
+    M::Sealed: Selectable<C::Backend>,
+    AsSelect<M::Sealed, C::Backend>: diesel::Expression,
+    T: SelectDsl<AsSelect<M::Sealed, C::Backend>>,
+    Selected<T, M, C>: RunQueryDsl<C> + LimitDsl,
+    <Selected<T, M, C> as LimitDsl>::Output: LoadQuery<'q, C, M::Sealed>,
     <T as FilterDsl<KeyColumnsUnchanged>>::Output: IntoUpdateTarget,
     M::Sealed:
         AsChangeset<Target = <<T as FilterDsl<KeyColumnsUnchanged>>::Output as HasTable>::Table>,
@@ -236,7 +261,7 @@ where
 {
     for _ in 0..UPDATE_ATTEMPTS {
         let written = conn.write_transaction(|conn| -> Result<Option<M>> {
-            let read: M::Sealed = target.clone().first(conn)?;
+            let read: M::Sealed = target.clone().select(M::Sealed::as_select()).first(conn)?;
             let mut model = M::unseal(&read, keys)?;
             change(&mut model);
             let sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
