@@ -17,8 +17,10 @@ impl TenantId {
     pub fn new(id: impl Into<String>) -> crate::Result<Self> {
         let id = id.into();
         if id.is_empty() || id.len() > 255 {
-            return Err(crate::Error::InvalidInput(
-                "a tenant id must be 1 to 255 bytes long".into(),
+            return Err(crate::Error::invalid_name(
+                "tenant id",
+                &id,
+                "a tenant id must be 1 to 255 bytes long",
             ));
         }
         Ok(TenantId(Arc::from(id)))

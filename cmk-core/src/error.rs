@@ -170,9 +170,66 @@ pub enum Error {
     #[error("audit event could not be recorded and the policy is fail-closed: {0}")]
     AuditFailClosed(String),
 
-    /// An I/O failure (keyring file, spool); the message names the path, never contents.
-    #[error("i/o: {0}")]
-    Io(String),
+    /// An I/O failure (keyring file, operator key, spool), with the operating system's
+    /// error when there is one; the context names the path, never contents.
+    #[error("i/o: {context}")]
+    Io {
+        /// What failed, and on which path.
+        context: String,
+        /// The operating system's error (none for an internal lock found poisoned).
+        #[source]
+        source: Option<Arc<std::io::Error>>,
+    },
+
+    /// A name (tenant id, class, local key name) breaks its rule: input to reject (HTTP 400
+    /// when it came from a request). The name is shown cut to 64 bytes.
+    #[error("invalid {what} `{name}`: {rule}")]
+    InvalidName {
+        /// What the name is for.
+        what: &'static str,
+        /// The name as given (at most 64 bytes of it).
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+
+    /// A class the key handle needs has no usable key for the tenant: the tenant was not
+    /// onboarded for it (`Cmk::ensure_tenant`), or every version of its key was destroyed.
+    #[error(
+        "class `{class}` has no usable key for tenant `{tenant}`: onboard it (Cmk::ensure_tenant), unless every version was destroyed"
+    )]
+    ClassNotProvisioned {
+        /// The tenant.
+        tenant: String,
+        /// The class.
+        class: String,
+    },
+
+    /// A model or row has a class the key handle was not fetched for.
+    #[error("class `{class}` was not requested when the keys were fetched: add it to keys_for")]
+    ClassNotRequested {
+        /// The class.
+        class: String,
+    },
+
+    /// An unsealed value does not decode as its field's Rust type (a type changed, or NULL in
+    /// a field that is not an `Option`). The value is authentic; the model does not fit it.
+    #[error("column `{column}`: {reason}")]
+    Decode {
+        /// The column.
+        column: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// A value is larger than cmk seals (HTTP 413 when it came from a request).
+    #[error("column `{column}`: the value exceeds {limit} bytes")]
+    ValueTooLarge {
+        /// The column.
+        column: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
 
     /// The database failed (connection, query, constraint). The source is the ORM's own
     /// error, kept for inspection; messages of sealed tables name ciphertexts, never
@@ -205,6 +262,35 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O failure with the operating system's error.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// An internal lock found poisoned (a panic elsewhere while it was held).
+    pub(crate) fn poisoned(what: &str) -> Self {
+        Error::Io {
+            context: format!("{what} lock poisoned"),
+            source: None,
+        }
+    }
+
+    /// An invalid name, shown cut to 64 bytes (it may come from a request).
+    pub(crate) fn invalid_name(what: &'static str, name: &str, rule: &'static str) -> Self {
+        let mut end = name.len().min(64);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        Error::InvalidName {
+            what,
+            name: name[..end].to_string(),
+            rule,
+        }
+    }
+
     /// True when the error means stored data failed authentication.
     pub fn is_tampered(&self) -> bool {
         matches!(self, Error::Tampered)
@@ -215,10 +301,11 @@ impl Error {
     ///
     /// | status | errors |
     /// |---|---|
-    /// | 400 | invalid input (a malformed tenant id from a header) |
+    /// | 400 | invalid input, an invalid name (a malformed tenant id from a header) |
     /// | 403 | access denied (no reader role), another tenant's row, the tenant's KMS refusing (key disabled or revoked) |
     /// | 404 | unknown tenant |
     /// | 409 | compare-and-set conflict, unique violation |
+    /// | 413 | a value larger than cmk seals |
     /// | 410 | tenant crypto-shredded |
     /// | 503 | KMS unreachable or throttled, a lease past its hard expiry, an audit sink down under fail-closed |
     /// | 500 | tampered or unreadable stored data, configuration integrity, anything else |
@@ -229,7 +316,8 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         use crate::kms::KmsErrorKind;
         match self {
-            Error::InvalidInput(_) => 400,
+            Error::InvalidInput(_) | Error::InvalidName { .. } => 400,
+            Error::ValueTooLarge { .. } => 413,
             Error::AccessDenied { .. } | Error::TenantMismatch { .. } => 403,
             Error::Kms { source, .. } if source.kind == KmsErrorKind::Denied => 403,
             Error::UnknownTenant { .. } => 404,
@@ -270,7 +358,12 @@ impl Error {
             Error::Registry(_) => "registry",
             Error::Random => "random",
             Error::AuditFailClosed(_) => "audit_fail_closed",
-            Error::Io(_) => "io",
+            Error::Io { .. } => "io",
+            Error::InvalidName { .. } => "invalid_name",
+            Error::ClassNotProvisioned { .. } => "class_not_provisioned",
+            Error::ClassNotRequested { .. } => "class_not_requested",
+            Error::Decode { .. } => "decode",
+            Error::ValueTooLarge { .. } => "value_too_large",
             Error::Database(_) => "database",
             Error::Conflict => "conflict",
             Error::UniqueViolation { .. } => "unique_violation",

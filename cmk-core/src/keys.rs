@@ -304,7 +304,7 @@ impl TenantKeys {
         let mut cache = self
             .derived
             .lock()
-            .map_err(|_| crate::Error::Io("key cache poisoned".into()))?;
+            .map_err(|_| crate::Error::poisoned("key cache"))?;
         let id = (table.to_string(), column.to_string(), version);
         // The lease is checked at every use, cached derivation or not.
         lease.with(|m| match m {
@@ -342,7 +342,7 @@ impl TenantKeys {
         let mut cache = self
             .derived
             .lock()
-            .map_err(|_| crate::Error::Io("key cache poisoned".into()))?;
+            .map_err(|_| crate::Error::poisoned("key cache"))?;
         let id = (table.to_string(), column.to_string(), version);
         lease.with(|m| match m {
             Material::Root(root) => Ok(Arc::clone(cache.deterministic.entry(id).or_insert_with(

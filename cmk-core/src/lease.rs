@@ -218,7 +218,7 @@ impl Lease {
         let guard = self
             .material
             .read()
-            .map_err(|_| crate::Error::Io("lease lock poisoned".into()))?;
+            .map_err(|_| crate::Error::poisoned("lease"))?;
         let material = guard
             .as_ref()
             .ok_or_else(|| self.error(LeaseEnd::Revoked("evicted".into())))?;

@@ -303,9 +303,10 @@ impl Cmk {
             versions.sort_by_key(|(v, _)| std::cmp::Reverse(v.version));
             versions.truncate(self.settings.max_warm_versions);
             if versions.is_empty() {
-                return Err(Error::InvalidConfig(format!(
-                    "class `{class}` has no key for tenant `{tenant}`: run onboarding to provision it"
-                )));
+                return Err(Error::ClassNotProvisioned {
+                    tenant: tenant.to_string(),
+                    class: class.to_string(),
+                });
             }
             if !versions.iter().any(|(v, _)| v.state == KeyState::Active) {
                 return Err(Error::InvalidConfig(format!(

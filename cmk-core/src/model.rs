@@ -141,9 +141,10 @@ impl RawField for Vec<u8> {
 }
 
 fn decode_error(column: &str) -> Error {
-    Error::InvalidInput(format!(
-        "column `{column}`: the unsealed value does not decode as its Rust type"
-    ))
+    Error::Decode {
+        column: column.to_string(),
+        reason: "the unsealed value does not decode as its Rust type",
+    }
 }
 
 /// JSON encoding of a serde field, in a buffer wiped on drop (the error never carries the
@@ -327,9 +328,10 @@ pub mod derive_support {
 
     /// The error for NULL in a field whose Rust type cannot hold it.
     pub fn unexpected_null(column: &str) -> Error {
-        Error::InvalidInput(format!(
-            "column `{column}` is NULL but its Rust type is not an Option"
-        ))
+        Error::Decode {
+            column: column.to_string(),
+            reason: "NULL, but its Rust type is not an Option",
+        }
     }
 
     /// Unseals a row with the keys of the current key scope, keeping withheld fields apart.

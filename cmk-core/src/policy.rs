@@ -42,9 +42,11 @@ impl Class {
         if ok {
             Ok(Class(name))
         } else {
-            Err(crate::Error::InvalidConfig(format!(
-                "class name `{name}` must be 1 to 32 bytes of a-z, 0-9, `_` or `-`"
-            )))
+            Err(crate::Error::invalid_name(
+                "class name",
+                &name,
+                "1 to 32 bytes of a-z, 0-9, `_` or `-`",
+            ))
         }
     }
 

@@ -471,10 +471,10 @@ impl TenantKeys {
             .iter()
             .position(|v| v.is_some_and(|v| v.len() > MAX_VALUE_LEN))
         {
-            return Err(Error::InvalidInput(format!(
-                "column `{}`: value exceeds {MAX_VALUE_LEN} bytes",
-                fields[i].column
-            )));
+            return Err(Error::ValueTooLarge {
+                column: fields[i].column.clone(),
+                limit: MAX_VALUE_LEN,
+            });
         }
         let tenant = self.tenant.as_str();
         let table = schema.table();
@@ -527,11 +527,11 @@ impl TenantKeys {
                 key_columns[k] = c.key_column.clone();
                 continue;
             }
-            let (kek_id, kek_version) = self.active_kek(class).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "class `{class}` was not requested when the keys were fetched; add it to keys_for"
-                ))
-            })?;
+            let (kek_id, kek_version) =
+                self.active_kek(class)
+                    .ok_or_else(|| Error::ClassNotRequested {
+                        class: class.to_string(),
+                    })?;
             let kek = self
                 .kek(kek_id, kek_version)
                 .ok_or_else(|| self.missing_kek(kek_id, kek_version))?;

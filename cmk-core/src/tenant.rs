@@ -182,11 +182,11 @@ impl OperatorKey {
     /// may read it (`chmod 600` it: anyone who reads it can forge tenant configurations).
     pub fn load_or_create(path: &std::path::Path) -> crate::Result<Self> {
         match Self::load(path) {
-            Err(crate::Error::Io(_)) if !path.exists() => {}
+            Err(crate::Error::Io { .. }) if !path.exists() => {}
             loaded => return loaded,
         }
         let io = |what: &str, e: std::io::Error| {
-            crate::Error::Io(format!("{what} {}: {e}", path.display()))
+            crate::Error::io(format!("{what} {}", path.display()), e)
         };
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
         let mut tmp = tempfile_in(dir).map_err(|e| io("creating a key file beside", e))?;
@@ -217,7 +217,7 @@ impl OperatorKey {
 
     /// Reads a 64-hex-digit operator key from a file only its owner may read.
     fn load(path: &std::path::Path) -> crate::Result<Self> {
-        let io = |e: std::io::Error| crate::Error::Io(format!("reading {}: {e}", path.display()));
+        let io = |e: std::io::Error| crate::Error::io(format!("reading {}", path.display()), e);
         let mut file = std::fs::File::open(path).map_err(io)?;
         #[cfg(unix)]
         {
@@ -435,6 +435,31 @@ mod tests {
             KeyRef::new("local:acme").unwrap(),
         );
         (store, cfg)
+    }
+
+    #[test]
+    fn one_lease_for_the_tenant_covers_every_class_it_holds() {
+        let (_, cfg) = setup();
+        let key = KeyRef::new("local:acme").unwrap();
+        let lease = crate::policy::LeasePolicy::Leased {
+            hard_expiry_secs: 600,
+            renewal_secs: 60,
+            max_uses: None,
+        };
+        let cfg = cfg
+            .with_class("payroll", Policy::new(key.clone()))
+            .unwrap()
+            .with_lease(lease);
+        assert_eq!(cfg.policies.len(), 5);
+        assert!(cfg.policies.values().all(|p| p.lease == lease));
+        assert!(matches!(
+            cfg.clone().with_class("Pay Roll", Policy::new(key)),
+            Err(crate::Error::InvalidName { .. })
+        ));
+        // The configuration stays valid and signs.
+        OperatorKey::new(SecretKey::from_bytes([9; 32]))
+            .sign(&cfg)
+            .unwrap();
     }
 
     #[tokio::test]

@@ -88,7 +88,7 @@ impl Embedded {
                 PipelineConfig::new(dir.join("spool")),
                 JsonLinesFile::new(dir.join("events.jsonl"), EVENTS_MAX_BYTES, EVENTS_KEEP),
             )
-            .map_err(|e| cmk_core::Error::Io(format!("starting the event pipeline: {e}")))?,
+            .map_err(|e| cmk_core::Error::io("starting the event pipeline", e))?,
         );
         let cmk = Cmk::builder()
             .kms(kms.clone())
@@ -173,7 +173,7 @@ fn create_private_dir(dir: &Path) -> cmk_core::Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .map_err(|e| cmk_core::Error::Io(format!("creating {}: {e}", dir.display())))
+        .map_err(|e| cmk_core::Error::io(format!("creating {}", dir.display()), e))
 }
 
 /// A SQLite connection in WAL mode that waits for other writers instead of failing.

@@ -293,7 +293,7 @@ fn invalid_name(name: &str) -> bool {
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> crate::Error {
-    crate::Error::Io(format!("{what} {}: {e}", path.display()))
+    crate::Error::io(format!("{what} {}", path.display()), e)
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -303,7 +303,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 fn poisoned() -> crate::Error {
-    crate::Error::Io("keyring lock poisoned".into())
+    crate::Error::poisoned("keyring")
 }
 
 impl LocalKms {
@@ -402,9 +402,11 @@ impl LocalKms {
     /// Creates a key with a fresh random version 1 and returns its reference `local:NAME`.
     pub fn create_key(&self, name: &str) -> crate::Result<KeyRef> {
         if invalid_name(name) {
-            return Err(crate::Error::InvalidInput(format!(
-                "local key name `{name}` must be 1 to 128 bytes of A-Z, a-z, 0-9, `-_./`"
-            )));
+            return Err(crate::Error::invalid_name(
+                "local key name",
+                name,
+                "1 to 128 bytes of A-Z, a-z, 0-9, `-_./`",
+            ));
         }
         let material = SecretKey::random()?;
         self.change(|ring| {
