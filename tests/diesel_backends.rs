@@ -433,8 +433,27 @@ macro_rules! backend_tests {
                     assert_eq!(written.email, "ann@new.example");
                     let after: SealedPatient = patients::table.find(1).first(&mut *conn).unwrap();
                     assert_ne!(after.private_keys, before.private_keys, "fresh DEKs");
+                    // The class that did not change keeps its ciphertext and DEK.
+                    assert_eq!(
+                        (&after.ssn, &after.restricted_keys),
+                        (&before.ssn, &before.restricted_keys)
+                    );
                     let reread: Patient = ops::first(&mut *conn, &keys, patients::table.find(1)).unwrap();
                     assert_eq!(reread, written);
+                    // A change that changes nothing writes nothing.
+                    ops::update_with(&mut *conn, &keys, patients::table.find(1), |p: &mut Patient| {
+                        p.email = "ann@new.example".into();
+                    })
+                    .unwrap();
+                    let same: SealedPatient = patients::table.find(1).first(&mut *conn).unwrap();
+                    assert_eq!(Patient::key_columns(&same), Patient::key_columns(&after));
+                    // A change of the bound id is refused: the row would be unreadable.
+                    let moved = ops::update_with(&mut *conn, &keys, patients::table.find(1), |p: &mut Patient| {
+                        p.id = 7;
+                    });
+                    assert!(matches!(moved.map_err(cmk::Error::from), Err(cmk::Error::InvalidInput(_))));
+                    let still: Patient = ops::first(&mut *conn, &keys, patients::table.find(1)).unwrap();
+                    assert_eq!(still, written);
                     // No row: Diesel's NotFound, nothing written.
                     let missing = ops::update_with(&mut *conn, &keys, patients::table.find(99), |_: &mut Patient| {});
                     assert!(matches!(missing, Err(cmk::diesel::Error::Diesel(diesel::result::Error::NotFound))));

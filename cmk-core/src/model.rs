@@ -50,6 +50,27 @@ pub trait Encrypted: Sized {
     /// columns changed (0: the row is already current).
     fn rekey(sealed: &mut Self::Sealed, keys: &std::sync::Arc<TenantKeys>) -> Result<usize>;
 
+    /// The row id bound into this model's ciphertexts (application-assigned ids), if any.
+    fn bound_row_id(&self) -> Option<RowId> {
+        None
+    }
+
+    /// Which classes, one entry per key column in [`Encrypted::KEY_COLUMNS`] order, hold
+    /// different values in `self` and `other` (compared as the bytes they seal to): an
+    /// update writes fresh DEKs for those only. The default says every class changed.
+    fn changed_classes(&self, other: &Self) -> Result<Vec<bool>> {
+        let _ = other;
+        Ok(vec![true; Self::KEY_COLUMNS.len()])
+    }
+
+    /// Puts back into `fresh` the stored columns (fields, index columns, key column) of each
+    /// class marked in `keep`, as `old` holds them: an update of one class leaves the others'
+    /// ciphertexts and DEKs as they were. Each class has its own DEK and key column, so the
+    /// mix reads as one row. The default keeps nothing.
+    fn keep_classes(fresh: &mut Self::Sealed, old: &Self::Sealed, keep: &[bool]) {
+        let _ = (fresh, old, keep);
+    }
+
     /// The partial view: classified fields say whether they were revealed or withheld.
     type View;
 
@@ -357,5 +378,17 @@ pub mod derive_support {
                 found: model_tenant.to_string(),
             })
         }
+    }
+}
+
+/// Refuses a read-modify-write whose change altered the bound row id: the row would be
+/// written under its old id with ciphertexts bound to the new one, and never read again.
+pub fn check_row_id_kept<M: Encrypted>(before: &M, after: &M) -> Result<()> {
+    if before.bound_row_id() == after.bound_row_id() {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(
+            "the change altered the row's id; update the id with a delete and an insert".into(),
+        ))
     }
 }

@@ -197,6 +197,54 @@ pub fn expand(m: &Model) -> TokenStream {
     let n_fields = classified.len();
     let n_keys = key_idents.len();
 
+    // Updates of some classes: which classes' values differ between two models (encoded the
+    // same way as for sealing), and putting back the stored columns of the others.
+    let mut encode_other = Vec::new();
+    let mut other_refs = Vec::new();
+    for (i, (ident, _, c)) in classified.iter().enumerate() {
+        let local = format_ident!("__w{}", i);
+        let column = &c.column;
+        let one = |v: TokenStream| match c.raw {
+            Some(_) => quote! { #p::Holder::Raw(#p::RawField::to_field_bytes(#v)) },
+            None => quote! { #p::Holder::Json(#p::encode_json(#v, #column)?) },
+        };
+        if c.optional {
+            let some = one(quote!(v));
+            encode_other.push(quote! { let #local = match &__other.#ident { Some(v) => Some(#some), None => None }; });
+            other_refs.push(quote! { #local.as_ref().map(#p::Holder::bytes) });
+        } else {
+            let v = one(quote!(&__other.#ident));
+            encode_other.push(quote! { let #local = #v; });
+            other_refs.push(quote! { Some(#local.bytes()) });
+        }
+    }
+    let change_checks = classified.iter().enumerate().filter_map(|(i, (_, _, c))| {
+        let k = key_classes
+            .iter()
+            .position(|k| *k == c.class)
+            .filter(|_| c.is_envelope())?;
+        Some(quote! { if __a[#i] != __b[#i] { __changed[#k] = true; } })
+    });
+    let keep_arms = key_idents.iter().enumerate().map(|(k, key)| {
+        let members = classified
+            .iter()
+            .filter(|(_, _, c)| c.is_envelope() && c.class == key_classes[k])
+            .flat_map(|(ident, _, c)| {
+                let mut cols = vec![(*ident).clone()];
+                if c.blind_index.is_some() {
+                    cols.push(format_ident!("{}_bidx", ident));
+                }
+                cols
+            })
+            .collect::<Vec<syn::Ident>>();
+        quote! {
+            if keep.get(#k) == Some(&true) {
+                #(fresh.#members = ::core::clone::Clone::clone(&old.#members);)*
+                fresh.#key = ::core::clone::Clone::clone(&old.#key);
+            }
+        }
+    });
+
     // The id as bound: through `IntoRowId`, or the application's own function for an id type
     // of another crate (which the orphan rule keeps it from implementing `IntoRowId` for).
     let to_row_id = match row_id_fn {
@@ -704,6 +752,25 @@ pub fn expand(m: &Model) -> TokenStream {
                 let mut __changed = 0;
                 #(#rekey_assign)*
                 Ok(__changed)
+            }
+
+            fn bound_row_id(&self) -> Option<#p::RowId> {
+                #row_id
+            }
+
+            fn changed_classes(&self, __other: &Self) -> #p::Result<Vec<bool>> {
+                #(#encode)*
+                #(#encode_other)*
+                let __a: [Option<&[u8]>; #n_fields] = [#(#value_refs),*];
+                let __b: [Option<&[u8]>; #n_fields] = [#(#other_refs),*];
+                #[allow(unused_mut)]
+                let mut __changed = vec![false; #n_keys];
+                #(#change_checks)*
+                Ok(__changed)
+            }
+
+            fn keep_classes(fresh: &mut #sealed, old: &#sealed, keep: &[bool]) {
+                #(#keep_arms)*
             }
 
             fn key_columns(sealed: &#sealed) -> Vec<(&'static str, Option<&[u8]>)> {

@@ -224,9 +224,10 @@ where
 pub const UPDATE_ATTEMPTS: usize = 5;
 
 /// A read-modify-write of one row: reads the row of `target` (for example `table.find(id)`),
-/// unseals it, applies `change`, re-seals it with fresh DEKs for every class and writes it,
-/// in one transaction, only if nobody wrote the row in between (compare-and-set on its key
-/// columns, which a write of any class changes). After a conflict it reads again, up to
+/// unseals it, applies `change`, re-seals the classes whose values changed with fresh DEKs
+/// (the others keep their ciphertexts and DEK; nothing is written when nothing changed) and
+/// writes the row, in one transaction, only if nobody wrote it in between (compare-and-set
+/// on its key columns, which a write of any class changes). After a conflict it reads again, up to
 /// [`UPDATE_ATTEMPTS`] times, then fails with [`cmk_core::Error::Conflict`]; `change` runs
 /// once per attempt. The primary key is not written. Returns the model as written;
 /// Diesel's `NotFound` when `target` selects no row.
@@ -242,7 +243,7 @@ pub fn update_with<'q, M, T, C>(
     mut change: impl FnMut(&mut M),
 ) -> Result<M>
 where
-    M: Encrypted,
+    M: Encrypted + Clone,
     C: crate::StoreConnection,
     T: Clone + FilterDsl<KeyColumnsUnchanged>,
     M::Sealed: Selectable<C::Backend>,
@@ -262,9 +263,18 @@ where
     for _ in 0..UPDATE_ATTEMPTS {
         let written = conn.write_transaction(|conn| -> Result<Option<M>> {
             let read: M::Sealed = target.clone().select(M::Sealed::as_select()).first(conn)?;
-            let mut model = M::unseal(&read, keys)?;
+            let before = M::unseal(&read, keys)?;
+            let mut model = before.clone();
             change(&mut model);
-            let sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
+            cmk_core::model::check_row_id_kept(&before, &model)?;
+            let changed = before.changed_classes(&model)?;
+            if !changed.contains(&true) {
+                return Ok(Some(model)); // nothing to write
+            }
+            let mut sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
+            // Classes whose values did not change keep their ciphertexts and DEK.
+            let keep: Vec<bool> = changed.iter().map(|c| !c).collect();
+            M::keep_classes(&mut sealed, &read, &keep);
             let guard = KeyColumnsUnchanged::new(M::key_columns(&read));
             Ok(write_guarded::<M, T, C>(conn, target.clone(), guard, sealed)?.then_some(model))
         })?;

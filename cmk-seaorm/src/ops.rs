@@ -171,8 +171,9 @@ where
 }
 
 /// A guarded read-modify-write of one row: reads the first row of `select`, unseals it,
-/// applies `change`, re-seals it with fresh DEKs for every class and writes it only if
-/// nobody wrote the row in between (compare-and-set on its key columns); after a conflict
+/// applies `change`, re-seals the classes whose values changed with fresh DEKs (the others
+/// keep their ciphertexts and DEK; nothing is written when nothing changed) and writes it
+/// only if nobody wrote the row in between (compare-and-set on its key columns); after a conflict
 /// it starts again, up to [`UPDATE_ATTEMPTS`] times, then fails with
 /// [`cmk_core::Error::Conflict`]. The primary key is not written. Returns the model as
 /// written; `DbErr::RecordNotFound` when `select` finds no row.
@@ -183,7 +184,7 @@ pub async fn update<M, E, C>(
     mut change: impl FnMut(&mut M),
 ) -> Result<M>
 where
-    M: Encrypted,
+    M: Encrypted + Clone,
     M::Sealed: ModelTrait<Entity = E>,
     E: EntityTrait<Model = M::Sealed>,
     E::ActiveModel: From<E::Model>,
@@ -193,11 +194,22 @@ where
         let Some(read) = select.clone().one(db).await? else {
             return Err(DbErr::RecordNotFound("no row to update".into()).into());
         };
-        let mut model = M::unseal(&read, keys)?;
+        let before = M::unseal(&read, keys)?;
+        let mut model = before.clone();
         change(&mut model);
-        match update_if_unchanged(db, keys, &read, &model).await {
-            Err(Error::Cmk(cmk_core::Error::Conflict)) => continue,
-            other => return other.map(|()| model),
+        cmk_core::model::check_row_id_kept(&before, &model)?;
+        let changed = before.changed_classes(&model)?;
+        if !changed.contains(&true) {
+            return Ok(model); // nothing to write
+        }
+        let mut sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
+        // Classes whose values did not change keep their ciphertexts and DEK.
+        let keep: Vec<bool> = changed.iter().map(|c| !c).collect();
+        M::keep_classes(&mut sealed, &read, &keep);
+        same_primary_key::<E>(&read, &sealed)?;
+        let guard = cmk_core::jobs::owned(M::key_columns(&read));
+        if write_guarded::<E, C>(db, guard, sealed).await? {
+            return Ok(model);
         }
     }
     Err(cmk_core::Error::Conflict.into())
@@ -221,6 +233,17 @@ where
     C: ConnectionTrait,
 {
     let sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
+    same_primary_key::<E>(read, &sealed)?;
+    let guard = cmk_core::jobs::owned(M::key_columns(read));
+    if write_guarded::<E, C>(db, guard, sealed).await? {
+        Ok(())
+    } else {
+        Err(cmk_core::Error::Conflict.into())
+    }
+}
+
+/// Refuses a write of `sealed` over `read` whose primary key differs.
+fn same_primary_key<E: EntityTrait>(read: &E::Model, sealed: &E::Model) -> Result<()> {
     for pk in E::PrimaryKey::iter() {
         let col = pk.into_column();
         if read.get(col) != sealed.get(col) {
@@ -230,12 +253,7 @@ where
             .into());
         }
     }
-    let guard = cmk_core::jobs::owned(M::key_columns(read));
-    if write_guarded::<E, C>(db, guard, sealed).await? {
-        Ok(())
-    } else {
-        Err(cmk_core::Error::Conflict.into())
-    }
+    Ok(())
 }
 
 /// Writes `sealed` over the row with its primary key, only while the row's key columns
