@@ -440,7 +440,7 @@ macro_rules! backend_tests {
                     );
                     let reread: Patient = ops::first(&mut *conn, &keys, patients::table.find(1)).unwrap();
                     assert_eq!(reread, written);
-                    // A change that changes nothing writes nothing.
+                    // A change of no classified value keeps every class as it was.
                     ops::update_with(&mut *conn, &keys, patients::table.find(1), |p: &mut Patient| {
                         p.email = "ann@new.example".into();
                     })

@@ -58,6 +58,12 @@ fn an_invalid_name_is_a_400_and_never_echoed_whole() {
             ..
         })
     ));
+    // A name is escaped: no line break from a request reaches a log line.
+    let err = Class::new("forged\nlog line").unwrap_err();
+    assert!(
+        !err.to_string().contains('\n') && err.to_string().contains("forged\\nlog"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

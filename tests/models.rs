@@ -267,3 +267,112 @@ async fn column_order_in_table_does_not_matter_to_the_operations() {
         .unwrap();
     assert_eq!(created[1], (1_700_000_000, row(2)));
 }
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use cmk::diesel::sql_types::*;
+    docs (id) {
+        id -> BigInt,
+        tenant_id -> Text,
+        status -> Text,
+        title -> CiphertextSql,
+        body -> CiphertextSql,
+        private_keys -> Nullable<KeyColumnSql>,
+        restricted_keys -> Nullable<KeyColumnSql>,
+    }
+}
+
+/// A document as first written: both fields `private`.
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = docs)]
+#[cmk(tenant = tenant_id, id = id, ids = "app", sealed = SealedDocV1)]
+pub struct DocV1 {
+    pub id: i64,
+    pub tenant_id: String,
+    pub status: String,
+    #[cmk(class = "private")]
+    pub title: String,
+    #[cmk(class = "private")]
+    pub body: String,
+}
+
+/// The same table after `body` moved to `restricted`.
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[diesel(table_name = docs)]
+#[cmk(tenant = tenant_id, id = id, ids = "app", sealed = SealedDocV2)]
+pub struct DocV2 {
+    pub id: i64,
+    pub tenant_id: String,
+    pub status: String,
+    #[cmk(class = "private")]
+    pub title: String,
+    #[cmk(class = "restricted")]
+    pub body: String,
+}
+
+#[tokio::test]
+async fn updates_write_plain_fields_and_reseal_rows_whose_layout_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path()).unwrap();
+    let acme = keys_of(&embedded, "acme").await;
+    let keys = embedded
+        .cmk()
+        .keys_for(acme.context(), DocV2::CLASSES)
+        .await
+        .unwrap();
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
+    conn.batch_execute(
+        "CREATE TABLE docs (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, status TEXT NOT NULL,
+         title BLOB NOT NULL, body BLOB NOT NULL, private_keys BLOB, restricted_keys BLOB)",
+    )
+    .unwrap();
+    let v1 = |id: i64| DocV1 {
+        id,
+        tenant_id: "acme".into(),
+        status: "draft".into(),
+        title: format!("title {id}"),
+        body: format!("body {id}"),
+    };
+    ops::insert_many(&mut conn, &keys, &[v1(1), v1(2), v1(3)]).unwrap();
+
+    // A change of an unclassified field alone is written; the classes keep their DEKs.
+    let before: SealedDocV1 = docs::table
+        .find(1)
+        .select(SealedDocV1::as_select())
+        .first(&mut conn)
+        .unwrap();
+    ops::update_with(&mut conn, &keys, docs::table.find(1), |d: &mut DocV1| {
+        d.status = "published".into()
+    })
+    .unwrap();
+    let after: SealedDocV1 = docs::table
+        .find(1)
+        .select(SealedDocV1::as_select())
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(after.status, "published");
+    assert_eq!(after.private_keys, before.private_keys);
+
+    // After `body` moved to `restricted`, rows written before read through the new model;
+    // an update of either field must leave a row that still reads (the stored lists no
+    // longer match a fresh seal's, so the whole row is re-sealed).
+    ops::update_with(&mut conn, &keys, docs::table.find(2), |d: &mut DocV2| {
+        d.title = "new title".into()
+    })
+    .unwrap();
+    ops::update_with(&mut conn, &keys, docs::table.find(3), |d: &mut DocV2| {
+        d.body = "new body".into()
+    })
+    .unwrap();
+    let all: Vec<DocV2> = ops::load_all(&mut conn, &keys, docs::table.order(docs::id)).unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|d| (d.title.as_str(), d.body.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("title 1", "body 1"),
+            ("new title", "body 2"),
+            ("title 3", "new body")
+        ]
+    );
+}

@@ -182,7 +182,7 @@ pub enum Error {
     },
 
     /// A name (tenant id, class, local key name) breaks its rule: input to reject (HTTP 400
-    /// when it came from a request). The name is shown cut to 64 bytes.
+    /// when it came from a request). The name is shown cut to 64 bytes, escaped.
     #[error("invalid {what} `{name}`: {rule}")]
     InvalidName {
         /// What the name is for.
@@ -284,9 +284,10 @@ impl Error {
         while !name.is_char_boundary(end) {
             end -= 1;
         }
+        // Escaped: a name from a request must not put line breaks or escapes into logs.
         Error::InvalidName {
             what,
-            name: name[..end].to_string(),
+            name: name[..end].escape_debug().to_string(),
             rule,
         }
     }

@@ -381,6 +381,36 @@ pub mod derive_support {
     }
 }
 
+/// Which classes a read-modify-write keeps from the row it read instead of re-sealing them:
+/// those whose values did not change (`changed`, from [`Encrypted::changed_classes`]) and
+/// whose stored key column lists the same columns as the fresh seal's (both absent, or both
+/// present with equal lists). A row written before a field moved to another class, or before
+/// a class was added, fails that test and is re-sealed whole, so the row written always
+/// reads back.
+pub fn classes_to_keep<M: Encrypted>(
+    read: &M::Sealed,
+    fresh: &M::Sealed,
+    changed: &[bool],
+) -> Vec<bool> {
+    use crate::format::key_column;
+    let (old, new) = (M::key_columns(read), M::key_columns(fresh));
+    changed
+        .iter()
+        .enumerate()
+        .map(|(k, changed)| {
+            !changed
+                && match (old.get(k).and_then(|c| c.1), new.get(k).and_then(|c| c.1)) {
+                    (None, None) => old.get(k).is_some() && new.get(k).is_some(),
+                    (Some(a), Some(b)) => matches!(
+                        (key_column::parse(a), key_column::parse(b)),
+                        (Ok(a), Ok(b)) if a.list_bytes == b.list_bytes
+                    ),
+                    _ => false,
+                }
+        })
+        .collect()
+}
+
 /// Refuses a read-modify-write whose change altered the bound row id: the row would be
 /// written under its old id with ciphertexts bound to the new one, and never read again.
 pub fn check_row_id_kept<M: Encrypted>(before: &M, after: &M) -> Result<()> {

@@ -70,7 +70,7 @@ impl TenantConfig {
     /// Sets the policy of `class` (a built-in class or the application's own).
     ///
     /// # Errors
-    /// [`crate::Error::InvalidInput`] when `class` is not a valid class name.
+    /// [`crate::Error::InvalidName`] when `class` is not a valid class name.
     pub fn with_class(mut self, class: &str, policy: Policy) -> crate::Result<Self> {
         self.policies.insert(Class::new(class)?, policy);
         Ok(self)
@@ -198,17 +198,23 @@ impl OperatorKey {
             hex.push(b"0123456789abcdef"[usize::from(b & 0xf)]);
         }
         hex.push(b'\n');
-        {
+        let written = {
             use std::io::Write;
-            tmp.1
-                .write_all(&hex)
-                .and_then(|()| tmp.1.sync_all())
-                .map_err(|e| io("writing", e))?;
-        }
-        let linked = std::fs::hard_link(&tmp.0, path);
+            tmp.1.write_all(&hex).and_then(|()| tmp.1.sync_all())
+        };
+        // The temporary name goes on every path: it may hold the key.
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp.0, path));
         let _ = std::fs::remove_file(&tmp.0);
         match linked {
-            Ok(()) => Ok(OperatorKey(key)),
+            Ok(()) => {
+                // The new name must survive a crash, or the next start would make another key
+                // and every stored configuration would fail its check.
+                #[cfg(unix)]
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io("syncing the directory of", e))?;
+                Ok(OperatorKey(key))
+            }
             // Another process created it first: its key is the one.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
             Err(e) => Err(io("creating", e)),

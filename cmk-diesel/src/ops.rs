@@ -225,8 +225,8 @@ pub const UPDATE_ATTEMPTS: usize = 5;
 
 /// A read-modify-write of one row: reads the row of `target` (for example `table.find(id)`),
 /// unseals it, applies `change`, re-seals the classes whose values changed with fresh DEKs
-/// (the others keep their ciphertexts and DEK; nothing is written when nothing changed) and
-/// writes the row, in one transaction, only if nobody wrote it in between (compare-and-set
+/// (the others keep their ciphertexts and DEK where the row's layout allows:
+/// [`cmk_core::model::classes_to_keep`]) and writes the row, in one transaction, only if nobody wrote it in between (compare-and-set
 /// on its key columns, which a write of any class changes). After a conflict it reads again, up to
 /// [`UPDATE_ATTEMPTS`] times, then fails with [`cmk_core::Error::Conflict`]; `change` runs
 /// once per attempt. The primary key is not written. Returns the model as written;
@@ -268,12 +268,10 @@ where
             change(&mut model);
             cmk_core::model::check_row_id_kept(&before, &model)?;
             let changed = before.changed_classes(&model)?;
-            if !changed.contains(&true) {
-                return Ok(Some(model)); // nothing to write
-            }
             let mut sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
-            // Classes whose values did not change keep their ciphertexts and DEK.
-            let keep: Vec<bool> = changed.iter().map(|c| !c).collect();
+            // Classes whose values did not change keep their ciphertexts and DEK (when the row's
+            // layout allows); unclassified and deterministic fields are always written.
+            let keep = cmk_core::model::classes_to_keep::<M>(&read, &sealed, &changed);
             M::keep_classes(&mut sealed, &read, &keep);
             let guard = KeyColumnsUnchanged::new(M::key_columns(&read));
             Ok(write_guarded::<M, T, C>(conn, target.clone(), guard, sealed)?.then_some(model))

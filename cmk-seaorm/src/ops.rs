@@ -172,8 +172,9 @@ where
 
 /// A guarded read-modify-write of one row: reads the first row of `select`, unseals it,
 /// applies `change`, re-seals the classes whose values changed with fresh DEKs (the others
-/// keep their ciphertexts and DEK; nothing is written when nothing changed) and writes it
-/// only if nobody wrote the row in between (compare-and-set on its key columns); after a conflict
+/// keep their ciphertexts and DEK where the row's layout allows:
+/// [`cmk_core::model::classes_to_keep`]) and writes it only if nobody wrote the row in
+/// between (compare-and-set on its key columns); after a conflict
 /// it starts again, up to [`UPDATE_ATTEMPTS`] times, then fails with
 /// [`cmk_core::Error::Conflict`]. The primary key is not written. Returns the model as
 /// written; `DbErr::RecordNotFound` when `select` finds no row.
@@ -199,12 +200,10 @@ where
         change(&mut model);
         cmk_core::model::check_row_id_kept(&before, &model)?;
         let changed = before.changed_classes(&model)?;
-        if !changed.contains(&true) {
-            return Ok(model); // nothing to write
-        }
         let mut sealed = sealing_as(EventName::DataUpdate, || model.seal(keys))?;
-        // Classes whose values did not change keep their ciphertexts and DEK.
-        let keep: Vec<bool> = changed.iter().map(|c| !c).collect();
+        // Classes whose values did not change keep their ciphertexts and DEK (when the row's
+        // layout allows); unclassified and deterministic fields are always written.
+        let keep = cmk_core::model::classes_to_keep::<M>(&read, &sealed, &changed);
         M::keep_classes(&mut sealed, &read, &keep);
         same_primary_key::<E>(&read, &sealed)?;
         let guard = cmk_core::jobs::owned(M::key_columns(&read));

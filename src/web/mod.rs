@@ -59,10 +59,11 @@ impl Fetch {
             .inspect_err(|e| {
                 tracing::warn!(
                     target: "cmk::web",
-                    tenant = %ctx.tenant(),
+                    tenant = %ctx.tenant().as_str().escape_debug(),
                     error_kind = e.kind(),
                     status = e.http_status(),
-                    "keys for the request could not be fetched: {e}"
+                    "keys for the request could not be fetched: {}",
+                e.to_string().escape_debug()
                 );
             })
     }
@@ -74,6 +75,7 @@ fn log_unresolved(e: &cmk_core::Error) {
         target: "cmk::web",
         error_kind = e.kind(),
         status = e.http_status(),
-        "the request's tenant and actor could not be resolved: {e}"
+        "the request's tenant and actor could not be resolved: {}",
+        e.to_string().escape_debug()
     );
 }
