@@ -174,50 +174,38 @@ pub fn expand(m: &Model) -> TokenStream {
         spec
     });
 
-    // Encoding each value for sealing: a byte slice per field, kept alive in a local.
-    let mut encode = Vec::new();
-    let mut value_refs = Vec::new();
-    for (i, (ident, _, c)) in classified.iter().enumerate() {
-        let local = format_ident!("__v{}", i);
-        let column = &c.column;
-        let one = |v: TokenStream| match c.raw {
-            Some(_) => quote! { #p::Holder::Raw(#p::RawField::to_field_bytes(#v)) },
-            None => quote! { #p::Holder::Json(#p::encode_json(#v, #column)?) },
-        };
-        if c.optional {
-            let some = one(quote!(v));
-            encode.push(quote! { let #local = match &self.#ident { Some(v) => Some(#some), None => None }; });
-            value_refs.push(quote! { #local.as_ref().map(#p::Holder::bytes) });
-        } else {
-            let v = one(quote!(&self.#ident));
-            encode.push(quote! { let #local = #v; });
-            value_refs.push(quote! { Some(#local.bytes()) });
+    // Encoding each value of `owner` for sealing: a byte slice per field, kept alive in a
+    // local named `<prefix><index>`. Sealing encodes `self`; comparing two models for an
+    // update encodes the other one the same way.
+    let encode_values = |owner: TokenStream, prefix: &str| {
+        let mut encode = Vec::new();
+        let mut refs = Vec::new();
+        for (i, (ident, _, c)) in classified.iter().enumerate() {
+            let local = format_ident!("{}{}", prefix, i);
+            let column = &c.column;
+            let one = |v: TokenStream| match c.raw {
+                Some(_) => quote! { #p::Holder::Raw(#p::RawField::to_field_bytes(#v)) },
+                None => quote! { #p::Holder::Json(#p::encode_json(#v, #column)?) },
+            };
+            if c.optional {
+                let some = one(quote!(v));
+                encode.push(quote! { let #local = match &#owner.#ident { Some(v) => Some(#some), None => None }; });
+                refs.push(quote! { #local.as_ref().map(#p::Holder::bytes) });
+            } else {
+                let v = one(quote!(&#owner.#ident));
+                encode.push(quote! { let #local = #v; });
+                refs.push(quote! { Some(#local.bytes()) });
+            }
         }
-    }
+        (encode, refs)
+    };
+    let (encode, value_refs) = encode_values(quote!(self), "__v");
     let n_fields = classified.len();
     let n_keys = key_idents.len();
 
-    // Updates of some classes: which classes' values differ between two models (encoded the
-    // same way as for sealing), and putting back the stored columns of the others.
-    let mut encode_other = Vec::new();
-    let mut other_refs = Vec::new();
-    for (i, (ident, _, c)) in classified.iter().enumerate() {
-        let local = format_ident!("__w{}", i);
-        let column = &c.column;
-        let one = |v: TokenStream| match c.raw {
-            Some(_) => quote! { #p::Holder::Raw(#p::RawField::to_field_bytes(#v)) },
-            None => quote! { #p::Holder::Json(#p::encode_json(#v, #column)?) },
-        };
-        if c.optional {
-            let some = one(quote!(v));
-            encode_other.push(quote! { let #local = match &__other.#ident { Some(v) => Some(#some), None => None }; });
-            other_refs.push(quote! { #local.as_ref().map(#p::Holder::bytes) });
-        } else {
-            let v = one(quote!(&__other.#ident));
-            encode_other.push(quote! { let #local = #v; });
-            other_refs.push(quote! { Some(#local.bytes()) });
-        }
-    }
+    // Updates of some classes: which classes' values differ between two models, and putting
+    // back the stored columns of the others.
+    let (encode_other, other_refs) = encode_values(quote!(__other), "__w");
     let change_checks = classified.iter().enumerate().filter_map(|(i, (_, _, c))| {
         let k = key_classes
             .iter()
