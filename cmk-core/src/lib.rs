@@ -7,33 +7,36 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+// Layers, bottom up: each imports only from the layers below it.
+// - error, clock, hex; byte formats; crypto (with secret key buffers); KMS providers;
+// - tenant identity, policies and configuration; security events and their delivery (audit);
+// - keys: registry, leases, the key set of a request;
+// - rows: schemas, plans, sealing, the model trait;
+// - the service (`Cmk`: key fetching, classic mode, cmk's tables); administration.
 pub mod admin;
 pub mod audit;
-mod classic;
 pub mod clock;
-pub mod context;
 pub mod crypto;
 pub mod error;
-pub mod event;
 pub mod format;
-pub mod guard;
 mod hex;
-pub mod jobs;
 pub mod keys;
 pub mod kms;
-pub mod lease;
-mod leasing;
-pub mod model;
-mod plan;
-pub mod policy;
-pub mod registry;
-pub mod schema;
-pub mod scope;
-pub mod seal;
-pub mod secret;
+pub mod rows;
 mod service;
-pub mod sql;
 pub mod tenant;
+
+// The paths of the flat layout, kept while the adapters and applications move to the new
+// homes.
+pub use admin::jobs;
+pub use audit::event;
+pub use crypto::secret;
+pub use keys::{lease, registry};
+pub use rows::{guard, model, schema, scope, seal};
+pub(crate) use rows::plan;
+pub(crate) use service::leasing;
+pub use service::sql;
+pub use tenant::{context, policy};
 
 pub use context::{Actor, RequestContext, TenantId};
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@
 //! - [`Router`]: each tenant's events to the sink its configuration names, others to the
 //!   default; endpoints a tenant can name are checked against the operator's allow-list.
 
+pub mod event;
 pub mod format;
 #[cfg(feature = "http")]
 pub mod http;

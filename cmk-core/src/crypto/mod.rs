@@ -5,3 +5,4 @@ pub mod mac;
 pub mod normalize;
 pub mod rng;
 pub mod search;
+pub mod secret;

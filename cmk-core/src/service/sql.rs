@@ -33,16 +33,16 @@ pub struct Migration {
 pub fn tables(dialect: Dialect) -> Migration {
     match dialect {
         Dialect::Sqlite => Migration {
-            up: include_str!("../sql/sqlite/up.sql"),
-            down: include_str!("../sql/sqlite/down.sql"),
+            up: include_str!("../../sql/sqlite/up.sql"),
+            down: include_str!("../../sql/sqlite/down.sql"),
         },
         Dialect::Postgres => Migration {
-            up: include_str!("../sql/postgres/up.sql"),
-            down: include_str!("../sql/postgres/down.sql"),
+            up: include_str!("../../sql/postgres/up.sql"),
+            down: include_str!("../../sql/postgres/down.sql"),
         },
         Dialect::Mysql => Migration {
-            up: include_str!("../sql/mysql/up.sql"),
-            down: include_str!("../sql/mysql/down.sql"),
+            up: include_str!("../../sql/mysql/up.sql"),
+            down: include_str!("../../sql/mysql/down.sql"),
         },
     }
 }

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+pub mod jobs;
+
 use crate::context::RequestContext;
 use crate::error::{Error, Result};
 use crate::event::EventName;

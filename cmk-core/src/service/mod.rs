@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub(crate) mod classic;
+pub(crate) mod leasing;
+pub mod sql;
+
 use crate::clock::{Clock, MonotonicClock};
 use crate::context::TenantId;
 use crate::lease::LeaseCache;

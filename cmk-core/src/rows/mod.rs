@@ -1,0 +1,11 @@
+//! Sealing of rows: the shape of an encrypted table ([`schema`]), what a tenant's policies make
+//! of it ([`plan`]), sealing and unsealing ([`seal`]), the model trait the derive implements
+//! ([`model`]), the structural write guard ([`guard`]) and key scopes for row-loading code
+//! ([`scope`]). Above keys; below the service.
+
+pub mod guard;
+pub mod model;
+pub(crate) mod plan;
+pub mod schema;
+pub mod scope;
+pub mod seal;
