@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use crate::kms::KmsError;
-
 /// Result alias used throughout cmk.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -315,7 +313,6 @@ impl Error {
     /// must not tell an attacker which of their changes was noticed (the event and the log
     /// do).
     pub fn http_status(&self) -> u16 {
-        use crate::kms::KmsErrorKind;
         match self {
             Error::InvalidInput(_) | Error::InvalidName { .. } => 400,
             Error::ValueTooLarge { .. } => 413,
@@ -346,11 +343,11 @@ impl Error {
             Error::NoKeyScope => "no_key_scope",
             Error::ClassicModeNeedsAsync { .. } => "classic_mode_needs_async",
             Error::Kms { source, .. } => match source.kind {
-                crate::kms::KmsErrorKind::Unavailable => "kms_unavailable",
-                crate::kms::KmsErrorKind::Throttled => "kms_throttled",
-                crate::kms::KmsErrorKind::Denied => "kms_denied",
-                crate::kms::KmsErrorKind::NotFound => "kms_not_found",
-                crate::kms::KmsErrorKind::Invalid => "kms_invalid",
+                KmsErrorKind::Unavailable => "kms_unavailable",
+                KmsErrorKind::Throttled => "kms_throttled",
+                KmsErrorKind::Denied => "kms_denied",
+                KmsErrorKind::NotFound => "kms_not_found",
+                KmsErrorKind::Invalid => "kms_invalid",
             },
             Error::ConfigIntegrity { .. } => "config_integrity",
             Error::ConfigRollback { .. } => "config_rollback",
@@ -369,6 +366,62 @@ impl Error {
             Error::Conflict => "conflict",
             Error::UniqueViolation { .. } => "unique_violation",
             Error::Other(_) => "other",
+        }
+    }
+}
+
+/// How a KMS failure is classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KmsErrorKind {
+    /// The KMS could not be reached or did not answer in time (transient).
+    Unavailable,
+    /// The KMS refused for rate reasons (transient).
+    Throttled,
+    /// The caller may not use the key now: permission removed, grant revoked, key disabled,
+    /// revoked or in a state that refuses the operation (pending deletion).
+    Denied,
+    /// The key or key version does not exist (deleted, destroyed).
+    NotFound,
+    /// The ciphertext, its associated data (context) or the key it names does not match: a
+    /// wrong or tampered blob, or a refusal the provider does not explain.
+    Invalid,
+}
+
+impl KmsErrorKind {
+    /// True for failures that a lease rides out (unavailable, throttled).
+    pub fn is_transient(self) -> bool {
+        matches!(self, KmsErrorKind::Unavailable | KmsErrorKind::Throttled)
+    }
+
+    /// A stable lower-case name for events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KmsErrorKind::Unavailable => "unavailable",
+            KmsErrorKind::Throttled => "throttled",
+            KmsErrorKind::Denied => "denied",
+            KmsErrorKind::NotFound => "not_found",
+            KmsErrorKind::Invalid => "invalid",
+        }
+    }
+}
+
+/// A classified KMS failure; its message never holds key material.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} ({message})", kind.as_str())]
+pub struct KmsError {
+    /// The classification.
+    pub kind: KmsErrorKind,
+    /// What the provider said, for operators.
+    pub message: String,
+}
+
+impl KmsError {
+    /// Makes an error.
+    pub fn new(kind: KmsErrorKind, message: impl Into<String>) -> Self {
+        KmsError {
+            kind,
+            message: message.into(),
         }
     }
 }

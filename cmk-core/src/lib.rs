@@ -33,18 +33,16 @@ pub use audit::event;
 pub use crypto::secret;
 pub use keys::{lease, registry};
 pub use rows::{guard, model, schema, scope, seal};
-pub(crate) use rows::plan;
-pub(crate) use service::leasing;
 pub use service::sql;
 pub use tenant::{context, policy};
 
-pub use context::{Actor, RequestContext, TenantId};
 pub use error::{Error, Result};
-pub use keys::TenantKeys;
-pub use leasing::RenewReport;
-pub use policy::{AuditMode, Class, LeasePolicy, Policy, SearchMode};
+pub use keys::set::TenantKeys;
+pub use service::leasing::RenewReport;
 pub use service::{Cmk, CmkBuilder, CmkSettings, EnsureReport, OnboardReport};
-pub use tenant::TenantConfig;
+pub use tenant::config::TenantConfig;
+pub use tenant::context::{Actor, RequestContext, TenantId};
+pub use tenant::policy::{AuditMode, Class, LeasePolicy, Policy, SearchMode};
 
 /// Hex helpers, exposed for tools and docs (lower-case encode, either-case decode).
 pub mod hexfmt {

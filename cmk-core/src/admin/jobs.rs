@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::keys::TenantKeys;
-use crate::model::Encrypted;
+use crate::keys::set::TenantKeys;
+use crate::rows::model::Encrypted;
 
 /// How a job walks the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,9 @@ pub fn rekey_row<M: Encrypted>(
 /// `DATA_MIGRATE`), to be written only while the row's key columns are still NULL.
 pub fn seal_legacy<M: Encrypted>(model: &M, keys: &TenantKeys) -> Result<GuardedWrite<M::Sealed>> {
     let sealed =
-        crate::event::sealing_as(crate::event::EventName::DataMigrate, || model.seal(keys))?;
+        crate::audit::event::sealing_as(crate::audit::event::EventName::DataMigrate, || {
+            model.seal(keys)
+        })?;
     let guard = M::KEY_COLUMNS.iter().map(|c| (*c, None)).collect();
     Ok(GuardedWrite { guard, sealed })
 }

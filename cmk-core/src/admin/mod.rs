@@ -6,18 +6,20 @@ use std::sync::Arc;
 
 pub mod jobs;
 
-use crate::context::RequestContext;
+use crate::audit::event::EventName;
 use crate::error::{Error, Result};
-use crate::event::EventName;
 use crate::format::key_column;
-use crate::keys::TenantKeys;
+use crate::keys::lease::LeaseKey;
+use crate::keys::registry::{
+    InsertOutcome, KeyState, Purpose, RegistryEntry, entry_context, kek_id,
+};
+use crate::keys::set::TenantKeys;
 use crate::kms::KeyRef;
-use crate::lease::LeaseKey;
-use crate::policy::{Class, LeasePolicy};
-use crate::registry::{InsertOutcome, KeyState, Purpose, RegistryEntry, entry_context, kek_id};
-use crate::schema::RowSchema;
-use crate::seal::StoredRow;
+use crate::rows::schema::RowSchema;
+use crate::rows::seal::StoredRow;
 use crate::service::{Cmk, now_secs};
+use crate::tenant::context::RequestContext;
+use crate::tenant::policy::{Class, LeasePolicy};
 
 /// What a master-key rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,7 +368,7 @@ impl TenantKeys {
                 .map(|c| c.to_string())
                 .into_iter()
                 .collect();
-            let touched = crate::seal::Touched::Some(Vec::new(), class);
+            let touched = crate::rows::seal::Touched::Some(Vec::new(), class);
             self.audit(
                 ctx,
                 schema,
@@ -419,7 +421,7 @@ impl TenantKeys {
         let prefix = schema.dek_aad_prefix(key_class);
         let class_set = schema.present_class_set(row.key_columns);
         let aad_for = |version: u32| {
-            crate::seal::dek_aad(
+            crate::rows::aad::dek_aad(
                 Vec::new(),
                 prefix,
                 tenant,

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::{RequestContext, TenantId};
+use crate::tenant::context::{RequestContext, TenantId};
 
 /// Event names: `CATEGORY_ACTION`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -374,7 +374,7 @@ impl SecurityEvent {
     /// An event of cmk's own (lease renewal, expiry) with no request behind it.
     pub fn system(tenant: &TenantId, name: EventName, outcome: Outcome) -> Self {
         let ctx = RequestContext::new(tenant.clone())
-            .with_actor(crate::context::Actor::Service("cmk".into()));
+            .with_actor(crate::tenant::context::Actor::Service("cmk".into()));
         SecurityEvent::new(&ctx, name, outcome)
     }
 
@@ -524,7 +524,7 @@ impl EventSink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{Actor, TenantId};
+    use crate::tenant::context::{Actor, TenantId};
 
     #[test]
     fn event_ids_do_not_repeat_within_or_across_threads() {

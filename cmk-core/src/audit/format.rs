@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{Outcome, SecurityEvent};
+use crate::audit::event::{Outcome, SecurityEvent};
 
 /// The JSON schema version every JSON event carries as `"schema"`.
 pub const JSON_SCHEMA: &str = "cmk.security-event/1";
@@ -154,8 +154,8 @@ pub fn syslog_5424(event: &SecurityEvent, hostname: &str, procid: u32) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{Actor, RequestContext, TenantId};
-    use crate::event::EventName;
+    use crate::audit::event::EventName;
+    use crate::tenant::context::{Actor, RequestContext, TenantId};
 
     fn event() -> SecurityEvent {
         let ctx = RequestContext::new(TenantId::new("acme").unwrap())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::format::json_line;
 use super::transport::{DeliveryError, Transport};
-use crate::event::SecurityEvent;
+use crate::audit::event::SecurityEvent;
 
 /// The body a receiver expects.
 #[derive(Clone)]
@@ -129,8 +129,8 @@ impl Transport for HttpBatches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{RequestContext, TenantId};
-    use crate::event::{EventName, Outcome};
+    use crate::audit::event::{EventName, Outcome};
+    use crate::tenant::context::{RequestContext, TenantId};
 
     #[test]
     fn bodies_are_a_json_array_or_hec_objects() {

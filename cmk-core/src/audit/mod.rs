@@ -1,7 +1,7 @@
 //! Delivery of security events to each tenant's SIEM (DESIGN.md §7, docs/EVENTS.md).
 //!
 //! - [`format`](mod@format): the JSON (schema `cmk.security-event/1`) and RFC 5424 syslog forms.
-//! - [`Pipeline`]: an [`crate::event::EventSink`] with a bounded enqueue on the hot path, a
+//! - [`Pipeline`]: an [`crate::audit::event::EventSink`] with a bounded enqueue on the hot path, a
 //!   worker that batches to a [`Transport`], a durable [`spool::Spool`] when the transport
 //!   fails or the queue is full, in-order replay, and `fsync`ed appends for fail-closed
 //!   events.

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use super::spool::{Spool, SpoolError};
 use super::transport::Transport;
-use crate::context::TenantId;
-use crate::event::{EventName, EventSink, Outcome, SecurityEvent, SinkError};
+use crate::audit::event::{EventName, EventSink, Outcome, SecurityEvent, SinkError};
+use crate::tenant::context::TenantId;
 
 /// How a pipeline queues, batches, retries and spools.
 #[derive(Debug, Clone)]

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::context::TenantId;
-use crate::event::{EventSink, SecurityEvent, SinkError};
+use crate::audit::event::{EventSink, SecurityEvent, SinkError};
+use crate::tenant::context::TenantId;
 
 /// Endpoints tenants may name: `scheme://host:port` entries, where the host may start with
 /// `*.` to allow its subdomains. Everything else is refused.
@@ -185,8 +185,8 @@ impl EventSink for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::RequestContext;
-    use crate::event::{EventName, MemorySink, Outcome};
+    use crate::audit::event::{EventName, MemorySink, Outcome};
+    use crate::tenant::context::RequestContext;
 
     #[test]
     fn the_allow_list_matches_scheme_host_and_port() {

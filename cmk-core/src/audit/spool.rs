@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use super::format::{json_line, parse_json_line};
-use crate::event::SecurityEvent;
+use crate::audit::event::SecurityEvent;
 
 /// Size at which appends start a new segment.
 const SEGMENT_BYTES: u64 = 4 << 20;
@@ -381,8 +381,8 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{RequestContext, TenantId};
-    use crate::event::{EventName, Outcome};
+    use crate::audit::event::{EventName, Outcome};
+    use crate::tenant::context::{RequestContext, TenantId};
 
     fn events(n: usize) -> Vec<SecurityEvent> {
         let ctx = RequestContext::new(TenantId::new("acme").unwrap());

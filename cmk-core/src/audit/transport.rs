@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::format::{json_line, syslog_5424};
-use crate::event::SecurityEvent;
+use crate::audit::event::SecurityEvent;
 
 /// Why a batch was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -343,9 +343,9 @@ pub fn split_octet_counted(buf: &[u8]) -> (Vec<String>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::event::{EventName, Outcome};
     use crate::audit::format::parse_json_line;
-    use crate::context::{RequestContext, TenantId};
-    use crate::event::{EventName, Outcome};
+    use crate::tenant::context::{RequestContext, TenantId};
 
     fn batch(n: usize) -> Vec<SecurityEvent> {
         let ctx = RequestContext::new(TenantId::new("acme").unwrap());

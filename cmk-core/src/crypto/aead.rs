@@ -10,12 +10,9 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{AesGcm, Nonce, Tag};
 use zeroize::Zeroize;
 
-use crate::secret::SecretKey;
+use crate::crypto::secret::SecretKey;
 
-/// Nonce length in bytes.
-pub const NONCE_LEN: usize = 12;
-/// Tag length in bytes.
-pub const TAG_LEN: usize = 16;
+pub use crate::format::{NONCE_LEN, TAG_LEN};
 
 /// AES-256-GCM over the encrypt-only AES-256 core: GCM never runs the block cipher backwards,
 /// so expanding decryption round keys (as `aes_gcm::Aes256Gcm` does) would be wasted work on

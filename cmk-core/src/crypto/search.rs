@@ -10,8 +10,8 @@ use hmac::Mac;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::crypto::secret::SecretKey;
 use crate::format::aad::Aad;
-use crate::secret::SecretKey;
 
 /// Length of the HMAC kept in a blind index (bytes).
 pub const INDEX_MAC_LEN: usize = 16;

@@ -13,7 +13,7 @@
 //! padding. Deterministic values use type byte 0x02 instead (see `crypto::search`).
 
 use super::FORMAT_V1;
-use crate::crypto::aead::{NONCE_LEN, TAG_LEN};
+use super::{NONCE_LEN, TAG_LEN};
 
 /// Flag: inner plaintext is padded.
 pub const FLAG_PADDED: u8 = 0x01;

@@ -16,7 +16,7 @@
 //! moved between classes unnoticed, and a reclassified field is found under its old class.
 
 use super::FORMAT_V1;
-use crate::crypto::aead::{NONCE_LEN, TAG_LEN};
+use super::{NONCE_LEN, TAG_LEN};
 
 /// Length of the queryable prefix (version, KEK id, KEK version).
 pub const PREFIX_LEN: usize = 9;

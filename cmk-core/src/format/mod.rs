@@ -4,6 +4,11 @@ pub mod aad;
 pub mod field;
 pub mod key_column;
 
+/// Nonce length in bytes.
+pub const NONCE_LEN: usize = 12;
+/// Tag length in bytes.
+pub const TAG_LEN: usize = 16;
+
 /// The current format version of key columns and envelope field ciphertexts.
 pub const FORMAT_V1: u8 = 0x01;
 

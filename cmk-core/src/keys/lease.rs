@@ -15,11 +15,58 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::context::TenantId;
 use crate::crypto::aead::GcmKey;
+use crate::crypto::secret::SecretKey;
+use crate::keys::registry::{Purpose, RegistryEntry};
 use crate::kms::KmsError;
-use crate::registry::{Purpose, RegistryEntry};
-use crate::secret::SecretKey;
+use crate::tenant::context::TenantId;
+
+/// Lease timings for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timings {
+    pub(crate) renewal: Duration,
+    pub(crate) hard: Duration,
+    pub(crate) max_uses: Option<u64>,
+}
+
+impl Timings {
+    pub(crate) fn of(lease: &crate::tenant::policy::LeasePolicy) -> Option<Timings> {
+        match *lease {
+            crate::tenant::policy::LeasePolicy::Leased {
+                hard_expiry_secs,
+                renewal_secs,
+                max_uses,
+            } => Some(Timings {
+                renewal: Duration::from_secs(renewal_secs),
+                hard: Duration::from_secs(hard_expiry_secs),
+                max_uses,
+            }),
+            crate::tenant::policy::LeasePolicy::None => None,
+        }
+    }
+
+    /// Roots serve every class: they take the tightest leased policy of the tenant.
+    pub(crate) fn for_roots(config: &crate::tenant::config::TenantConfig) -> Timings {
+        let leased: Vec<Timings> = config
+            .policies
+            .values()
+            .filter_map(|p| Timings::of(&p.lease))
+            .collect();
+        Timings {
+            renewal: leased
+                .iter()
+                .map(|t| t.renewal)
+                .min()
+                .unwrap_or(Duration::from_secs(1200)),
+            hard: leased
+                .iter()
+                .map(|t| t.hard)
+                .min()
+                .unwrap_or(Duration::from_secs(3600)),
+            max_uses: None,
+        }
+    }
+}
 
 /// Identifies one key version of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -133,8 +180,8 @@ impl Lease {
     }
 
     /// The lease times and cap this lease was made with.
-    pub(crate) fn timings(&self) -> crate::leasing::Timings {
-        crate::leasing::Timings {
+    pub(crate) fn timings(&self) -> Timings {
+        Timings {
             renewal: self.renewal,
             hard: self.hard,
             max_uses: self.max_uses,

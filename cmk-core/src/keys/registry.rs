@@ -14,11 +14,9 @@
 
 use std::sync::Mutex;
 
-use sha2::{Digest, Sha256};
-
-use crate::context::TenantId;
 use crate::format::aad::Aad;
 use crate::kms::KeyRef;
+use crate::tenant::context::TenantId;
 
 /// What a registry entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,16 +123,7 @@ impl RegistryEntry {
     }
 }
 
-/// The KEK id of a class: the first four bytes of SHA-256(`cmk/kek-id` ‖ class), big-endian.
-/// Deterministic, so every instance computes the same id; collisions between a tenant's
-/// classes are refused when the configuration is validated.
-pub fn kek_id(class: &str) -> u32 {
-    let digest = Sha256::new()
-        .chain_update(b"cmk/kek-id")
-        .chain_update(class.as_bytes())
-        .finalize();
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
-}
+pub use crate::tenant::policy::kek_id;
 
 /// The associated data of a registry wrap (docs/FORMAT.md §3).
 pub fn entry_aad(

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
-use crate::context::TenantId;
+use crate::audit::event::EventSink;
 use crate::crypto::aead::GcmKey;
 use crate::crypto::search;
-use crate::event::EventSink;
-use crate::lease::{Lease, Material, RowTime};
-use crate::policy::{Class, Policy};
-use crate::secret::SecretKey;
-use crate::tenant::TenantConfig;
+use crate::crypto::secret::SecretKey;
+use crate::keys::lease::{Lease, Material, RowTime};
+use crate::tenant::config::TenantConfig;
+use crate::tenant::context::TenantId;
+use crate::tenant::policy::{Class, Policy};
 
 /// A leased KEK of one class.
 #[derive(Clone)]
@@ -61,7 +61,7 @@ pub(crate) type FieldKeyId = (String, String, u8);
 pub struct TenantKeys {
     pub(crate) tenant: TenantId,
     /// The request the keys were fetched for: row-loading code in a key scope unseals with it.
-    pub(crate) ctx: crate::context::RequestContext,
+    pub(crate) ctx: crate::tenant::context::RequestContext,
     pub(crate) config: Arc<TenantConfig>,
     /// Leased KEKs by (id, version). A handful per handle: a linear scan beats hashing.
     pub(crate) keks: Vec<((u32, u32), LeasedKek)>,
@@ -80,7 +80,7 @@ pub struct TenantKeys {
     /// Shared by the handles [`TenantKeys::with_context`] makes from this one.
     pub(crate) derived: Arc<Mutex<DerivedKeys>>,
     /// Per-schema plans, shared with every handle of the same tenant view.
-    pub(crate) plans: Arc<crate::plan::PlanCache>,
+    pub(crate) plans: Arc<crate::rows::plan::PlanCache>,
     /// Raised when a stored value names a key version newer than the view knows.
     pub(crate) view_stale: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) sink: Arc<dyn EventSink>,
@@ -113,7 +113,7 @@ impl TenantKeys {
 
     /// The request context the keys were fetched for: every seal, unseal and delete with this
     /// handle is checked against it and audited as it.
-    pub fn context(&self) -> &crate::context::RequestContext {
+    pub fn context(&self) -> &crate::tenant::context::RequestContext {
         &self.ctx
     }
 
@@ -122,7 +122,10 @@ impl TenantKeys {
     ///
     /// # Errors
     /// [`crate::Error::TenantMismatch`] when `ctx` is another tenant's.
-    pub fn with_context(&self, ctx: crate::context::RequestContext) -> crate::Result<Arc<Self>> {
+    pub fn with_context(
+        &self,
+        ctx: crate::tenant::context::RequestContext,
+    ) -> crate::Result<Arc<Self>> {
         if ctx.tenant() != &self.tenant {
             return Err(crate::Error::TenantMismatch {
                 expected: self.tenant.to_string(),
@@ -133,7 +136,7 @@ impl TenantKeys {
     }
 
     /// This handle's keys for `ctx`, which must be of the handle's tenant.
-    fn rebound(&self, ctx: crate::context::RequestContext) -> Arc<Self> {
+    fn rebound(&self, ctx: crate::tenant::context::RequestContext) -> Arc<Self> {
         Arc::new(TenantKeys {
             tenant: self.tenant.clone(),
             ctx,
@@ -159,7 +162,7 @@ impl TenantKeys {
     /// request's id, source, purpose and metadata: the rare call made for someone else.
     pub fn as_actor<R: Into<String>>(
         &self,
-        actor: crate::context::Actor,
+        actor: crate::tenant::context::Actor,
         roles: impl IntoIterator<Item = R>,
     ) -> Arc<Self> {
         // The new context keeps the handle's own tenant: nothing to check.

@@ -37,7 +37,7 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 
 use super::{KeyRef, Kms, KmsContext, KmsError, KmsErrorKind};
-use crate::secret::SecretBytes;
+use crate::crypto::secret::SecretBytes;
 
 /// The provider name in key references (`aws:...`).
 pub const PROVIDER: &str = "aws";

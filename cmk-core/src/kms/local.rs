@@ -35,8 +35,8 @@ use zeroize::Zeroizing;
 use super::{KeyRef, Kms, KmsContext, KmsError, KmsErrorKind};
 use crate::crypto::aead::{GcmKey, NONCE_LEN, TAG_LEN};
 use crate::crypto::rng;
+use crate::crypto::secret::{SecretBytes, SecretKey};
 use crate::format::aad::Aad;
-use crate::secret::{SecretBytes, SecretKey};
 
 const FILE_MAGIC: &str = "cmk-local-keyring 1";
 const BLOB_VERSION: u8 = 0x01;

@@ -7,13 +7,14 @@
 //! out until a lease's hard expiry; *denied*, *not found* and *invalid* mean the tenant (or
 //! its key) said no, and keys are evicted at once.
 
+pub use crate::error::{KmsError, KmsErrorKind};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::SecretBytes;
+use crate::crypto::secret::SecretBytes;
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -84,62 +85,6 @@ impl fmt::Debug for KeyRef {
 impl fmt::Display for KeyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// How a KMS failure is classified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum KmsErrorKind {
-    /// The KMS could not be reached or did not answer in time (transient).
-    Unavailable,
-    /// The KMS refused for rate reasons (transient).
-    Throttled,
-    /// The caller may not use the key now: permission removed, grant revoked, key disabled,
-    /// revoked or in a state that refuses the operation (pending deletion).
-    Denied,
-    /// The key or key version does not exist (deleted, destroyed).
-    NotFound,
-    /// The ciphertext, its associated data (context) or the key it names does not match: a
-    /// wrong or tampered blob, or a refusal the provider does not explain.
-    Invalid,
-}
-
-impl KmsErrorKind {
-    /// True for failures that a lease rides out (unavailable, throttled).
-    pub fn is_transient(self) -> bool {
-        matches!(self, KmsErrorKind::Unavailable | KmsErrorKind::Throttled)
-    }
-
-    /// A stable lower-case name for events and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KmsErrorKind::Unavailable => "unavailable",
-            KmsErrorKind::Throttled => "throttled",
-            KmsErrorKind::Denied => "denied",
-            KmsErrorKind::NotFound => "not_found",
-            KmsErrorKind::Invalid => "invalid",
-        }
-    }
-}
-
-/// A classified KMS failure; its message never holds key material.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{} ({message})", kind.as_str())]
-pub struct KmsError {
-    /// The classification.
-    pub kind: KmsErrorKind,
-    /// What the provider said, for operators.
-    pub message: String,
-}
-
-impl KmsError {
-    /// Makes an error.
-    pub fn new(kind: KmsErrorKind, message: impl Into<String>) -> Self {
-        KmsError {
-            kind,
-            message: message.into(),
-        }
     }
 }
 

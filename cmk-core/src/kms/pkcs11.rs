@@ -43,7 +43,7 @@ use cryptoki::types::AuthPin;
 use super::{KeyRef, Kms, KmsContext, KmsError, KmsErrorKind};
 use crate::crypto::aead::NONCE_LEN;
 use crate::crypto::rng;
-use crate::secret::SecretBytes;
+use crate::crypto::secret::SecretBytes;
 
 /// The provider name in key references (`pkcs11:...`).
 pub const PROVIDER: &str = "pkcs11";

@@ -10,8 +10,8 @@
 use crate::crypto::search::deterministic_version;
 use crate::error::{Error, Result};
 use crate::format::{field, key_column};
-use crate::registry::kek_id;
-use crate::schema::{FieldSearch, RowSchema};
+use crate::keys::registry::kek_id;
+use crate::rows::schema::{FieldSearch, RowSchema};
 
 /// A column's value in the write, as the guard sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! ([`model`]), the structural write guard ([`guard`]) and key scopes for row-loading code
 //! ([`scope`]). Above keys; below the service.
 
+pub(crate) mod aad;
 pub mod guard;
 pub mod model;
 pub(crate) mod plan;

@@ -11,11 +11,11 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::crypto::secret::SecretBytes;
 use crate::error::{Error, Result};
 use crate::format::aad::RowId;
-use crate::keys::TenantKeys;
-use crate::schema::RowSchema;
-use crate::secret::SecretBytes;
+use crate::keys::set::TenantKeys;
+use crate::rows::schema::RowSchema;
 
 /// A model with classified fields. Implemented by `#[derive(Encrypted)]`.
 pub trait Encrypted: Sized {
@@ -279,8 +279,8 @@ mod tests {
 pub mod derive_support {
     use std::borrow::Cow;
 
+    use crate::crypto::secret::SecretBytes;
     use crate::error::{Error, Result};
-    use crate::secret::SecretBytes;
 
     /// A field value's bytes while a row is sealed: borrowed (strings, bytes) or an encoded
     /// copy wiped on drop (JSON).
@@ -321,9 +321,9 @@ pub mod derive_support {
             }
         }
 
-        /// The slots as [`crate::seal::TenantKeys::seal_into`] takes them.
-        pub fn as_out(&mut self) -> crate::seal::SealOut<'_> {
-            crate::seal::SealOut {
+        /// The slots as [`crate::rows::seal::TenantKeys::seal_into`] takes them.
+        pub fn as_out(&mut self) -> crate::rows::seal::SealOut<'_> {
+            crate::rows::seal::SealOut {
                 key_columns: &mut self.key_columns,
                 fields: &mut self.fields,
                 indexes: &mut self.indexes,
@@ -357,14 +357,14 @@ pub mod derive_support {
 
     /// Unseals a row with the keys of the current key scope, keeping withheld fields apart.
     pub fn unseal_partial_in_scope<M: super::Encrypted>(sealed: &M::Sealed) -> Result<M::View> {
-        let keys = crate::scope::current_keys()?;
+        let keys = crate::rows::scope::current_keys()?;
         M::unseal_partial(sealed, &keys)
     }
 
     /// Unseals a row with the keys (and request context) of the current key scope, as the
     /// ORM row-loading implementations do.
     pub fn unseal_in_scope<M: super::Encrypted>(sealed: &M::Sealed) -> Result<M> {
-        let keys = crate::scope::current_keys()?;
+        let keys = crate::rows::scope::current_keys()?;
         M::unseal(sealed, &keys)
     }
 

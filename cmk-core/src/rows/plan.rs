@@ -8,20 +8,43 @@
 //! seals or unseals a single row pays for a plan only the first time its schema is seen.
 //! A cached value is used only where it equals what the row would build: a row with an id,
 //! other flags, another KEK version or another column list builds its associated data as
-//! before ([`crate::seal`] checks which).
+//! before ([`crate::rows::seal`] checks which).
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::error::Result;
 use crate::format::aad::{Aad, RowId};
-use crate::keys::TenantKeys;
-use crate::policy::Policy;
-use crate::schema::RowSchema;
-use crate::seal::{Effective, dek_aad_tail, field_aad_tail};
+use crate::format::field;
+use crate::keys::set::TenantKeys;
+use crate::rows::aad::{dek_aad_tail, field_aad_tail};
+use crate::rows::schema::RowSchema;
+use crate::tenant::policy::Policy;
 
 /// Schemas built at run time (not from the derive's statics) must not grow a cache without
 /// bound: past this many plans the cache starts over.
 const MAX_PLANS: usize = 64;
+
+/// How a field is sealed once the class policy is applied.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Effective {
+    pub(crate) hide_null: bool,
+    pub(crate) pad_to: u16,
+}
+
+impl Effective {
+    /// The flags byte of the field's ciphertexts.
+    pub(crate) fn flags(self) -> u8 {
+        (if self.pad_to > 0 {
+            field::FLAG_PADDED
+        } else {
+            0
+        }) | if self.hide_null {
+            field::FLAG_PRESENCE
+        } else {
+            0
+        }
+    }
+}
 
 /// The plans of one tenant view, by schema.
 #[derive(Default)]
@@ -125,7 +148,7 @@ impl Plan {
         schema: &RowSchema,
         effective: Result<Vec<Effective>>,
         key_policies: Vec<Result<Policy>>,
-        active_kek: impl Fn(&crate::policy::Class) -> Option<(u32, u32)>,
+        active_kek: impl Fn(&crate::tenant::policy::Class) -> Option<(u32, u32)>,
     ) -> Plan {
         let head = |prefix: &[u8]| Aad::from_prefix(Vec::new(), prefix).text(tenant);
         let field_heads: Vec<Vec<u8>> = (0..schema.fields().len())
@@ -250,7 +273,7 @@ impl Plan {
 /// The caller's scratch buffer, or the thread's reusable one if the caller has none yet.
 fn take_scratch(scratch: &mut Vec<u8>) -> Vec<u8> {
     if scratch.capacity() == 0 {
-        crate::seal::take_aad_buffer()
+        crate::rows::aad::take_aad_buffer()
     } else {
         std::mem::take(scratch)
     }
@@ -259,9 +282,9 @@ fn take_scratch(scratch: &mut Vec<u8>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Class;
-    use crate::schema::FieldSpec;
-    use crate::seal::{dek_aad, field_aad};
+    use crate::rows::aad::{dek_aad, field_aad};
+    use crate::rows::schema::FieldSpec;
+    use crate::tenant::policy::Class;
 
     fn class(s: &str) -> Class {
         Class::new(s).unwrap()
@@ -296,7 +319,7 @@ mod tests {
             .map(|c| Err(crate::Error::InvalidConfig(c.to_string())))
             .collect();
         Plan::of("acme", schema, Ok(effective), policies, |c| {
-            Some((crate::registry::kek_id(c.as_str()), 3))
+            Some((crate::keys::registry::kek_id(c.as_str()), 3))
         })
     }
 
@@ -333,7 +356,7 @@ mod tests {
         );
         let other_list = crate::format::key_column::encode_list([("email", true)]).unwrap();
         for (k, c) in schema.key_classes().iter().enumerate() {
-            let active = (crate::registry::kek_id(c.as_str()), 3);
+            let active = (crate::keys::registry::kek_id(c.as_str()), 3);
             let full = schema.full_list(k);
             let sealed = schema.sealed_class_set();
             // (standard, KEK, row id, column list, class set)

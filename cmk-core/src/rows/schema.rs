@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::crypto::normalize::Normalizer;
 use crate::format::key_column::MAX_COLUMN_NAME;
-use crate::policy::Class;
+use crate::tenant::policy::Class;
 
 /// How a field can be searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub struct RowSchema {
     full_lists: Vec<Vec<u8>>,
     /// Per field, the key class that seals it (`None` for deterministic fields).
     field_key_class: Vec<Option<usize>>,
-    /// Identifies this content for per-handle caches ([`crate::plan`]); new on every change.
+    /// Identifies this content for per-handle caches ([`crate::rows::plan`]); new on every change.
     id: u64,
 }
 
@@ -204,20 +204,20 @@ impl RowSchema {
         self.kek_ids = self
             .key_classes
             .iter()
-            .map(|c| crate::registry::kek_id(c.as_str()))
+            .map(|c| crate::keys::registry::kek_id(c.as_str()))
             .collect();
         self.shared.columns = self.fields.iter().map(|f| f.column.clone()).collect();
         self.shared.classes = self.classes().iter().map(|c| c.to_string()).collect();
         self.field_aad_prefixes = self
             .fields
             .iter()
-            .map(|f| crate::seal::field_aad_prefix(&self.table, &f.column, f.class.as_str()))
+            .map(|f| crate::rows::aad::field_aad_prefix(&self.table, &f.column, f.class.as_str()))
             .collect();
         self.sealed_class_set = self.class_set(|k| !self.members(k).is_empty());
         self.dek_aad_prefixes = self
             .key_classes
             .iter()
-            .map(|c| crate::seal::dek_aad_prefix(&self.table, c.as_str()))
+            .map(|c| crate::rows::aad::dek_aad_prefix(&self.table, c.as_str()))
             .collect();
     }
 
@@ -290,7 +290,7 @@ impl RowSchema {
         self.field_key_class.get(field).copied().flatten()
     }
 
-    /// Identifies this schema's content (see [`crate::plan`]).
+    /// Identifies this schema's content (see [`crate::rows::plan`]).
     pub(crate) fn id(&self) -> u64 {
         self.id
     }

@@ -10,20 +10,21 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::context::RequestContext;
+use crate::audit::event::{EventName, Outcome, SecurityEvent};
 use crate::crypto::aead::{GcmKey, NONCE_LEN, TAG_LEN};
+use crate::crypto::secret::{SecretBytes, SecretKey};
 use crate::crypto::{rng, search};
 use crate::error::{Error, Result};
-use crate::event::{EventName, Outcome, SecurityEvent};
-use crate::format::aad::{Aad, RowId};
+use crate::format::aad::RowId;
 use crate::format::key_column;
 use crate::format::{FORMAT_V1, field};
-use crate::keys::TenantKeys;
-use crate::lease::RowTime;
-use crate::plan::Plan;
-use crate::policy::{AuditMode, Class, SearchMode};
-use crate::schema::{FieldSearch, FieldSpec, RowSchema};
-use crate::secret::{SecretBytes, SecretKey};
+use crate::keys::lease::RowTime;
+use crate::keys::set::TenantKeys;
+use crate::rows::aad::{field_aad, field_aad_prefix, give_back_aad_buffer, take_aad_buffer};
+use crate::rows::plan::{Effective, Plan};
+use crate::rows::schema::{FieldSearch, FieldSpec, RowSchema};
+use crate::tenant::context::RequestContext;
+use crate::tenant::policy::{AuditMode, Class, SearchMode};
 
 /// Largest plaintext of one field (16 MiB less overhead: a MySQL MEDIUMBLOB).
 pub const MAX_VALUE_LEN: usize = (1 << 24) - 4096;
@@ -136,98 +137,6 @@ pub struct UnsealedRow {
     pub values: Vec<Revealed>,
 }
 
-/// The part of a field's associated data fixed by the schema:
-/// `label "cmk/field" ‖ u8 version ‖ text table ‖ text column ‖ text class`.
-pub(crate) fn field_aad_prefix(table: &str, column: &str, class: &str) -> Vec<u8> {
-    Aad::new("cmk/field")
-        .u8(FORMAT_V1)
-        .text(table)
-        .text(column)
-        .text(class)
-        .into_buffer()
-}
-
-/// The part of a DEK wrap's associated data fixed by the schema:
-/// `label "cmk/dek" ‖ u8 version ‖ text table ‖ text class`.
-pub(crate) fn dek_aad_prefix(table: &str, class: &str) -> Vec<u8> {
-    Aad::new("cmk/dek")
-        .u8(FORMAT_V1)
-        .text(table)
-        .text(class)
-        .into_buffer()
-}
-
-/// A field's associated data: the schema prefix, then `text tenant ‖ u8 flags ‖ row_id`.
-pub(crate) fn field_aad(
-    buf: Vec<u8>,
-    prefix: &[u8],
-    tenant: &str,
-    flags: u8,
-    row_id: Option<&RowId>,
-) -> Aad {
-    field_aad_tail(Aad::from_prefix(buf, prefix).text(tenant), flags, row_id)
-}
-
-/// A field's associated data after `prefix ‖ text tenant` (a [`crate::plan`] head).
-pub(crate) fn field_aad_tail(head: Aad, flags: u8, row_id: Option<&RowId>) -> Aad {
-    head.u8(flags).row_id(row_id)
-}
-
-/// A DEK wrap's associated data: the schema prefix, then
-/// `text tenant ‖ u32 kek_id ‖ u32 kek_version ‖ row_id ‖ bytes column_list ‖ bytes class_set`.
-/// The class set names every class of the row that has a key column, so that removing one
-/// key column (and NULL-ing its fields) makes the others fail.
-pub(crate) fn dek_aad(
-    buf: Vec<u8>,
-    prefix: &[u8],
-    tenant: &str,
-    kek: (u32, u32),
-    row_id: Option<&RowId>,
-    list: &[u8],
-    class_set: &[u8],
-) -> Aad {
-    dek_aad_tail(
-        Aad::from_prefix(buf, prefix).text(tenant),
-        kek,
-        row_id,
-        list,
-        class_set,
-    )
-}
-
-/// A DEK wrap's associated data after `prefix ‖ text tenant` (a [`crate::plan`] head).
-pub(crate) fn dek_aad_tail(
-    head: Aad,
-    kek: (u32, u32),
-    row_id: Option<&RowId>,
-    list: &[u8],
-    class_set: &[u8],
-) -> Aad {
-    head.u32(kek.0)
-        .u32(kek.1)
-        .row_id(row_id)
-        .bytes(list)
-        .bytes(class_set)
-}
-
-thread_local! {
-    /// One associated-data buffer per thread, reused across rows: building associated data
-    /// then allocates nothing. (It holds names and ids only, never plaintext.)
-    static AAD_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-pub(crate) fn take_aad_buffer() -> Vec<u8> {
-    let mut buf = AAD_BUFFER.with(|b| b.take());
-    buf.reserve(256);
-    buf
-}
-
-fn give_back_aad_buffer(buf: Vec<u8>) {
-    if buf.capacity() > 0 {
-        AAD_BUFFER.with(|b| b.set(buf));
-    }
-}
-
 /// A DEK of a classic-mode class that the async path obtained from the KMS.
 pub(crate) struct ClassicDek {
     /// Index of the key class in the schema.
@@ -251,28 +160,6 @@ fn list_entries<'s>(
             values[i].is_none() && !effective[i].hide_null,
         )
     })
-}
-
-/// How a field is sealed once the class policy is applied.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Effective {
-    pub(crate) hide_null: bool,
-    pub(crate) pad_to: u16,
-}
-
-impl Effective {
-    /// The flags byte of the field's ciphertexts.
-    pub(crate) fn flags(self) -> u8 {
-        (if self.pad_to > 0 {
-            field::FLAG_PADDED
-        } else {
-            0
-        }) | if self.hide_null {
-            field::FLAG_PRESENCE
-        } else {
-            0
-        }
-    }
 }
 
 impl TenantKeys {
@@ -406,7 +293,7 @@ impl TenantKeys {
             ctx,
             schema,
             row_id,
-            crate::event::sealing_event(),
+            crate::audit::event::sealing_event(),
             &result,
             Touched::All,
         )?;

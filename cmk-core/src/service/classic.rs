@@ -5,16 +5,17 @@
 //!
 //! Classes that are leased are sealed as usual in the same call.
 
-use crate::context::RequestContext;
+use crate::crypto::secret::SecretKey;
 use crate::error::{Error, Result};
 use crate::format::aad::RowId;
 use crate::format::key_column;
+use crate::keys::registry::kek_id;
 use crate::kms::KmsContext;
-use crate::registry::kek_id;
-use crate::schema::RowSchema;
-use crate::seal::{ClassicDek, SealedRow, StoredRow, UnsealedRow, dek_aad};
-use crate::secret::SecretKey;
+use crate::rows::aad::dek_aad;
+use crate::rows::schema::RowSchema;
+use crate::rows::seal::{ClassicDek, SealedRow, StoredRow, UnsealedRow};
 use crate::service::Cmk;
+use crate::tenant::context::RequestContext;
 
 /// A classic DEK wrap's KMS context: its associated data, and readable pairs that name the
 /// tenant, table and class in the tenant's own KMS log.
@@ -22,7 +23,7 @@ fn dek_context(
     aad: crate::format::aad::Aad,
     tenant: &str,
     schema: &RowSchema,
-    class: &crate::policy::Class,
+    class: &crate::tenant::policy::Class,
 ) -> KmsContext {
     KmsContext::new(aad)
         .with("cmk:purpose", "dek")

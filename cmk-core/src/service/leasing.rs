@@ -12,19 +12,19 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::context::{RequestContext, TenantId};
+use crate::audit::event::{EventName, Outcome, SecurityEvent};
 use crate::crypto::aead::GcmKey;
+use crate::crypto::secret::SecretKey;
 use crate::error::{Error, Result};
-use crate::event::{EventName, Outcome, SecurityEvent};
-use crate::keys::{LeasedKek, TenantKeys};
-use crate::lease::{Lease, LeaseEnd, LeaseKey, Material};
-use crate::policy::{Class, LeasePolicy, SearchMode};
-use crate::registry::{
+use crate::keys::lease::{Lease, LeaseEnd, LeaseKey, Material, Timings};
+use crate::keys::registry::{
     KeyState, KeyVersionView, Purpose, RegistryEntry, entry_context, fold_versions, kek_id,
 };
-use crate::secret::SecretKey;
+use crate::keys::set::{LeasedKek, TenantKeys};
 use crate::service::{Cmk, now_secs};
-use crate::tenant::TenantConfig;
+use crate::tenant::config::TenantConfig;
+use crate::tenant::context::{RequestContext, TenantId};
+use crate::tenant::policy::{Class, SearchMode};
 
 /// A tenant's configuration and registry as last read.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub(crate) struct TenantView {
     pub(crate) empty: bool,
     loaded_at: Duration,
     /// Plans of the handles built from this view (its configuration and key versions).
-    pub(crate) plans: Arc<crate::plan::PlanCache>,
+    pub(crate) plans: Arc<crate::rows::plan::PlanCache>,
     /// Set by a handle that met a key version newer than any this view knows (another
     /// instance rolled over): the next `keys_for` re-reads the registry (see
     /// [`STALE_RELOAD_MIN`]) instead of waiting for the renewal interval.
@@ -64,53 +64,6 @@ enum Slot<'a> {
 /// At most this many KMS unwraps of one `keys_for` run at once.
 const FETCH_CONCURRENCY: usize = 8;
 
-/// Lease timings for one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Timings {
-    pub(crate) renewal: Duration,
-    pub(crate) hard: Duration,
-    pub(crate) max_uses: Option<u64>,
-}
-
-impl Timings {
-    fn of(lease: &LeasePolicy) -> Option<Timings> {
-        match *lease {
-            LeasePolicy::Leased {
-                hard_expiry_secs,
-                renewal_secs,
-                max_uses,
-            } => Some(Timings {
-                renewal: Duration::from_secs(renewal_secs),
-                hard: Duration::from_secs(hard_expiry_secs),
-                max_uses,
-            }),
-            LeasePolicy::None => None,
-        }
-    }
-
-    /// Roots serve every class: they take the tightest leased policy of the tenant.
-    fn for_roots(config: &TenantConfig) -> Timings {
-        let leased: Vec<Timings> = config
-            .policies
-            .values()
-            .filter_map(|p| Timings::of(&p.lease))
-            .collect();
-        Timings {
-            renewal: leased
-                .iter()
-                .map(|t| t.renewal)
-                .min()
-                .unwrap_or(Duration::from_secs(1200)),
-            hard: leased
-                .iter()
-                .map(|t| t.hard)
-                .min()
-                .unwrap_or(Duration::from_secs(3600)),
-            max_uses: None,
-        }
-    }
-}
-
 /// What one renewal pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RenewReport {
@@ -125,7 +78,7 @@ pub struct RenewReport {
 }
 
 fn system_event(
-    sink: &dyn crate::event::EventSink,
+    sink: &dyn crate::audit::event::EventSink,
     tenant: &TenantId,
     name: EventName,
     outcome: Outcome,
@@ -137,7 +90,7 @@ fn system_event(
 /// A lease transition's event: the class (for KEKs) and the uses the lease served from
 /// cache.
 fn lease_event(
-    sink: &dyn crate::event::EventSink,
+    sink: &dyn crate::audit::event::EventSink,
     key: &LeaseKey,
     name: EventName,
     outcome: Outcome,
@@ -402,7 +355,7 @@ impl Cmk {
         let any_fail_closed = config
             .policies
             .values()
-            .any(|p| p.audit == crate::policy::AuditMode::FailClosed);
+            .any(|p| p.audit == crate::tenant::policy::AuditMode::FailClosed);
         Ok(Arc::new(TenantKeys {
             tenant: tenant.clone(),
             ctx: ctx.clone(),

@@ -11,21 +11,21 @@ pub(crate) mod leasing;
 pub mod sql;
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::context::TenantId;
-use crate::lease::LeaseCache;
-use crate::leasing::TenantView;
+use crate::keys::lease::LeaseCache;
+use crate::service::leasing::TenantView;
+use crate::tenant::context::TenantId;
 
-use crate::context::RequestContext;
+use crate::audit::event::{EventName, EventSink, Outcome, SecurityEvent, TracingSink};
+use crate::crypto::secret::SecretKey;
 use crate::error::{Error, Result};
-use crate::event::{EventName, EventSink, Outcome, SecurityEvent, TracingSink};
 use crate::format::MIN_FORMAT_VERSION;
-use crate::kms::{KeyRef, Kms};
-use crate::policy::Class;
-use crate::registry::{
+use crate::keys::registry::{
     InsertOutcome, KeyRegistry, KeyState, Purpose, RegistryEntry, entry_context, kek_id,
 };
-use crate::secret::SecretKey;
-use crate::tenant::{TenantConfig, TenantConfigStore};
+use crate::kms::{KeyRef, Kms};
+use crate::tenant::config::{TenantConfig, TenantConfigStore};
+use crate::tenant::context::RequestContext;
+use crate::tenant::policy::Class;
 
 /// Deployment settings, set in code (never read from the database).
 #[derive(Debug, Clone)]

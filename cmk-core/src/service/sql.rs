@@ -2,11 +2,11 @@
 //! for the application's own migrations; one text shared by the Diesel and SeaORM adapters
 //! (`cmk_diesel::ddl`, `cmk_seaorm::migration`).
 
-use crate::context::TenantId;
 use crate::error::{Error, Result};
+use crate::keys::registry::{KeyState, Purpose, RegistryEntry};
 use crate::kms::KeyRef;
-use crate::registry::{KeyState, Purpose, RegistryEntry};
-use crate::tenant::SignedTenantConfig;
+use crate::tenant::config::SignedTenantConfig;
+use crate::tenant::context::TenantId;
 
 /// A database dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -14,11 +14,11 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::context::TenantId;
+use crate::crypto::secret::SecretKey;
 use crate::format::aad::Aad;
 use crate::kms::KeyRef;
-use crate::policy::{Class, Policy};
-use crate::secret::SecretKey;
+use crate::tenant::context::TenantId;
+use crate::tenant::policy::{Class, Policy};
 
 /// A tenant's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ impl TenantConfig {
     /// Sets the lease of every class the configuration holds: the tenant's default lease
     /// in one call. Call it after [`TenantConfig::with_class`], or give a class added later
     /// its own lease ([`Policy::with_lease`]).
-    pub fn with_lease(mut self, lease: crate::policy::LeasePolicy) -> Self {
+    pub fn with_lease(mut self, lease: crate::tenant::policy::LeasePolicy) -> Self {
         for policy in self.policies.values_mut() {
             policy.lease = lease;
         }
@@ -101,7 +101,7 @@ impl TenantConfig {
         let mut ids = HashMap::new();
         for (class, policy) in &self.policies {
             policy.validate(class)?;
-            if let Some(other) = ids.insert(crate::registry::kek_id(class.as_str()), class) {
+            if let Some(other) = ids.insert(crate::tenant::policy::kek_id(class.as_str()), class) {
                 return Err(crate::Error::InvalidConfig(format!(
                     "classes `{other}` and `{class}` map to the same KEK id; rename one"
                 )));
@@ -447,7 +447,7 @@ mod tests {
     fn one_lease_for_the_tenant_covers_every_class_it_holds() {
         let (_, cfg) = setup();
         let key = KeyRef::new("local:acme").unwrap();
-        let lease = crate::policy::LeasePolicy::Leased {
+        let lease = crate::tenant::policy::LeasePolicy::Leased {
             hard_expiry_secs: 600,
             renewal_secs: 60,
             max_uses: None,

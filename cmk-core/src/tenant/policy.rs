@@ -270,6 +270,18 @@ impl Policy {
     }
 }
 
+/// The KEK id of a class: the first four bytes of SHA-256(`cmk/kek-id` ‖ class), big-endian.
+/// Deterministic, so every instance computes the same id; collisions between a tenant's
+/// classes are refused when the configuration is validated.
+pub fn kek_id(class: &str) -> u32 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"cmk/kek-id")
+        .chain_update(class.as_bytes())
+        .finalize();
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

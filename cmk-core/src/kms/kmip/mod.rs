@@ -40,7 +40,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use super::{KeyRef, Kms, KmsContext, KmsError, KmsErrorKind};
 use crate::crypto::aead::{NONCE_LEN, TAG_LEN};
 use crate::crypto::rng;
-use crate::secret::SecretBytes;
+use crate::crypto::secret::SecretBytes;
 use transport::Transport;
 use ttlv::{Item, tag};
 
