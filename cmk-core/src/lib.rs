@@ -10,8 +10,8 @@
 // Layers, bottom up: each imports only from the layers below it.
 // - error, clock, hex; byte formats; crypto (with secret key buffers); KMS providers;
 // - tenant identity, policies and configuration; security events and their delivery (audit);
-// - keys: registry, leases, the key set of a request;
-// - rows: schemas, plans, sealing, the model trait;
+// - keys: registry and leases;
+// - rows: the key handle of a request, schemas, plans, sealing, the model trait;
 // - the service (`Cmk`: key fetching, classic mode, cmk's tables); administration.
 pub mod admin;
 pub mod audit;
@@ -37,7 +37,7 @@ pub use service::sql;
 pub use tenant::{context, policy};
 
 pub use error::{Error, Result};
-pub use keys::set::TenantKeys;
+pub use rows::handle::TenantKeys;
 pub use service::leasing::RenewReport;
 pub use service::{Cmk, CmkBuilder, CmkSettings, EnsureReport, OnboardReport};
 pub use tenant::config::TenantConfig;

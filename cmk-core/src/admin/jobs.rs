@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::keys::set::TenantKeys;
+use crate::rows::handle::TenantKeys;
 use crate::rows::model::Encrypted;
 
 /// How a job walks the table.

@@ -13,8 +13,8 @@ use crate::keys::lease::LeaseKey;
 use crate::keys::registry::{
     InsertOutcome, KeyState, Purpose, RegistryEntry, entry_context, kek_id,
 };
-use crate::keys::set::TenantKeys;
 use crate::kms::KeyRef;
+use crate::rows::handle::TenantKeys;
 use crate::rows::schema::RowSchema;
 use crate::rows::seal::StoredRow;
 use crate::service::{Cmk, now_secs};

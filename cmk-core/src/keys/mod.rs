@@ -1,10 +1,7 @@
-//! Keys of tenants: the registry of wrapped KEKs and roots ([`registry`]), leases of unwrapped
-//! keys held in memory for a bounded time ([`lease`]), and the set of leased keys one request
-//! holds ([`set`]). Above the tenant configuration and the KMS providers; below the sealing
-//! of rows.
+//! Keys of tenants: the registry of wrapped KEKs and roots ([`registry`]) and leases of
+//! unwrapped keys held in memory for a bounded time ([`lease`]). Above the tenant
+//! configuration and the KMS providers; below the sealing of rows, whose key handle
+//! ([`crate::TenantKeys`]) holds leases.
 
 pub mod lease;
 pub mod registry;
-pub mod set;
-
-pub use set::*;

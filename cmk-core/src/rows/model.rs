@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::crypto::secret::SecretBytes;
 use crate::error::{Error, Result};
 use crate::format::aad::RowId;
-use crate::keys::set::TenantKeys;
+use crate::rows::handle::TenantKeys;
 use crate::rows::schema::RowSchema;
 
 /// A model with classified fields. Implemented by `#[derive(Encrypted)]`.

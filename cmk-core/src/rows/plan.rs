@@ -15,8 +15,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use crate::error::Result;
 use crate::format::aad::{Aad, RowId};
 use crate::format::field;
-use crate::keys::set::TenantKeys;
 use crate::rows::aad::{dek_aad_tail, field_aad_tail};
+use crate::rows::handle::TenantKeys;
 use crate::rows::schema::RowSchema;
 use crate::tenant::policy::Policy;
 

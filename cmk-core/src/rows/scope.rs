@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::keys::set::TenantKeys;
+use crate::rows::handle::TenantKeys;
 
 thread_local! {
     static THREAD_SCOPE: RefCell<Vec<Arc<TenantKeys>>> = const { RefCell::new(Vec::new()) };

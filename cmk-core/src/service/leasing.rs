@@ -20,7 +20,7 @@ use crate::keys::lease::{Lease, LeaseEnd, LeaseKey, Material, Timings};
 use crate::keys::registry::{
     KeyState, KeyVersionView, Purpose, RegistryEntry, entry_context, fold_versions, kek_id,
 };
-use crate::keys::set::{LeasedKek, TenantKeys};
+use crate::rows::handle::{LeasedKek, TenantKeys};
 use crate::service::{Cmk, now_secs};
 use crate::tenant::config::TenantConfig;
 use crate::tenant::context::{RequestContext, TenantId};
