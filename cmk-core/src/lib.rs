@@ -12,8 +12,7 @@
 // - tenant identity, policies and configuration; security events and their delivery (audit);
 // - keys: registry and leases;
 // - rows: the key handle of a request, schemas, plans, sealing, the model trait;
-// - the service (`Cmk`: key fetching, classic mode, cmk's tables); administration.
-pub mod admin;
+// - the service (`Cmk`: key fetching, classic mode, key administration, cmk's tables).
 pub mod audit;
 pub mod clock;
 pub mod crypto;
@@ -28,11 +27,12 @@ pub mod tenant;
 
 // The paths of the flat layout, kept while the adapters and applications move to the new
 // homes.
-pub use admin::jobs;
 pub use audit::event;
 pub use crypto::secret;
 pub use keys::{lease, registry};
+pub use rows::jobs;
 pub use rows::{guard, model, schema, scope, seal};
+pub use service::admin;
 pub use service::sql;
 pub use tenant::{context, policy};
 

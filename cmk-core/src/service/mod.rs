@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod admin;
 pub(crate) mod classic;
 pub(crate) mod leasing;
 pub mod sql;

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-pub mod jobs;
-
 use crate::audit::event::EventName;
 use crate::error::{Error, Result};
 use crate::format::key_column;
