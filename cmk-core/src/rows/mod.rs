@@ -10,6 +10,7 @@ pub mod handle;
 pub mod jobs;
 pub mod model;
 pub(crate) mod plan;
+mod rekey;
 pub mod schema;
 pub mod scope;
 pub mod seal;
