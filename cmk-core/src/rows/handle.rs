@@ -16,7 +16,11 @@ use crate::audit::event::EventSink;
 use crate::crypto::aead::GcmKey;
 use crate::crypto::search;
 use crate::crypto::secret::SecretKey;
+use crate::error::Result;
+use crate::format::aad::RowId;
 use crate::keys::lease::{Lease, Material, RowTime};
+use crate::rows::schema::RowSchema;
+use crate::rows::seal::{RowValues, SealOut, SealedRow, StoredRow, UnsealedRow};
 use crate::tenant::config::TenantConfig;
 use crate::tenant::context::TenantId;
 use crate::tenant::policy::{Class, Policy};
@@ -353,5 +357,121 @@ impl TenantKeys {
             ))),
             Material::Kek(_) => Err(crate::Error::Tampered),
         })?
+    }
+
+    // Sealing, unsealing and search queries (the bodies are in rows::seal).
+
+    /// Seals one row. `values` follow [`RowSchema::fields`].
+    pub fn seal(
+        &self,
+        schema: &RowSchema,
+        row_id: Option<&RowId>,
+        values: &[Option<&[u8]>],
+    ) -> Result<SealedRow> {
+        crate::rows::seal::seal(self, schema, row_id, values)
+    }
+
+    /// Like [`TenantKeys::seal`], into storage the caller provides (the derive passes arrays
+    /// on its stack, so a row allocates nothing but its stored values). `out`'s slices must
+    /// have one entry per key class, per field and per field; they are overwritten.
+    pub fn seal_into(
+        &self,
+        schema: &RowSchema,
+        row_id: Option<&RowId>,
+        values: &[Option<&[u8]>],
+        out: SealOut<'_>,
+    ) -> Result<()> {
+        crate::rows::seal::seal_into(self, schema, row_id, values, out)
+    }
+
+    /// Seals many rows with the same keys; failures are reported per row, by position.
+    pub fn seal_many(&self, schema: &RowSchema, rows: &[RowValues<'_>]) -> Vec<Result<SealedRow>> {
+        crate::rows::seal::seal_many(self, schema, rows)
+    }
+
+    /// Unseals one row; fails with [`Error::AccessDenied`] if the actor may not read a class
+    /// the row holds.
+    pub fn unseal(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
+        crate::rows::seal::unseal(self, schema, row)
+    }
+
+    /// Unseals what the actor may read and marks the other fields [`Revealed::Withheld`].
+    pub fn unseal_partial(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
+        crate::rows::seal::unseal_partial(self, schema, row)
+    }
+
+    /// Unseals many rows with the same keys; failures are reported per row, by position.
+    pub fn unseal_many(
+        &self,
+        schema: &RowSchema,
+        rows: &[StoredRow<'_>],
+    ) -> Vec<Result<UnsealedRow>> {
+        crate::rows::seal::unseal_many(self, schema, rows)
+    }
+
+    /// Blind index values that match `plaintext` in `column`, one per loaded index-root
+    /// version, newest first: query with `IN (...)` so rows indexed before a root rotation
+    /// still match. The caller must also constrain the tenant column.
+    pub fn blind_index_query(
+        &self,
+        schema: &RowSchema,
+        column: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<Vec<u8>>> {
+        crate::rows::seal::blind_index_query(self, schema, column, plaintext)
+    }
+
+    /// The deterministic value of `plaintext` in `column` under the current root, for
+    /// equality queries. The caller must also constrain the tenant column.
+    pub fn deterministic_query(
+        &self,
+        schema: &RowSchema,
+        column: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        crate::rows::seal::deterministic_query(self, schema, column, plaintext)
+    }
+
+    /// Records the deletion of rows of `schema`'s table (`deleted`: how many, or why not), for
+    /// ORM adapters, which delete inside a transaction and roll back when this fails: a sink
+    /// failure is an error when a class of the table is fail-closed.
+    pub fn audit_delete(&self, schema: &RowSchema, deleted: &Result<usize>) -> Result<()> {
+        crate::rows::seal::audit_delete(self, schema, deleted)
+    }
+
+    // Key scopes for row-loading code (rows::scope).
+
+    /// Runs `f` with these keys as the thread's current keys (for synchronous code such as
+    /// Diesel, `spawn_blocking` or a pool's `interact`). Scopes nest; the innermost wins.
+    pub fn scope<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+        crate::rows::scope::scope(self, f)
+    }
+
+    /// Runs the future that `work` builds with these keys as the task's current keys (for
+    /// async code such as SeaORM): `keys.scope_async(|| service.call(req))`.
+    ///
+    /// `work` is a closure so that the future is built inside the scope: some futures do
+    /// their work when they are made (a web framework's `service.call(req)` runs the handler
+    /// up to its first await), and passing one made outside would run that part without keys.
+    /// A future in place of the closure does not compile.
+    ///
+    /// Code on another thread (`spawn_blocking`, a pool's `interact`) does not see a task's
+    /// scope: enter [`TenantKeys::scope`] there.
+    pub async fn scope_async<F: Future>(self: &Arc<Self>, work: impl FnOnce() -> F) -> F::Output {
+        crate::rows::scope::scope_async(self, work).await
+    }
+
+    // KEK retirement of one row (rows::rekey).
+
+    /// Re-wraps the DEK in key column `key_class` of `row` under the class's active KEK, for
+    /// KEK retirement. Field ciphertexts are untouched. Returns `None` when the key column is
+    /// NULL or already under the active KEK.
+    pub fn rekey_key_column(
+        self: &Arc<Self>,
+        schema: &RowSchema,
+        key_class: usize,
+        row: &StoredRow<'_>,
+    ) -> Result<Option<Vec<u8>>> {
+        crate::rows::rekey::rekey_key_column(self, schema, key_class, row)
     }
 }

@@ -131,7 +131,11 @@ impl Plan {
         Plan::of(
             keys.tenant.as_str(),
             schema,
-            schema.fields().iter().map(|f| keys.effective(f)).collect(),
+            schema
+                .fields()
+                .iter()
+                .map(|f| crate::rows::seal::effective(keys, f))
+                .collect(),
             schema
                 .key_classes()
                 .iter()

@@ -31,30 +31,21 @@ impl Drop for Exit {
     }
 }
 
-impl TenantKeys {
-    /// Runs `f` with these keys as the thread's current keys (for synchronous code such as
-    /// Diesel, `spawn_blocking` or a pool's `interact`). Scopes nest; the innermost wins.
-    pub fn scope<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
-        THREAD_SCOPE.with(|s| s.borrow_mut().push(Arc::clone(self)));
-        let _exit = Exit;
-        f()
-    }
+/// The body of [`TenantKeys::scope`].
+pub(crate) fn scope<R>(keys: &Arc<TenantKeys>, f: impl FnOnce() -> R) -> R {
+    THREAD_SCOPE.with(|s| s.borrow_mut().push(Arc::clone(keys)));
+    let _exit = Exit;
+    f()
+}
 
-    /// Runs the future that `work` builds with these keys as the task's current keys (for
-    /// async code such as SeaORM): `keys.scope_async(|| service.call(req))`.
-    ///
-    /// `work` is a closure so that the future is built inside the scope: some futures do
-    /// their work when they are made (a web framework's `service.call(req)` runs the handler
-    /// up to its first await), and passing one made outside would run that part without keys.
-    /// A future in place of the closure does not compile.
-    ///
-    /// Code on another thread (`spawn_blocking`, a pool's `interact`) does not see a task's
-    /// scope: enter [`TenantKeys::scope`] there.
-    pub async fn scope_async<F: Future>(self: &Arc<Self>, work: impl FnOnce() -> F) -> F::Output {
-        TASK_SCOPE
-            .scope(Arc::clone(self), async move { work().await })
-            .await
-    }
+/// The body of [`TenantKeys::scope_async`].
+pub(crate) async fn scope_async<F: Future>(
+    keys: &Arc<TenantKeys>,
+    work: impl FnOnce() -> F,
+) -> F::Output {
+    TASK_SCOPE
+        .scope(Arc::clone(keys), async move { work().await })
+        .await
 }
 
 /// The keys of the innermost scope: the thread's, else the task's.

@@ -162,737 +162,626 @@ fn list_entries<'s>(
     })
 }
 
-impl TenantKeys {
-    /// The column list key class `k` records for these values.
-    pub(crate) fn column_list(
-        &self,
-        schema: &RowSchema,
-        k: usize,
-        values: &[Option<&[u8]>],
-    ) -> Result<Vec<u8>> {
-        let effective = schema
-            .fields()
-            .iter()
-            .map(|f| self.effective(f))
-            .collect::<Result<Vec<_>>>()?;
-        key_column::encode_list(list_entries(schema, k, values, &effective))
-    }
+/// The column list key class `k` records for these values.
+pub(crate) fn column_list(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    k: usize,
+    values: &[Option<&[u8]>],
+) -> Result<Vec<u8>> {
+    let effective = schema
+        .fields()
+        .iter()
+        .map(|f| effective(keys, f))
+        .collect::<Result<Vec<_>>>()?;
+    key_column::encode_list(list_entries(schema, k, values, &effective))
+}
 
-    pub(crate) fn effective(&self, f: &FieldSpec) -> Result<Effective> {
-        let policy = self.policy(&f.class)?;
-        let needed = match f.search {
-            FieldSearch::None => SearchMode::None,
-            FieldSearch::BlindIndex(_) => SearchMode::BlindIndex,
-            FieldSearch::Deterministic => SearchMode::Deterministic,
-        };
-        if needed > policy.search {
-            return Err(Error::InvalidConfig(format!(
-                "column `{}`: class `{}` does not allow {:?} search for tenant `{}`",
-                f.column, f.class, needed, self.tenant
-            )));
-        }
-        let hide_null = f.hide_null || policy.hide_nulls;
-        if hide_null && f.search != FieldSearch::None {
-            return Err(Error::InvalidConfig(format!(
-                "column `{}`: class `{}` hides NULL, which a searchable field would reveal",
-                f.column, f.class
-            )));
-        }
-        let pad_to = f.pad_to.max(policy.pad_to);
-        if pad_to > 0 && f.search == FieldSearch::Deterministic {
-            return Err(Error::InvalidConfig(format!(
-                "column `{}`: deterministic values cannot be padded",
-                f.column
-            )));
-        }
-        Ok(Effective { hide_null, pad_to })
+pub(crate) fn effective(keys: &TenantKeys, f: &FieldSpec) -> Result<Effective> {
+    let policy = keys.policy(&f.class)?;
+    let needed = match f.search {
+        FieldSearch::None => SearchMode::None,
+        FieldSearch::BlindIndex(_) => SearchMode::BlindIndex,
+        FieldSearch::Deterministic => SearchMode::Deterministic,
+    };
+    if needed > policy.search {
+        return Err(Error::InvalidConfig(format!(
+            "column `{}`: class `{}` does not allow {:?} search for tenant `{}`",
+            f.column, f.class, needed, keys.tenant
+        )));
     }
-
-    fn check_context(&self, ctx: &RequestContext) -> Result<()> {
-        // The handle's tenant is usually the very id of the request it was fetched for.
-        if std::ptr::eq(ctx.tenant().as_str(), self.tenant.as_str()) {
-            return Ok(());
-        }
-        self.check_tenant(ctx.tenant().as_str())
+    let hide_null = f.hide_null || policy.hide_nulls;
+    if hide_null && f.search != FieldSearch::None {
+        return Err(Error::InvalidConfig(format!(
+            "column `{}`: class `{}` hides NULL, which a searchable field would reveal",
+            f.column, f.class
+        )));
     }
-
-    /// Seals one row. `values` follow [`RowSchema::fields`].
-    pub fn seal(
-        &self,
-        schema: &RowSchema,
-        row_id: Option<&RowId>,
-        values: &[Option<&[u8]>],
-    ) -> Result<SealedRow> {
-        let ctx = &self.ctx;
-        self.seal_classic_inner(ctx, schema, row_id, values, &[])
+    let pad_to = f.pad_to.max(policy.pad_to);
+    if pad_to > 0 && f.search == FieldSearch::Deterministic {
+        return Err(Error::InvalidConfig(format!(
+            "column `{}`: deterministic values cannot be padded",
+            f.column
+        )));
     }
+    Ok(Effective { hide_null, pad_to })
+}
 
-    /// Like [`TenantKeys::seal`], into storage the caller provides (the derive passes arrays
-    /// on its stack, so a row allocates nothing but its stored values). `out`'s slices must
-    /// have one entry per key class, per field and per field; they are overwritten.
-    pub fn seal_into(
-        &self,
-        schema: &RowSchema,
-        row_id: Option<&RowId>,
-        values: &[Option<&[u8]>],
-        mut out: SealOut<'_>,
-    ) -> Result<()> {
-        let ctx = &self.ctx;
-        // What the slots held before is dropped: a NULL must not keep an earlier value.
+fn check_context(keys: &TenantKeys, ctx: &RequestContext) -> Result<()> {
+    // The handle's tenant is usually the very id of the request it was fetched for.
+    if std::ptr::eq(ctx.tenant().as_str(), keys.tenant.as_str()) {
+        return Ok(());
+    }
+    keys.check_tenant(ctx.tenant().as_str())
+}
+
+/// The body of [`TenantKeys::seal`].
+pub(crate) fn seal(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    row_id: Option<&RowId>,
+    values: &[Option<&[u8]>],
+) -> Result<SealedRow> {
+    let ctx = &keys.ctx;
+    seal_classic_inner(keys, ctx, schema, row_id, values, &[])
+}
+
+/// The body of [`TenantKeys::seal_into`].
+pub(crate) fn seal_into(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    row_id: Option<&RowId>,
+    values: &[Option<&[u8]>],
+    mut out: SealOut<'_>,
+) -> Result<()> {
+    let ctx = &keys.ctx;
+    // What the slots held before is dropped: a NULL must not keep an earlier value.
+    out.clear();
+    let result = seal_audited(keys, ctx, schema, row_id, values, &[], out.reborrow());
+    if result.is_err() {
+        // Nothing of a failed seal goes out: not a half-sealed row, and not a whole one
+        // whose fail-closed event could not be recorded.
         out.clear();
-        let result = self.seal_audited(ctx, schema, row_id, values, &[], out.reborrow());
-        if result.is_err() {
-            // Nothing of a failed seal goes out: not a half-sealed row, and not a whole one
-            // whose fail-closed event could not be recorded.
-            out.clear();
+    }
+    result
+}
+
+/// Seals with classic-mode DEKs the async path obtained, and audits.
+pub(crate) fn seal_classic_inner(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row_id: Option<&RowId>,
+    values: &[Option<&[u8]>],
+    classic: &[ClassicDek],
+) -> Result<SealedRow> {
+    let n = schema.fields().len();
+    let mut row = SealedRow {
+        key_columns: vec![None; schema.key_classes().len()],
+        fields: vec![None; n],
+        indexes: if schema.has_blind_index() {
+            vec![None; n]
+        } else {
+            Vec::new()
+        },
+    };
+    let out = SealOut {
+        key_columns: &mut row.key_columns,
+        fields: &mut row.fields,
+        indexes: &mut row.indexes,
+    };
+    seal_audited(keys, ctx, schema, row_id, values, classic, out)?;
+    Ok(row)
+}
+
+/// Seals and emits the row's event (a failed seal's too); a fail-closed class whose
+/// event cannot be recorded fails the seal.
+fn seal_audited(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row_id: Option<&RowId>,
+    values: &[Option<&[u8]>],
+    classic: &[ClassicDek],
+    out: SealOut<'_>,
+) -> Result<()> {
+    let result = seal_inner(keys, ctx, schema, row_id, values, classic, out);
+    audit(
+        keys,
+        ctx,
+        schema,
+        row_id,
+        crate::audit::event::sealing_event(),
+        &result,
+        Touched::All,
+    )?;
+    result
+}
+
+/// Unseals with classic-mode DEKs the async path obtained (strict reader check).
+pub(crate) fn unseal_classic_inner(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row: &StoredRow<'_>,
+    classic: &[ClassicDek],
+) -> Result<UnsealedRow> {
+    unseal_with(keys, ctx, schema, row, false, classic)
+}
+
+/// The body of [`TenantKeys::seal_many`].
+pub(crate) fn seal_many(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    rows: &[RowValues<'_>],
+) -> Vec<Result<SealedRow>> {
+    rows.iter()
+        .map(|r| keys.seal(schema, r.row_id, r.values))
+        .collect()
+}
+
+fn seal_inner(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row_id: Option<&RowId>,
+    values: &[Option<&[u8]>],
+    classic: &[ClassicDek],
+    out: SealOut<'_>,
+) -> Result<()> {
+    check_context(keys, ctx)?;
+    let fields = schema.fields();
+    schema.check_values(values.len())?;
+    let SealOut {
+        key_columns,
+        fields: sealed_fields,
+        indexes,
+    } = out;
+    let blind = schema.has_blind_index();
+    if key_columns.len() != schema.key_classes().len()
+        || sealed_fields.len() != fields.len()
+        || (blind && indexes.len() != fields.len())
+    {
+        return Err(Error::InvalidInput(format!(
+            "sealing table `{}` needs room for {} key columns and {} fields",
+            schema.table(),
+            schema.key_classes().len(),
+            fields.len()
+        )));
+    }
+
+    let lent = keys.plans.get(keys, schema);
+    let plan: &Plan = &lent;
+    let effective: &[Effective] = match &plan.effective {
+        Ok(e) => e,
+        Err(e) => return Err(e.clone()),
+    };
+    if let Some(i) = values
+        .iter()
+        .position(|v| v.is_some_and(|v| v.len() > MAX_VALUE_LEN))
+    {
+        return Err(Error::ValueTooLarge {
+            column: fields[i].column.clone(),
+            limit: MAX_VALUE_LEN,
+        });
+    }
+    let tenant = keys.tenant.as_str();
+    let table = schema.table();
+    // Taken from the thread's reusable buffer only if a row needs to build associated data.
+    let mut scratch = Vec::new();
+    let mut time = RowTime::default();
+
+    for (k, class) in schema.key_classes().iter().enumerate() {
+        let members = schema.members(k);
+        if members.is_empty() {
+            continue;
         }
-        result
-    }
-
-    /// Seals with classic-mode DEKs the async path obtained, and audits.
-    pub(crate) fn seal_classic_inner(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row_id: Option<&RowId>,
-        values: &[Option<&[u8]>],
-        classic: &[ClassicDek],
-    ) -> Result<SealedRow> {
-        let n = schema.fields().len();
-        let mut row = SealedRow {
-            key_columns: vec![None; schema.key_classes().len()],
-            fields: vec![None; n],
-            indexes: if schema.has_blind_index() {
-                vec![None; n]
-            } else {
-                Vec::new()
-            },
-        };
-        let out = SealOut {
-            key_columns: &mut row.key_columns,
-            fields: &mut row.fields,
-            indexes: &mut row.indexes,
-        };
-        self.seal_audited(ctx, schema, row_id, values, classic, out)?;
-        Ok(row)
-    }
-
-    /// Seals and emits the row's event (a failed seal's too); a fail-closed class whose
-    /// event cannot be recorded fails the seal.
-    fn seal_audited(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row_id: Option<&RowId>,
-        values: &[Option<&[u8]>],
-        classic: &[ClassicDek],
-        out: SealOut<'_>,
-    ) -> Result<()> {
-        let result = self.seal_inner(ctx, schema, row_id, values, classic, out);
-        self.audit(
-            ctx,
-            schema,
-            row_id,
-            crate::audit::event::sealing_event(),
-            &result,
-            Touched::All,
-        )?;
-        result
-    }
-
-    /// Unseals with classic-mode DEKs the async path obtained (strict reader check).
-    pub(crate) fn unseal_classic_inner(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row: &StoredRow<'_>,
-        classic: &[ClassicDek],
-    ) -> Result<UnsealedRow> {
-        self.unseal_with(ctx, schema, row, false, classic)
-    }
-
-    /// Seals many rows with the same keys; failures are reported per row, by position.
-    pub fn seal_many(&self, schema: &RowSchema, rows: &[RowValues<'_>]) -> Vec<Result<SealedRow>> {
-        rows.iter()
-            .map(|r| self.seal(schema, r.row_id, r.values))
-            .collect()
-    }
-
-    fn seal_inner(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row_id: Option<&RowId>,
-        values: &[Option<&[u8]>],
-        classic: &[ClassicDek],
-        out: SealOut<'_>,
-    ) -> Result<()> {
-        self.check_context(ctx)?;
-        let fields = schema.fields();
-        schema.check_values(values.len())?;
-        let SealOut {
-            key_columns,
-            fields: sealed_fields,
-            indexes,
-        } = out;
-        let blind = schema.has_blind_index();
-        if key_columns.len() != schema.key_classes().len()
-            || sealed_fields.len() != fields.len()
-            || (blind && indexes.len() != fields.len())
-        {
-            return Err(Error::InvalidInput(format!(
-                "sealing table `{}` needs room for {} key columns and {} fields",
-                schema.table(),
-                schema.key_classes().len(),
-                fields.len()
-            )));
+        // Classic mode: the DEK and its KMS-wrapped key column were made by the async path.
+        let pre = classic.iter().find(|c| c.k == k);
+        if pre.is_none() {
+            keys.check_not_classic(class)?;
         }
-
-        let lent = self.plans.get(self, schema);
-        let plan: &Plan = &lent;
-        let effective: &[Effective] = match &plan.effective {
-            Ok(e) => e,
-            Err(e) => return Err(e.clone()),
+        let fresh;
+        let dek = match pre {
+            Some(c) => &c.dek,
+            None => {
+                fresh = SecretKey::random()?;
+                &fresh
+            }
         };
-        if let Some(i) = values
+        let gcm = GcmKey::new(dek);
+        for &i in members {
+            let eff = effective[i];
+            if values[i].is_none() && !eff.hide_null {
+                continue;
+            }
+            let flags = eff.flags();
+            let nonce: [u8; NONCE_LEN] = rng::array()?;
+            let mut out = Vec::with_capacity(
+                field::OVERHEAD + 1 + values[i].map_or(0, <[u8]>::len) + usize::from(eff.pad_to),
+            );
+            out.push(FORMAT_V1);
+            out.push(flags);
+            out.extend_from_slice(&nonce);
+            field::inner_plaintext(&mut out, values[i], flags, eff.pad_to);
+            let aad = plan.field_aad(i, flags, row_id, &mut scratch);
+            let tag = gcm.seal(&nonce, aad, &mut out[field::HEADER_LEN..]);
+            out.extend_from_slice(&tag);
+            sealed_fields[i] = Some(out);
+        }
+        if let Some(c) = pre {
+            key_columns[k] = c.key_column.clone();
+            continue;
+        }
+        let (kek_id, kek_version) =
+            keys.active_kek(class)
+                .ok_or_else(|| Error::ClassNotRequested {
+                    class: class.to_string(),
+                })?;
+        let kek = keys
+            .kek(kek_id, kek_version)
+            .ok_or_else(|| keys.missing_kek(kek_id, kek_version))?;
+        // Lay the key column out: prefix, nonce, encrypted DEK, tag, list. The list goes in
+        // first and the DEK is encrypted in a wiped buffer, so no plaintext DEK is ever in
+        // the key column's allocation (not even on an error path or a reallocation).
+        let nonce: [u8; NONCE_LEN] = rng::array()?;
+        let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
+        kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
+        kc.extend_from_slice(&nonce);
+        kc.extend_from_slice(&[0u8; 32 + TAG_LEN]);
+        // With no member stored as NULL the list is the schema's full list.
+        let full = members
             .iter()
-            .position(|v| v.is_some_and(|v| v.len() > MAX_VALUE_LEN))
-        {
-            return Err(Error::ValueTooLarge {
-                column: fields[i].column.clone(),
-                limit: MAX_VALUE_LEN,
+            .all(|&i| values[i].is_some() || effective[i].hide_null);
+        if full {
+            kc.extend_from_slice(schema.full_list(k));
+        } else {
+            key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
+        }
+        let aad = plan.dek_aad(
+            k,
+            (kek_id, kek_version),
+            row_id,
+            full,
+            &kc[key_column::LIST_OFFSET..],
+            schema.sealed_class_set(),
+            &mut scratch,
+        );
+        let mut encrypted = Zeroizing::new(*dek.expose_secret());
+        let tag = kek.with_at(&mut time, |k| k.seal(&nonce, aad, &mut encrypted[..]))?;
+        kc[21..53].copy_from_slice(&encrypted[..]);
+        if kek.lease.count_wrap() > keys.kek_max_wraps.saturating_mul(4) {
+            // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather
+            // than approach the AES-GCM random-nonce bound with a handle never refreshed.
+            return Err(Error::LeaseEnded {
+                tenant: tenant.to_string(),
+                provider: kek.lease.provider.clone(),
+                reason: "the KEK reached its wrap limit; fetch keys again to roll over".into(),
             });
         }
-        let tenant = self.tenant.as_str();
-        let table = schema.table();
-        // Taken from the thread's reusable buffer only if a row needs to build associated data.
-        let mut scratch = Vec::new();
-        let mut time = RowTime::default();
+        kc[53..69].copy_from_slice(&tag);
+        key_columns[k] = Some(kc);
+    }
 
-        for (k, class) in schema.key_classes().iter().enumerate() {
-            let members = schema.members(k);
-            if members.is_empty() {
-                continue;
-            }
-            // Classic mode: the DEK and its KMS-wrapped key column were made by the async path.
-            let pre = classic.iter().find(|c| c.k == k);
-            if pre.is_none() {
-                self.check_not_classic(class)?;
-            }
-            let fresh;
-            let dek = match pre {
-                Some(c) => &c.dek,
-                None => {
-                    fresh = SecretKey::random()?;
-                    &fresh
+    for (i, f) in fields.iter().enumerate() {
+        let Some(value) = values[i] else { continue };
+        match f.search {
+            FieldSearch::None => {}
+            FieldSearch::BlindIndex(normalizer) => {
+                let normalised = normalizer.apply(value)?;
+                let version = keys.current_index_version()?;
+                let key = keys.index_key(table, &f.column, version)?;
+                indexes[i] = Some(search::blind_index(&key, version, &normalised).to_vec());
+                if let std::borrow::Cow::Owned(mut o) = normalised {
+                    zeroize::Zeroize::zeroize(&mut o);
                 }
-            };
-            let gcm = GcmKey::new(dek);
-            for &i in members {
-                let eff = effective[i];
-                if values[i].is_none() && !eff.hide_null {
-                    continue;
-                }
-                let flags = eff.flags();
-                let nonce: [u8; NONCE_LEN] = rng::array()?;
-                let mut out = Vec::with_capacity(
-                    field::OVERHEAD
-                        + 1
-                        + values[i].map_or(0, <[u8]>::len)
-                        + usize::from(eff.pad_to),
-                );
-                out.push(FORMAT_V1);
-                out.push(flags);
-                out.extend_from_slice(&nonce);
-                field::inner_plaintext(&mut out, values[i], flags, eff.pad_to);
-                let aad = plan.field_aad(i, flags, row_id, &mut scratch);
-                let tag = gcm.seal(&nonce, aad, &mut out[field::HEADER_LEN..]);
-                out.extend_from_slice(&tag);
-                sealed_fields[i] = Some(out);
             }
-            if let Some(c) = pre {
-                key_columns[k] = c.key_column.clone();
-                continue;
-            }
-            let (kek_id, kek_version) =
-                self.active_kek(class)
-                    .ok_or_else(|| Error::ClassNotRequested {
-                        class: class.to_string(),
-                    })?;
-            let kek = self
-                .kek(kek_id, kek_version)
-                .ok_or_else(|| self.missing_kek(kek_id, kek_version))?;
-            // Lay the key column out: prefix, nonce, encrypted DEK, tag, list. The list goes in
-            // first and the DEK is encrypted in a wiped buffer, so no plaintext DEK is ever in
-            // the key column's allocation (not even on an error path or a reallocation).
-            let nonce: [u8; NONCE_LEN] = rng::array()?;
-            let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
-            kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
-            kc.extend_from_slice(&nonce);
-            kc.extend_from_slice(&[0u8; 32 + TAG_LEN]);
-            // With no member stored as NULL the list is the schema's full list.
-            let full = members
-                .iter()
-                .all(|&i| values[i].is_some() || effective[i].hide_null);
-            if full {
-                kc.extend_from_slice(schema.full_list(k));
-            } else {
-                key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
-            }
-            let aad = plan.dek_aad(
-                k,
-                (kek_id, kek_version),
-                row_id,
-                full,
-                &kc[key_column::LIST_OFFSET..],
-                schema.sealed_class_set(),
-                &mut scratch,
-            );
-            let mut encrypted = Zeroizing::new(*dek.expose_secret());
-            let tag = kek.with_at(&mut time, |k| k.seal(&nonce, aad, &mut encrypted[..]))?;
-            kc[21..53].copy_from_slice(&encrypted[..]);
-            if kek.lease.count_wrap() > self.kek_max_wraps.saturating_mul(4) {
-                // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather
-                // than approach the AES-GCM random-nonce bound with a handle never refreshed.
-                return Err(Error::LeaseEnded {
-                    tenant: tenant.to_string(),
-                    provider: kek.lease.provider.clone(),
-                    reason: "the KEK reached its wrap limit; fetch keys again to roll over".into(),
-                });
-            }
-            kc[53..69].copy_from_slice(&tag);
-            key_columns[k] = Some(kc);
-        }
-
-        for (i, f) in fields.iter().enumerate() {
-            let Some(value) = values[i] else { continue };
-            match f.search {
-                FieldSearch::None => {}
-                FieldSearch::BlindIndex(normalizer) => {
-                    let normalised = normalizer.apply(value)?;
-                    let version = self.current_index_version()?;
-                    let key = self.index_key(table, &f.column, version)?;
-                    indexes[i] = Some(search::blind_index(&key, version, &normalised).to_vec());
-                    if let std::borrow::Cow::Owned(mut o) = normalised {
-                        zeroize::Zeroize::zeroize(&mut o);
-                    }
-                }
-                FieldSearch::Deterministic => {
-                    let version = self.current_deterministic_version()?;
-                    let key = self.deterministic_key(table, &f.column, version)?;
-                    sealed_fields[i] = Some(search::deterministic_encrypt(
-                        &key, version, tenant, table, &f.column, value,
-                    )?);
-                }
+            FieldSearch::Deterministic => {
+                let version = keys.current_deterministic_version()?;
+                let key = keys.deterministic_key(table, &f.column, version)?;
+                sealed_fields[i] = Some(search::deterministic_encrypt(
+                    &key, version, tenant, table, &f.column, value,
+                )?);
             }
         }
-        give_back_aad_buffer(scratch);
-        Ok(())
     }
+    give_back_aad_buffer(scratch);
+    Ok(())
+}
 
-    /// Unseals one row; fails with [`Error::AccessDenied`] if the actor may not read a class
-    /// the row holds.
-    pub fn unseal(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
-        let ctx = &self.ctx;
-        self.unseal_with(ctx, schema, row, false, &[])
-    }
+/// The body of [`TenantKeys::unseal`].
+pub(crate) fn unseal(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    row: &StoredRow<'_>,
+) -> Result<UnsealedRow> {
+    let ctx = &keys.ctx;
+    unseal_with(keys, ctx, schema, row, false, &[])
+}
 
-    /// Unseals what the actor may read and marks the other fields [`Revealed::Withheld`].
-    pub fn unseal_partial(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
-        let ctx = &self.ctx;
-        self.unseal_with(ctx, schema, row, true, &[])
-    }
+/// The body of [`TenantKeys::unseal_partial`].
+pub(crate) fn unseal_partial(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    row: &StoredRow<'_>,
+) -> Result<UnsealedRow> {
+    let ctx = &keys.ctx;
+    unseal_with(keys, ctx, schema, row, true, &[])
+}
 
-    /// Unseals many rows with the same keys; failures are reported per row, by position.
-    pub fn unseal_many(
-        &self,
-        schema: &RowSchema,
-        rows: &[StoredRow<'_>],
-    ) -> Vec<Result<UnsealedRow>> {
-        rows.iter().map(|r| self.unseal(schema, r)).collect()
-    }
+/// The body of [`TenantKeys::unseal_many`].
+pub(crate) fn unseal_many(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    rows: &[StoredRow<'_>],
+) -> Vec<Result<UnsealedRow>> {
+    rows.iter().map(|r| keys.unseal(schema, r)).collect()
+}
 
-    fn unseal_with(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row: &StoredRow<'_>,
-        partial: bool,
-        classic: &[ClassicDek],
-    ) -> Result<UnsealedRow> {
-        let mut withheld: Vec<&Class> = Vec::new();
-        let result = self.unseal_inner(ctx, schema, row, partial, &mut withheld, classic);
-        if withheld.is_empty() && !matches!(result, Err(Error::AccessDenied { .. })) {
-            self.audit(
-                ctx,
-                schema,
-                row.row_id,
-                EventName::DataDecrypt,
-                &result,
-                Touched::All,
-            )?;
-            return result;
-        }
-        // Some classes were refused: one DATA_DENY_ACCESS event for them, then (partial reads)
-        // a DATA_DECRYPT event for what was revealed.
-        let denied: Result<()> = match &result {
-            Err(e @ Error::AccessDenied { .. }) => Err(e.clone()),
-            _ => Err(Error::AccessDenied {
-                class: join(&withheld),
-            }),
-        };
-        let fields = schema.fields();
-        let mask: Vec<bool> = (0..fields.len())
-            .map(|i| {
-                result
-                    .as_ref()
-                    .is_ok_and(|r| matches!(r.values.get(i), Some(Revealed::Withheld)))
-            })
-            .collect();
-        let names = |want: bool| -> Vec<String> {
-            (0..fields.len())
-                .filter(|&i| mask[i] == want)
-                .map(|i| fields[i].column.clone())
-                .collect()
-        };
-        let denied_classes: Vec<String> = match &result {
-            Err(Error::AccessDenied { class }) => vec![class.clone()],
-            _ => withheld.iter().map(|c| c.to_string()).collect(),
-        };
-        self.audit(
-            ctx,
-            schema,
-            row.row_id,
-            EventName::DataDenyAccess,
-            &denied,
-            Touched::Some(names(true), denied_classes),
-        )?;
-        let result = Ok(result?);
-        let read_classes = schema
-            .classes()
-            .into_iter()
-            .filter(|c| !withheld.contains(c))
-            .map(|c| c.to_string())
-            .collect();
-        let read = Touched::Some(names(false), read_classes);
-        self.audit(
+fn unseal_with(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row: &StoredRow<'_>,
+    partial: bool,
+    classic: &[ClassicDek],
+) -> Result<UnsealedRow> {
+    let mut withheld: Vec<&Class> = Vec::new();
+    let result = unseal_inner(keys, ctx, schema, row, partial, &mut withheld, classic);
+    if withheld.is_empty() && !matches!(result, Err(Error::AccessDenied { .. })) {
+        audit(
+            keys,
             ctx,
             schema,
             row.row_id,
             EventName::DataDecrypt,
             &result,
-            read,
+            Touched::All,
         )?;
-        result
+        return result;
     }
+    // Some classes were refused: one DATA_DENY_ACCESS event for them, then (partial reads)
+    // a DATA_DECRYPT event for what was revealed.
+    let denied: Result<()> = match &result {
+        Err(e @ Error::AccessDenied { .. }) => Err(e.clone()),
+        _ => Err(Error::AccessDenied {
+            class: join(&withheld),
+        }),
+    };
+    let fields = schema.fields();
+    let mask: Vec<bool> = (0..fields.len())
+        .map(|i| {
+            result
+                .as_ref()
+                .is_ok_and(|r| matches!(r.values.get(i), Some(Revealed::Withheld)))
+        })
+        .collect();
+    let names = |want: bool| -> Vec<String> {
+        (0..fields.len())
+            .filter(|&i| mask[i] == want)
+            .map(|i| fields[i].column.clone())
+            .collect()
+    };
+    let denied_classes: Vec<String> = match &result {
+        Err(Error::AccessDenied { class }) => vec![class.clone()],
+        _ => withheld.iter().map(|c| c.to_string()).collect(),
+    };
+    audit(
+        keys,
+        ctx,
+        schema,
+        row.row_id,
+        EventName::DataDenyAccess,
+        &denied,
+        Touched::Some(names(true), denied_classes),
+    )?;
+    let result = Ok(result?);
+    let read_classes = schema
+        .classes()
+        .into_iter()
+        .filter(|c| !withheld.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    let read = Touched::Some(names(false), read_classes);
+    audit(
+        keys,
+        ctx,
+        schema,
+        row.row_id,
+        EventName::DataDecrypt,
+        &result,
+        read,
+    )?;
+    result
+}
 
-    fn unseal_inner<'s>(
-        &self,
-        ctx: &RequestContext,
-        schema: &'s RowSchema,
-        row: &StoredRow<'_>,
-        partial: bool,
-        withheld: &mut Vec<&'s Class>,
-        classic: &[ClassicDek],
-    ) -> Result<UnsealedRow> {
-        self.check_context(ctx)?;
-        self.check_tenant(row.tenant)?;
-        let fields = schema.fields();
-        if row.key_columns.len() != schema.key_classes().len() || row.fields.len() != fields.len() {
-            return Err(Error::InvalidInput(format!(
-                "table `{}` expects {} key columns and {} fields",
-                schema.table(),
-                schema.key_classes().len(),
-                fields.len()
-            )));
-        }
-        let tenant = self.tenant.as_str();
-        let table = schema.table();
-        let lent = self.plans.get(self, schema);
-        let plan: &Plan = &lent;
-        // Taken from the thread's reusable buffer only if a row needs to build associated data.
-        let mut scratch = Vec::new();
+fn unseal_inner<'s>(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &'s RowSchema,
+    row: &StoredRow<'_>,
+    partial: bool,
+    withheld: &mut Vec<&'s Class>,
+    classic: &[ClassicDek],
+) -> Result<UnsealedRow> {
+    check_context(keys, ctx)?;
+    keys.check_tenant(row.tenant)?;
+    let fields = schema.fields();
+    if row.key_columns.len() != schema.key_classes().len() || row.fields.len() != fields.len() {
+        return Err(Error::InvalidInput(format!(
+            "table `{}` expects {} key columns and {} fields",
+            schema.table(),
+            schema.key_classes().len(),
+            fields.len()
+        )));
+    }
+    let tenant = keys.tenant.as_str();
+    let table = schema.table();
+    let lent = keys.plans.get(keys, schema);
+    let plan: &Plan = &lent;
+    // Taken from the thread's reusable buffer only if a row needs to build associated data.
+    let mut scratch = Vec::new();
 
-        // 1. Parse and check every key column (class, key, reader role); nothing decrypted yet.
-        enum Source<'b> {
-            /// Wrapped by a leased KEK, opened in step 3.
-            Kek(key_column::KeyColumn<'b>),
-            /// Classic mode: the async path had the KMS unwrap it.
-            Classic(&'b SecretKey),
-            /// Not readable by this actor: never opened.
-            Withheld,
-        }
-        struct Listed<'b> {
-            class: &'b Class,
-            list_bytes: &'b [u8],
-            source: Source<'b>,
-            readable: bool,
-            /// The list is the class's full list (every member, none NULL).
-            full: bool,
-        }
-        // One slot per key class (by index), `None` where the row has no key column: on the
-        // stack for up to 8 key classes, as this runs for every row.
-        let n_classes = schema.key_classes().len();
-        let mut slots_on_stack: [Option<Listed<'_>>; 8] = [const { None }; 8];
-        let mut slots_on_heap: Vec<Option<Listed<'_>>>;
-        let listed: &mut [Option<Listed<'_>>] = if n_classes <= slots_on_stack.len() {
-            &mut slots_on_stack[..n_classes]
-        } else {
-            slots_on_heap = (0..n_classes).map(|_| None).collect();
-            &mut slots_on_heap
+    // 1. Parse and check every key column (class, key, reader role); nothing decrypted yet.
+    enum Source<'b> {
+        /// Wrapped by a leased KEK, opened in step 3.
+        Kek(key_column::KeyColumn<'b>),
+        /// Classic mode: the async path had the KMS unwrap it.
+        Classic(&'b SecretKey),
+        /// Not readable by this actor: never opened.
+        Withheld,
+    }
+    struct Listed<'b> {
+        class: &'b Class,
+        list_bytes: &'b [u8],
+        source: Source<'b>,
+        readable: bool,
+        /// The list is the class's full list (every member, none NULL).
+        full: bool,
+    }
+    // One slot per key class (by index), `None` where the row has no key column: on the
+    // stack for up to 8 key classes, as this runs for every row.
+    let n_classes = schema.key_classes().len();
+    let mut slots_on_stack: [Option<Listed<'_>>; 8] = [const { None }; 8];
+    let mut slots_on_heap: Vec<Option<Listed<'_>>>;
+    let listed: &mut [Option<Listed<'_>>] = if n_classes <= slots_on_stack.len() {
+        &mut slots_on_stack[..n_classes]
+    } else {
+        slots_on_heap = (0..n_classes).map(|_| None).collect();
+        &mut slots_on_heap
+    };
+    let mut present = 0usize;
+    for (k, class) in schema.key_classes().iter().enumerate() {
+        let Some(bytes) = row.key_columns[k] else {
+            continue;
         };
-        let mut present = 0usize;
-        for (k, class) in schema.key_classes().iter().enumerate() {
-            let Some(bytes) = row.key_columns[k] else {
-                continue;
-            };
-            present += 1;
-            let readable = plan.may_read(k, ctx.roles())?;
-            let mut refuse_or_withhold = || {
-                if readable {
-                    Ok(())
-                } else if partial {
-                    withheld.push(class);
-                    Ok(())
-                } else {
-                    Err(Error::AccessDenied {
-                        class: class.to_string(),
-                    })
-                }
-            };
-            if bytes.first() == Some(&key_column::CLASSIC_V1) {
-                let ckc = key_column::parse_classic(bytes)?;
-                if ckc.kek_id != schema.kek_id(k) {
-                    return Err(Error::Tampered);
-                }
-                refuse_or_withhold()?;
-                let source = match classic.iter().find(|c| c.k == k) {
-                    Some(pre) => Source::Classic(&pre.dek),
-                    None if !readable => Source::Withheld,
-                    None => {
-                        return Err(Error::ClassicModeNeedsAsync {
-                            class: class.to_string(),
-                        });
-                    }
-                };
-                listed[k] = Some(Listed {
-                    class,
-                    list_bytes: ckc.list_bytes,
-                    source,
-                    readable,
-                    full: false,
-                });
-                continue;
+        present += 1;
+        let readable = plan.may_read(k, ctx.roles())?;
+        let mut refuse_or_withhold = || {
+            if readable {
+                Ok(())
+            } else if partial {
+                withheld.push(class);
+                Ok(())
+            } else {
+                Err(Error::AccessDenied {
+                    class: class.to_string(),
+                })
             }
-            let kc = key_column::parse(bytes)?;
-            if kc.version < self.min_format_version {
-                return Err(Error::FormatTooOld {
-                    found: kc.version,
-                    minimum: self.min_format_version,
-                });
-            }
-            if kc.kek_id != schema.kek_id(k) {
-                return Err(Error::Tampered);
-            }
-            let kek = self
-                .kek(kc.kek_id, kc.kek_version)
-                .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
-            if kek.class != *class {
+        };
+        if bytes.first() == Some(&key_column::CLASSIC_V1) {
+            let ckc = key_column::parse_classic(bytes)?;
+            if ckc.kek_id != schema.kek_id(k) {
                 return Err(Error::Tampered);
             }
             refuse_or_withhold()?;
-            let full = !schema.members(k).is_empty() && kc.list_bytes == schema.full_list(k);
+            let source = match classic.iter().find(|c| c.k == k) {
+                Some(pre) => Source::Classic(&pre.dek),
+                None if !readable => Source::Withheld,
+                None => {
+                    return Err(Error::ClassicModeNeedsAsync {
+                        class: class.to_string(),
+                    });
+                }
+            };
             listed[k] = Some(Listed {
                 class,
-                list_bytes: kc.list_bytes,
-                source: Source::Kek(kc),
+                list_bytes: ckc.list_bytes,
+                source,
                 readable,
-                full,
+                full: false,
+            });
+            continue;
+        }
+        let kc = key_column::parse(bytes)?;
+        if kc.version < keys.min_format_version {
+            return Err(Error::FormatTooOld {
+                found: kc.version,
+                minimum: keys.min_format_version,
             });
         }
-        let listed: &[Option<Listed<'_>>] = listed;
-
-        // A row cmk sealed has a key column for every class with envelope fields; a row with
-        // none is a legacy (plaintext) row, which strict mode refuses, even if all is NULL.
-        if present == 0
-            && let Some(f) = fields.iter().find(|f| f.is_envelope())
-        {
-            return Err(Error::MissingKeyColumn {
-                column: f.column.clone(),
-            });
+        if kc.kek_id != schema.kek_id(k) {
+            return Err(Error::Tampered);
         }
-        // 2. Assign each field to the key column that lists it: the one of the field's current
-        //    class first, else the one that recorded it before a reclassification. No trial
-        //    decryption. NULLs, withheld and deterministic fields are settled here.
-        //    Found as (key class, NULL recorded, under the field's own class).
-        let assigned = |f: &FieldSpec| {
-            let own =
-                (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class == f.class));
-            let other =
-                (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class != f.class));
-            own.map(|k| (k, true))
-                .chain(other.map(|k| (k, false)))
-                .find_map(|(k, is_own)| {
-                    let l = listed[k].as_ref()?;
-                    key_column::listing(l.list_bytes, &f.column).map(|null| (k, null, is_own))
-                })
-        };
-        // The common row: every class with fields has its key column, listing all its members
-        // and none NULL, and no legacy class has one. Then each field is found, not NULL,
-        // under its own class, with no search.
-        let standard = (0..n_classes).all(|k| match &listed[k] {
-            Some(l) => l.full,
-            None => schema.members(k).is_empty(),
+        let kek = keys
+            .kek(kc.kek_id, kc.kek_version)
+            .ok_or_else(|| keys.missing_kek(kc.kek_id, kc.kek_version))?;
+        if kek.class != *class {
+            return Err(Error::Tampered);
+        }
+        refuse_or_withhold()?;
+        let full = !schema.members(k).is_empty() && kc.list_bytes == schema.full_list(k);
+        listed[k] = Some(Listed {
+            class,
+            list_bytes: kc.list_bytes,
+            source: Source::Kek(kc),
+            readable,
+            full,
         });
-        // Which key column opens each field, and whether it is the field's own class: on the
-        // stack for up to 32 fields. Key classes are few: u16 keeps this array small.
-        let mut on_stack = [None::<(u16, bool)>; 32];
-        let mut on_heap;
-        let sealed_by: &mut [Option<(u16, bool)>] = if fields.len() <= on_stack.len() {
-            &mut on_stack[..fields.len()]
-        } else {
-            on_heap = vec![None; fields.len()];
-            &mut on_heap
-        };
-        let mut values: Vec<Revealed> = Vec::with_capacity(fields.len());
-        for (i, f) in fields.iter().enumerate() {
-            let stored = row.fields[i];
-            if !f.is_envelope() {
-                values.push(self.open_deterministic(ctx, f, stored, table, partial, withheld)?);
-                continue;
-            }
-            let found = if standard {
-                schema.field_key_class(i).map(|k| (k, false, true))
-            } else {
-                assigned(f)
-            };
-            // A field found under another class (sealed before a reclassification) needs the
-            // readers of both: moving it to a stricter class restricts old rows at once.
-            if let Some((_, _, false)) = found
-                && !self.policy(&f.class)?.may_read(ctx.roles())
-            {
-                if !partial {
-                    return Err(Error::AccessDenied {
-                        class: f.class.to_string(),
-                    });
-                }
-                if !withheld.contains(&&f.class) {
-                    withheld.push(&f.class);
-                }
-                values.push(Revealed::Withheld);
-                continue;
-            }
-            let readable = |k: usize| listed[k].as_ref().is_some_and(|l| l.readable);
-            let value = match (found, stored) {
-                (None, None) => Revealed::Null,
-                (None, Some(_)) if present == 0 => {
-                    return Err(Error::MissingKeyColumn {
-                        column: f.column.clone(),
-                    });
-                }
-                (None, Some(_)) => return Err(Error::Tampered),
-                (Some((k, _, _)), _) if !readable(k) => Revealed::Withheld,
-                (Some((_, true, _)), None) => Revealed::Null,
-                (Some((k, false, own)), Some(_)) => {
-                    sealed_by[i] = u16::try_from(k).ok().map(|k| (k, own));
-                    Revealed::Null // opened in step 3
-                }
-                // NULL where a value was sealed, or a value where NULL was: tampering.
-                (Some(_), _) => return Err(Error::Tampered),
-            };
-            values.push(value);
-        }
-
-        // A standard row has exactly the key columns a seal writes: the sealed class set.
-        let class_set = if standard {
-            std::borrow::Cow::Borrowed(schema.sealed_class_set())
-        } else {
-            schema.present_class_set(row.key_columns)
-        };
-        let sealed_class_set = matches!(class_set, std::borrow::Cow::Borrowed(_));
-        let mut time = RowTime::default();
-        // 3. Per readable key column: unwrap its DEK (always, so a tampered key column fails
-        //    even when all its fields are NULL) and open the fields it seals.
-        for (k, l) in listed
-            .iter()
-            .enumerate()
-            .filter_map(|(k, l)| Some((k, l.as_ref()?)))
-            .filter(|(_, l)| l.readable)
-        {
-            let gcm = match &l.source {
-                Source::Withheld => continue,
-                Source::Classic(dek) => GcmKey::new(dek),
-                Source::Kek(kc) => {
-                    let kek = self
-                        .kek(kc.kek_id, kc.kek_version)
-                        .ok_or_else(|| self.missing_kek(kc.kek_id, kc.kek_version))?;
-                    let aad = plan.dek_aad(
-                        k,
-                        (kc.kek_id, kc.kek_version),
-                        row.row_id,
-                        l.full && sealed_class_set,
-                        kc.list_bytes,
-                        &class_set,
-                        &mut scratch,
-                    );
-                    // Decrypted in place in the key that is used: one copy to wipe.
-                    let mut dek = SecretKey::from_bytes(kc.encrypted_dek);
-                    kek.with_at(&mut time, |key| {
-                        key.open(&kc.nonce, aad, dek.expose_secret_mut(), &kc.tag)
-                    })??;
-                    GcmKey::new(&dek)
-                }
-            };
-            for i in 0..fields.len() {
-                let Some((by, own)) = sealed_by[i] else {
-                    continue;
-                };
-                if usize::from(by) != k {
-                    continue;
-                }
-                let Some(bytes) = row.fields[i] else {
-                    return Err(Error::Tampered);
-                };
-                let fc = field::parse(bytes)?;
-                // A field found under another class's key column (reclassified) needs its own prefix.
-                let aad = if own {
-                    plan.field_aad(i, fc.flags, row.row_id, &mut scratch)
-                } else {
-                    let other = field_aad_prefix(table, &fields[i].column, l.class.as_str());
-                    let buf = if scratch.capacity() == 0 {
-                        take_aad_buffer()
-                    } else {
-                        std::mem::take(&mut scratch)
-                    };
-                    scratch = field_aad(buf, &other, tenant, fc.flags, row.row_id).into_buffer();
-                    &scratch
-                };
-                // Decrypted in the buffer that is returned: one zeroizing owner throughout.
-                let mut buf = SecretBytes::new(fc.body.to_vec());
-                gcm.open(&fc.nonce, aad, buf.expose_secret_mut(), &fc.tag)?;
-                values[i] = match field::strip_inner(buf.expose_secret_mut(), fc.flags)? {
-                    None => Revealed::Null,
-                    Some(()) => Revealed::Value(buf),
-                };
-            }
-        }
-        give_back_aad_buffer(scratch);
-        Ok(UnsealedRow { values })
     }
+    let listed: &[Option<Listed<'_>>] = listed;
 
-    fn open_deterministic<'s>(
-        &self,
-        ctx: &RequestContext,
-        f: &'s FieldSpec,
-        stored: Option<&[u8]>,
-        table: &str,
-        partial: bool,
-        withheld: &mut Vec<&'s Class>,
-    ) -> Result<Revealed> {
-        let Some(bytes) = stored else {
-            return Ok(Revealed::Null);
+    // A row cmk sealed has a key column for every class with envelope fields; a row with
+    // none is a legacy (plaintext) row, which strict mode refuses, even if all is NULL.
+    if present == 0
+        && let Some(f) = fields.iter().find(|f| f.is_envelope())
+    {
+        return Err(Error::MissingKeyColumn {
+            column: f.column.clone(),
+        });
+    }
+    // 2. Assign each field to the key column that lists it: the one of the field's current
+    //    class first, else the one that recorded it before a reclassification. No trial
+    //    decryption. NULLs, withheld and deterministic fields are settled here.
+    //    Found as (key class, NULL recorded, under the field's own class).
+    let assigned = |f: &FieldSpec| {
+        let own =
+            (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class == f.class));
+        let other =
+            (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class != f.class));
+        own.map(|k| (k, true))
+            .chain(other.map(|k| (k, false)))
+            .find_map(|(k, is_own)| {
+                let l = listed[k].as_ref()?;
+                key_column::listing(l.list_bytes, &f.column).map(|null| (k, null, is_own))
+            })
+    };
+    // The common row: every class with fields has its key column, listing all its members
+    // and none NULL, and no legacy class has one. Then each field is found, not NULL,
+    // under its own class, with no search.
+    let standard = (0..n_classes).all(|k| match &listed[k] {
+        Some(l) => l.full,
+        None => schema.members(k).is_empty(),
+    });
+    // Which key column opens each field, and whether it is the field's own class: on the
+    // stack for up to 32 fields. Key classes are few: u16 keeps this array small.
+    let mut on_stack = [None::<(u16, bool)>; 32];
+    let mut on_heap;
+    let sealed_by: &mut [Option<(u16, bool)>] = if fields.len() <= on_stack.len() {
+        &mut on_stack[..fields.len()]
+    } else {
+        on_heap = vec![None; fields.len()];
+        &mut on_heap
+    };
+    let mut values: Vec<Revealed> = Vec::with_capacity(fields.len());
+    for (i, f) in fields.iter().enumerate() {
+        let stored = row.fields[i];
+        if !f.is_envelope() {
+            values.push(open_deterministic(
+                keys, ctx, f, stored, table, partial, withheld,
+            )?);
+            continue;
+        }
+        let found = if standard {
+            schema.field_key_class(i).map(|k| (k, false, true))
+        } else {
+            assigned(f)
         };
-        if !self.policy(&f.class)?.may_read(ctx.roles()) {
+        // A field found under another class (sealed before a reclassification) needs the
+        // readers of both: moving it to a stricter class restricts old rows at once.
+        if let Some((_, _, false)) = found
+            && !keys.policy(&f.class)?.may_read(ctx.roles())
+        {
             if !partial {
                 return Err(Error::AccessDenied {
                     class: f.class.to_string(),
@@ -901,145 +790,261 @@ impl TenantKeys {
             if !withheld.contains(&&f.class) {
                 withheld.push(&f.class);
             }
-            return Ok(Revealed::Withheld);
+            values.push(Revealed::Withheld);
+            continue;
         }
-        let version = search::deterministic_version(bytes)?;
-        let key = self.deterministic_key(table, &f.column, version)?;
-        let plain =
-            search::deterministic_decrypt(&key, self.tenant.as_str(), table, &f.column, bytes)?;
-        Ok(Revealed::Value(SecretBytes::new(plain.to_vec())))
-    }
-
-    /// Blind index values that match `plaintext` in `column`, one per loaded index-root
-    /// version, newest first: query with `IN (...)` so rows indexed before a root rotation
-    /// still match. The caller must also constrain the tenant column.
-    pub fn blind_index_query(
-        &self,
-        schema: &RowSchema,
-        column: &str,
-        plaintext: &[u8],
-    ) -> Result<Vec<Vec<u8>>> {
-        let f = schema
-            .position(column)
-            .map(|i| &schema.fields()[i])
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "table `{}` has no classified column `{column}`",
-                    schema.table()
-                ))
-            })?;
-        let FieldSearch::BlindIndex(normalizer) = f.search else {
-            return Err(Error::InvalidInput(format!(
-                "column `{column}` has no blind index"
-            )));
+        let readable = |k: usize| listed[k].as_ref().is_some_and(|l| l.readable);
+        let value = match (found, stored) {
+            (None, None) => Revealed::Null,
+            (None, Some(_)) if present == 0 => {
+                return Err(Error::MissingKeyColumn {
+                    column: f.column.clone(),
+                });
+            }
+            (None, Some(_)) => return Err(Error::Tampered),
+            (Some((k, _, _)), _) if !readable(k) => Revealed::Withheld,
+            (Some((_, true, _)), None) => Revealed::Null,
+            (Some((k, false, own)), Some(_)) => {
+                sealed_by[i] = u16::try_from(k).ok().map(|k| (k, own));
+                Revealed::Null // opened in step 3
+            }
+            // NULL where a value was sealed, or a value where NULL was: tampering.
+            (Some(_), _) => return Err(Error::Tampered),
         };
-        let normalised = normalizer.apply(plaintext)?;
-        self.index_roots
-            .keys()
-            .rev()
-            .map(|&v| {
-                Ok(search::blind_index(
-                    &*self.index_key(schema.table(), column, v)?,
-                    v,
-                    &normalised,
-                )
-                .to_vec())
-            })
-            .collect()
+        values.push(value);
     }
 
-    /// The deterministic value of `plaintext` in `column` under the current root, for
-    /// equality queries. The caller must also constrain the tenant column.
-    pub fn deterministic_query(
-        &self,
-        schema: &RowSchema,
-        column: &str,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
-        let f = schema
-            .position(column)
-            .map(|i| &schema.fields()[i])
-            .filter(|f| f.search == FieldSearch::Deterministic)
-            .ok_or_else(|| {
-                Error::InvalidInput(format!("column `{column}` is not deterministic"))
-            })?;
-        let version = self.current_deterministic_version()?;
-        let key = self.deterministic_key(schema.table(), &f.column, version)?;
-        search::deterministic_encrypt(
-            &key,
-            version,
-            self.tenant.as_str(),
-            schema.table(),
-            &f.column,
-            plaintext,
-        )
-    }
-
-    /// Records the deletion of rows of `schema`'s table (`deleted`: how many, or why not), for
-    /// ORM adapters, which delete inside a transaction and roll back when this fails: a sink
-    /// failure is an error when a class of the table is fail-closed.
-    pub fn audit_delete(&self, schema: &RowSchema, deleted: &Result<usize>) -> Result<()> {
-        self.audit(
-            &self.ctx,
-            schema,
-            None,
-            EventName::DataDelete,
-            deleted,
-            Touched::All,
-        )
-    }
-
-    /// Emits the event of an operation; when the sink fails and a class involved is
-    /// fail-closed, the operation fails too.
-    pub(crate) fn audit<T>(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row_id: Option<&RowId>,
-        name: EventName,
-        result: &Result<T>,
-        touched: Touched,
-    ) -> Result<()> {
-        let outcome = match result {
-            Ok(_) => Outcome::Success,
-            Err(e) => Outcome::Failure {
-                error: e.kind().to_string(),
-            },
+    // A standard row has exactly the key columns a seal writes: the sealed class set.
+    let class_set = if standard {
+        std::borrow::Cow::Borrowed(schema.sealed_class_set())
+    } else {
+        schema.present_class_set(row.key_columns)
+    };
+    let sealed_class_set = matches!(class_set, std::borrow::Cow::Borrowed(_));
+    let mut time = RowTime::default();
+    // 3. Per readable key column: unwrap its DEK (always, so a tampered key column fails
+    //    even when all its fields are NULL) and open the fields it seals.
+    for (k, l) in listed
+        .iter()
+        .enumerate()
+        .filter_map(|(k, l)| Some((k, l.as_ref()?)))
+        .filter(|(_, l)| l.readable)
+    {
+        let gcm = match &l.source {
+            Source::Withheld => continue,
+            Source::Classic(dek) => GcmKey::new(dek),
+            Source::Kek(kc) => {
+                let kek = keys
+                    .kek(kc.kek_id, kc.kek_version)
+                    .ok_or_else(|| keys.missing_kek(kc.kek_id, kc.kek_version))?;
+                let aad = plan.dek_aad(
+                    k,
+                    (kc.kek_id, kc.kek_version),
+                    row.row_id,
+                    l.full && sealed_class_set,
+                    kc.list_bytes,
+                    &class_set,
+                    &mut scratch,
+                );
+                // Decrypted in place in the key that is used: one copy to wipe.
+                let mut dek = SecretKey::from_bytes(kc.encrypted_dek);
+                kek.with_at(&mut time, |key| {
+                    key.open(&kc.nonce, aad, dek.expose_secret_mut(), &kc.tag)
+                })??;
+                GcmKey::new(&dek)
+            }
         };
-        let shared = schema.shared();
-        let (columns, classes): (Arc<[String]>, Arc<[String]>) = match touched {
-            Touched::All => (Arc::clone(&shared.columns), Arc::clone(&shared.classes)),
-            Touched::Some(columns, classes) => (columns.into(), classes.into()),
-        };
-        // Most tenants have no fail-closed class: then no per-class lookup.
-        let fail_closed = result.is_ok()
-            && self.any_fail_closed
-            && classes.iter().any(|c| {
-                Class::new(c.as_str()).is_ok_and(|c| {
-                    self.policy(&c)
-                        .is_ok_and(|p| p.audit == AuditMode::FailClosed)
-                })
+        for i in 0..fields.len() {
+            let Some((by, own)) = sealed_by[i] else {
+                continue;
+            };
+            if usize::from(by) != k {
+                continue;
+            }
+            let Some(bytes) = row.fields[i] else {
+                return Err(Error::Tampered);
+            };
+            let fc = field::parse(bytes)?;
+            // A field found under another class's key column (reclassified) needs its own prefix.
+            let aad = if own {
+                plan.field_aad(i, fc.flags, row.row_id, &mut scratch)
+            } else {
+                let other = field_aad_prefix(table, &fields[i].column, l.class.as_str());
+                let buf = if scratch.capacity() == 0 {
+                    take_aad_buffer()
+                } else {
+                    std::mem::take(&mut scratch)
+                };
+                scratch = field_aad(buf, &other, tenant, fc.flags, row.row_id).into_buffer();
+                &scratch
+            };
+            // Decrypted in the buffer that is returned: one zeroizing owner throughout.
+            let mut buf = SecretBytes::new(fc.body.to_vec());
+            gcm.open(&fc.nonce, aad, buf.expose_secret_mut(), &fc.tag)?;
+            values[i] = match field::strip_inner(buf.expose_secret_mut(), fc.flags)? {
+                None => Revealed::Null,
+                Some(()) => Revealed::Value(buf),
+            };
+        }
+    }
+    give_back_aad_buffer(scratch);
+    Ok(UnsealedRow { values })
+}
+
+fn open_deterministic<'s>(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    f: &'s FieldSpec,
+    stored: Option<&[u8]>,
+    table: &str,
+    partial: bool,
+    withheld: &mut Vec<&'s Class>,
+) -> Result<Revealed> {
+    let Some(bytes) = stored else {
+        return Ok(Revealed::Null);
+    };
+    if !keys.policy(&f.class)?.may_read(ctx.roles()) {
+        if !partial {
+            return Err(Error::AccessDenied {
+                class: f.class.to_string(),
             });
-        let event = SecurityEvent::about(
-            ctx,
-            name,
-            outcome,
-            Some(Arc::clone(&shared.table)),
-            row_id.map(record_label),
-            columns,
-            classes,
-        );
-        // The plaintext (or the write) goes out only after a fail-closed event is durable.
-        if fail_closed {
-            return self
-                .sink
-                .emit_durable(event)
-                .map_err(|e| Error::AuditFailClosed(e.to_string()));
         }
-        // Not fail-closed: a sink that cannot take the event counts the loss itself.
-        let _ = self.sink.emit(event);
-        Ok(())
+        if !withheld.contains(&&f.class) {
+            withheld.push(&f.class);
+        }
+        return Ok(Revealed::Withheld);
     }
+    let version = search::deterministic_version(bytes)?;
+    let key = keys.deterministic_key(table, &f.column, version)?;
+    let plain = search::deterministic_decrypt(&key, keys.tenant.as_str(), table, &f.column, bytes)?;
+    Ok(Revealed::Value(SecretBytes::new(plain.to_vec())))
+}
+
+/// The body of [`TenantKeys::blind_index_query`].
+pub(crate) fn blind_index_query(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    column: &str,
+    plaintext: &[u8],
+) -> Result<Vec<Vec<u8>>> {
+    let f = schema
+        .position(column)
+        .map(|i| &schema.fields()[i])
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "table `{}` has no classified column `{column}`",
+                schema.table()
+            ))
+        })?;
+    let FieldSearch::BlindIndex(normalizer) = f.search else {
+        return Err(Error::InvalidInput(format!(
+            "column `{column}` has no blind index"
+        )));
+    };
+    let normalised = normalizer.apply(plaintext)?;
+    keys.index_roots
+        .keys()
+        .rev()
+        .map(|&v| {
+            Ok(
+                search::blind_index(&*keys.index_key(schema.table(), column, v)?, v, &normalised)
+                    .to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// The body of [`TenantKeys::deterministic_query`].
+pub(crate) fn deterministic_query(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    column: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let f = schema
+        .position(column)
+        .map(|i| &schema.fields()[i])
+        .filter(|f| f.search == FieldSearch::Deterministic)
+        .ok_or_else(|| Error::InvalidInput(format!("column `{column}` is not deterministic")))?;
+    let version = keys.current_deterministic_version()?;
+    let key = keys.deterministic_key(schema.table(), &f.column, version)?;
+    search::deterministic_encrypt(
+        &key,
+        version,
+        keys.tenant.as_str(),
+        schema.table(),
+        &f.column,
+        plaintext,
+    )
+}
+
+/// The body of [`TenantKeys::audit_delete`].
+pub(crate) fn audit_delete(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    deleted: &Result<usize>,
+) -> Result<()> {
+    audit(
+        keys,
+        &keys.ctx,
+        schema,
+        None,
+        EventName::DataDelete,
+        deleted,
+        Touched::All,
+    )
+}
+
+/// Emits the event of an operation; when the sink fails and a class involved is
+/// fail-closed, the operation fails too.
+pub(crate) fn audit<T>(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row_id: Option<&RowId>,
+    name: EventName,
+    result: &Result<T>,
+    touched: Touched,
+) -> Result<()> {
+    let outcome = match result {
+        Ok(_) => Outcome::Success,
+        Err(e) => Outcome::Failure {
+            error: e.kind().to_string(),
+        },
+    };
+    let shared = schema.shared();
+    let (columns, classes): (Arc<[String]>, Arc<[String]>) = match touched {
+        Touched::All => (Arc::clone(&shared.columns), Arc::clone(&shared.classes)),
+        Touched::Some(columns, classes) => (columns.into(), classes.into()),
+    };
+    // Most tenants have no fail-closed class: then no per-class lookup.
+    let fail_closed = result.is_ok()
+        && keys.any_fail_closed
+        && classes.iter().any(|c| {
+            Class::new(c.as_str()).is_ok_and(|c| {
+                keys.policy(&c)
+                    .is_ok_and(|p| p.audit == AuditMode::FailClosed)
+            })
+        });
+    let event = SecurityEvent::about(
+        ctx,
+        name,
+        outcome,
+        Some(Arc::clone(&shared.table)),
+        row_id.map(record_label),
+        columns,
+        classes,
+    );
+    // The plaintext (or the write) goes out only after a fail-closed event is durable.
+    if fail_closed {
+        return keys
+            .sink
+            .emit_durable(event)
+            .map_err(|e| Error::AuditFailClosed(e.to_string()));
+    }
+    // Not fail-closed: a sink that cannot take the event counts the loss itself.
+    let _ = keys.sink.emit(event);
+    Ok(())
 }
 
 /// Which columns and classes an event names.

@@ -55,7 +55,7 @@ impl Cmk {
                 continue;
             }
             let policy = keys.config().policy(class)?;
-            let list = keys.column_list(schema, k, values)?;
+            let list = crate::rows::seal::column_list(&keys, schema, k, values)?;
             let id = kek_id(class.as_str());
             let aad = dek_aad(
                 Vec::new(),
@@ -80,7 +80,7 @@ impl Cmk {
                 key_column: Some(key_column),
             });
         }
-        keys.seal_classic_inner(ctx, schema, row_id, values, &classic)
+        crate::rows::seal::seal_classic_inner(&keys, ctx, schema, row_id, values, &classic)
     }
 
     /// Unseals one row whose schema has classic-mode classes: the KMS unwraps each classic
@@ -133,6 +133,6 @@ impl Cmk {
                 key_column: None,
             });
         }
-        keys.unseal_classic_inner(ctx, schema, row, &classic)
+        crate::rows::seal::unseal_classic_inner(&keys, ctx, schema, row, &classic)
     }
 }
