@@ -20,6 +20,7 @@ use crate::crypto::secret::SecretKey;
 use crate::keys::registry::{Purpose, RegistryEntry};
 use crate::kms::KmsError;
 use crate::tenant::context::TenantId;
+use crate::tenant::policy::Class;
 
 /// Lease timings for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,32 @@ impl Timings {
                 .unwrap_or(Duration::from_secs(3600)),
             max_uses: None,
         }
+    }
+}
+
+/// A leased KEK of one class.
+#[derive(Clone)]
+pub(crate) struct LeasedKek {
+    pub(crate) class: Class,
+    pub(crate) lease: Arc<Lease>,
+}
+
+impl LeasedKek {
+    /// Runs `f` with the KEK if its lease still serves (checked at every use).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&GcmKey) -> R) -> crate::Result<R> {
+        self.with_at(&mut RowTime::default(), f)
+    }
+
+    /// Like [`LeasedKek::with`], with the row's clock reading (see [`RowTime`]).
+    pub(crate) fn with_at<R>(
+        &self,
+        time: &mut RowTime,
+        f: impl FnOnce(&GcmKey) -> R,
+    ) -> crate::Result<R> {
+        self.lease.with_at(time, |m| match m {
+            Material::Kek(k) => Ok(f(k)),
+            Material::Root(_) => Err(crate::Error::Tampered),
+        })?
     }
 }
 

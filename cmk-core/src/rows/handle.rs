@@ -13,43 +13,17 @@ use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 use crate::audit::event::EventSink;
-use crate::crypto::aead::GcmKey;
+
 use crate::crypto::search;
 use crate::crypto::secret::SecretKey;
 use crate::error::Result;
 use crate::format::aad::RowId;
-use crate::keys::lease::{Lease, Material, RowTime};
+use crate::keys::lease::{Lease, LeasedKek, Material};
 use crate::rows::schema::RowSchema;
 use crate::rows::seal::{RowValues, SealOut, SealedRow, StoredRow, UnsealedRow};
 use crate::tenant::config::TenantConfig;
 use crate::tenant::context::TenantId;
 use crate::tenant::policy::{Class, Policy};
-
-/// A leased KEK of one class.
-#[derive(Clone)]
-pub(crate) struct LeasedKek {
-    pub(crate) class: Class,
-    pub(crate) lease: Arc<Lease>,
-}
-
-impl LeasedKek {
-    /// Runs `f` with the KEK if its lease still serves (checked at every use).
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&GcmKey) -> R) -> crate::Result<R> {
-        self.with_at(&mut RowTime::default(), f)
-    }
-
-    /// Like [`LeasedKek::with`], with the row's clock reading (see [`RowTime`]).
-    pub(crate) fn with_at<R>(
-        &self,
-        time: &mut RowTime,
-        f: impl FnOnce(&GcmKey) -> R,
-    ) -> crate::Result<R> {
-        self.lease.with_at(time, |m| match m {
-            Material::Kek(k) => Ok(f(k)),
-            Material::Root(_) => Err(crate::Error::Tampered),
-        })?
-    }
-}
 
 /// Keys derived per field from a root, cached for the handle's life.
 #[derive(Default)]

@@ -32,107 +32,103 @@ fn dek_context(
         .with("cmk:class", class.as_str())
 }
 
-impl Cmk {
-    fn schema_classes(schema: &RowSchema) -> Vec<String> {
-        schema.classes().iter().map(|c| c.to_string()).collect()
-    }
+fn schema_classes(schema: &RowSchema) -> Vec<String> {
+    schema.classes().iter().map(|c| c.to_string()).collect()
+}
 
-    /// Seals one row whose schema has classic-mode classes: each classic class's DEK is
-    /// wrapped by the KMS (one call per class), the rest as [`crate::TenantKeys::seal`] does.
-    pub async fn seal_classic(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row_id: Option<&RowId>,
-        values: &[Option<&[u8]>],
-    ) -> Result<SealedRow> {
-        let keys = self.keys_for(ctx, &Self::schema_classes(schema)).await?;
-        schema.check_values(values.len())?;
-        let tenant = ctx.tenant();
-        let mut classic = Vec::new();
-        for (k, class) in schema.key_classes().iter().enumerate() {
-            if !keys.classic_classes().contains(class) || schema.members(k).is_empty() {
-                continue;
-            }
-            let policy = keys.config().policy(class)?;
-            let list = crate::rows::seal::column_list(&keys, schema, k, values)?;
-            let id = kek_id(class.as_str());
-            let aad = dek_aad(
-                Vec::new(),
-                schema.dek_aad_prefix(k),
-                tenant.as_str(),
-                (id, 0),
-                row_id,
-                &list,
-                schema.sealed_class_set(),
-            );
-            let context = dek_context(aad, tenant.as_str(), schema, class);
-            let dek = SecretKey::random()?;
-            let blob = self
-                .kms
-                .wrap(&policy.kms_key, dek.expose_secret(), &context)
-                .await
-                .map_err(|e| self.kms_error(ctx, &policy.kms_key, e))?;
-            let key_column = key_column::build_classic(id, &blob, &list)?;
-            classic.push(ClassicDek {
-                k,
-                dek,
-                key_column: Some(key_column),
-            });
+/// The body of [`Cmk::seal_classic`].
+pub(crate) async fn seal_classic(
+    cmk: &Cmk,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row_id: Option<&RowId>,
+    values: &[Option<&[u8]>],
+) -> Result<SealedRow> {
+    let keys = cmk.keys_for(ctx, &schema_classes(schema)).await?;
+    schema.check_values(values.len())?;
+    let tenant = ctx.tenant();
+    let mut classic = Vec::new();
+    for (k, class) in schema.key_classes().iter().enumerate() {
+        if !keys.classic_classes().contains(class) || schema.members(k).is_empty() {
+            continue;
         }
-        crate::rows::seal::seal_classic_inner(&keys, ctx, schema, row_id, values, &classic)
+        let policy = keys.config().policy(class)?;
+        let list = crate::rows::seal::column_list(&keys, schema, k, values)?;
+        let id = kek_id(class.as_str());
+        let aad = dek_aad(
+            Vec::new(),
+            schema.dek_aad_prefix(k),
+            tenant.as_str(),
+            (id, 0),
+            row_id,
+            &list,
+            schema.sealed_class_set(),
+        );
+        let context = dek_context(aad, tenant.as_str(), schema, class);
+        let dek = SecretKey::random()?;
+        let blob = cmk
+            .kms
+            .wrap(&policy.kms_key, dek.expose_secret(), &context)
+            .await
+            .map_err(|e| cmk.kms_error(ctx, &policy.kms_key, e))?;
+        let key_column = key_column::build_classic(id, &blob, &list)?;
+        classic.push(ClassicDek {
+            k,
+            dek,
+            key_column: Some(key_column),
+        });
     }
+    crate::rows::seal::seal_classic_inner(&keys, ctx, schema, row_id, values, &classic)
+}
 
-    /// Unseals one row whose schema has classic-mode classes: the KMS unwraps each classic
-    /// key column's DEK (after the reader check, so a refused reader causes no KMS call).
-    pub async fn unseal_classic(
-        &self,
-        ctx: &RequestContext,
-        schema: &RowSchema,
-        row: &StoredRow<'_>,
-    ) -> Result<UnsealedRow> {
-        let keys = self.keys_for(ctx, &Self::schema_classes(schema)).await?;
-        if row.tenant != ctx.tenant().as_str() {
-            return Err(Error::TenantMismatch {
-                expected: ctx.tenant().to_string(),
-                found: row.tenant.to_string(),
-            });
-        }
-        let mut classic = Vec::new();
-        for (k, class) in schema.key_classes().iter().enumerate() {
-            let Some(bytes) = row.key_columns.get(k).copied().flatten() else {
-                continue;
-            };
-            if bytes.first() != Some(&key_column::CLASSIC_V1) {
-                continue;
-            }
-            let policy = keys.config().policy(class)?;
-            if !policy.may_read(ctx.roles()) {
-                continue; // refused or withheld by the synchronous step, without a KMS call
-            }
-            let ckc = key_column::parse_classic(bytes)?;
-            let aad = dek_aad(
-                Vec::new(),
-                schema.dek_aad_prefix(k),
-                ctx.tenant().as_str(),
-                (ckc.kek_id, 0),
-                row.row_id,
-                ckc.list_bytes,
-                &schema.present_class_set(row.key_columns),
-            );
-            let context = dek_context(aad, ctx.tenant().as_str(), schema, class);
-            let dek = self
-                .kms
-                .unwrap(&policy.kms_key, ckc.blob, &context)
-                .await
-                .map_err(|e| self.kms_error(ctx, &policy.kms_key, e))?;
-            let dek = SecretKey::from_slice(dek.expose_secret()).ok_or(Error::Tampered)?;
-            classic.push(ClassicDek {
-                k,
-                dek,
-                key_column: None,
-            });
-        }
-        crate::rows::seal::unseal_classic_inner(&keys, ctx, schema, row, &classic)
+/// The body of [`Cmk::unseal_classic`].
+pub(crate) async fn unseal_classic(
+    cmk: &Cmk,
+    ctx: &RequestContext,
+    schema: &RowSchema,
+    row: &StoredRow<'_>,
+) -> Result<UnsealedRow> {
+    let keys = cmk.keys_for(ctx, &schema_classes(schema)).await?;
+    if row.tenant != ctx.tenant().as_str() {
+        return Err(Error::TenantMismatch {
+            expected: ctx.tenant().to_string(),
+            found: row.tenant.to_string(),
+        });
     }
+    let mut classic = Vec::new();
+    for (k, class) in schema.key_classes().iter().enumerate() {
+        let Some(bytes) = row.key_columns.get(k).copied().flatten() else {
+            continue;
+        };
+        if bytes.first() != Some(&key_column::CLASSIC_V1) {
+            continue;
+        }
+        let policy = keys.config().policy(class)?;
+        if !policy.may_read(ctx.roles()) {
+            continue; // refused or withheld by the synchronous step, without a KMS call
+        }
+        let ckc = key_column::parse_classic(bytes)?;
+        let aad = dek_aad(
+            Vec::new(),
+            schema.dek_aad_prefix(k),
+            ctx.tenant().as_str(),
+            (ckc.kek_id, 0),
+            row.row_id,
+            ckc.list_bytes,
+            &schema.present_class_set(row.key_columns),
+        );
+        let context = dek_context(aad, ctx.tenant().as_str(), schema, class);
+        let dek = cmk
+            .kms
+            .unwrap(&policy.kms_key, ckc.blob, &context)
+            .await
+            .map_err(|e| cmk.kms_error(ctx, &policy.kms_key, e))?;
+        let dek = SecretKey::from_slice(dek.expose_secret()).ok_or(Error::Tampered)?;
+        classic.push(ClassicDek {
+            k,
+            dek,
+            key_column: None,
+        });
+    }
+    crate::rows::seal::unseal_classic_inner(&keys, ctx, schema, row, &classic)
 }

@@ -16,11 +16,12 @@ use crate::audit::event::{EventName, Outcome, SecurityEvent};
 use crate::crypto::aead::GcmKey;
 use crate::crypto::secret::SecretKey;
 use crate::error::{Error, Result};
+use crate::keys::lease::LeasedKek;
 use crate::keys::lease::{Lease, LeaseEnd, LeaseKey, Material, Timings};
 use crate::keys::registry::{
     KeyState, KeyVersionView, Purpose, RegistryEntry, entry_context, fold_versions, kek_id,
 };
-use crate::rows::handle::{LeasedKek, TenantKeys};
+use crate::rows::handle::TenantKeys;
 use crate::service::{Cmk, now_secs};
 use crate::tenant::config::TenantConfig;
 use crate::tenant::context::{RequestContext, TenantId};
@@ -110,636 +111,621 @@ fn failure(kind: &str) -> Outcome {
     }
 }
 
-impl Cmk {
-    pub(crate) fn forget_view(&self, tenant: &TenantId) {
-        if let Ok(mut v) = self.views.lock() {
-            v.remove(tenant);
-        }
+pub(crate) fn forget_view(cmk: &Cmk, tenant: &TenantId) {
+    if let Ok(mut v) = cmk.views.lock() {
+        v.remove(tenant);
     }
+}
 
-    /// The tenant's view, reloaded when older than its shortest renewal interval.
-    pub(crate) async fn tenant_view(
-        &self,
-        tenant: &TenantId,
-        force: bool,
-    ) -> Result<Arc<TenantView>> {
-        let now = self.settings.clock.now();
-        if !force {
-            let cached = self.views.lock().ok().and_then(|v| v.get(tenant).cloned());
-            if let Some(view) = cached {
-                let fresh_for = Timings::for_roots(&view.config).renewal;
-                // One caller takes the stale signal and re-reads; the others keep the view.
-                let stale = view.stale.load(std::sync::atomic::Ordering::Relaxed)
-                    && now >= view.loaded_at.saturating_add(STALE_RELOAD_MIN)
-                    && view.stale.swap(false, std::sync::atomic::Ordering::Relaxed);
-                if now < view.loaded_at.saturating_add(fresh_for) && !stale {
-                    return Ok(view);
-                }
+/// The tenant's view, reloaded when older than its shortest renewal interval.
+pub(crate) async fn tenant_view(
+    cmk: &Cmk,
+    tenant: &TenantId,
+    force: bool,
+) -> Result<Arc<TenantView>> {
+    let now = cmk.settings.clock.now();
+    if !force {
+        let cached = cmk.views.lock().ok().and_then(|v| v.get(tenant).cloned());
+        if let Some(view) = cached {
+            let fresh_for = Timings::for_roots(&view.config).renewal;
+            // One caller takes the stale signal and re-reads; the others keep the view.
+            let stale = view.stale.load(std::sync::atomic::Ordering::Relaxed)
+                && now >= view.loaded_at.saturating_add(STALE_RELOAD_MIN)
+                && view.stale.swap(false, std::sync::atomic::Ordering::Relaxed);
+            if now < view.loaded_at.saturating_add(fresh_for) && !stale {
+                return Ok(view);
             }
         }
-        let entries = self.registry.entries(tenant).await?;
-        let empty = entries.is_empty();
-        let shredded = entries.iter().any(|e| e.purpose == Purpose::Tombstone);
-        let config = Arc::new(if empty || shredded {
-            // Unknown or shredded tenants fail before their configuration matters.
-            match self.configs.load(tenant).await {
-                Ok(c) => c,
-                Err(_) if empty => {
-                    return Err(Error::UnknownTenant {
-                        tenant: tenant.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(Error::TenantShredded {
-                        tenant: tenant.to_string(),
-                    });
-                }
-            }
-        } else {
-            self.configs.load(tenant).await?
-        });
-        let trusted = |purpose: Purpose, policy: &str| match purpose {
-            Purpose::Kek => Class::new(policy)
-                .ok()
-                .and_then(|c| config.policies.get(&c))
-                .map(|p| p.kms_key.clone()),
-            _ => Some(config.root_key.clone()),
-        };
-        if &config.tenant != tenant {
-            return Err(Error::ConfigIntegrity {
-                tenant: tenant.to_string(),
-            });
-        }
-        // Routing follows the stored configuration (another instance may have changed it); a
-        // sink that refuses it keeps its previous route and the tenant's reads go on.
-        let _ = self
-            .sink
-            .configure_tenant(tenant, config.audit_sink.as_deref());
-        let views = fold_versions(&entries, trusted);
-        let view = Arc::new(TenantView {
-            config,
-            views,
-            shredded,
-            empty,
-            loaded_at: now,
-            plans: Default::default(),
-            stale: Default::default(),
-        });
-        if let Ok(mut v) = self.views.lock() {
-            v.insert(tenant.clone(), Arc::clone(&view));
-        }
-        Ok(view)
     }
-
-    /// Fetches the keys of the context's tenant for `classes` as a handle. With warm leases
-    /// this makes no KMS call and no registry read; otherwise one KMS unwrap per distinct key
-    /// version (concurrent callers share it), never one per row. Fails for an unknown or
-    /// shredded tenant, a class without policy or KEK, and a KMS that refuses.
-    pub async fn keys_for<C: AsRef<str>>(
-        &self,
-        ctx: &RequestContext,
-        classes: &[C],
-    ) -> Result<Arc<TenantKeys>> {
-        let tenant = ctx.tenant();
-        let mut view = self.tenant_view(tenant, false).await?;
-        if view.empty {
-            return Err(Error::UnknownTenant {
-                tenant: tenant.to_string(),
-            });
-        }
-        if view.shredded {
-            return Err(Error::TenantShredded {
-                tenant: tenant.to_string(),
-            });
-        }
-        let classes: Vec<Class> = classes
-            .iter()
-            .map(|c| Class::new(c.as_ref()))
-            .collect::<Result<_>>()?;
-        let wanted: Vec<&Class> = {
-            let mut w: Vec<&Class> = classes.iter().collect();
-            w.sort();
-            w.dedup();
-            w
-        };
-        for class in &wanted {
-            view.config.policy(class)?;
-        }
-        if self.roll_over_due(ctx, &view, &wanted).await? {
-            view = self.tenant_view(tenant, true).await?;
-        }
-        let config = Arc::clone(&view.config);
-        // Every key the handle needs is listed first, then fetched concurrently (each still
-        // single flight), so a cold handle costs about one KMS round trip, not one per key.
-        let mut wants: Vec<Want<'_>> = Vec::new();
-        let mut classic = Vec::new();
-        for class in &wanted {
-            let policy = config.policy(class)?;
-            let Some(timings) = Timings::of(&policy.lease) else {
-                classic.push((*class).clone());
-                continue;
-            };
-            // Only versions with an entry under the configured master key, and they go before
-            // the cut, or forged ones could crowd out every real key; a version without one
-            // is skipped: rows naming it fail with `KeyUnavailable`, and it never becomes
-            // the write key.
-            let mut versions: Vec<(&KeyVersionView, &RegistryEntry)> = view
-                .views
-                .iter()
-                .filter(|v| {
-                    v.purpose == Purpose::Kek
-                        && v.policy == class.as_str()
-                        && v.state != KeyState::Destroyed
-                })
-                .filter_map(|v| Some((v, v.wrapped_by.as_ref()?)))
-                .collect();
-            versions.sort_by_key(|(v, _)| std::cmp::Reverse(v.version));
-            versions.truncate(self.settings.max_warm_versions);
-            if versions.is_empty() {
-                return Err(Error::ClassNotProvisioned {
+    let entries = cmk.registry.entries(tenant).await?;
+    let empty = entries.is_empty();
+    let shredded = entries.iter().any(|e| e.purpose == Purpose::Tombstone);
+    let config = Arc::new(if empty || shredded {
+        // Unknown or shredded tenants fail before their configuration matters.
+        match cmk.configs.load(tenant).await {
+            Ok(c) => c,
+            Err(_) if empty => {
+                return Err(Error::UnknownTenant {
                     tenant: tenant.to_string(),
-                    class: class.to_string(),
                 });
             }
-            if !versions.iter().any(|(v, _)| v.state == KeyState::Active) {
-                return Err(Error::InvalidConfig(format!(
-                    "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
-                )));
-            }
-            for (v, entry) in versions {
-                wants.push(Want {
-                    slot: Slot::Kek(class),
-                    view: v,
-                    entry,
-                    timings,
+            Err(_) => {
+                return Err(Error::TenantShredded {
+                    tenant: tenant.to_string(),
                 });
             }
         }
-        let searchable = wanted
-            .iter()
-            .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
-        if searchable {
-            let timings = Timings::for_roots(&config);
-            for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
-                let (Ok(version), Some(entry)) = (u8::try_from(v.version), &v.wrapped_by) else {
-                    continue;
-                };
-                let slot = match v.purpose {
-                    Purpose::IndexRoot => Slot::IndexRoot(version),
-                    Purpose::DeterministicRoot => Slot::DeterministicRoot(version),
-                    _ => continue,
-                };
-                wants.push(Want {
-                    slot,
-                    view: v,
-                    entry,
-                    timings,
-                });
-            }
-        }
-        // The futures are made first: a stream over a closure would not be provably `Send`.
-        let fetches: Vec<_> = wants
-            .iter()
-            .map(|w| self.lease_for(tenant, w.view, w.entry, w.timings))
-            .collect();
-        let leases: Vec<Result<Arc<Lease>>> = futures_util::stream::iter(fetches)
-            .buffered(FETCH_CONCURRENCY)
-            .collect()
-            .await;
-        let mut keks = Vec::new();
-        let mut active: Vec<(Class, (u32, u32))> = Vec::new();
-        let mut index_roots = BTreeMap::new();
-        let mut deterministic_roots = BTreeMap::new();
-        for (want, lease) in wants.iter().zip(leases) {
-            let lease = lease?;
-            let v = want.view;
-            match want.slot {
-                Slot::Kek(class) => {
-                    if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == class) {
-                        active.push((class.clone(), (v.kek_id, v.version)));
-                    }
-                    keks.push((
-                        (v.kek_id, v.version),
-                        LeasedKek {
-                            class: class.clone(),
-                            lease,
-                        },
-                    ));
-                }
-                Slot::IndexRoot(version) => {
-                    index_roots.insert(version, lease);
-                }
-                Slot::DeterministicRoot(version) => {
-                    deterministic_roots.insert(version, lease);
-                }
-            }
-        }
-        let known_keks = view
-            .views
-            .iter()
-            .filter(|v| v.purpose == Purpose::Kek)
-            .map(|v| (v.kek_id, v.version))
-            .collect();
-        let known_roots: HashSet<(bool, u8)> = view
-            .views
-            .iter()
-            .filter_map(|v| {
-                let version = u8::try_from(v.version).ok()?;
-                match v.purpose {
-                    Purpose::IndexRoot => Some((false, version)),
-                    Purpose::DeterministicRoot => Some((true, version)),
-                    _ => None,
-                }
-            })
-            .collect();
-        let any_fail_closed = config
-            .policies
-            .values()
-            .any(|p| p.audit == crate::tenant::policy::AuditMode::FailClosed);
-        Ok(Arc::new(TenantKeys {
-            tenant: tenant.clone(),
-            ctx: ctx.clone(),
-            any_fail_closed,
-            config,
-            keks,
-            active,
-            classic,
-            known_keks,
-            known_roots,
-            index_roots,
-            deterministic_roots,
-            derived: Default::default(),
-            plans: Arc::clone(&view.plans),
-            view_stale: Arc::clone(&view.stale),
-            sink: Arc::clone(&self.sink),
-            min_format_version: self.settings.min_format_version,
-            kek_max_wraps: self.settings.kek_max_wraps,
-        }))
-    }
-
-    async fn lease_for(
-        &self,
-        tenant: &TenantId,
-        v: &KeyVersionView,
-        entry: &RegistryEntry,
-        timings: Timings,
-    ) -> Result<Arc<Lease>> {
-        let key = LeaseKey {
-            tenant: tenant.clone(),
-            purpose: v.purpose,
-            policy: v.policy.clone(),
-            version: v.version,
-        };
-        if let Some(l) = self.leases.get(&key)
-            && l.ended().is_none()
-            && !l.renewal_due()
-        {
-            return Ok(l);
-        }
-        self.obtain(key, entry.clone(), timings).await
-    }
-
-    /// Unwraps (or renews) one lease: single flight per key, classified failures.
-    async fn obtain(
-        &self,
-        key: LeaseKey,
-        entry: RegistryEntry,
-        timings: Timings,
-    ) -> Result<Arc<Lease>> {
-        let flight_key = key.clone();
-        let result = self.obtain_once(key, entry, timings).await;
-        self.leases.prune_flight(&flight_key);
-        result
-    }
-
-    async fn obtain_once(
-        &self,
-        key: LeaseKey,
-        entry: RegistryEntry,
-        timings: Timings,
-    ) -> Result<Arc<Lease>> {
-        let flight = self.leases.flight(&key);
-        let _one_at_a_time = flight.lock().await;
-        let existing = self
-            .leases
-            .get(&key)
-            .filter(|l| !matches!(l.ended(), Some(LeaseEnd::Revoked(_))));
-        if let Some(l) = &existing
-            && l.ended().is_none()
-            && !l.renewal_due()
-        {
-            return Ok(Arc::clone(l)); // another caller just did the work
-        }
-        let tenant = &key.tenant.clone();
-        let kms_error = |e| Error::Kms {
+    } else {
+        cmk.configs.load(tenant).await?
+    });
+    let trusted = |purpose: Purpose, policy: &str| match purpose {
+        Purpose::Kek => Class::new(policy)
+            .ok()
+            .and_then(|c| config.policies.get(&c))
+            .map(|p| p.kms_key.clone()),
+        _ => Some(config.root_key.clone()),
+    };
+    if &config.tenant != tenant {
+        return Err(Error::ConfigIntegrity {
             tenant: tenant.to_string(),
-            provider: entry.cmk_ref.provider().to_string(),
-            source: e,
+        });
+    }
+    // Routing follows the stored configuration (another instance may have changed it); a
+    // sink that refuses it keeps its previous route and the tenant's reads go on.
+    let _ = cmk
+        .sink
+        .configure_tenant(tenant, config.audit_sink.as_deref());
+    let views = fold_versions(&entries, trusted);
+    let view = Arc::new(TenantView {
+        config,
+        views,
+        shredded,
+        empty,
+        loaded_at: now,
+        plans: Default::default(),
+        stale: Default::default(),
+    });
+    if let Ok(mut v) = cmk.views.lock() {
+        v.insert(tenant.clone(), Arc::clone(&view));
+    }
+    Ok(view)
+}
+
+/// The body of [`Cmk::keys_for`].
+pub(crate) async fn keys_for<C: AsRef<str>>(
+    cmk: &Cmk,
+    ctx: &RequestContext,
+    classes: &[C],
+) -> Result<Arc<TenantKeys>> {
+    let tenant = ctx.tenant();
+    let mut view = tenant_view(cmk, tenant, false).await?;
+    if view.empty {
+        return Err(Error::UnknownTenant {
+            tenant: tenant.to_string(),
+        });
+    }
+    if view.shredded {
+        return Err(Error::TenantShredded {
+            tenant: tenant.to_string(),
+        });
+    }
+    let classes: Vec<Class> = classes
+        .iter()
+        .map(|c| Class::new(c.as_ref()))
+        .collect::<Result<_>>()?;
+    let wanted: Vec<&Class> = {
+        let mut w: Vec<&Class> = classes.iter().collect();
+        w.sort();
+        w.dedup();
+        w
+    };
+    for class in &wanted {
+        view.config.policy(class)?;
+    }
+    if roll_over_due(cmk, ctx, &view, &wanted).await? {
+        view = tenant_view(cmk, tenant, true).await?;
+    }
+    let config = Arc::clone(&view.config);
+    // Every key the handle needs is listed first, then fetched concurrently (each still
+    // single flight), so a cold handle costs about one KMS round trip, not one per key.
+    let mut wants: Vec<Want<'_>> = Vec::new();
+    let mut classic = Vec::new();
+    for class in &wanted {
+        let policy = config.policy(class)?;
+        let Some(timings) = Timings::of(&policy.lease) else {
+            classic.push((*class).clone());
+            continue;
         };
-        if let Some(denied) = self.leases.denial(&key) {
-            return Err(kms_error(denied));
-        }
-        let context = entry_context(
-            key.purpose,
-            tenant,
-            &key.policy,
-            entry.kek_id,
-            key.version,
-            &entry.cmk_ref,
-        );
-        let result = self
-            .kms
-            .unwrap(&entry.cmk_ref, &entry.wrapped, &context)
-            .await;
-        let sink = self.sink.as_ref();
-        // A lease that is still serving (not expired, not used up) and whose policy has not
-        // changed can be renewed in place; new lease times or caps start a new lease.
-        let live = existing.filter(|l| l.ended().is_none() && l.timings() == timings);
-        match result {
-            Ok(bytes) => {
-                let material =
-                    SecretKey::from_slice(bytes.expose_secret()).ok_or(Error::Tampered)?;
-                self.leases.forget_denial(&key);
-                if let Some(lease) = live {
-                    lease.renewed(entry);
-                    lease_event(
-                        sink,
-                        &lease.key,
-                        EventName::KmsLeaseRenewed,
-                        Outcome::Success,
-                        lease.uses(),
-                    );
-                    return Ok(lease);
-                }
-                let material = match key.purpose {
-                    Purpose::Kek => Material::Kek(Box::new(GcmKey::new(&material))),
-                    _ => Material::Root(material),
-                };
-                let provider = entry.cmk_ref.provider().to_string();
-                let clock = Arc::clone(&self.settings.clock);
-                let lease = Arc::new(Lease::new(
-                    key,
-                    provider,
-                    material,
-                    clock,
-                    timings.renewal,
-                    timings.hard,
-                    timings.max_uses,
-                    entry,
-                ));
-                self.leases.insert(Arc::clone(&lease));
-                system_event(sink, tenant, EventName::KmsUnwrap, Outcome::Success);
-                Ok(lease)
-            }
-            Err(e) if e.kind.is_transient() => {
-                system_event(
-                    sink,
-                    tenant,
-                    EventName::KmsUnreachable,
-                    failure(e.kind.as_str()),
-                );
-                match live {
-                    Some(lease) => {
-                        lease.retry_later();
-                        Ok(lease)
-                    }
-                    None => Err(kms_error(e)),
-                }
-            }
-            Err(e) => {
-                if let Some(lease) = self.leases.remove(&key) {
-                    lease.revoke(e.kind.as_str());
-                    lease_event(
-                        sink,
-                        &lease.key,
-                        EventName::KmsLeaseRevoked,
-                        failure(e.kind.as_str()),
-                        lease.uses(),
-                    );
-                }
-                self.leases.remember_denial(&key, e.clone());
-                system_event(sink, tenant, EventName::KmsUnwrap, failure(e.kind.as_str()));
-                Err(kms_error(e))
-            }
-        }
-    }
-
-    /// One renewal pass over this process's leases: re-reads each tenant's registry (shred
-    /// tombstones, destroyed versions, re-wraps), renews leases whose renewal time has passed
-    /// with a real unwrap, and wipes leases past hard expiry. The background renewer
-    /// ([`Cmk::spawn_renewer`]) calls this; so do tests, with a controllable clock.
-    pub async fn renew_due(&self) -> RenewReport {
-        let mut report = RenewReport::default();
-        let leases = self.leases.all();
-        let tenants: HashSet<TenantId> = leases.iter().map(|l| l.key.tenant.clone()).collect();
-        let mut fresh = std::collections::HashMap::new();
-        for tenant in tenants {
-            match self.tenant_view(&tenant, true).await {
-                Ok(view) => {
-                    fresh.insert(tenant, Some(view));
-                }
-                // None: the tenant is shredded or purged.
-                Err(Error::TenantShredded { .. }) | Err(Error::UnknownTenant { .. }) => {
-                    fresh.insert(tenant, None);
-                }
-                // Registry or configuration unreachable: leases ride it out like a KMS outage.
-                Err(_) => {}
-            }
-        }
-        for lease in leases {
-            let key = lease.key.clone();
-            if matches!(lease.ended(), Some(LeaseEnd::Revoked(_))) {
-                self.leases.remove(&key);
-                continue;
-            }
-            if lease.ended() == Some(LeaseEnd::Expired) {
-                lease.wipe();
-                self.leases.remove(&key);
-                lease_event(
-                    self.sink.as_ref(),
-                    &key,
-                    EventName::KmsLeaseExpired,
-                    failure("lease_expired"),
-                    lease.uses(),
-                );
-                report.expired += 1;
-                continue;
-            }
-            let Some(view) = fresh.get(&key.tenant) else {
-                // Registry or configuration unreadable (down, or a corrupted record): still ask
-                // the KMS, with the lease's own entry, so a revocation is seen in time.
-                if lease.renewal_due() {
-                    let entry = lease.entry();
-                    let expiry_before = lease.hard_expiry();
-                    match self.obtain(key, entry, lease.timings()).await {
-                        Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
-                            report.renewed += 1
-                        }
-                        Ok(_) => report.unreachable += 1,
-                        Err(Error::Kms { source, .. }) if source.kind.is_transient() => {
-                            report.unreachable += 1
-                        }
-                        Err(_) => report.revoked += 1,
-                    }
-                }
-                continue;
-            };
-            let current = view.as_ref().and_then(|view| {
-                view.views.iter().find(|v| {
-                    v.purpose == key.purpose && v.policy == key.policy && v.version == key.version
-                })
+        // Only versions with an entry under the configured master key, and they go before
+        // the cut, or forged ones could crowd out every real key; a version without one
+        // is skipped: rows naming it fail with `KeyUnavailable`, and it never becomes
+        // the write key.
+        let mut versions: Vec<(&KeyVersionView, &RegistryEntry)> = view
+            .views
+            .iter()
+            .filter(|v| {
+                v.purpose == Purpose::Kek
+                    && v.policy == class.as_str()
+                    && v.state != KeyState::Destroyed
+            })
+            .filter_map(|v| Some((v, v.wrapped_by.as_ref()?)))
+            .collect();
+        versions.sort_by_key(|(v, _)| std::cmp::Reverse(v.version));
+        versions.truncate(cmk.settings.max_warm_versions);
+        if versions.is_empty() {
+            return Err(Error::ClassNotProvisioned {
+                tenant: tenant.to_string(),
+                class: class.to_string(),
             });
-            let reason = match (view, current) {
-                (None, _) => Some("tenant shredded"),
-                (Some(view), _) if view.shredded || view.empty => Some("tenant shredded"),
-                (Some(_), None) => Some("key version gone from the registry"),
-                (Some(_), Some(v)) if v.state == KeyState::Destroyed => {
-                    Some("key version destroyed")
-                }
-                (Some(_), Some(v)) if v.wrapped_by.is_none() => {
-                    Some("no entry under the configured master key")
-                }
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                self.leases.remove(&key);
-                lease.revoke(reason);
-                lease_event(
-                    self.sink.as_ref(),
-                    &key,
-                    EventName::KmsLeaseRevoked,
-                    failure("revoked"),
-                    lease.uses(),
-                );
-                report.revoked += 1;
+        }
+        if !versions.iter().any(|(v, _)| v.state == KeyState::Active) {
+            return Err(Error::InvalidConfig(format!(
+                "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
+            )));
+        }
+        for (v, entry) in versions {
+            wants.push(Want {
+                slot: Slot::Kek(class),
+                view: v,
+                entry,
+                timings,
+            });
+        }
+    }
+    let searchable = wanted
+        .iter()
+        .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
+    if searchable {
+        let timings = Timings::for_roots(&config);
+        for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
+            let (Ok(version), Some(entry)) = (u8::try_from(v.version), &v.wrapped_by) else {
                 continue;
+            };
+            let slot = match v.purpose {
+                Purpose::IndexRoot => Slot::IndexRoot(version),
+                Purpose::DeterministicRoot => Slot::DeterministicRoot(version),
+                _ => continue,
+            };
+            wants.push(Want {
+                slot,
+                view: v,
+                entry,
+                timings,
+            });
+        }
+    }
+    // The futures are made first: a stream over a closure would not be provably `Send`.
+    let fetches: Vec<_> = wants
+        .iter()
+        .map(|w| lease_for(cmk, tenant, w.view, w.entry, w.timings))
+        .collect();
+    let leases: Vec<Result<Arc<Lease>>> = futures_util::stream::iter(fetches)
+        .buffered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
+    let mut keks = Vec::new();
+    let mut active: Vec<(Class, (u32, u32))> = Vec::new();
+    let mut index_roots = BTreeMap::new();
+    let mut deterministic_roots = BTreeMap::new();
+    for (want, lease) in wants.iter().zip(leases) {
+        let lease = lease?;
+        let v = want.view;
+        match want.slot {
+            Slot::Kek(class) => {
+                if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == class) {
+                    active.push((class.clone(), (v.kek_id, v.version)));
+                }
+                keks.push((
+                    (v.kek_id, v.version),
+                    LeasedKek {
+                        class: class.clone(),
+                        lease,
+                    },
+                ));
             }
-            if !lease.renewal_due() {
-                continue;
+            Slot::IndexRoot(version) => {
+                index_roots.insert(version, lease);
             }
-            let (Some(view), Some(v)) = (view, current) else {
-                continue;
-            };
-            let Some(entry) = v.wrapped_by.clone() else {
-                continue;
-            };
-            let timings = match key.purpose {
-                Purpose::Kek => Class::new(&key.policy)
-                    .ok()
-                    .and_then(|c| view.config.policies.get(&c))
-                    .and_then(|p| Timings::of(&p.lease))
-                    .unwrap_or(Timings::for_roots(&view.config)),
-                _ => Timings::for_roots(&view.config),
-            };
-            let expiry_before = lease.hard_expiry();
-            match self.obtain(key, entry, timings).await {
-                // A successful renewal moves the hard expiry; riding out an outage does not.
-                Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
-                    report.renewed += 1
-                }
-                Ok(_) => report.unreachable += 1,
-                Err(Error::Kms { source, .. }) if source.kind.is_transient() => {
-                    report.unreachable += 1
-                }
-                Err(_) => report.revoked += 1,
+            Slot::DeterministicRoot(version) => {
+                deterministic_roots.insert(version, lease);
             }
         }
-        report
     }
-
-    /// Starts the background renewer on the current tokio runtime: every `period` it runs
-    /// [`Cmk::renew_due`]. Choose a period well below the shortest renewal interval (for
-    /// example a tenth of it). Dropping the returned handle does not stop it; abort it.
-    pub fn spawn_renewer(&self, period: Duration) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                let _ = me.renew_due().await;
+    let known_keks = view
+        .views
+        .iter()
+        .filter(|v| v.purpose == Purpose::Kek)
+        .map(|v| (v.kek_id, v.version))
+        .collect();
+    let known_roots: HashSet<(bool, u8)> = view
+        .views
+        .iter()
+        .filter_map(|v| {
+            let version = u8::try_from(v.version).ok()?;
+            match v.purpose {
+                Purpose::IndexRoot => Some((false, version)),
+                Purpose::DeterministicRoot => Some((true, version)),
+                _ => None,
             }
         })
-    }
+        .collect();
+    let any_fail_closed = config
+        .policies
+        .values()
+        .any(|p| p.audit == crate::tenant::policy::AuditMode::FailClosed);
+    Ok(Arc::new(TenantKeys {
+        tenant: tenant.clone(),
+        ctx: ctx.clone(),
+        any_fail_closed,
+        config,
+        keks,
+        active,
+        classic,
+        known_keks,
+        known_roots,
+        index_roots,
+        deterministic_roots,
+        derived: Default::default(),
+        plans: Arc::clone(&view.plans),
+        view_stale: Arc::clone(&view.stale),
+        sink: Arc::clone(&cmk.sink),
+        min_format_version: cmk.settings.min_format_version,
+        kek_max_wraps: cmk.settings.kek_max_wraps,
+    }))
+}
 
-    /// Rolls a class's KEK over to a new version when the active one is too old (by its
-    /// registry creation time) or has wrapped too many DEKs in this process. Returns true when
-    /// the registry changed.
-    async fn roll_over_due(
-        &self,
-        ctx: &RequestContext,
-        view: &TenantView,
-        wanted: &[&Class],
-    ) -> Result<bool> {
-        let mut changed = false;
-        for class in wanted {
-            let Ok(policy) = view.config.policy(class) else {
-                continue;
-            };
-            if Timings::of(&policy.lease).is_none() {
-                continue;
+async fn lease_for(
+    cmk: &Cmk,
+    tenant: &TenantId,
+    v: &KeyVersionView,
+    entry: &RegistryEntry,
+    timings: Timings,
+) -> Result<Arc<Lease>> {
+    let key = LeaseKey {
+        tenant: tenant.clone(),
+        purpose: v.purpose,
+        policy: v.policy.clone(),
+        version: v.version,
+    };
+    if let Some(l) = cmk.leases.get(&key)
+        && l.ended().is_none()
+        && !l.renewal_due()
+    {
+        return Ok(l);
+    }
+    obtain(cmk, key, entry.clone(), timings).await
+}
+
+/// Unwraps (or renews) one lease: single flight per key, classified failures.
+async fn obtain(
+    cmk: &Cmk,
+    key: LeaseKey,
+    entry: RegistryEntry,
+    timings: Timings,
+) -> Result<Arc<Lease>> {
+    let flight_key = key.clone();
+    let result = obtain_once(cmk, key, entry, timings).await;
+    cmk.leases.prune_flight(&flight_key);
+    result
+}
+
+async fn obtain_once(
+    cmk: &Cmk,
+    key: LeaseKey,
+    entry: RegistryEntry,
+    timings: Timings,
+) -> Result<Arc<Lease>> {
+    let flight = cmk.leases.flight(&key);
+    let _one_at_a_time = flight.lock().await;
+    let existing = cmk
+        .leases
+        .get(&key)
+        .filter(|l| !matches!(l.ended(), Some(LeaseEnd::Revoked(_))));
+    if let Some(l) = &existing
+        && l.ended().is_none()
+        && !l.renewal_due()
+    {
+        return Ok(Arc::clone(l)); // another caller just did the work
+    }
+    let tenant = &key.tenant.clone();
+    let kms_error = |e| Error::Kms {
+        tenant: tenant.to_string(),
+        provider: entry.cmk_ref.provider().to_string(),
+        source: e,
+    };
+    if let Some(denied) = cmk.leases.denial(&key) {
+        return Err(kms_error(denied));
+    }
+    let context = entry_context(
+        key.purpose,
+        tenant,
+        &key.policy,
+        entry.kek_id,
+        key.version,
+        &entry.cmk_ref,
+    );
+    let result = cmk
+        .kms
+        .unwrap(&entry.cmk_ref, &entry.wrapped, &context)
+        .await;
+    let sink = cmk.sink.as_ref();
+    // A lease that is still serving (not expired, not used up) and whose policy has not
+    // changed can be renewed in place; new lease times or caps start a new lease.
+    let live = existing.filter(|l| l.ended().is_none() && l.timings() == timings);
+    match result {
+        Ok(bytes) => {
+            let material = SecretKey::from_slice(bytes.expose_secret()).ok_or(Error::Tampered)?;
+            cmk.leases.forget_denial(&key);
+            if let Some(lease) = live {
+                lease.renewed(entry);
+                lease_event(
+                    sink,
+                    &lease.key,
+                    EventName::KmsLeaseRenewed,
+                    Outcome::Success,
+                    lease.uses(),
+                );
+                return Ok(lease);
             }
-            let versions: Vec<&KeyVersionView> = view
-                .views
-                .iter()
-                .filter(|v| v.purpose == Purpose::Kek && v.policy == class.as_str())
-                .collect();
-            let Some(active) = versions
-                .iter()
-                .filter(|v| v.state == KeyState::Active && v.wrapped_by.is_some())
-                .max_by_key(|v| v.version)
-            else {
-                continue;
+            let material = match key.purpose {
+                Purpose::Kek => Material::Kek(Box::new(GcmKey::new(&material))),
+                _ => Material::Root(material),
             };
-            let created = active.wrapped_by.as_ref().map_or(0, |e| e.created_at);
-            let too_old = now_secs().saturating_sub(created) >= self.settings.kek_max_age.as_secs();
-            let key = LeaseKey {
-                tenant: ctx.tenant().clone(),
-                purpose: Purpose::Kek,
-                policy: class.to_string(),
-                version: active.version,
-            };
-            let too_used = self
-                .leases
-                .get(&key)
-                .is_some_and(|l| l.wraps() >= self.settings.kek_max_wraps);
-            if too_old || too_used {
-                let outcome = self.provision_next_kek(ctx, view, class).await;
-                self.emit(ctx, EventName::AdminKekStateChanged, &outcome);
-                outcome?;
-                changed = true;
+            let provider = entry.cmk_ref.provider().to_string();
+            let clock = Arc::clone(&cmk.settings.clock);
+            let lease = Arc::new(Lease::new(
+                key,
+                provider,
+                material,
+                clock,
+                timings.renewal,
+                timings.hard,
+                timings.max_uses,
+                entry,
+            ));
+            cmk.leases.insert(Arc::clone(&lease));
+            system_event(sink, tenant, EventName::KmsUnwrap, Outcome::Success);
+            Ok(lease)
+        }
+        Err(e) if e.kind.is_transient() => {
+            system_event(
+                sink,
+                tenant,
+                EventName::KmsUnreachable,
+                failure(e.kind.as_str()),
+            );
+            match live {
+                Some(lease) => {
+                    lease.retry_later();
+                    Ok(lease)
+                }
+                None => Err(kms_error(e)),
             }
         }
-        if changed {
-            self.forget_view(ctx.tenant());
+        Err(e) => {
+            if let Some(lease) = cmk.leases.remove(&key) {
+                lease.revoke(e.kind.as_str());
+                lease_event(
+                    sink,
+                    &lease.key,
+                    EventName::KmsLeaseRevoked,
+                    failure(e.kind.as_str()),
+                    lease.uses(),
+                );
+            }
+            cmk.leases.remember_denial(&key, e.clone());
+            system_event(sink, tenant, EventName::KmsUnwrap, failure(e.kind.as_str()));
+            Err(kms_error(e))
         }
-        Ok(changed)
     }
+}
 
-    /// Writes KEK version (highest known + 1) of `class` under its configured master key.
-    pub(crate) async fn provision_next_kek(
-        &self,
-        ctx: &RequestContext,
-        view: &TenantView,
-        class: &Class,
-    ) -> Result<u32> {
-        let policy = view.config.policy(class)?;
-        let next = view
+/// The body of [`Cmk::renew_due`].
+pub(crate) async fn renew_due(cmk: &Cmk) -> RenewReport {
+    let mut report = RenewReport::default();
+    let leases = cmk.leases.all();
+    let tenants: HashSet<TenantId> = leases.iter().map(|l| l.key.tenant.clone()).collect();
+    let mut fresh = std::collections::HashMap::new();
+    for tenant in tenants {
+        match tenant_view(cmk, &tenant, true).await {
+            Ok(view) => {
+                fresh.insert(tenant, Some(view));
+            }
+            // None: the tenant is shredded or purged.
+            Err(Error::TenantShredded { .. }) | Err(Error::UnknownTenant { .. }) => {
+                fresh.insert(tenant, None);
+            }
+            // Registry or configuration unreachable: leases ride it out like a KMS outage.
+            Err(_) => {}
+        }
+    }
+    for lease in leases {
+        let key = lease.key.clone();
+        if matches!(lease.ended(), Some(LeaseEnd::Revoked(_))) {
+            cmk.leases.remove(&key);
+            continue;
+        }
+        if lease.ended() == Some(LeaseEnd::Expired) {
+            lease.wipe();
+            cmk.leases.remove(&key);
+            lease_event(
+                cmk.sink.as_ref(),
+                &key,
+                EventName::KmsLeaseExpired,
+                failure("lease_expired"),
+                lease.uses(),
+            );
+            report.expired += 1;
+            continue;
+        }
+        let Some(view) = fresh.get(&key.tenant) else {
+            // Registry or configuration unreadable (down, or a corrupted record): still ask
+            // the KMS, with the lease's own entry, so a revocation is seen in time.
+            if lease.renewal_due() {
+                let entry = lease.entry();
+                let expiry_before = lease.hard_expiry();
+                match obtain(cmk, key, entry, lease.timings()).await {
+                    Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
+                        report.renewed += 1
+                    }
+                    Ok(_) => report.unreachable += 1,
+                    Err(Error::Kms { source, .. }) if source.kind.is_transient() => {
+                        report.unreachable += 1
+                    }
+                    Err(_) => report.revoked += 1,
+                }
+            }
+            continue;
+        };
+        let current = view.as_ref().and_then(|view| {
+            view.views.iter().find(|v| {
+                v.purpose == key.purpose && v.policy == key.policy && v.version == key.version
+            })
+        });
+        let reason = match (view, current) {
+            (None, _) => Some("tenant shredded"),
+            (Some(view), _) if view.shredded || view.empty => Some("tenant shredded"),
+            (Some(_), None) => Some("key version gone from the registry"),
+            (Some(_), Some(v)) if v.state == KeyState::Destroyed => Some("key version destroyed"),
+            (Some(_), Some(v)) if v.wrapped_by.is_none() => {
+                Some("no entry under the configured master key")
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            cmk.leases.remove(&key);
+            lease.revoke(reason);
+            lease_event(
+                cmk.sink.as_ref(),
+                &key,
+                EventName::KmsLeaseRevoked,
+                failure("revoked"),
+                lease.uses(),
+            );
+            report.revoked += 1;
+            continue;
+        }
+        if !lease.renewal_due() {
+            continue;
+        }
+        let (Some(view), Some(v)) = (view, current) else {
+            continue;
+        };
+        let Some(entry) = v.wrapped_by.clone() else {
+            continue;
+        };
+        let timings = match key.purpose {
+            Purpose::Kek => Class::new(&key.policy)
+                .ok()
+                .and_then(|c| view.config.policies.get(&c))
+                .and_then(|p| Timings::of(&p.lease))
+                .unwrap_or(Timings::for_roots(&view.config)),
+            _ => Timings::for_roots(&view.config),
+        };
+        let expiry_before = lease.hard_expiry();
+        match obtain(cmk, key, entry, timings).await {
+            // A successful renewal moves the hard expiry; riding out an outage does not.
+            Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
+                report.renewed += 1
+            }
+            Ok(_) => report.unreachable += 1,
+            Err(Error::Kms { source, .. }) if source.kind.is_transient() => report.unreachable += 1,
+            Err(_) => report.revoked += 1,
+        }
+    }
+    report
+}
+
+/// The body of [`Cmk::spawn_renewer`].
+pub(crate) fn spawn_renewer(cmk: &Cmk, period: Duration) -> tokio::task::JoinHandle<()> {
+    let me = cmk.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let _ = me.renew_due().await;
+        }
+    })
+}
+
+/// Rolls a class's KEK over to a new version when the active one is too old (by its
+/// registry creation time) or has wrapped too many DEKs in this process. Returns true when
+/// the registry changed.
+async fn roll_over_due(
+    cmk: &Cmk,
+    ctx: &RequestContext,
+    view: &TenantView,
+    wanted: &[&Class],
+) -> Result<bool> {
+    let mut changed = false;
+    for class in wanted {
+        let Ok(policy) = view.config.policy(class) else {
+            continue;
+        };
+        if Timings::of(&policy.lease).is_none() {
+            continue;
+        }
+        let versions: Vec<&KeyVersionView> = view
             .views
             .iter()
             .filter(|v| v.purpose == Purpose::Kek && v.policy == class.as_str())
-            .map(|v| v.version)
-            .max()
-            .unwrap_or(0)
-            .checked_add(1)
-            .ok_or_else(|| Error::Registry(format!("class `{class}` has no KEK version left")))?;
-        self.provision(
-            ctx,
-            Purpose::Kek,
-            class.as_str(),
-            kek_id(class.as_str()),
-            next,
-            &policy.kms_key,
-        )
-        .await?;
-        Ok(next)
+            .collect();
+        let Some(active) = versions
+            .iter()
+            .filter(|v| v.state == KeyState::Active && v.wrapped_by.is_some())
+            .max_by_key(|v| v.version)
+        else {
+            continue;
+        };
+        let created = active.wrapped_by.as_ref().map_or(0, |e| e.created_at);
+        let too_old = now_secs().saturating_sub(created) >= cmk.settings.kek_max_age.as_secs();
+        let key = LeaseKey {
+            tenant: ctx.tenant().clone(),
+            purpose: Purpose::Kek,
+            policy: class.to_string(),
+            version: active.version,
+        };
+        let too_used = cmk
+            .leases
+            .get(&key)
+            .is_some_and(|l| l.wraps() >= cmk.settings.kek_max_wraps);
+        if too_old || too_used {
+            let outcome = provision_next_kek(cmk, ctx, view, class).await;
+            cmk.emit(ctx, EventName::AdminKekStateChanged, &outcome);
+            outcome?;
+            changed = true;
+        }
     }
+    if changed {
+        forget_view(cmk, ctx.tenant());
+    }
+    Ok(changed)
+}
+
+/// Writes KEK version (highest known + 1) of `class` under its configured master key.
+pub(crate) async fn provision_next_kek(
+    cmk: &Cmk,
+    ctx: &RequestContext,
+    view: &TenantView,
+    class: &Class,
+) -> Result<u32> {
+    let policy = view.config.policy(class)?;
+    let next = view
+        .views
+        .iter()
+        .filter(|v| v.purpose == Purpose::Kek && v.policy == class.as_str())
+        .map(|v| v.version)
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or_else(|| Error::Registry(format!("class `{class}` has no KEK version left")))?;
+    cmk.provision(
+        ctx,
+        Purpose::Kek,
+        class.as_str(),
+        kek_id(class.as_str()),
+        next,
+        &policy.kms_key,
+    )
+    .await?;
+    Ok(next)
 }

@@ -12,9 +12,15 @@ pub(crate) mod leasing;
 pub mod sql;
 
 use crate::clock::{Clock, MonotonicClock};
+use crate::format::aad::RowId;
 use crate::keys::lease::LeaseCache;
+use crate::rows::handle::TenantKeys;
+use crate::rows::schema::RowSchema;
+use crate::rows::seal::{SealedRow, StoredRow, UnsealedRow};
 use crate::service::leasing::TenantView;
 use crate::tenant::context::TenantId;
+use admin::{RotateReport, ShredReport};
+use leasing::RenewReport;
 
 use crate::audit::event::{EventName, EventSink, Outcome, SecurityEvent, TracingSink};
 use crate::crypto::secret::SecretKey;
@@ -280,7 +286,7 @@ impl Cmk {
                 .map_err(|e| Error::InvalidConfig(e.to_string()))?;
             self.configs.save(config).await?;
             // This instance sees its own change at once; others within one renewal interval.
-            self.forget_view(ctx.tenant());
+            crate::service::leasing::forget_view(self, ctx.tenant());
             Ok(())
         }
         .await;
@@ -329,7 +335,7 @@ impl Cmk {
                 written += 1;
             }
         }
-        self.forget_view(tenant);
+        crate::service::leasing::forget_view(self, tenant);
         Ok(OnboardReport {
             proven_keys: keys,
             entries_written: written,
@@ -478,5 +484,106 @@ impl Cmk {
                 Err(self.kms_error(ctx, key, e))
             }
         }
+    }
+
+    // Key handles through leases, and their renewal (the bodies are in service::leasing).
+
+    /// Fetches the keys of the context's tenant for `classes` as a handle. With warm leases
+    /// this makes no KMS call and no registry read; otherwise one KMS unwrap per distinct key
+    /// version (concurrent callers share it), never one per row. Fails for an unknown or
+    /// shredded tenant, a class without policy or KEK, and a KMS that refuses.
+    pub async fn keys_for<C: AsRef<str>>(
+        &self,
+        ctx: &RequestContext,
+        classes: &[C],
+    ) -> Result<Arc<TenantKeys>> {
+        crate::service::leasing::keys_for(self, ctx, classes).await
+    }
+
+    /// One renewal pass over this process's leases: re-reads each tenant's registry (shred
+    /// tombstones, destroyed versions, re-wraps), renews leases whose renewal time has passed
+    /// with a real unwrap, and wipes leases past hard expiry. The background renewer
+    /// ([`Cmk::spawn_renewer`]) calls this; so do tests, with a controllable clock.
+    pub async fn renew_due(&self) -> RenewReport {
+        crate::service::leasing::renew_due(self).await
+    }
+
+    /// Starts the background renewer on the current tokio runtime: every `period` it runs
+    /// [`Cmk::renew_due`]. Choose a period well below the shortest renewal interval (for
+    /// example a tenth of it). Dropping the returned handle does not stop it; abort it.
+    pub fn spawn_renewer(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        crate::service::leasing::spawn_renewer(self, period)
+    }
+
+    // Classic mode: one KMS call per row (service::classic).
+
+    /// Seals one row whose schema has classic-mode classes: each classic class's DEK is
+    /// wrapped by the KMS (one call per class), the rest as [`crate::TenantKeys::seal`] does.
+    pub async fn seal_classic(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row_id: Option<&RowId>,
+        values: &[Option<&[u8]>],
+    ) -> Result<SealedRow> {
+        crate::service::classic::seal_classic(self, ctx, schema, row_id, values).await
+    }
+
+    /// Unseals one row whose schema has classic-mode classes: the KMS unwraps each classic
+    /// key column's DEK (after the reader check, so a refused reader causes no KMS call).
+    pub async fn unseal_classic(
+        &self,
+        ctx: &RequestContext,
+        schema: &RowSchema,
+        row: &StoredRow<'_>,
+    ) -> Result<UnsealedRow> {
+        crate::service::classic::unseal_classic(self, ctx, schema, row).await
+    }
+
+    // Key administration: master-key rotation, KEK roll-over, retirement and destruction,
+    // crypto-shredding (service::admin).
+
+    /// Re-wraps every live registry entry of the context's tenant under `new_key`, then
+    /// switches the tenant configuration to it. O(registry entries), not O(rows): rows are
+    /// untouched. Resumable: entries already re-wrapped are skipped. `new_key` is another key
+    /// reference (another key, or another KMS); a KMS's own rotation of a key's backing
+    /// version (AWS automatic rotation, `LocalKms::rotate`) needs no re-wrap, since the KMS
+    /// still decrypts under earlier versions.
+    pub async fn rotate_master_key(
+        &self,
+        ctx: &RequestContext,
+        new_key: &KeyRef,
+    ) -> Result<RotateReport> {
+        crate::service::admin::rotate_master_key(self, ctx, new_key).await
+    }
+
+    /// Rolls `class` over to a new KEK version now (keys_for also does this by age and wrap
+    /// count). Returns the new version; when another instance rolled over at the same time,
+    /// its version stands (insert-if-absent) and is returned.
+    pub async fn roll_over_kek(&self, ctx: &RequestContext, class: &str) -> Result<u32> {
+        crate::service::admin::roll_over_kek(self, ctx, class).await
+    }
+
+    /// Moves KEK `version` of `class` from active to decrypt-only. Refused unless a newer
+    /// active version has existed for at least one renewal interval, so no instance still
+    /// writes with the old one.
+    pub async fn retire_kek(&self, ctx: &RequestContext, class: &str, version: u32) -> Result<()> {
+        crate::service::admin::retire_kek(self, ctx, class, version).await
+    }
+
+    /// Destroys a decrypt-only KEK version: rows still under it become unreadable, so re-wrap
+    /// their key columns first ([`TenantKeys::rekey_key_column`]; the adapters' retirement jobs
+    /// find them by the key column's prefix).
+    pub async fn destroy_kek(&self, ctx: &RequestContext, class: &str, version: u32) -> Result<()> {
+        crate::service::admin::destroy_kek(self, ctx, class, version).await
+    }
+
+    /// Crypto-shreds the context's tenant: every key version is marked destroyed, a tombstone
+    /// is written (every renewal checks it, so other instances stop within one renewal
+    /// interval), this process's leases are wiped, and the tenant's master keys are destroyed
+    /// where the KMS allows it. Where it does not, the report names the keys the tenant must
+    /// disable or delete: a backup taken before the shred stays decryptable until then.
+    pub async fn shred_tenant(&self, ctx: &RequestContext) -> Result<ShredReport> {
+        crate::service::admin::shred_tenant(self, ctx).await
     }
 }
