@@ -595,6 +595,29 @@ fn unseal_with(
     result
 }
 
+/// Where the DEK of a key column comes from.
+enum Source<'b> {
+    /// Wrapped by a leased KEK, opened in step 3.
+    Kek(key_column::KeyColumn<'b>),
+    /// Classic mode: the async path had the KMS unwrap it.
+    Classic(&'b SecretKey),
+    /// Not readable by this actor: never opened.
+    Withheld,
+}
+
+/// A key column of a row, parsed and checked (step 1 of unsealing).
+struct Listed<'b> {
+    class: &'b Class,
+    list_bytes: &'b [u8],
+    source: Source<'b>,
+    readable: bool,
+    /// The list is the class's full list (every member, none NULL).
+    full: bool,
+}
+
+/// Which key column (by class index) opens a field, and whether it is the field's own class.
+type SealedBy = Option<(u16, bool)>;
+
 fn unseal_inner<'s>(
     keys: &TenantKeys,
     ctx: &RequestContext,
@@ -615,30 +638,8 @@ fn unseal_inner<'s>(
             fields.len()
         )));
     }
-    let tenant = keys.tenant.as_str();
-    let table = schema.table();
     let lent = keys.plans.get(keys, schema);
     let plan: &Plan = &lent;
-    // Taken from the thread's reusable buffer only if a row needs to build associated data.
-    let mut scratch = Vec::new();
-
-    // 1. Parse and check every key column (class, key, reader role); nothing decrypted yet.
-    enum Source<'b> {
-        /// Wrapped by a leased KEK, opened in step 3.
-        Kek(key_column::KeyColumn<'b>),
-        /// Classic mode: the async path had the KMS unwrap it.
-        Classic(&'b SecretKey),
-        /// Not readable by this actor: never opened.
-        Withheld,
-    }
-    struct Listed<'b> {
-        class: &'b Class,
-        list_bytes: &'b [u8],
-        source: Source<'b>,
-        readable: bool,
-        /// The list is the class's full list (every member, none NULL).
-        full: bool,
-    }
     // One slot per key class (by index), `None` where the row has no key column: on the
     // stack for up to 8 key classes, as this runs for every row.
     let n_classes = schema.key_classes().len();
@@ -650,77 +651,10 @@ fn unseal_inner<'s>(
         slots_on_heap = (0..n_classes).map(|_| None).collect();
         &mut slots_on_heap
     };
-    let mut present = 0usize;
-    for (k, class) in schema.key_classes().iter().enumerate() {
-        let Some(bytes) = row.key_columns[k] else {
-            continue;
-        };
-        present += 1;
-        let readable = plan.may_read(k, ctx.roles())?;
-        let mut refuse_or_withhold = || {
-            if readable {
-                Ok(())
-            } else if partial {
-                withheld.push(class);
-                Ok(())
-            } else {
-                Err(Error::AccessDenied {
-                    class: class.to_string(),
-                })
-            }
-        };
-        if bytes.first() == Some(&key_column::CLASSIC_V1) {
-            let ckc = key_column::parse_classic(bytes)?;
-            if ckc.kek_id != schema.kek_id(k) {
-                return Err(Error::Tampered);
-            }
-            refuse_or_withhold()?;
-            let source = match classic.iter().find(|c| c.k == k) {
-                Some(pre) => Source::Classic(&pre.dek),
-                None if !readable => Source::Withheld,
-                None => {
-                    return Err(Error::ClassicModeNeedsAsync {
-                        class: class.to_string(),
-                    });
-                }
-            };
-            listed[k] = Some(Listed {
-                class,
-                list_bytes: ckc.list_bytes,
-                source,
-                readable,
-                full: false,
-            });
-            continue;
-        }
-        let kc = key_column::parse(bytes)?;
-        if kc.version < keys.min_format_version {
-            return Err(Error::FormatTooOld {
-                found: kc.version,
-                minimum: keys.min_format_version,
-            });
-        }
-        if kc.kek_id != schema.kek_id(k) {
-            return Err(Error::Tampered);
-        }
-        let kek = keys
-            .kek(kc.kek_id, kc.kek_version)
-            .ok_or_else(|| keys.missing_kek(kc.kek_id, kc.kek_version))?;
-        if kek.class != *class {
-            return Err(Error::Tampered);
-        }
-        refuse_or_withhold()?;
-        let full = !schema.members(k).is_empty() && kc.list_bytes == schema.full_list(k);
-        listed[k] = Some(Listed {
-            class,
-            list_bytes: kc.list_bytes,
-            source: Source::Kek(kc),
-            readable,
-            full,
-        });
-    }
+    let present = list_key_columns(
+        keys, ctx, schema, plan, row, partial, withheld, classic, listed,
+    )?;
     let listed: &[Option<Listed<'_>>] = listed;
-
     // A row cmk sealed has a key column for every class with envelope fields; a row with
     // none is a legacy (plaintext) row, which strict mode refuses, even if all is NULL.
     if present == 0
@@ -730,22 +664,6 @@ fn unseal_inner<'s>(
             column: f.column.clone(),
         });
     }
-    // 2. Assign each field to the key column that lists it: the one of the field's current
-    //    class first, else the one that recorded it before a reclassification. No trial
-    //    decryption. NULLs, withheld and deterministic fields are settled here.
-    //    Found as (key class, NULL recorded, under the field's own class).
-    let assigned = |f: &FieldSpec| {
-        let own =
-            (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class == f.class));
-        let other =
-            (0..n_classes).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class != f.class));
-        own.map(|k| (k, true))
-            .chain(other.map(|k| (k, false)))
-            .find_map(|(k, is_own)| {
-                let l = listed[k].as_ref()?;
-                key_column::listing(l.list_bytes, &f.column).map(|null| (k, null, is_own))
-            })
-    };
     // The common row: every class with fields has its key column, listing all its members
     // and none NULL, and no legacy class has one. Then each field is found, not NULL,
     // under its own class, with no search.
@@ -753,33 +671,196 @@ fn unseal_inner<'s>(
         Some(l) => l.full,
         None => schema.members(k).is_empty(),
     });
-    // Which key column opens each field, and whether it is the field's own class: on the
-    // stack for up to 32 fields. Key classes are few: u16 keeps this array small.
+    // Which key column opens each field: on the stack for up to 32 fields. Key classes are
+    // few: u16 keeps this array small.
     let mut on_stack = [None::<(u16, bool)>; 32];
     let mut on_heap;
-    let sealed_by: &mut [Option<(u16, bool)>] = if fields.len() <= on_stack.len() {
+    let sealed_by: &mut [SealedBy] = if fields.len() <= on_stack.len() {
         &mut on_stack[..fields.len()]
     } else {
         on_heap = vec![None; fields.len()];
         &mut on_heap
     };
+    let found = Found {
+        listed,
+        present,
+        standard,
+    };
+    let mut values = assign_fields(keys, ctx, schema, row, partial, withheld, &found, sealed_by)?;
+    open_fields(keys, schema, plan, row, &found, sealed_by, &mut values)?;
+    Ok(UnsealedRow { values })
+}
+
+/// What step 1 of unsealing found in a row's key columns.
+struct Found<'l, 'b> {
+    listed: &'l [Option<Listed<'b>>],
+    /// How many key columns the row has.
+    present: usize,
+    /// Every class with fields has its full key column and no other class has one.
+    standard: bool,
+}
+
+/// Step 1 of unsealing: parses and checks every key column of the row (class, key, reader
+/// role) into its slot of `listed`; nothing is decrypted. Returns how many are present.
+#[allow(clippy::too_many_arguments)]
+fn list_key_columns<'s, 'b>(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &'s RowSchema,
+    plan: &Plan,
+    row: &StoredRow<'b>,
+    partial: bool,
+    withheld: &mut Vec<&'s Class>,
+    classic: &'b [ClassicDek],
+    listed: &mut [Option<Listed<'b>>],
+) -> Result<usize>
+where
+    's: 'b,
+{
+    let mut present = 0usize;
+    for (k, class) in schema.key_classes().iter().enumerate() {
+        let Some(bytes) = row.key_columns[k] else {
+            continue;
+        };
+        present += 1;
+        let readable = plan.may_read(k, ctx.roles())?;
+        // Checked before the reader role: a forged key column is `Tampered` for everyone.
+        let entry = if bytes.first() == Some(&key_column::CLASSIC_V1) {
+            list_classic(schema, k, class, bytes, readable, classic)?
+        } else {
+            list_leased(keys, schema, k, class, bytes, readable)?
+        };
+        if !readable {
+            if !partial {
+                return Err(Error::AccessDenied {
+                    class: class.to_string(),
+                });
+            }
+            withheld.push(class);
+        }
+        listed[k] = Some(entry);
+    }
+    Ok(present)
+}
+
+/// A classic key column (the KMS wrapped its DEK), checked against the schema.
+fn list_classic<'b>(
+    schema: &RowSchema,
+    k: usize,
+    class: &'b Class,
+    bytes: &'b [u8],
+    readable: bool,
+    classic: &'b [ClassicDek],
+) -> Result<Listed<'b>> {
+    let ckc = key_column::parse_classic(bytes)?;
+    if ckc.kek_id != schema.kek_id(k) {
+        return Err(Error::Tampered);
+    }
+    let source = match classic.iter().find(|c| c.k == k) {
+        Some(pre) => Source::Classic(&pre.dek),
+        None if !readable => Source::Withheld,
+        None => {
+            return Err(Error::ClassicModeNeedsAsync {
+                class: class.to_string(),
+            });
+        }
+    };
+    Ok(Listed {
+        class,
+        list_bytes: ckc.list_bytes,
+        source,
+        readable,
+        full: false,
+    })
+}
+
+/// A key column under a leased KEK, checked against the schema and the handle's KEKs.
+fn list_leased<'b>(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    k: usize,
+    class: &'b Class,
+    bytes: &'b [u8],
+    readable: bool,
+) -> Result<Listed<'b>> {
+    let kc = key_column::parse(bytes)?;
+    if kc.version < keys.min_format_version {
+        return Err(Error::FormatTooOld {
+            found: kc.version,
+            minimum: keys.min_format_version,
+        });
+    }
+    if kc.kek_id != schema.kek_id(k) {
+        return Err(Error::Tampered);
+    }
+    let kek = keys
+        .kek(kc.kek_id, kc.kek_version)
+        .ok_or_else(|| keys.missing_kek(kc.kek_id, kc.kek_version))?;
+    if kek.class != *class {
+        return Err(Error::Tampered);
+    }
+    let full = !schema.members(k).is_empty() && kc.list_bytes == schema.full_list(k);
+    Ok(Listed {
+        class,
+        list_bytes: kc.list_bytes,
+        source: Source::Kek(kc),
+        readable,
+        full,
+    })
+}
+
+/// The key column that lists field `f`: the one of the field's current class first, else
+/// the one that recorded it before a reclassification (no trial decryption). Found as (key
+/// class, NULL recorded, under the field's own class).
+fn listing_of(listed: &[Option<Listed<'_>>], f: &FieldSpec) -> Option<(usize, bool, bool)> {
+    let n = listed.len();
+    let own = (0..n).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class == f.class));
+    let other = (0..n).filter(|&k| listed[k].as_ref().is_some_and(|l| *l.class != f.class));
+    own.map(|k| (k, true))
+        .chain(other.map(|k| (k, false)))
+        .find_map(|(k, is_own)| {
+            let l = listed[k].as_ref()?;
+            key_column::listing(l.list_bytes, &f.column).map(|null| (k, null, is_own))
+        })
+}
+
+/// Step 2 of unsealing: assigns each field to the key column that lists it (`sealed_by`),
+/// and settles NULLs, withheld and deterministic fields.
+#[allow(clippy::too_many_arguments)]
+fn assign_fields<'s>(
+    keys: &TenantKeys,
+    ctx: &RequestContext,
+    schema: &'s RowSchema,
+    row: &StoredRow<'_>,
+    partial: bool,
+    withheld: &mut Vec<&'s Class>,
+    found: &Found<'_, '_>,
+    sealed_by: &mut [SealedBy],
+) -> Result<Vec<Revealed>> {
+    let fields = schema.fields();
     let mut values: Vec<Revealed> = Vec::with_capacity(fields.len());
     for (i, f) in fields.iter().enumerate() {
         let stored = row.fields[i];
         if !f.is_envelope() {
             values.push(open_deterministic(
-                keys, ctx, f, stored, table, partial, withheld,
+                keys,
+                ctx,
+                f,
+                stored,
+                schema.table(),
+                partial,
+                withheld,
             )?);
             continue;
         }
-        let found = if standard {
+        let listing = if found.standard {
             schema.field_key_class(i).map(|k| (k, false, true))
         } else {
-            assigned(f)
+            listing_of(found.listed, f)
         };
         // A field found under another class (sealed before a reclassification) needs the
         // readers of both: moving it to a stricter class restricts old rows at once.
-        if let Some((_, _, false)) = found
+        if let Some((_, _, false)) = listing
             && !keys.policy(&f.class)?.may_read(ctx.roles())
         {
             if !partial {
@@ -793,10 +874,10 @@ fn unseal_inner<'s>(
             values.push(Revealed::Withheld);
             continue;
         }
-        let readable = |k: usize| listed[k].as_ref().is_some_and(|l| l.readable);
-        let value = match (found, stored) {
+        let readable = |k: usize| found.listed[k].as_ref().is_some_and(|l| l.readable);
+        let value = match (listing, stored) {
             (None, None) => Revealed::Null,
-            (None, Some(_)) if present == 0 => {
+            (None, Some(_)) if found.present == 0 => {
                 return Err(Error::MissingKeyColumn {
                     column: f.column.clone(),
                 });
@@ -813,18 +894,32 @@ fn unseal_inner<'s>(
         };
         values.push(value);
     }
+    Ok(values)
+}
 
+/// Step 3 of unsealing: per readable key column, unwraps its DEK (always, so a tampered key
+/// column fails even when all its fields are NULL) and opens the fields it seals.
+fn open_fields(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    plan: &Plan,
+    row: &StoredRow<'_>,
+    found: &Found<'_, '_>,
+    sealed_by: &[SealedBy],
+    values: &mut [Revealed],
+) -> Result<()> {
     // A standard row has exactly the key columns a seal writes: the sealed class set.
-    let class_set = if standard {
+    let class_set = if found.standard {
         std::borrow::Cow::Borrowed(schema.sealed_class_set())
     } else {
         schema.present_class_set(row.key_columns)
     };
     let sealed_class_set = matches!(class_set, std::borrow::Cow::Borrowed(_));
     let mut time = RowTime::default();
-    // 3. Per readable key column: unwrap its DEK (always, so a tampered key column fails
-    //    even when all its fields are NULL) and open the fields it seals.
-    for (k, l) in listed
+    // Taken from the thread's reusable buffer only if a row needs to build associated data.
+    let mut scratch = Vec::new();
+    for (k, l) in found
+        .listed
         .iter()
         .enumerate()
         .filter_map(|(k, l)| Some((k, l.as_ref()?)))
@@ -854,41 +949,69 @@ fn unseal_inner<'s>(
                 GcmKey::new(&dek)
             }
         };
-        for i in 0..fields.len() {
-            let Some((by, own)) = sealed_by[i] else {
-                continue;
-            };
-            if usize::from(by) != k {
-                continue;
+        for (i, by) in sealed_by.iter().enumerate() {
+            match by {
+                Some((by, own)) if usize::from(*by) == k => {
+                    let opened = open_field(
+                        keys,
+                        schema,
+                        plan,
+                        row,
+                        l.class,
+                        i,
+                        *own,
+                        &gcm,
+                        &mut scratch,
+                    )?;
+                    values[i] = opened;
+                }
+                _ => continue,
             }
-            let Some(bytes) = row.fields[i] else {
-                return Err(Error::Tampered);
-            };
-            let fc = field::parse(bytes)?;
-            // A field found under another class's key column (reclassified) needs its own prefix.
-            let aad = if own {
-                plan.field_aad(i, fc.flags, row.row_id, &mut scratch)
-            } else {
-                let other = field_aad_prefix(table, &fields[i].column, l.class.as_str());
-                let buf = if scratch.capacity() == 0 {
-                    take_aad_buffer()
-                } else {
-                    std::mem::take(&mut scratch)
-                };
-                scratch = field_aad(buf, &other, tenant, fc.flags, row.row_id).into_buffer();
-                &scratch
-            };
-            // Decrypted in the buffer that is returned: one zeroizing owner throughout.
-            let mut buf = SecretBytes::new(fc.body.to_vec());
-            gcm.open(&fc.nonce, aad, buf.expose_secret_mut(), &fc.tag)?;
-            values[i] = match field::strip_inner(buf.expose_secret_mut(), fc.flags)? {
-                None => Revealed::Null,
-                Some(()) => Revealed::Value(buf),
-            };
         }
     }
     give_back_aad_buffer(scratch);
-    Ok(UnsealedRow { values })
+    Ok(())
+}
+
+/// Opens field `i` of the row with its key column's DEK.
+#[allow(clippy::too_many_arguments)]
+fn open_field(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    plan: &Plan,
+    row: &StoredRow<'_>,
+    class: &Class,
+    i: usize,
+    own: bool,
+    gcm: &GcmKey,
+    scratch: &mut Vec<u8>,
+) -> Result<Revealed> {
+    let Some(bytes) = row.fields[i] else {
+        return Err(Error::Tampered);
+    };
+    let fc = field::parse(bytes)?;
+    // A field found under another class's key column (reclassified) needs its own prefix.
+    let aad = if own {
+        plan.field_aad(i, fc.flags, row.row_id, scratch)
+    } else {
+        let other = field_aad_prefix(schema.table(), &schema.fields()[i].column, class.as_str());
+        let buf = if scratch.capacity() == 0 {
+            take_aad_buffer()
+        } else {
+            std::mem::take(scratch)
+        };
+        *scratch = field_aad(buf, &other, keys.tenant.as_str(), fc.flags, row.row_id).into_buffer();
+        &scratch[..]
+    };
+    // Decrypted in the buffer that is returned: one zeroizing owner throughout.
+    let mut buf = SecretBytes::new(fc.body.to_vec());
+    gcm.open(&fc.nonce, aad, buf.expose_secret_mut(), &fc.tag)?;
+    Ok(
+        match field::strip_inner(buf.expose_secret_mut(), fc.flags)? {
+            None => Revealed::Null,
+            Some(()) => Revealed::Value(buf),
+        },
+    )
 }
 
 fn open_deterministic<'s>(
