@@ -365,12 +365,9 @@ fn seal_inner(
             limit: MAX_VALUE_LEN,
         });
     }
-    let tenant = keys.tenant.as_str();
-    let table = schema.table();
     // Taken from the thread's reusable buffer only if a row needs to build associated data.
     let mut scratch = Vec::new();
     let mut time = RowTime::default();
-
     for (k, class) in schema.key_classes().iter().enumerate() {
         let members = schema.members(k);
         if members.is_empty() {
@@ -391,79 +388,130 @@ fn seal_inner(
         };
         let gcm = GcmKey::new(dek);
         for &i in members {
-            let eff = effective[i];
-            if values[i].is_none() && !eff.hide_null {
-                continue;
+            if values[i].is_some() || effective[i].hide_null {
+                let sealed =
+                    seal_field(plan, &gcm, i, values[i], effective[i], row_id, &mut scratch)?;
+                sealed_fields[i] = Some(sealed);
             }
-            let flags = eff.flags();
-            let nonce: [u8; NONCE_LEN] = rng::array()?;
-            let mut out = Vec::with_capacity(
-                field::OVERHEAD + 1 + values[i].map_or(0, <[u8]>::len) + usize::from(eff.pad_to),
-            );
-            out.push(FORMAT_V1);
-            out.push(flags);
-            out.extend_from_slice(&nonce);
-            field::inner_plaintext(&mut out, values[i], flags, eff.pad_to);
-            let aad = plan.field_aad(i, flags, row_id, &mut scratch);
-            let tag = gcm.seal(&nonce, aad, &mut out[field::HEADER_LEN..]);
-            out.extend_from_slice(&tag);
-            sealed_fields[i] = Some(out);
         }
-        if let Some(c) = pre {
-            key_columns[k] = c.key_column.clone();
-            continue;
-        }
-        let (kek_id, kek_version) =
-            keys.active_kek(class)
-                .ok_or_else(|| Error::ClassNotRequested {
-                    class: class.to_string(),
-                })?;
-        let kek = keys
-            .kek(kek_id, kek_version)
-            .ok_or_else(|| keys.missing_kek(kek_id, kek_version))?;
-        // Lay the key column out: prefix, nonce, encrypted DEK, tag, list. The list goes in
-        // first and the DEK is encrypted in a wiped buffer, so no plaintext DEK is ever in
-        // the key column's allocation (not even on an error path or a reallocation).
-        let nonce: [u8; NONCE_LEN] = rng::array()?;
-        let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
-        kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
-        kc.extend_from_slice(&nonce);
-        kc.extend_from_slice(&[0u8; 32 + TAG_LEN]);
-        // With no member stored as NULL the list is the schema's full list.
-        let full = members
-            .iter()
-            .all(|&i| values[i].is_some() || effective[i].hide_null);
-        if full {
-            kc.extend_from_slice(schema.full_list(k));
-        } else {
-            key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
-        }
-        let aad = plan.dek_aad(
-            k,
-            (kek_id, kek_version),
-            row_id,
-            full,
-            &kc[key_column::LIST_OFFSET..],
-            schema.sealed_class_set(),
-            &mut scratch,
-        );
-        let mut encrypted = Zeroizing::new(*dek.expose_secret());
-        let tag = kek.with_at(&mut time, |k| k.seal(&nonce, aad, &mut encrypted[..]))?;
-        kc[21..53].copy_from_slice(&encrypted[..]);
-        if kek.lease.count_wrap() > keys.kek_max_wraps.saturating_mul(4) {
-            // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather
-            // than approach the AES-GCM random-nonce bound with a handle never refreshed.
-            return Err(Error::LeaseEnded {
-                tenant: tenant.to_string(),
-                provider: kek.lease.provider.clone(),
-                reason: "the KEK reached its wrap limit; fetch keys again to roll over".into(),
-            });
-        }
-        kc[53..69].copy_from_slice(&tag);
-        key_columns[k] = Some(kc);
+        key_columns[k] = match pre {
+            Some(c) => c.key_column.clone(),
+            None => Some(wrap_dek(
+                keys,
+                schema,
+                plan,
+                (k, class),
+                dek,
+                (values, effective),
+                row_id,
+                (&mut scratch, &mut time),
+            )?),
+        };
     }
+    seal_search_fields(keys, schema, values, sealed_fields, indexes)?;
+    give_back_aad_buffer(scratch);
+    Ok(())
+}
 
-    for (i, f) in fields.iter().enumerate() {
+/// One envelope field under its class's DEK: `version ‖ flags ‖ nonce ‖ body ‖ tag`.
+fn seal_field(
+    plan: &Plan,
+    gcm: &GcmKey,
+    i: usize,
+    value: Option<&[u8]>,
+    eff: Effective,
+    row_id: Option<&RowId>,
+    scratch: &mut Vec<u8>,
+) -> Result<Vec<u8>> {
+    let flags = eff.flags();
+    let nonce: [u8; NONCE_LEN] = rng::array()?;
+    let mut out = Vec::with_capacity(
+        field::OVERHEAD + 1 + value.map_or(0, <[u8]>::len) + usize::from(eff.pad_to),
+    );
+    out.push(FORMAT_V1);
+    out.push(flags);
+    out.extend_from_slice(&nonce);
+    field::inner_plaintext(&mut out, value, flags, eff.pad_to);
+    let aad = plan.field_aad(i, flags, row_id, scratch);
+    let tag = gcm.seal(&nonce, aad, &mut out[field::HEADER_LEN..]);
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// The key column of key class `k`: the DEK wrapped by the class's active KEK, with the
+/// list of the columns it seals.
+#[allow(clippy::too_many_arguments)]
+fn wrap_dek(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    plan: &Plan,
+    (k, class): (usize, &Class),
+    dek: &SecretKey,
+    (values, effective): (&[Option<&[u8]>], &[Effective]),
+    row_id: Option<&RowId>,
+    (scratch, time): (&mut Vec<u8>, &mut RowTime),
+) -> Result<Vec<u8>> {
+    let (kek_id, kek_version) = keys
+        .active_kek(class)
+        .ok_or_else(|| Error::ClassNotRequested {
+            class: class.to_string(),
+        })?;
+    let kek = keys
+        .kek(kek_id, kek_version)
+        .ok_or_else(|| keys.missing_kek(kek_id, kek_version))?;
+    // Lay the key column out: prefix, nonce, encrypted DEK, tag, list. The list goes in
+    // first and the DEK is encrypted in a wiped buffer, so no plaintext DEK is ever in
+    // the key column's allocation (not even on an error path or a reallocation).
+    let nonce: [u8; NONCE_LEN] = rng::array()?;
+    let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
+    kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
+    kc.extend_from_slice(&nonce);
+    kc.extend_from_slice(&[0u8; 32 + TAG_LEN]);
+    // With no member stored as NULL the list is the schema's full list.
+    let full = schema
+        .members(k)
+        .iter()
+        .all(|&i| values[i].is_some() || effective[i].hide_null);
+    if full {
+        kc.extend_from_slice(schema.full_list(k));
+    } else {
+        key_column::encode_list_into(&mut kc, list_entries(schema, k, values, effective))?;
+    }
+    let aad = plan.dek_aad(
+        k,
+        (kek_id, kek_version),
+        row_id,
+        full,
+        &kc[key_column::LIST_OFFSET..],
+        schema.sealed_class_set(),
+        scratch,
+    );
+    let mut encrypted = Zeroizing::new(*dek.expose_secret());
+    let tag = kek.with_at(time, |k| k.seal(&nonce, aad, &mut encrypted[..]))?;
+    kc[21..53].copy_from_slice(&encrypted[..]);
+    if kek.lease.count_wrap() > keys.kek_max_wraps.saturating_mul(4) {
+        // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather
+        // than approach the AES-GCM random-nonce bound with a handle never refreshed.
+        return Err(Error::LeaseEnded {
+            tenant: keys.tenant.to_string(),
+            provider: kek.lease.provider.clone(),
+            reason: "the KEK reached its wrap limit; fetch keys again to roll over".into(),
+        });
+    }
+    kc[53..69].copy_from_slice(&tag);
+    Ok(kc)
+}
+
+/// The blind indexes and deterministic values of the row's searchable fields.
+fn seal_search_fields(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    values: &[Option<&[u8]>],
+    sealed_fields: &mut [Option<Vec<u8>>],
+    indexes: &mut [Option<Vec<u8>>],
+) -> Result<()> {
+    let (tenant, table) = (keys.tenant.as_str(), schema.table());
+    for (i, f) in schema.fields().iter().enumerate() {
         let Some(value) = values[i] else { continue };
         match f.search {
             FieldSearch::None => {}
@@ -485,7 +533,6 @@ fn seal_inner(
             }
         }
     }
-    give_back_aad_buffer(scratch);
     Ok(())
 }
 

@@ -213,12 +213,9 @@ pub(crate) async fn keys_for<C: AsRef<str>>(
         .iter()
         .map(|c| Class::new(c.as_ref()))
         .collect::<Result<_>>()?;
-    let wanted: Vec<&Class> = {
-        let mut w: Vec<&Class> = classes.iter().collect();
-        w.sort();
-        w.dedup();
-        w
-    };
+    let mut wanted: Vec<&Class> = classes.iter().collect();
+    wanted.sort();
+    wanted.dedup();
     for class in &wanted {
         view.config.policy(class)?;
     }
@@ -231,68 +228,16 @@ pub(crate) async fn keys_for<C: AsRef<str>>(
     let mut wants: Vec<Want<'_>> = Vec::new();
     let mut classic = Vec::new();
     for class in &wanted {
-        let policy = config.policy(class)?;
-        let Some(timings) = Timings::of(&policy.lease) else {
-            classic.push((*class).clone());
-            continue;
-        };
-        // Only versions with an entry under the configured master key, and they go before
-        // the cut, or forged ones could crowd out every real key; a version without one
-        // is skipped: rows naming it fail with `KeyUnavailable`, and it never becomes
-        // the write key.
-        let mut versions: Vec<(&KeyVersionView, &RegistryEntry)> = view
-            .views
-            .iter()
-            .filter(|v| {
-                v.purpose == Purpose::Kek
-                    && v.policy == class.as_str()
-                    && v.state != KeyState::Destroyed
-            })
-            .filter_map(|v| Some((v, v.wrapped_by.as_ref()?)))
-            .collect();
-        versions.sort_by_key(|(v, _)| std::cmp::Reverse(v.version));
-        versions.truncate(cmk.settings.max_warm_versions);
-        if versions.is_empty() {
-            return Err(Error::ClassNotProvisioned {
-                tenant: tenant.to_string(),
-                class: class.to_string(),
-            });
-        }
-        if !versions.iter().any(|(v, _)| v.state == KeyState::Active) {
-            return Err(Error::InvalidConfig(format!(
-                "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
-            )));
-        }
-        for (v, entry) in versions {
-            wants.push(Want {
-                slot: Slot::Kek(class),
-                view: v,
-                entry,
-                timings,
-            });
+        match Timings::of(&config.policy(class)?.lease) {
+            Some(timings) => wants.extend(kek_wants(cmk, tenant, &view, class, timings)?),
+            None => classic.push((*class).clone()),
         }
     }
     let searchable = wanted
         .iter()
         .any(|c| config.policy(c).is_ok_and(|p| p.search != SearchMode::None));
     if searchable {
-        let timings = Timings::for_roots(&config);
-        for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
-            let (Ok(version), Some(entry)) = (u8::try_from(v.version), &v.wrapped_by) else {
-                continue;
-            };
-            let slot = match v.purpose {
-                Purpose::IndexRoot => Slot::IndexRoot(version),
-                Purpose::DeterministicRoot => Slot::DeterministicRoot(version),
-                _ => continue,
-            };
-            wants.push(Want {
-                slot,
-                view: v,
-                entry,
-                timings,
-            });
-        }
+        wants.extend(root_wants(&view, Timings::for_roots(&config)));
     }
     // The futures are made first: a stream over a closure would not be provably `Send`.
     let fetches: Vec<_> = wants
@@ -303,34 +248,89 @@ pub(crate) async fn keys_for<C: AsRef<str>>(
         .buffered(FETCH_CONCURRENCY)
         .collect()
         .await;
-    let mut keks = Vec::new();
-    let mut active: Vec<(Class, (u32, u32))> = Vec::new();
-    let mut index_roots = BTreeMap::new();
-    let mut deterministic_roots = BTreeMap::new();
+    let mut keys = empty_handle(cmk, ctx, &view, classic);
     for (want, lease) in wants.iter().zip(leases) {
-        let lease = lease?;
-        let v = want.view;
-        match want.slot {
-            Slot::Kek(class) => {
-                if v.state == KeyState::Active && !active.iter().any(|(c, _)| c == class) {
-                    active.push((class.clone(), (v.kek_id, v.version)));
-                }
-                keks.push((
-                    (v.kek_id, v.version),
-                    LeasedKek {
-                        class: class.clone(),
-                        lease,
-                    },
-                ));
-            }
-            Slot::IndexRoot(version) => {
-                index_roots.insert(version, lease);
-            }
-            Slot::DeterministicRoot(version) => {
-                deterministic_roots.insert(version, lease);
-            }
-        }
+        place(&mut keys, want, lease?);
     }
+    Ok(Arc::new(keys))
+}
+
+/// The KEK versions of `class` a handle loads: only versions with an entry under the
+/// configured master key, and they go before the cut, or forged ones could crowd out every
+/// real key; a version without one is skipped: rows naming it fail with `KeyUnavailable`,
+/// and it never becomes the write key.
+fn kek_wants<'v>(
+    cmk: &Cmk,
+    tenant: &TenantId,
+    view: &'v TenantView,
+    class: &'v Class,
+    timings: Timings,
+) -> Result<Vec<Want<'v>>> {
+    let mut versions: Vec<(&KeyVersionView, &RegistryEntry)> = view
+        .views
+        .iter()
+        .filter(|v| {
+            v.purpose == Purpose::Kek
+                && v.policy == class.as_str()
+                && v.state != KeyState::Destroyed
+        })
+        .filter_map(|v| Some((v, v.wrapped_by.as_ref()?)))
+        .collect();
+    versions.sort_by_key(|(v, _)| std::cmp::Reverse(v.version));
+    versions.truncate(cmk.settings.max_warm_versions);
+    if versions.is_empty() {
+        return Err(Error::ClassNotProvisioned {
+            tenant: tenant.to_string(),
+            class: class.to_string(),
+        });
+    }
+    if !versions.iter().any(|(v, _)| v.state == KeyState::Active) {
+        return Err(Error::InvalidConfig(format!(
+            "class `{class}` of tenant `{tenant}` has no active key under its configured master key"
+        )));
+    }
+    Ok(versions
+        .into_iter()
+        .map(|(view, entry)| Want {
+            slot: Slot::Kek(class),
+            view,
+            entry,
+            timings,
+        })
+        .collect())
+}
+
+/// Every index and deterministic root version that is not destroyed: a searchable class
+/// reads values under any of them.
+fn root_wants(view: &TenantView, timings: Timings) -> Vec<Want<'_>> {
+    let mut wants = Vec::new();
+    for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
+        let (Ok(version), Some(entry)) = (u8::try_from(v.version), &v.wrapped_by) else {
+            continue;
+        };
+        let slot = match v.purpose {
+            Purpose::IndexRoot => Slot::IndexRoot(version),
+            Purpose::DeterministicRoot => Slot::DeterministicRoot(version),
+            _ => continue,
+        };
+        wants.push(Want {
+            slot,
+            view: v,
+            entry,
+            timings,
+        });
+    }
+    wants
+}
+
+/// A handle for `ctx` with no leased key yet, knowing every KEK and root version the
+/// registry records (a value naming an unknown one is then `Tampered`).
+fn empty_handle(
+    cmk: &Cmk,
+    ctx: &RequestContext,
+    view: &TenantView,
+    classic: Vec<Class>,
+) -> TenantKeys {
     let known_keks = view
         .views
         .iter()
@@ -349,29 +349,56 @@ pub(crate) async fn keys_for<C: AsRef<str>>(
             }
         })
         .collect();
-    let any_fail_closed = config
+    let any_fail_closed = view
+        .config
         .policies
         .values()
         .any(|p| p.audit == crate::tenant::policy::AuditMode::FailClosed);
-    Ok(Arc::new(TenantKeys {
-        tenant: tenant.clone(),
+    TenantKeys {
+        tenant: ctx.tenant().clone(),
         ctx: ctx.clone(),
         any_fail_closed,
-        config,
-        keks,
-        active,
+        config: Arc::clone(&view.config),
+        keks: Vec::new(),
+        active: Vec::new(),
         classic,
         known_keks,
         known_roots,
-        index_roots,
-        deterministic_roots,
+        index_roots: BTreeMap::new(),
+        deterministic_roots: BTreeMap::new(),
         derived: Default::default(),
         plans: Arc::clone(&view.plans),
         view_stale: Arc::clone(&view.stale),
         sink: Arc::clone(&cmk.sink),
         min_format_version: cmk.settings.min_format_version,
         kek_max_wraps: cmk.settings.kek_max_wraps,
-    }))
+    }
+}
+
+/// Puts a fetched lease in its slot of the handle; the newest active version of a class is
+/// its write key.
+fn place(keys: &mut TenantKeys, want: &Want<'_>, lease: Arc<Lease>) {
+    let v = want.view;
+    match want.slot {
+        Slot::Kek(class) => {
+            if v.state == KeyState::Active && !keys.active.iter().any(|(c, _)| c == class) {
+                keys.active.push((class.clone(), (v.kek_id, v.version)));
+            }
+            keys.keks.push((
+                (v.kek_id, v.version),
+                LeasedKek {
+                    class: class.clone(),
+                    lease,
+                },
+            ));
+        }
+        Slot::IndexRoot(version) => {
+            keys.index_roots.insert(version, lease);
+        }
+        Slot::DeterministicRoot(version) => {
+            keys.deterministic_roots.insert(version, lease);
+        }
+    }
 }
 
 async fn lease_for(
