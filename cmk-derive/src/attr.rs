@@ -1,64 +1,49 @@
-//! Parsing and checking `#[cmk(...)]` attributes. Every mistake is collected (not just the
-//! first), each with the span of the offending token and a message that names the fix.
+//! Reading `#[cmk(...)]` (and the `#[diesel]` / `#[sea_orm]` attributes the derive forwards):
+//! the syntax of each key and the format of its literal. Whether the keys fit together is
+//! [`crate::check`]'s job.
 
 use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
 use syn::spanned::Spanned;
-use syn::{
-    Attribute, Data, DeriveInput, Fields, GenericArgument, Ident, LitInt, LitStr, PathArguments,
-    Type,
+use syn::{Attribute, DeriveInput, Ident, LitInt, LitStr};
+
+use crate::ctxt::Ctxt;
+use crate::symbol::{
+    ATTR, BLIND_INDEX, CLASS, COLUMN, CRATE, DERIVE, DETERMINISTIC, FIELD_KEYS, HIDE_NULL, ID, IDS,
+    KEY_COLUMNS, LOOKUPS, NORMALIZE, NORMALIZERS, PAD, ROW_ID, SEALED, STRUCT_KEYS, TABLE, TENANT,
 };
 
-/// Collects errors so the user sees every mistake at once.
-#[derive(Default)]
-pub struct Errors(Option<syn::Error>);
+/// A value an attribute key may be given once; a second one is reported at its key.
+pub struct Attr<'c, T> {
+    cx: &'c Ctxt,
+    name: &'static str,
+    value: Option<T>,
+}
 
-impl Errors {
-    pub fn push(&mut self, span: Span, msg: impl std::fmt::Display) {
-        let e = syn::Error::new(span, msg);
-        match &mut self.0 {
-            Some(all) => all.combine(e),
-            None => self.0 = Some(e),
+impl<'c, T> Attr<'c, T> {
+    pub fn none(cx: &'c Ctxt, name: &'static str) -> Self {
+        Attr {
+            cx,
+            name,
+            value: None,
         }
     }
 
-    pub fn into_result(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
+    pub fn set(&mut self, key: &Ident, value: T) {
+        if self.value.is_some() {
+            let name = self.name;
+            self.cx.error(
+                key.span(),
+                format!("duplicate `{name}` attribute: give it once"),
+            );
+        } else {
+            self.value = Some(value);
+        }
     }
-}
 
-const STRUCT_KEYS: &str = "table, tenant, id, ids, row_id, sealed, key_columns, lookups, crate";
-const FIELD_KEYS: &str = "class, column, blind_index, deterministic, hide_null, pad";
-
-/// Normaliser names, as `cmk_core::crypto::normalize::Normalizer` spells them.
-pub const NORMALIZERS: [&str; 3] = ["exact", "trimmed", "casefold"];
-
-pub struct Model {
-    pub vis: syn::Visibility,
-    pub name: Ident,
-    pub table: String,
-    pub tenant: TenantSource,
-    /// `lookups = Name`: the blind-index lookups go on a generated unit struct of that name
-    /// instead of the model (where they could meet the application's own associated items).
-    pub lookups: Option<Ident>,
-    /// `row_id = path`: a function `fn(&Id) -> RowId` binding an id type of another crate.
-    pub row_id: Option<syn::Path>,
-    pub id: Option<Ident>,
-    pub app_ids: bool,
-    pub sealed: Ident,
-    pub krate: syn::Path,
-    /// Key column name pattern (`{class}` is replaced); default `{class}_keys`.
-    pub key_pattern: Option<String>,
-    pub fields: Vec<Field>,
-    /// `#[diesel(...)]` attributes of the struct, forwarded to the sealed type; `Some` turns
-    /// Diesel mode on (column newtypes, Diesel derives, transparent reads).
-    pub diesel: Option<Vec<Attribute>>,
-    /// The Diesel table (`#[diesel(table_name = ...)]`), for tenant-constrained lookups.
-    pub diesel_table: Option<syn::Path>,
-    /// `sealed(derive(...), attr(...))`: the sealed type gets these instead of forwarded ORM
-    /// attributes (and the plaintext struct keeps its own ORM mapping).
-    pub explicit: Option<Explicit>,
-    /// `#[sea_orm(...)]` attributes of the struct, forwarded; `Some` turns SeaORM mode on.
-    pub sea_orm: Option<Vec<Attribute>>,
+    pub fn get(self) -> Option<T> {
+        self.value
+    }
 }
 
 /// Where a row's tenant comes from.
@@ -70,51 +55,67 @@ pub enum TenantSource {
     Fixed(LitStr),
 }
 
-/// Derives and attributes listed for the sealed type.
+/// Derives and attributes listed for the sealed type (`sealed(derive(...), attr(...))`).
 pub struct Explicit {
     pub derives: Vec<syn::Path>,
     pub attrs: Vec<proc_macro2::TokenStream>,
 }
 
-pub struct Field {
-    pub ident: Ident,
-    pub ty: Type,
-    pub classified: Option<Classified>,
-    /// `#[diesel(...)]` attributes of the field, forwarded.
+/// The struct's attributes as written.
+pub struct Container {
+    pub table: Option<(String, Span)>,
+    pub tenant: Option<TenantSource>,
+    pub id: Option<Ident>,
+    pub ids: Option<(String, Span)>,
+    pub row_id: Option<(syn::Path, Span)>,
+    pub sealed: Option<Ident>,
+    pub explicit: Option<Explicit>,
+    pub key_pattern: Option<String>,
+    pub krate: Option<syn::Path>,
+    pub lookups: Option<Ident>,
+    /// An unknown or malformed key (likely a misspelling): "missing" errors would only repeat it.
+    pub malformed: bool,
+    /// `#[diesel(...)]` of the struct, and the table it names.
     pub diesel: Vec<Attribute>,
-    /// `#[sea_orm(...)]` attributes of the field, forwarded.
+    pub diesel_table: Option<syn::Path>,
+    /// `#[sea_orm(...)]` of the struct.
     pub sea_orm: Vec<Attribute>,
 }
 
-pub struct Classified {
-    pub class: String,
-    pub column: String,
-    /// `Some(normaliser)` for a blind index.
-    pub blind_index: Option<String>,
-    pub deterministic: bool,
-    pub hide_null: bool,
-    pub pad: u16,
-    /// The field is `Option<T>`.
-    pub optional: bool,
-    /// `T` (or the `T` of `Option<T>`) is `String` or `Vec<u8>`: stored by its own bytes.
-    pub raw: Option<RawKind>,
+/// The slots of the struct's keys while they are read.
+struct ContainerSlots<'c> {
+    table: Attr<'c, (String, Span)>,
+    tenant: Attr<'c, TenantSource>,
+    id: Attr<'c, Ident>,
+    ids: Attr<'c, (String, Span)>,
+    row_id: Attr<'c, (syn::Path, Span)>,
+    sealed: Attr<'c, Ident>,
+    explicit: Attr<'c, Explicit>,
+    key_pattern: Attr<'c, String>,
+    krate: Attr<'c, syn::Path>,
+    lookups: Attr<'c, Ident>,
+    malformed: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum RawKind {
-    String,
-    Bytes,
+/// A field's `#[cmk(...)]` keys as written.
+pub struct FieldAttrs {
+    pub class: Option<(String, Span)>,
+    pub column: Option<String>,
+    /// The normaliser and the span of what named it.
+    pub blind_index: Option<(String, Span)>,
+    pub deterministic: Option<Span>,
+    pub hide_null: Option<Span>,
+    pub pad: Option<u16>,
 }
 
-impl Classified {
-    pub fn is_envelope(&self) -> bool {
-        !self.deterministic
-    }
+/// The attributes of `attrs` with path `name`.
+pub fn named<'a>(attrs: &'a [Attribute], name: &'a str) -> impl Iterator<Item = &'a Attribute> {
+    attrs.iter().filter(move |a| a.path().is_ident(name))
 }
 
 /// Consumes the value of an attribute key that is refused, so that one mistake gives one
 /// error (not a parse error on the tokens after it).
-fn skip_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+pub fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(syn::Token![=]) {
         let value = meta.value()?;
         while !value.is_empty() && !value.peek(syn::Token![,]) {
@@ -126,15 +127,307 @@ fn skip_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
     Ok(())
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, key: &Ident, errors: &mut Errors) {
-    if slot.is_some() {
-        errors.push(
-            key.span(),
-            format!("duplicate `{key}` attribute: give it once"),
-        );
-    } else {
-        *slot = Some(value);
+/// Reads the struct's `#[cmk(...)]`, `#[diesel(...)]` and `#[sea_orm(...)]` attributes.
+pub fn container(cx: &Ctxt, input: &DeriveInput) -> Container {
+    let mut slots = ContainerSlots {
+        table: Attr::none(cx, TABLE),
+        tenant: Attr::none(cx, TENANT),
+        id: Attr::none(cx, ID),
+        ids: Attr::none(cx, IDS),
+        row_id: Attr::none(cx, ROW_ID),
+        sealed: Attr::none(cx, SEALED),
+        explicit: Attr::none(cx, SEALED),
+        key_pattern: Attr::none(cx, KEY_COLUMNS),
+        krate: Attr::none(cx, CRATE),
+        lookups: Attr::none(cx, LOOKUPS),
+        malformed: false,
+    };
+    for attr in named(&input.attrs, "cmk") {
+        let parsed = attr.parse_nested_meta(|meta| container_key(cx, &meta, &mut slots));
+        if let Err(e) = parsed {
+            cx.error(
+                e.span(),
+                format!("{e}; the correct format looks like #[cmk(table = \"patients\", tenant = tenant_id)]"),
+            );
+            slots.malformed = true;
+        }
     }
+    let diesel: Vec<Attribute> = named(&input.attrs, "diesel").cloned().collect();
+    let sea_orm: Vec<Attribute> = named(&input.attrs, "sea_orm").cloned().collect();
+    let diesel_table = orm_table_name(&diesel);
+    // Without `table`, the ORM's table name is the stored table's.
+    let table = slots.table.get().or_else(|| {
+        sea_orm_table_name(&sea_orm).or_else(|| {
+            let last = diesel_table.as_ref()?.segments.last()?;
+            Some((last.ident.to_string(), last.ident.span()))
+        })
+    });
+    Container {
+        table,
+        tenant: slots.tenant.get(),
+        id: slots.id.get(),
+        ids: slots.ids.get(),
+        row_id: slots.row_id.get(),
+        sealed: slots.sealed.get(),
+        explicit: slots.explicit.get(),
+        key_pattern: slots.key_pattern.get(),
+        krate: slots.krate.get(),
+        lookups: slots.lookups.get(),
+        malformed: slots.malformed,
+        diesel,
+        diesel_table,
+        sea_orm,
+    }
+}
+
+/// One key of the struct's `#[cmk(...)]`.
+fn container_key(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    slots: &mut ContainerSlots<'_>,
+) -> syn::Result<()> {
+    let valid = STRUCT_KEYS.join(", ");
+    let Some(key) = meta.path.get_ident().cloned() else {
+        cx.error(
+            meta.path.span(),
+            format!("unknown attribute; valid ones on a struct: {valid}"),
+        );
+        slots.malformed = true;
+        return skip_value(meta);
+    };
+    match key.to_string().as_str() {
+        TABLE => {
+            let lit: LitStr = meta.value()?.parse()?;
+            if lit.value().is_empty() || lit.value().len() > 255 {
+                cx.error(lit.span(), "a table name must be 1 to 255 bytes");
+            }
+            slots.table.set(&key, (lit.value(), lit.span()));
+        }
+        TENANT => {
+            let value = meta.value()?;
+            let source = if value.peek(LitStr) {
+                let lit: LitStr = value.parse()?;
+                if lit.value().is_empty() || lit.value().len() > 255 {
+                    cx.error(lit.span(), "a fixed tenant id must be 1 to 255 bytes");
+                }
+                TenantSource::Fixed(lit)
+            } else {
+                TenantSource::Field(value.parse::<Ident>()?)
+            };
+            slots.tenant.set(&key, source);
+        }
+        LOOKUPS => slots.lookups.set(&key, meta.value()?.parse::<Ident>()?),
+        ROW_ID => {
+            let path: syn::Path = meta.value()?.parse()?;
+            let span = path.span();
+            slots.row_id.set(&key, (path, span));
+        }
+        ID => slots.id.set(&key, meta.value()?.parse::<Ident>()?),
+        IDS => {
+            let lit: LitStr = meta.value()?.parse()?;
+            if lit.value() != "app" && lit.value() != "db" {
+                cx.error(lit.span(), "`ids` must be \"app\" (application-assigned, bound into the ciphertext) or \"db\" (database-assigned, not bound)");
+            }
+            slots.ids.set(&key, (lit.value(), lit.span()));
+        }
+        SEALED if meta.input.peek(syn::token::Paren) => {
+            let explicit = sealed_explicit(cx, meta)?;
+            slots.explicit.set(&key, explicit);
+        }
+        SEALED => slots.sealed.set(&key, meta.value()?.parse::<Ident>()?),
+        KEY_COLUMNS => {
+            let lit: LitStr = meta.value()?.parse()?;
+            let v = lit.value();
+            let letters = v.replace("{class}", "x");
+            if !v.contains("{class}")
+                || letters
+                    .bytes()
+                    .any(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
+            {
+                cx.error(lit.span(), "`key_columns` is a name pattern with `{class}` in it, of letters, digits and `_` (for example \"{class}_dek\")");
+            }
+            slots.key_pattern.set(&key, v);
+        }
+        CRATE => {
+            let lit: LitStr = meta.value()?.parse()?;
+            slots.krate.set(&key, lit.parse::<syn::Path>()?);
+        }
+        _ => {
+            cx.error(
+                key.span(),
+                format!("unknown attribute `{key}`; valid ones on a struct: {valid}"),
+            );
+            slots.malformed = true;
+            skip_value(meta)?;
+        }
+    }
+    Ok(())
+}
+
+/// `sealed(derive(...), attr(...))`: derives and attributes for the sealed type, for a
+/// plaintext struct that has its own ORM mapping.
+fn sealed_explicit(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Explicit> {
+    let mut derives: Vec<syn::Path> = Vec::new();
+    let mut attrs: Vec<proc_macro2::TokenStream> = Vec::new();
+    meta.parse_nested_meta(|inner| {
+        if inner.path.is_ident(DERIVE) {
+            inner.parse_nested_meta(|d| {
+                derives.push(d.path.clone());
+                Ok(())
+            })
+        } else if inner.path.is_ident(ATTR) {
+            let content;
+            syn::parenthesized!(content in inner.input);
+            let all = content
+                .parse_terminated(<syn::Meta as syn::parse::Parse>::parse, syn::Token![,])?;
+            attrs.extend(all.into_iter().map(|m| quote::quote!(#[#m])));
+            Ok(())
+        } else {
+            cx.error(
+                inner.path.span(),
+                "unknown `sealed` option; the correct format looks like sealed(derive(Debug), attr(serde(rename_all = \"camelCase\")))",
+            );
+            skip_value(&inner)
+        }
+    })?;
+    Ok(Explicit { derives, attrs })
+}
+
+/// `table_name = path` of `#[diesel(...)]`.
+fn orm_table_name(attrs: &[Attribute]) -> Option<syn::Path> {
+    let mut found = None;
+    for a in attrs {
+        let _ = a.parse_nested_meta(|meta| {
+            if meta.path.is_ident("table_name") {
+                found = Some(meta.value()?.parse()?);
+            } else {
+                skip_value(&meta)?;
+            }
+            Ok(())
+        });
+    }
+    found
+}
+
+/// `table_name = "..."` of `#[sea_orm(...)]`.
+fn sea_orm_table_name(attrs: &[Attribute]) -> Option<(String, Span)> {
+    let mut found = None;
+    for a in attrs {
+        let _ = a.parse_nested_meta(|meta| {
+            if meta.path.is_ident("table_name") {
+                let lit: LitStr = meta.value()?.parse()?;
+                found = Some((lit.value(), lit.span()));
+            } else {
+                skip_value(&meta)?;
+            }
+            Ok(())
+        });
+    }
+    found
+}
+
+/// Reads a field's `#[cmk(...)]`; `None` when it has none (an unclassified field).
+pub fn field(cx: &Ctxt, f: &syn::Field) -> Option<FieldAttrs> {
+    let attrs: Vec<&Attribute> = named(&f.attrs, "cmk").collect();
+    if attrs.is_empty() {
+        return None;
+    }
+    let mut class = Attr::none(cx, CLASS);
+    let mut column = Attr::none(cx, COLUMN);
+    let mut blind = Attr::none(cx, BLIND_INDEX);
+    let mut det = Attr::none(cx, DETERMINISTIC);
+    let mut hide = Attr::none(cx, HIDE_NULL);
+    let mut pad = Attr::none(cx, PAD);
+    for attr in attrs {
+        let parsed = attr.parse_nested_meta(|meta| {
+            let valid = FIELD_KEYS.join(", ");
+            let Some(key) = meta.path.get_ident().cloned() else {
+                cx.error(
+                    meta.path.span(),
+                    format!("unknown attribute; valid ones on a field: {valid}"),
+                );
+                return skip_value(&meta);
+            };
+            match key.to_string().as_str() {
+                CLASS => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if !valid_class(&lit.value()) {
+                        cx.error(lit.span(), "a class name must be 1 to 32 bytes of a-z, 0-9, `_` or `-` (for example \"restricted\")");
+                    }
+                    class.set(&key, (lit.value(), lit.span()));
+                }
+                COLUMN => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if lit.value().is_empty() || lit.value().len() > 127 {
+                        cx.error(lit.span(), "a column name must be 1 to 127 bytes");
+                    }
+                    column.set(&key, lit.value());
+                }
+                BLIND_INDEX => blind.set(&key, blind_index(cx, &meta, &key)?),
+                DETERMINISTIC => det.set(&key, key.span()),
+                HIDE_NULL => hide.set(&key, key.span()),
+                PAD => {
+                    let lit: LitInt = meta.value()?.parse()?;
+                    match lit.base10_parse::<u16>() {
+                        Ok(n) if n <= 4096 => pad.set(&key, n),
+                        _ => cx.error(lit.span(), "`pad` is a block size in bytes from 0 to 4096"),
+                    }
+                }
+                "sql_type" | "column_type" | "type" => {
+                    cx.error(
+                        key.span(),
+                        format!("`{key}` cannot be set on an encrypted field: its stored type is cmk's ciphertext"),
+                    );
+                    skip_value(&meta)?;
+                }
+                _ => {
+                    cx.error(
+                        key.span(),
+                        format!("unknown attribute `{key}`; valid ones on a field: {valid}"),
+                    );
+                    skip_value(&meta)?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = parsed {
+            cx.error(
+                e.span(),
+                format!("{e}; the correct format looks like #[cmk(class = \"restricted\")]"),
+            );
+        }
+    }
+    Some(FieldAttrs {
+        class: class.get(),
+        column: column.get(),
+        blind_index: blind.get(),
+        deterministic: det.get(),
+        hide_null: hide.get(),
+        pad: pad.get(),
+    })
+}
+
+/// `blind_index` or `blind_index(normalize = "...")`: the normaliser and its span.
+fn blind_index(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &Ident) -> syn::Result<(String, Span)> {
+    let mut normalize = ("exact".to_string(), key.span());
+    if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            if inner.path.is_ident(NORMALIZE) {
+                let lit: LitStr = inner.value()?.parse()?;
+                if !NORMALIZERS.contains(&lit.value().as_str()) {
+                    cx.error(
+                        lit.span(),
+                        format!("unknown normaliser; use one of {}", NORMALIZERS.join(", ")),
+                    );
+                }
+                normalize = (lit.value(), lit.span());
+            } else {
+                cx.error(inner.path.span(), "unknown blind_index option; the correct format looks like blind_index(normalize = \"casefold\")");
+            }
+            Ok(())
+        })?;
+    }
+    Ok(normalize)
 }
 
 fn valid_class(name: &str) -> bool {
@@ -143,569 +436,4 @@ fn valid_class(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-/// `T` of `Option<T>`, if the type is an `Option`.
-fn option_inner(ty: &Type) -> Option<&Type> {
-    let Type::Path(p) = ty else { return None };
-    let last = p.path.segments.last()?;
-    if last.ident != "Option" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.first()? {
-        GenericArgument::Type(t) => Some(t),
-        _ => None,
-    }
-}
-
-fn raw_kind(ty: &Type) -> Option<RawKind> {
-    let Type::Path(p) = ty else { return None };
-    let last = p.path.segments.last()?;
-    if last.ident == "String" && last.arguments.is_empty() {
-        return Some(RawKind::String);
-    }
-    if last.ident == "Vec"
-        && let PathArguments::AngleBracketed(args) = &last.arguments
-        && let Some(GenericArgument::Type(Type::Path(inner))) = args.args.first()
-        && inner.path.is_ident("u8")
-    {
-        return Some(RawKind::Bytes);
-    }
-    None
-}
-
-fn cmk_attrs(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
-    attrs.iter().filter(|a| a.path().is_ident("cmk"))
-}
-
-pub fn parse(input: &DeriveInput) -> syn::Result<Model> {
-    let mut errors = Errors::default();
-    let named = match &input.data {
-        Data::Struct(s) => match &s.fields {
-            Fields::Named(named) => Some(named),
-            Fields::Unnamed(_) => {
-                errors.push(
-                    input.ident.span(),
-                    "`Encrypted` needs a struct with named fields, not a tuple struct",
-                );
-                None
-            }
-            Fields::Unit => {
-                errors.push(
-                    input.ident.span(),
-                    "`Encrypted` needs a struct with named fields, not a unit struct",
-                );
-                None
-            }
-        },
-        Data::Enum(e) => {
-            errors.push(
-                e.enum_token.span(),
-                "`Encrypted` can only be derived for a struct with named fields, not an enum",
-            );
-            None
-        }
-        Data::Union(u) => {
-            errors.push(
-                u.union_token.span(),
-                "`Encrypted` can only be derived for a struct with named fields, not a union",
-            );
-            None
-        }
-    };
-    if !input.generics.params.is_empty() {
-        errors.push(
-            input.generics.span(),
-            "`Encrypted` does not support generic structs: use a concrete type",
-        );
-    }
-
-    // Struct attributes.
-    let mut unknown_struct_key = false;
-    let mut key_pattern: Option<String> = None;
-    let mut explicit: Option<Explicit> = None;
-    let mut lookups: Option<Ident> = None;
-    let mut row_id: Option<(syn::Path, Span)> = None;
-    let (mut table, mut tenant, mut id, mut ids, mut sealed, mut krate) = (
-        None::<(String, Span)>,
-        None::<TenantSource>,
-        None::<Ident>,
-        None::<(String, Span)>,
-        None::<Ident>,
-        None::<syn::Path>,
-    );
-    for attr in cmk_attrs(&input.attrs) {
-        let parsed = attr.parse_nested_meta(|meta| {
-            let Some(key) = meta.path.get_ident().cloned() else {
-                errors.push(meta.path.span(), format!("unknown attribute; valid ones on a struct: {STRUCT_KEYS}"));
-                return Ok(());
-            };
-            match key.to_string().as_str() {
-                "table" => {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    if lit.value().is_empty() || lit.value().len() > 255 {
-                        errors.push(lit.span(), "a table name must be 1 to 255 bytes");
-                    }
-                    set_once(&mut table, (lit.value(), lit.span()), &key, &mut errors);
-                }
-                "tenant" => {
-                    let value = meta.value()?;
-                    let source = if value.peek(LitStr) {
-                        let lit: LitStr = value.parse()?;
-                        if lit.value().is_empty() || lit.value().len() > 255 {
-                            errors.push(lit.span(), "a fixed tenant id must be 1 to 255 bytes");
-                        }
-                        TenantSource::Fixed(lit)
-                    } else {
-                        TenantSource::Field(value.parse::<Ident>()?)
-                    };
-                    set_once(&mut tenant, source, &key, &mut errors)
-                }
-                "lookups" => set_once(&mut lookups, meta.value()?.parse::<Ident>()?, &key, &mut errors),
-                "row_id" => {
-                    let path: syn::Path = meta.value()?.parse()?;
-                    let span = path.span();
-                    set_once(&mut row_id, (path, span), &key, &mut errors)
-                }
-                "id" => set_once(&mut id, meta.value()?.parse::<Ident>()?, &key, &mut errors),
-                "ids" => {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    if lit.value() != "app" && lit.value() != "db" {
-                        errors.push(lit.span(), "`ids` must be \"app\" (application-assigned, bound into the ciphertext) or \"db\" (database-assigned, not bound)");
-                    }
-                    set_once(&mut ids, (lit.value(), lit.span()), &key, &mut errors);
-                }
-                "sealed" if meta.input.peek(syn::token::Paren) => {
-                    // Explicit form: derives and attributes for the sealed type, for a plaintext
-                    // struct that has its own ORM mapping.
-                    let mut derives: Vec<syn::Path> = Vec::new();
-                    let mut attrs: Vec<proc_macro2::TokenStream> = Vec::new();
-                    meta.parse_nested_meta(|inner| {
-                        if inner.path.is_ident("derive") {
-                            inner.parse_nested_meta(|d| {
-                                derives.push(d.path.clone());
-                                Ok(())
-                            })
-                        } else if inner.path.is_ident("attr") {
-                            let content;
-                            syn::parenthesized!(content in inner.input);
-                            let all = content.parse_terminated(<syn::Meta as syn::parse::Parse>::parse, syn::Token![,])?;
-                            attrs.extend(all.into_iter().map(|m| quote::quote!(#[#m])));
-                            Ok(())
-                        } else {
-                            errors.push(
-                                inner.path.span(),
-                                "unknown `sealed` option; the correct format looks like sealed(derive(Debug), attr(serde(rename_all = \"camelCase\")))",
-                            );
-                            skip_value(&inner)
-                        }
-                    })?;
-                    set_once(&mut explicit, Explicit { derives, attrs }, &key, &mut errors);
-                }
-                "sealed" => set_once(&mut sealed, meta.value()?.parse::<Ident>()?, &key, &mut errors),
-                "key_columns" => {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    let v = lit.value();
-                    if !v.contains("{class}") || v.replace("{class}", "x").bytes().any(|b| !(b.is_ascii_alphanumeric() || b == b'_')) {
-                        errors.push(lit.span(), "`key_columns` is a name pattern with `{class}` in it, of letters, digits and `_` (for example \"{class}_dek\")");
-                    }
-                    set_once(&mut key_pattern, v, &key, &mut errors);
-                }
-                "crate" => {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    set_once(&mut krate, lit.parse::<syn::Path>()?, &key, &mut errors);
-                }
-                _ => {
-                    errors.push(key.span(), format!("unknown attribute `{key}`; valid ones on a struct: {STRUCT_KEYS}"));
-                    unknown_struct_key = true;
-                    skip_value(&meta)?;
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = parsed {
-            errors.push(e.span(), format!("{e}; the correct format looks like #[cmk(table = \"patients\", tenant = tenant_id)]"));
-            unknown_struct_key = true;
-        }
-    }
-    let sea_orm: Vec<Attribute> = input
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("sea_orm"))
-        .cloned()
-        .collect();
-    if table.is_none() {
-        for a in &sea_orm {
-            let _ = a.parse_nested_meta(|meta| {
-                if meta.path.is_ident("table_name") {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    table = Some((lit.value(), lit.span()));
-                } else {
-                    skip_value(&meta)?;
-                }
-                Ok(())
-            });
-        }
-    }
-    let diesel: Vec<Attribute> = input
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("diesel"))
-        .cloned()
-        .collect();
-    let mut diesel_table: Option<syn::Path> = None;
-    for a in &diesel {
-        let _ = a.parse_nested_meta(|meta| {
-            if meta.path.is_ident("table_name") {
-                diesel_table = Some(meta.value()?.parse()?);
-            } else {
-                skip_value(&meta)?;
-            }
-            Ok(())
-        });
-    }
-    if table.is_none() {
-        for a in &diesel {
-            let _ = a.parse_nested_meta(|meta| {
-                if meta.path.is_ident("table_name") {
-                    let path: syn::Path = meta.value()?.parse()?;
-                    if let Some(last) = path.segments.last() {
-                        table = Some((last.ident.to_string(), last.ident.span()));
-                    }
-                } else {
-                    skip_value(&meta)?;
-                }
-                Ok(())
-            });
-        }
-    }
-    // After an unknown or malformed key (likely a misspelling), or on a type that is not a
-    // struct with named fields, a "missing" error would only repeat the first one.
-    let quiet = unknown_struct_key || named.is_none();
-    if table.is_none() && !quiet {
-        errors.push(
-            input.ident.span(),
-            "missing table name: add #[cmk(table = \"...\")] (or #[diesel(table_name = ...)]) with the stored table's name",
-        );
-    }
-    if tenant.is_none() && !quiet {
-        errors.push(input.ident.span(), "missing tenant: add #[cmk(tenant = field)] naming the field that holds the tenant id, or #[cmk(tenant = \"name\")] for a single-tenant table");
-    }
-    if let Some((_, span)) = &row_id
-        && ids.as_ref().is_none_or(|(v, _)| v != "app")
-    {
-        errors.push(
-            *span,
-            "`row_id` binds application-assigned ids: it needs `id = field` and `ids = \"app\"`",
-        );
-    }
-    if let (Some((_, span)), None) = (&ids, &id) {
-        errors.push(*span, "`ids` needs `id = field` naming the row id field");
-    }
-
-    // Fields.
-    let mut fields = Vec::new();
-    for f in named.map(|n| n.named.iter()).into_iter().flatten() {
-        let Some(ident) = f.ident.clone() else {
-            continue;
-        };
-        let classified = parse_field(f, &ident, &mut errors);
-        let diesel: Vec<Attribute> = f
-            .attrs
-            .iter()
-            .filter(|a| a.path().is_ident("diesel"))
-            .cloned()
-            .collect();
-        if classified.is_some() {
-            for a in &diesel {
-                let _ = a.parse_nested_meta(|meta| {
-                    if ["sql_type", "serialize_as", "deserialize_as", "embed"].iter().any(|k| meta.path.is_ident(k)) {
-                        errors.push(
-                            meta.path.span(),
-                            "this Diesel attribute cannot be set on an encrypted field: its stored type is cmk's ciphertext",
-                        );
-                    }
-                    skip_value(&meta)
-                });
-            }
-        }
-        let sea_orm: Vec<Attribute> = f
-            .attrs
-            .iter()
-            .filter(|a| a.path().is_ident("sea_orm"))
-            .cloned()
-            .collect();
-        if classified.is_some() {
-            for a in &sea_orm {
-                let _ = a.parse_nested_meta(|meta| {
-                    if ["column_type", "select_as", "save_as"].iter().any(|k| meta.path.is_ident(k)) {
-                        errors.push(
-                            meta.path.span(),
-                            "this SeaORM attribute cannot be set on an encrypted field: its stored type is cmk's ciphertext",
-                        );
-                    }
-                    skip_value(&meta)
-                });
-            }
-        }
-        fields.push(Field {
-            ident,
-            ty: f.ty.clone(),
-            classified,
-            diesel,
-            sea_orm,
-        });
-    }
-
-    // Cross-field checks.
-    let tenant_field = match &tenant {
-        Some(TenantSource::Field(f)) => Some(f.clone()),
-        _ => None,
-    };
-    for (role, name) in [("tenant", &tenant_field), ("id", &id)] {
-        let Some(name) = name.as_ref().filter(|_| named.is_some()) else {
-            continue;
-        };
-        match fields.iter().find(|f| f.ident == *name) {
-            None => errors.push(name.span(), format!("no field named `{name}` for `{role}`")),
-            Some(f) if f.classified.is_some() => errors.push(
-                f.ident.span(),
-                format!(
-                    "the {role} field `{name}` cannot be classified: {role}s are never encrypted"
-                ),
-            ),
-            Some(_) => {}
-        }
-    }
-    let mut columns: Vec<(String, Span)> = Vec::new();
-    for f in &fields {
-        let own = f
-            .classified
-            .as_ref()
-            .map_or(f.ident.to_string(), |c| c.column.clone());
-        columns.push((own, f.ident.span()));
-    }
-    let mut generated: Vec<(String, Span)> = Vec::new();
-    for f in &fields {
-        if let Some(c) = &f.classified
-            && c.blind_index.is_some()
-        {
-            generated.push((format!("{}_bidx", c.column), f.ident.span()));
-        }
-    }
-    for class in key_classes(&fields) {
-        generated.push((
-            key_column_name(key_pattern.as_deref(), &class),
-            input.ident.span(),
-        ));
-    }
-    for (i, (name, span)) in columns.iter().enumerate() {
-        if columns[..i].iter().any(|(n, _)| n == name) {
-            errors.push(*span, format!("two fields map to column `{name}`: give one a different #[cmk(column = \"...\")]"));
-        }
-        if generated.iter().any(|(n, _)| n == name) {
-            errors.push(*span, format!("field `{name}` collides with a column the derive generates; rename it or set #[cmk(column = \"...\")]"));
-        }
-    }
-    errors.into_result()?;
-    let name = input.ident.clone();
-    Ok(Model {
-        vis: input.vis.clone(),
-        sealed: sealed.unwrap_or_else(|| {
-            let has_sea_orm = input.attrs.iter().any(|a| a.path().is_ident("sea_orm"));
-            if has_sea_orm {
-                Ident::new("Model", name.span())
-            } else {
-                Ident::new(&format!("Sealed{name}"), name.span())
-            }
-        }),
-        name,
-        table: table.map(|t| t.0).unwrap_or_default(),
-        tenant: tenant
-            .unwrap_or_else(|| TenantSource::Field(Ident::new("tenant", Span::call_site()))),
-        lookups,
-        row_id: row_id.map(|(path, _)| path),
-        app_ids: ids.is_some_and(|(v, _)| v == "app"),
-        id,
-        krate: krate.unwrap_or_else(|| syn::parse_quote!(::cmk)),
-        key_pattern,
-        fields,
-        // The explicit form wins: the plaintext struct's own #[diesel] belongs to its own
-        // derives then.
-        diesel: if diesel.is_empty() || explicit.is_some() {
-            None
-        } else {
-            Some(diesel)
-        },
-        // SeaORM's entity derive wants its model named `Model`.
-        sea_orm: if sea_orm.is_empty() || explicit.is_some() {
-            None
-        } else {
-            Some(sea_orm)
-        },
-        diesel_table: if explicit.is_some() {
-            None
-        } else {
-            diesel_table
-        },
-        explicit,
-    })
-}
-
-fn parse_field(f: &syn::Field, ident: &Ident, errors: &mut Errors) -> Option<Classified> {
-    let attrs: Vec<&Attribute> = cmk_attrs(&f.attrs).collect();
-    if attrs.is_empty() {
-        return None;
-    }
-    let (mut class, mut column, mut blind, mut det, mut hide, mut pad) = (
-        None::<(String, Span)>,
-        None::<String>,
-        None::<(String, Span)>,
-        None::<Span>,
-        None::<Span>,
-        None::<u16>,
-    );
-    for attr in attrs {
-        let parsed = attr.parse_nested_meta(|meta| {
-            let Some(key) = meta.path.get_ident().cloned() else {
-                errors.push(meta.path.span(), format!("unknown attribute; valid ones on a field: {FIELD_KEYS}"));
-                return Ok(());
-            };
-            match key.to_string().as_str() {
-                "class" => {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    if !valid_class(&lit.value()) {
-                        errors.push(lit.span(), "a class name must be 1 to 32 bytes of a-z, 0-9, `_` or `-` (for example \"restricted\")");
-                    }
-                    set_once(&mut class, (lit.value(), lit.span()), &key, errors);
-                }
-                "column" => {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    if lit.value().is_empty() || lit.value().len() > 127 {
-                        errors.push(lit.span(), "a column name must be 1 to 127 bytes");
-                    }
-                    set_once(&mut column, lit.value(), &key, errors);
-                }
-                "blind_index" => {
-                    let mut normalize = ("exact".to_string(), key.span());
-                    if meta.input.peek(syn::token::Paren) {
-                        meta.parse_nested_meta(|inner| {
-                            if inner.path.is_ident("normalize") {
-                                let lit: LitStr = inner.value()?.parse()?;
-                                if !NORMALIZERS.contains(&lit.value().as_str()) {
-                                    errors.push(lit.span(), format!("unknown normaliser; use one of {}", NORMALIZERS.join(", ")));
-                                }
-                                normalize = (lit.value(), lit.span());
-                            } else {
-                                errors.push(inner.path.span(), "unknown blind_index option; the correct format looks like blind_index(normalize = \"casefold\")");
-                            }
-                            Ok(())
-                        })?;
-                    }
-                    set_once(&mut blind, normalize, &key, errors);
-                }
-                "deterministic" => set_once(&mut det, key.span(), &key, errors),
-                "hide_null" => set_once(&mut hide, key.span(), &key, errors),
-                "pad" => {
-                    let lit: LitInt = meta.value()?.parse()?;
-                    match lit.base10_parse::<u16>() {
-                        Ok(n) if n <= 4096 => set_once(&mut pad, n, &key, errors),
-                        _ => errors.push(lit.span(), "`pad` is a block size in bytes from 0 to 4096"),
-                    }
-                }
-                "sql_type" | "column_type" | "type" => {
-                    errors.push(
-                        key.span(),
-                        format!("`{key}` cannot be set on an encrypted field: its stored type is cmk's ciphertext"),
-                    );
-                    skip_value(&meta)?;
-                }
-                _ => {
-                    errors.push(key.span(), format!("unknown attribute `{key}`; valid ones on a field: {FIELD_KEYS}"));
-                    skip_value(&meta)?;
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = parsed {
-            errors.push(
-                e.span(),
-                format!("{e}; the correct format looks like #[cmk(class = \"restricted\")]"),
-            );
-        }
-    }
-    let Some((class, _)) = class else {
-        errors.push(
-            ident.span(),
-            "a field with #[cmk(...)] needs a class: add class = \"...\"",
-        );
-        return None;
-    };
-    let optional = option_inner(&f.ty).is_some();
-    let inner = option_inner(&f.ty).unwrap_or(&f.ty);
-    let raw = raw_kind(inner);
-    if let (Some((_, bspan)), Some(dspan)) = (&blind, det) {
-        errors.push(
-            dspan,
-            "a field cannot have both a blind index and deterministic encryption: choose one",
-        );
-        let _ = bspan;
-    }
-    if let Some((norm, span)) = &blind
-        && norm != "exact"
-        && raw != Some(RawKind::String)
-    {
-        let _ = span;
-        errors.push(
-            f.ty.span(),
-            format!(
-                "the `{norm}` normaliser needs text: use a String field, or normalize = \"exact\""
-            ),
-        );
-    }
-    if let (Some(h), true) = (hide, blind.is_some() || det.is_some()) {
-        errors.push(
-            h,
-            "a hidden NULL cannot be searchable: the index would reveal NULL",
-        );
-    }
-    if pad.is_some_and(|p| p > 0) && det.is_some() {
-        errors.push(ident.span(), "deterministic values cannot be padded");
-    }
-    Some(Classified {
-        class,
-        column: column.unwrap_or_else(|| ident.to_string()),
-        blind_index: blind.map(|b| b.0),
-        deterministic: det.is_some(),
-        hide_null: hide.is_some(),
-        pad: pad.unwrap_or(0),
-        optional,
-        raw,
-    })
-}
-
-/// Classes that get a key column, in the order `RowSchema` gives them: first appearance
-/// among envelope (non-deterministic) fields.
-pub fn key_classes(fields: &[Field]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for c in fields
-        .iter()
-        .filter_map(|f| f.classified.as_ref())
-        .filter(|c| c.is_envelope())
-    {
-        if !out.contains(&c.class) {
-            out.push(c.class.clone());
-        }
-    }
-    out
-}
-
-/// The key column of a class: `<class>_keys` (a `-` becomes `_`).
-pub fn key_column_name(pattern: Option<&str>, class: &str) -> String {
-    pattern
-        .unwrap_or("{class}_keys")
-        .replace("{class}", &class.replace('-', "_"))
 }
