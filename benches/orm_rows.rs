@@ -22,8 +22,6 @@
 
 #![allow(missing_docs)] // diesel::table! generates public modules
 
-extern crate cmk as cmk_core; // the shared baseline names the core crate `cmk_core`
-
 #[path = "../cmk-core/benches/common/baseline.rs"]
 mod baseline;
 

@@ -6,9 +6,64 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+// The public surface is listed here, item by item: what an application names. The engine's
+// internals (byte formats, crypto, the write guard, SQL text, the jobs' plumbing) stay in
+// `cmk_core`, which the adapters use directly.
+
+pub use cmk_core::admin::{RotateReport, ShredReport};
 pub use cmk_core::model::Encrypted;
-pub use cmk_core::*;
-/// Derives [`model::Encrypted`] and the sealed companion row type (see `cmk-derive`).
+pub use cmk_core::{
+    Actor, AuditMode, Class, Cmk, CmkBuilder, CmkSettings, EnsureReport, Error, LeasePolicy,
+    OnboardReport, Policy, RenewReport, RequestContext, Result, SearchMode, TenantConfig, TenantId,
+    TenantKeys,
+};
+pub use cmk_core::{audit, clock, kms, registry, secret};
+
+/// What most modules of an application need: `use cmk::prelude::*;`.
+pub mod prelude {
+    pub use crate::Encrypted;
+    pub use cmk_core::{
+        Actor, Class, Cmk, Error, RequestContext, Result, TenantConfig, TenantId, TenantKeys,
+    };
+}
+
+/// Security events: what happened, to whom, with what outcome, and the sinks they go to
+/// (delivery to each tenant's SIEM is [`audit`]).
+pub mod event {
+    pub use cmk_core::audit::event::*;
+}
+
+/// Tenant configuration beyond the types at the crate root: the operator key that
+/// authenticates it, its stores, and the verifier that refuses a forged or rolled-back record.
+pub mod tenant {
+    pub use cmk_core::tenant::config::{
+        ConfigVerifier, MemoryConfigStore, OperatorKey, SignedTenantConfig, TenantConfig,
+        TenantConfigStore,
+    };
+}
+
+/// Models: the trait the derive implements, partial reads, field encodings and row ids.
+pub mod model {
+    pub use cmk_core::format::aad::RowId;
+    pub use cmk_core::model::{Encrypted, IntoRowId, Partial, RawField};
+}
+
+/// Sealing rows without the derive: a table's schema, the stored row, what unsealing reveals,
+/// and the key scope row-loading code reads its keys from.
+pub mod rows {
+    pub use cmk_core::schema::{FieldSearch, FieldSpec, RowSchema};
+    pub use cmk_core::scope::current_keys;
+    pub use cmk_core::seal::{
+        MAX_VALUE_LEN, Revealed, RowValues, SealedRow, StoredRow, UnsealedRow,
+    };
+}
+
+/// The progress and chunking of the table jobs (KEK retirement, plaintext backfill) that the
+/// adapters run (`cmk::diesel::jobs`, `cmk::seaorm::jobs`).
+pub mod jobs {
+    pub use cmk_core::jobs::{Chunks, Progress};
+}
+/// Derives [`Encrypted`] and the sealed companion row type (see `cmk-derive`).
 ///
 /// ```
 /// use cmk::Encrypted;

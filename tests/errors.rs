@@ -71,7 +71,7 @@ async fn sealing_and_reading_errors_are_typed() {
     let (cmk, ctx) = common::onboarded(SearchMode::None, &[], |_, _| {}).await;
     let keys = cmk.keys_for(&ctx, Reading::CLASSES).await.unwrap();
     // Too large: 413.
-    let big = "x".repeat(cmk::seal::MAX_VALUE_LEN + 1);
+    let big = "x".repeat(cmk::rows::MAX_VALUE_LEN + 1);
     match reading(big).seal(&keys) {
         Err(e @ Error::ValueTooLarge { .. }) => assert_eq!(e.http_status(), 413),
         other => panic!("{:?}", other.map(|_| ())),

@@ -159,8 +159,8 @@ async fn a_single_tenant_seaorm_entity_finds_by_blind_index() {
 
 /// An id type of another crate, bound through the application's own function: the orphan
 /// rule keeps the application from implementing `IntoRowId` for it.
-fn ulid_like_row_id(id: &uuid::Uuid) -> cmk::format::aad::RowId {
-    cmk::format::aad::RowId::Uuid(*id.as_bytes())
+fn ulid_like_row_id(id: &uuid::Uuid) -> cmk::model::RowId {
+    cmk::model::RowId::Uuid(*id.as_bytes())
 }
 
 #[derive(Debug, Clone, PartialEq, Encrypted)]

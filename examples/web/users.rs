@@ -138,7 +138,7 @@ pub fn context_from_headers<'a>(
 /// The answer of `GET /whoami`: what repository code deep in the request finds in the key
 /// scope the middleware entered, without being passed anything.
 pub fn whoami() -> cmk::Result<String> {
-    let keys = cmk::scope::current_keys()?;
+    let keys = cmk::rows::current_keys()?;
     let ctx = keys.context();
     Ok(format!(
         "{} {} {}",

@@ -1,8 +1,7 @@
 //! The hand-written envelope that cmk's benchmarks compare against: one random DEK per
 //! class, one AES-256-GCM encryption per field with associated data as long as cmk's, each
 //! DEK wrapped under a KEK whose key schedule is expanded once, cmk's buffered OS randomness.
-//! Shared by `cmk-core/benches/seal.rs` and the facade's `benches/orm_rows.rs` (which
-//! names the facade `cmk_core`).
+//! Shared by `cmk-core/benches/seal.rs` and the facade's `benches/orm_rows.rs`.
 // Not every benchmark that includes this module uses all of it.
 #![allow(dead_code)]
 

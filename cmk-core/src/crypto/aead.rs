@@ -29,13 +29,24 @@ impl GcmKey {
     }
 
     /// Encrypts `buf` in place and returns the tag.
-    pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        // Encryption fails only for inputs over 64 GiB, which no caller produces (values are
-        // bounded by `seal::MAX_VALUE_LEN`); a zero tag would then simply never verify.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when AES-GCM refuses the input (over 64 GiB, which no
+    /// caller produces: values are bounded by `MAX_VALUE_LEN`); the buffer is then wiped, so
+    /// no plaintext is left where ciphertext was expected.
+    pub fn seal(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> crate::Result<[u8; TAG_LEN]> {
         self.0
             .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
             .map(Into::into)
-            .unwrap_or([0u8; TAG_LEN])
+            .map_err(|_| {
+                buf.zeroize();
+                crate::Error::InvalidInput("AES-GCM refused to encrypt the input".into())
+            })
     }
 
     /// Decrypts `buf` in place; on failure the buffer is wiped and `Tampered` returned.
@@ -69,7 +80,7 @@ mod tests {
     fn same_bytes_as_the_standard_aes256gcm() {
         let key = SecretKey::from_bytes([3; 32]);
         let mut a = b"interoperable".to_vec();
-        let tag = GcmKey::new(&key).seal(&[9; 12], b"aad", &mut a);
+        let tag = GcmKey::new(&key).seal(&[9; 12], b"aad", &mut a).unwrap();
         let std_gcm = aes_gcm::Aes256Gcm::new(key.expose_secret().into());
         let mut b = b"interoperable".to_vec();
         let std_tag = std_gcm
@@ -83,7 +94,7 @@ mod tests {
         let k = GcmKey::new(&SecretKey::from_bytes([7; 32]));
         let nonce = [1u8; 12];
         let mut buf = b"attack at dawn".to_vec();
-        let tag = k.seal(&nonce, b"a", &mut buf);
+        let tag = k.seal(&nonce, b"a", &mut buf).unwrap();
         let mut copy = buf.clone();
         assert!(k.open(&nonce, b"b", &mut copy, &tag).is_err());
         assert!(copy.iter().all(|&b| b == 0));

@@ -600,11 +600,18 @@ impl Kms for LocalKms {
             out.extend_from_slice(&version.to_be_bytes());
             out.extend_from_slice(&nonce);
             out.extend_from_slice(plaintext);
-            let tag = GcmKey::new(material).seal(
-                &nonce,
-                blob_aad(name, version, aad).as_bytes(),
-                &mut out[BLOB_HEADER..],
-            );
+            let tag = GcmKey::new(material)
+                .seal(
+                    &nonce,
+                    blob_aad(name, version, aad).as_bytes(),
+                    &mut out[BLOB_HEADER..],
+                )
+                .map_err(|_| {
+                    KmsError::new(
+                        KmsErrorKind::Invalid,
+                        "the key material is too large to wrap",
+                    )
+                })?;
             out.extend_from_slice(&tag);
             Ok(out)
         })

@@ -102,7 +102,7 @@ fn rekey_inner(
         )
     })??;
     let nonce: [u8; 12] = crate::crypto::rng::array()?;
-    let tag = new.with(|k| k.seal(&nonce, aad_for(active_version).as_bytes(), &mut dek[..]))?;
+    let tag = new.with(|k| k.seal(&nonce, aad_for(active_version).as_bytes(), &mut dek[..]))??;
     new.lease.count_wrap();
     let mut encrypted = [0u8; 32];
     encrypted.copy_from_slice(&dek[..]);

@@ -433,7 +433,7 @@ fn seal_field(
     out.extend_from_slice(&nonce);
     field::inner_plaintext(&mut out, value, flags, eff.pad_to);
     let aad = plan.field_aad(i, flags, row_id, scratch);
-    let tag = gcm.seal(&nonce, aad, &mut out[field::HEADER_LEN..]);
+    let tag = gcm.seal(&nonce, aad, &mut out[field::HEADER_LEN..])?;
     out.extend_from_slice(&tag);
     Ok(out)
 }
@@ -487,7 +487,7 @@ fn wrap_dek(
         scratch,
     );
     let mut encrypted = Zeroizing::new(*dek.expose_secret());
-    let tag = kek.with_at(time, |k| k.seal(&nonce, aad, &mut encrypted[..]))?;
+    let tag = kek.with_at(time, |k| k.seal(&nonce, aad, &mut encrypted[..]))??;
     kc[21..53].copy_from_slice(&encrypted[..]);
     if kek.lease.count_wrap() > keys.kek_max_wraps.saturating_mul(4) {
         // Far past the roll-over point (keys_for rolls at kek_max_wraps): refuse rather

@@ -1,7 +1,7 @@
 use cmk::Encrypted;
 
-fn row_id(id: &i64) -> cmk::format::aad::RowId {
-    cmk::format::aad::RowId::Int(*id)
+fn row_id(id: &i64) -> cmk::model::RowId {
+    cmk::model::RowId::Int(*id)
 }
 
 #[derive(Encrypted)]
