@@ -337,19 +337,12 @@ fn seal_inner(
         fields: sealed_fields,
         indexes,
     } = out;
-    let blind = schema.has_blind_index();
-    if key_columns.len() != schema.key_classes().len()
-        || sealed_fields.len() != fields.len()
-        || (blind && indexes.len() != fields.len())
-    {
-        return Err(Error::InvalidInput(format!(
-            "sealing table `{}` needs room for {} key columns and {} fields",
-            schema.table(),
-            schema.key_classes().len(),
-            fields.len()
-        )));
-    }
-
+    check_room(
+        schema,
+        key_columns.len(),
+        sealed_fields.len(),
+        indexes.len(),
+    )?;
     let lent = keys.plans.get(keys, schema);
     let plan: &Plan = &lent;
     let effective: &[Effective] = match &plan.effective {
@@ -410,6 +403,24 @@ fn seal_inner(
     }
     seal_search_fields(keys, schema, values, sealed_fields, indexes)?;
     give_back_aad_buffer(scratch);
+    Ok(())
+}
+
+/// The caller's output slots fit the schema: one per key class, per field and (with a blind
+/// index) per field.
+fn check_room(schema: &RowSchema, keys: usize, fields: usize, indexes: usize) -> Result<()> {
+    let n = schema.fields().len();
+    if keys != schema.key_classes().len()
+        || fields != n
+        || (schema.has_blind_index() && indexes != n)
+    {
+        return Err(Error::InvalidInput(format!(
+            "sealing table `{}` needs room for {} key columns and {} fields",
+            schema.table(),
+            schema.key_classes().len(),
+            n
+        )));
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! interval has passed, so new KEK versions and shred tombstones written by other instances
 //! are seen within one renewal interval.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use crate::audit::event::{EventName, Outcome, SecurityEvent};
 use crate::crypto::aead::GcmKey;
 use crate::crypto::secret::SecretKey;
-use crate::error::{Error, Result};
+use crate::error::{Error, KmsError, Result};
 use crate::keys::lease::LeasedKek;
 use crate::keys::lease::{Lease, LeaseEnd, LeaseKey, Material, Timings};
 use crate::keys::registry::{
@@ -475,52 +475,22 @@ async fn obtain_once(
         .kms
         .unwrap(&entry.cmk_ref, &entry.wrapped, &context)
         .await;
-    let sink = cmk.sink.as_ref();
     // A lease that is still serving (not expired, not used up) and whose policy has not
     // changed can be renewed in place; new lease times or caps start a new lease.
     let live = existing.filter(|l| l.ended().is_none() && l.timings() == timings);
     match result {
         Ok(bytes) => {
             let material = SecretKey::from_slice(bytes.expose_secret()).ok_or(Error::Tampered)?;
-            cmk.leases.forget_denial(&key);
-            if let Some(lease) = live {
-                lease.renewed(entry);
-                lease_event(
-                    sink,
-                    &lease.key,
-                    EventName::KmsLeaseRenewed,
-                    Outcome::Success,
-                    lease.uses(),
-                );
-                return Ok(lease);
-            }
-            let material = match key.purpose {
-                Purpose::Kek => Material::Kek(Box::new(GcmKey::new(&material))),
-                _ => Material::Root(material),
-            };
-            let provider = entry.cmk_ref.provider().to_string();
-            let clock = Arc::clone(&cmk.settings.clock);
-            let lease = Arc::new(Lease::new(
-                key,
-                provider,
-                material,
-                clock,
-                timings.renewal,
-                timings.hard,
-                timings.max_uses,
-                entry,
-            ));
-            cmk.leases.insert(Arc::clone(&lease));
-            system_event(sink, tenant, EventName::KmsUnwrap, Outcome::Success);
-            Ok(lease)
+            Ok(lease_from_unwrap(cmk, key, entry, timings, live, material))
         }
         Err(e) if e.kind.is_transient() => {
             system_event(
-                sink,
+                cmk.sink.as_ref(),
                 tenant,
                 EventName::KmsUnreachable,
                 failure(e.kind.as_str()),
             );
+            // A serving lease rides the outage out.
             match live {
                 Some(lease) => {
                     lease.retry_later();
@@ -529,138 +499,216 @@ async fn obtain_once(
                 None => Err(kms_error(e)),
             }
         }
-        Err(e) => {
-            if let Some(lease) = cmk.leases.remove(&key) {
-                lease.revoke(e.kind.as_str());
-                lease_event(
-                    sink,
-                    &lease.key,
-                    EventName::KmsLeaseRevoked,
-                    failure(e.kind.as_str()),
-                    lease.uses(),
-                );
-            }
-            cmk.leases.remember_denial(&key, e.clone());
-            system_event(sink, tenant, EventName::KmsUnwrap, failure(e.kind.as_str()));
-            Err(kms_error(e))
-        }
+        Err(e) => Err(kms_error(refused(cmk, &key, e))),
     }
+}
+
+/// The lease after a successful unwrap: the serving one renewed in place, or a new one.
+fn lease_from_unwrap(
+    cmk: &Cmk,
+    key: LeaseKey,
+    entry: RegistryEntry,
+    timings: Timings,
+    live: Option<Arc<Lease>>,
+    material: SecretKey,
+) -> Arc<Lease> {
+    let sink = cmk.sink.as_ref();
+    cmk.leases.forget_denial(&key);
+    if let Some(lease) = live {
+        lease.renewed(entry);
+        lease_event(
+            sink,
+            &lease.key,
+            EventName::KmsLeaseRenewed,
+            Outcome::Success,
+            lease.uses(),
+        );
+        return lease;
+    }
+    let tenant = key.tenant.clone();
+    let material = match key.purpose {
+        Purpose::Kek => Material::Kek(Box::new(GcmKey::new(&material))),
+        _ => Material::Root(material),
+    };
+    let provider = entry.cmk_ref.provider().to_string();
+    let clock = Arc::clone(&cmk.settings.clock);
+    let lease = Arc::new(Lease::new(
+        key,
+        provider,
+        material,
+        clock,
+        timings.renewal,
+        timings.hard,
+        timings.max_uses,
+        entry,
+    ));
+    cmk.leases.insert(Arc::clone(&lease));
+    system_event(sink, &tenant, EventName::KmsUnwrap, Outcome::Success);
+    lease
+}
+
+/// The KMS refused (denied, not found, invalid): the lease ends now and the refusal is
+/// remembered for the denial TTL.
+fn refused(cmk: &Cmk, key: &LeaseKey, e: KmsError) -> KmsError {
+    let sink = cmk.sink.as_ref();
+    if let Some(lease) = cmk.leases.remove(key) {
+        lease.revoke(e.kind.as_str());
+        lease_event(
+            sink,
+            &lease.key,
+            EventName::KmsLeaseRevoked,
+            failure(e.kind.as_str()),
+            lease.uses(),
+        );
+    }
+    cmk.leases.remember_denial(key, e.clone());
+    system_event(
+        sink,
+        &key.tenant,
+        EventName::KmsUnwrap,
+        failure(e.kind.as_str()),
+    );
+    e
 }
 
 /// The body of [`Cmk::renew_due`].
 pub(crate) async fn renew_due(cmk: &Cmk) -> RenewReport {
     let mut report = RenewReport::default();
     let leases = cmk.leases.all();
+    let fresh = fresh_views(cmk, &leases).await;
+    for lease in leases {
+        renew_one(cmk, lease, &fresh, &mut report).await;
+    }
+    report
+}
+
+/// Each leased tenant's view, read again: `None` for a tenant shredded or purged; a tenant
+/// whose registry or configuration cannot be read is left out (its leases ride it out like a
+/// KMS outage).
+async fn fresh_views(
+    cmk: &Cmk,
+    leases: &[Arc<Lease>],
+) -> HashMap<TenantId, Option<Arc<TenantView>>> {
     let tenants: HashSet<TenantId> = leases.iter().map(|l| l.key.tenant.clone()).collect();
-    let mut fresh = std::collections::HashMap::new();
+    let mut fresh = HashMap::new();
     for tenant in tenants {
         match tenant_view(cmk, &tenant, true).await {
             Ok(view) => {
                 fresh.insert(tenant, Some(view));
             }
-            // None: the tenant is shredded or purged.
             Err(Error::TenantShredded { .. }) | Err(Error::UnknownTenant { .. }) => {
                 fresh.insert(tenant, None);
             }
-            // Registry or configuration unreachable: leases ride it out like a KMS outage.
             Err(_) => {}
         }
     }
-    for lease in leases {
-        let key = lease.key.clone();
-        if matches!(lease.ended(), Some(LeaseEnd::Revoked(_))) {
-            cmk.leases.remove(&key);
-            continue;
-        }
-        if lease.ended() == Some(LeaseEnd::Expired) {
-            lease.wipe();
-            cmk.leases.remove(&key);
-            lease_event(
-                cmk.sink.as_ref(),
-                &key,
-                EventName::KmsLeaseExpired,
-                failure("lease_expired"),
-                lease.uses(),
-            );
-            report.expired += 1;
-            continue;
-        }
-        let Some(view) = fresh.get(&key.tenant) else {
-            // Registry or configuration unreadable (down, or a corrupted record): still ask
-            // the KMS, with the lease's own entry, so a revocation is seen in time.
-            if lease.renewal_due() {
-                let entry = lease.entry();
-                let expiry_before = lease.hard_expiry();
-                match obtain(cmk, key, entry, lease.timings()).await {
-                    Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
-                        report.renewed += 1
-                    }
-                    Ok(_) => report.unreachable += 1,
-                    Err(Error::Kms { source, .. }) if source.kind.is_transient() => {
-                        report.unreachable += 1
-                    }
-                    Err(_) => report.revoked += 1,
-                }
-            }
-            continue;
-        };
-        let current = view.as_ref().and_then(|view| {
-            view.views.iter().find(|v| {
-                v.purpose == key.purpose && v.policy == key.policy && v.version == key.version
-            })
-        });
-        let reason = match (view, current) {
-            (None, _) => Some("tenant shredded"),
-            (Some(view), _) if view.shredded || view.empty => Some("tenant shredded"),
-            (Some(_), None) => Some("key version gone from the registry"),
-            (Some(_), Some(v)) if v.state == KeyState::Destroyed => Some("key version destroyed"),
-            (Some(_), Some(v)) if v.wrapped_by.is_none() => {
-                Some("no entry under the configured master key")
-            }
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            cmk.leases.remove(&key);
-            lease.revoke(reason);
-            lease_event(
-                cmk.sink.as_ref(),
-                &key,
-                EventName::KmsLeaseRevoked,
-                failure("revoked"),
-                lease.uses(),
-            );
-            report.revoked += 1;
-            continue;
-        }
-        if !lease.renewal_due() {
-            continue;
-        }
-        let (Some(view), Some(v)) = (view, current) else {
-            continue;
-        };
-        let Some(entry) = v.wrapped_by.clone() else {
-            continue;
-        };
-        let timings = match key.purpose {
-            Purpose::Kek => Class::new(&key.policy)
-                .ok()
-                .and_then(|c| view.config.policies.get(&c))
-                .and_then(|p| Timings::of(&p.lease))
-                .unwrap_or(Timings::for_roots(&view.config)),
-            _ => Timings::for_roots(&view.config),
-        };
-        let expiry_before = lease.hard_expiry();
-        match obtain(cmk, key, entry, timings).await {
-            // A successful renewal moves the hard expiry; riding out an outage does not.
-            Ok(l) if Arc::ptr_eq(&l, &lease) && l.hard_expiry() > expiry_before => {
-                report.renewed += 1
-            }
-            Ok(_) => report.unreachable += 1,
-            Err(Error::Kms { source, .. }) if source.kind.is_transient() => report.unreachable += 1,
-            Err(_) => report.revoked += 1,
-        }
+    fresh
+}
+
+/// One lease of the renewal pass: dropped when ended, revoked when the registry no longer
+/// backs it, renewed through the KMS when due.
+async fn renew_one(
+    cmk: &Cmk,
+    lease: Arc<Lease>,
+    fresh: &HashMap<TenantId, Option<Arc<TenantView>>>,
+    report: &mut RenewReport,
+) {
+    let key = lease.key.clone();
+    if matches!(lease.ended(), Some(LeaseEnd::Revoked(_))) {
+        cmk.leases.remove(&key);
+        return;
     }
-    report
+    if lease.ended() == Some(LeaseEnd::Expired) {
+        lease.wipe();
+        cmk.leases.remove(&key);
+        lease_event(
+            cmk.sink.as_ref(),
+            &key,
+            EventName::KmsLeaseExpired,
+            failure("lease_expired"),
+            lease.uses(),
+        );
+        report.expired += 1;
+        return;
+    }
+    let Some(view) = fresh.get(&key.tenant) else {
+        // Registry or configuration unreadable (down, or a corrupted record): still ask the
+        // KMS, with the lease's own entry, so a revocation is seen in time.
+        if lease.renewal_due() {
+            let (entry, timings) = (lease.entry(), lease.timings());
+            renew_through_kms(cmk, &lease, entry, timings, report).await;
+        }
+        return;
+    };
+    let current = view.as_ref().and_then(|view| {
+        view.views.iter().find(|v| {
+            v.purpose == key.purpose && v.policy == key.policy && v.version == key.version
+        })
+    });
+    if let Some(reason) = revocation_reason(view.as_deref(), current) {
+        cmk.leases.remove(&key);
+        lease.revoke(reason);
+        lease_event(
+            cmk.sink.as_ref(),
+            &key,
+            EventName::KmsLeaseRevoked,
+            failure("revoked"),
+            lease.uses(),
+        );
+        report.revoked += 1;
+        return;
+    }
+    let (true, Some(view), Some(entry)) = (
+        lease.renewal_due(),
+        view.as_ref(),
+        current.and_then(|v| v.wrapped_by.clone()),
+    ) else {
+        return;
+    };
+    let timings = match key.purpose {
+        Purpose::Kek => Class::new(&key.policy)
+            .ok()
+            .and_then(|c| view.config.policies.get(&c))
+            .and_then(|p| Timings::of(&p.lease))
+            .unwrap_or(Timings::for_roots(&view.config)),
+        _ => Timings::for_roots(&view.config),
+    };
+    renew_through_kms(cmk, &lease, entry, timings, report).await;
+}
+
+/// Why the registry no longer backs a lease's key version, if it does not.
+fn revocation_reason(
+    view: Option<&TenantView>,
+    current: Option<&KeyVersionView>,
+) -> Option<&'static str> {
+    match (view, current) {
+        (None, _) => Some("tenant shredded"),
+        (Some(view), _) if view.shredded || view.empty => Some("tenant shredded"),
+        (Some(_), None) => Some("key version gone from the registry"),
+        (Some(_), Some(v)) if v.state == KeyState::Destroyed => Some("key version destroyed"),
+        (Some(_), Some(v)) if v.wrapped_by.is_none() => {
+            Some("no entry under the configured master key")
+        }
+        _ => None,
+    }
+}
+
+/// Renews a due lease with a real unwrap and counts what happened.
+async fn renew_through_kms(
+    cmk: &Cmk,
+    lease: &Arc<Lease>,
+    entry: RegistryEntry,
+    timings: Timings,
+    report: &mut RenewReport,
+) {
+    let expiry_before = lease.hard_expiry();
+    match obtain(cmk, lease.key.clone(), entry, timings).await {
+        // A successful renewal moves the hard expiry; riding out an outage does not.
+        Ok(l) if Arc::ptr_eq(&l, lease) && l.hard_expiry() > expiry_before => report.renewed += 1,
+        Ok(_) => report.unreachable += 1,
+        Err(Error::Kms { source, .. }) if source.kind.is_transient() => report.unreachable += 1,
+        Err(_) => report.revoked += 1,
+    }
 }
 
 /// The body of [`Cmk::spawn_renewer`].
