@@ -165,7 +165,7 @@ mod sea_plain {
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "plain_rows")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -175,7 +175,7 @@ mod sea_plain {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -185,7 +185,7 @@ mod sea_envelope {
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "envelope_rows")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -197,7 +197,7 @@ mod sea_envelope {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -209,7 +209,7 @@ mod sea_row {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[sea_orm(table_name = "bench_rows")]
     #[cmk(tenant = tenant_id, id = id, ids = "db")]
-    pub struct SeaRow {
+    pub(crate) struct SeaRow {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -222,7 +222,7 @@ mod sea_row {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }

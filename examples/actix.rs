@@ -13,7 +13,7 @@
 #![allow(missing_docs)] // diesel::table! generates public modules
 
 #[path = "web/users.rs"]
-pub mod users;
+pub(crate) mod users;
 
 use actix_web::dev::{Server, ServiceRequest};
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -81,7 +81,11 @@ async fn whoami() -> Result<String, actix_web::Error> {
 }
 
 /// The server on `listener`, one worker (enough for the example and its tests).
-pub fn server(cmk: cmk::Cmk, db: Db, listener: std::net::TcpListener) -> std::io::Result<Server> {
+pub(crate) fn server(
+    cmk: cmk::Cmk,
+    db: Db,
+    listener: std::net::TcpListener,
+) -> std::io::Result<Server> {
     let db = web::Data::new(db);
     Ok(HttpServer::new(move || {
         App::new()

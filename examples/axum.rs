@@ -9,7 +9,7 @@
 #![allow(missing_docs)] // diesel::table! generates public modules
 
 #[path = "web/users.rs"]
-pub mod users;
+pub(crate) mod users;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -90,7 +90,7 @@ async fn whoami() -> Result<String, HttpError> {
 }
 
 /// The application's routes behind the cmk layer.
-pub fn app(cmk: cmk::Cmk, db: Db) -> Router {
+pub(crate) fn app(cmk: cmk::Cmk, db: Db) -> Router {
     Router::new()
         .route("/users", post(create_user))
         .route("/users/by-email/{email}", get(user_by_email))

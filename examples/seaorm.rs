@@ -30,7 +30,7 @@ mod patient {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[sea_orm(table_name = "patients")]
     #[cmk(tenant = tenant_id, id = id, ids = "app")]
-    pub struct Patient {
+    pub(crate) struct Patient {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -43,7 +43,7 @@ mod patient {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     /// The guard: a save through `ActiveModel::insert`/`update`/`save` must carry cmk's
     /// output in every classified column it writes.

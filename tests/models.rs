@@ -121,7 +121,7 @@ mod sea_member {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[sea_orm(table_name = "members")]
     #[cmk(tenant = "conduit", id = id, ids = "app", lookups = SeaMemberLookups)]
-    pub struct SeaMember {
+    pub(crate) struct SeaMember {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         #[cmk(class = "private", blind_index(normalize = "casefold"))]
@@ -129,7 +129,7 @@ mod sea_member {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }

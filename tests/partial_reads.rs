@@ -42,7 +42,7 @@ mod chart_sea {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[sea_orm(table_name = "charts")]
     #[cmk(tenant = tenant_id, id = id, ids = "app")]
-    pub struct SeaChart {
+    pub(crate) struct SeaChart {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -53,7 +53,7 @@ mod chart_sea {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }

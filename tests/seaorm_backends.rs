@@ -34,7 +34,7 @@ mod patient {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[sea_orm(table_name = "patients")]
     #[cmk(tenant = tenant_id, id = id, ids = "app")]
-    pub struct Patient {
+    pub(crate) struct Patient {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -45,7 +45,7 @@ mod patient {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {
+    pub(crate) enum Relation {
         #[sea_orm(has_many = "super::visit::Entity")]
         Visit,
     }
@@ -64,7 +64,7 @@ mod visit {
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "visits")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -73,7 +73,7 @@ mod visit {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {
+    pub(crate) enum Relation {
         #[sea_orm(
             belongs_to = "super::patient::Entity",
             from = "Column::PatientId",
@@ -99,7 +99,7 @@ mod member {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[sea_orm(table_name = "members")]
     #[cmk(tenant = tenant_id, id = id, ids = "app")]
-    pub struct Member {
+    pub(crate) struct Member {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -108,7 +108,7 @@ mod member {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -137,7 +137,7 @@ mod diesel_side {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[diesel(table_name = patients)]
     #[cmk(tenant = tenant_id, id = id, ids = "app")]
-    pub struct Patient {
+    pub(crate) struct Patient {
         pub id: i64,
         pub tenant_id: String,
         #[cmk(class = "private", blind_index(normalize = "casefold"))]

@@ -19,7 +19,7 @@ mod account {
     #[derive(Debug, Clone, PartialEq, Encrypted)]
     #[sea_orm(table_name = "accounts")]
     #[cmk(tenant = tenant_id, id = id, ids = "app")]
-    pub struct Account {
+    pub(crate) struct Account {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tenant_id: String,
@@ -31,7 +31,7 @@ mod account {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     #[async_trait::async_trait]
     impl ActiveModelBehavior for ActiveModel {

@@ -8,7 +8,7 @@ use syn::{Attribute, Data, DeriveInput, Fields, GenericArgument, Ident, PathArgu
 use crate::attr::{self, Container, Explicit, TenantSource};
 use crate::ctxt::Ctxt;
 
-pub struct Model {
+pub(crate) struct Model {
     pub vis: syn::Visibility,
     pub name: Ident,
     /// The struct has named fields (errors about the rest are then worth reporting).
@@ -17,7 +17,7 @@ pub struct Model {
     pub fields: Vec<Field>,
 }
 
-pub struct Field {
+pub(crate) struct Field {
     pub ident: Ident,
     pub ty: Type,
     pub classified: Option<Classified>,
@@ -27,7 +27,7 @@ pub struct Field {
     pub sea_orm: Vec<Attribute>,
 }
 
-pub struct Classified {
+pub(crate) struct Classified {
     pub class: String,
     pub column: String,
     /// `Some(normaliser)` for a blind index.
@@ -45,27 +45,27 @@ pub struct Classified {
 
 /// The spans of a classified field's options.
 #[derive(Default)]
-pub struct OptionSpans {
+pub(crate) struct OptionSpans {
     pub blind_index: Option<Span>,
     pub deterministic: Option<Span>,
     pub hide_null: Option<Span>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum RawKind {
+pub(crate) enum RawKind {
     String,
     Bytes,
 }
 
 impl Classified {
-    pub fn is_envelope(&self) -> bool {
+    pub(crate) fn is_envelope(&self) -> bool {
         !self.deterministic
     }
 }
 
 impl Model {
     /// Reads the input; every mistake goes to `cx`.
-    pub fn from_ast(cx: &Ctxt, input: &DeriveInput) -> Model {
+    pub(crate) fn from_ast(cx: &Ctxt, input: &DeriveInput) -> Model {
         let named = named_fields(cx, input);
         if !input.generics.params.is_empty() {
             cx.error(
@@ -97,22 +97,22 @@ impl Model {
         }
     }
 
-    pub fn table(&self) -> &str {
+    pub(crate) fn table(&self) -> &str {
         self.attrs.table.as_ref().map_or("", |(t, _)| t)
     }
 
-    pub fn tenant(&self) -> Option<&TenantSource> {
+    pub(crate) fn tenant(&self) -> Option<&TenantSource> {
         self.attrs.tenant.as_ref()
     }
 
     /// Ids are application-assigned and bound into every ciphertext.
-    pub fn app_ids(&self) -> bool {
+    pub(crate) fn app_ids(&self) -> bool {
         self.attrs.ids.as_ref().is_some_and(|(v, _)| v == "app")
     }
 
     /// The sealed type's name: as given, `Model` for SeaORM (its entity derive wants that),
     /// else `Sealed<Name>`.
-    pub fn sealed(&self) -> Ident {
+    pub(crate) fn sealed(&self) -> Ident {
         match &self.attrs.sealed {
             Some(s) => s.clone(),
             None if !self.attrs.sea_orm.is_empty() => Ident::new("Model", self.name.span()),
@@ -120,7 +120,7 @@ impl Model {
         }
     }
 
-    pub fn krate(&self) -> syn::Path {
+    pub(crate) fn krate(&self) -> syn::Path {
         self.attrs
             .krate
             .clone()
@@ -129,31 +129,31 @@ impl Model {
 
     /// `#[diesel(...)]` of the struct when Diesel mode is on (the explicit form wins: the
     /// plaintext struct's own `#[diesel]` belongs to its own derives then).
-    pub fn diesel(&self) -> Option<&[Attribute]> {
+    pub(crate) fn diesel(&self) -> Option<&[Attribute]> {
         let a = &self.attrs;
         (!a.diesel.is_empty() && a.explicit.is_none()).then_some(&a.diesel[..])
     }
 
     /// `#[sea_orm(...)]` of the struct when SeaORM mode is on.
-    pub fn sea_orm(&self) -> Option<&[Attribute]> {
+    pub(crate) fn sea_orm(&self) -> Option<&[Attribute]> {
         let a = &self.attrs;
         (!a.sea_orm.is_empty() && a.explicit.is_none()).then_some(&a.sea_orm[..])
     }
 
     /// The Diesel table module, for tenant-constrained lookups.
-    pub fn diesel_table(&self) -> Option<&syn::Path> {
+    pub(crate) fn diesel_table(&self) -> Option<&syn::Path> {
         self.attrs
             .diesel_table
             .as_ref()
             .filter(|_| self.attrs.explicit.is_none())
     }
 
-    pub fn explicit(&self) -> Option<&Explicit> {
+    pub(crate) fn explicit(&self) -> Option<&Explicit> {
         self.attrs.explicit.as_ref()
     }
 
     /// The classified fields, in order.
-    pub fn classified(&self) -> impl Iterator<Item = (&Field, &Classified)> {
+    pub(crate) fn classified(&self) -> impl Iterator<Item = (&Field, &Classified)> {
         self.fields
             .iter()
             .filter_map(|f| f.classified.as_ref().map(|c| (f, c)))
@@ -161,7 +161,7 @@ impl Model {
 
     /// Classes that get a key column, in the order `RowSchema` gives them: first appearance
     /// among envelope (non-deterministic) fields.
-    pub fn key_classes(&self) -> Vec<String> {
+    pub(crate) fn key_classes(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (_, c) in self.classified().filter(|(_, c)| c.is_envelope()) {
             if !out.contains(&c.class) {
@@ -172,7 +172,7 @@ impl Model {
     }
 
     /// Every class of the model, in order of first appearance.
-    pub fn classes(&self) -> Vec<String> {
+    pub(crate) fn classes(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (_, c) in self.classified() {
             if !out.contains(&c.class) {
@@ -183,7 +183,7 @@ impl Model {
     }
 
     /// The key column of a class: `<class>_keys` by default (a `-` becomes `_`).
-    pub fn key_column_name(&self, class: &str) -> String {
+    pub(crate) fn key_column_name(&self, class: &str) -> String {
         self.attrs
             .key_pattern
             .as_deref()
@@ -249,7 +249,7 @@ fn classified(cx: &Ctxt, f: &syn::Field) -> Option<Classified> {
 }
 
 /// `T` of `Option<T>`, if the type is an `Option`.
-pub fn option_inner(ty: &Type) -> Option<&Type> {
+pub(crate) fn option_inner(ty: &Type) -> Option<&Type> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
     if last.ident != "Option" {

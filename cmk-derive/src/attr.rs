@@ -14,14 +14,14 @@ use crate::symbol::{
 };
 
 /// A value an attribute key may be given once; a second one is reported at its key.
-pub struct Attr<'c, T> {
+pub(crate) struct Attr<'c, T> {
     cx: &'c Ctxt,
     name: &'static str,
     value: Option<T>,
 }
 
 impl<'c, T> Attr<'c, T> {
-    pub fn none(cx: &'c Ctxt, name: &'static str) -> Self {
+    pub(crate) fn none(cx: &'c Ctxt, name: &'static str) -> Self {
         Attr {
             cx,
             name,
@@ -29,7 +29,7 @@ impl<'c, T> Attr<'c, T> {
         }
     }
 
-    pub fn set(&mut self, key: &Ident, value: T) {
+    pub(crate) fn set(&mut self, key: &Ident, value: T) {
         if self.value.is_some() {
             let name = self.name;
             self.cx.error(
@@ -41,13 +41,13 @@ impl<'c, T> Attr<'c, T> {
         }
     }
 
-    pub fn get(self) -> Option<T> {
+    pub(crate) fn get(self) -> Option<T> {
         self.value
     }
 }
 
 /// Where a row's tenant comes from.
-pub enum TenantSource {
+pub(crate) enum TenantSource {
     /// A field of the model (and a column of the table).
     Field(Ident),
     /// One fixed tenant for the whole table (`tenant = "conduit"`): no column, still bound
@@ -56,13 +56,13 @@ pub enum TenantSource {
 }
 
 /// Derives and attributes listed for the sealed type (`sealed(derive(...), attr(...))`).
-pub struct Explicit {
+pub(crate) struct Explicit {
     pub derives: Vec<syn::Path>,
     pub attrs: Vec<proc_macro2::TokenStream>,
 }
 
 /// The struct's attributes as written.
-pub struct Container {
+pub(crate) struct Container {
     pub table: Option<(String, Span)>,
     pub tenant: Option<TenantSource>,
     pub id: Option<Ident>,
@@ -98,7 +98,7 @@ struct ContainerSlots<'c> {
 }
 
 /// A field's `#[cmk(...)]` keys as written.
-pub struct FieldAttrs {
+pub(crate) struct FieldAttrs {
     pub class: Option<(String, Span)>,
     pub column: Option<String>,
     /// The normaliser and the span of what named it.
@@ -109,13 +109,16 @@ pub struct FieldAttrs {
 }
 
 /// The attributes of `attrs` with path `name`.
-pub fn named<'a>(attrs: &'a [Attribute], name: &'a str) -> impl Iterator<Item = &'a Attribute> {
+pub(crate) fn named<'a>(
+    attrs: &'a [Attribute],
+    name: &'a str,
+) -> impl Iterator<Item = &'a Attribute> {
     attrs.iter().filter(move |a| a.path().is_ident(name))
 }
 
 /// Consumes the value of an attribute key that is refused, so that one mistake gives one
 /// error (not a parse error on the tokens after it).
-pub fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(syn::Token![=]) {
         let value = meta.value()?;
         while !value.is_empty() && !value.peek(syn::Token![,]) {
@@ -128,7 +131,7 @@ pub fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
 }
 
 /// Reads the struct's `#[cmk(...)]`, `#[diesel(...)]` and `#[sea_orm(...)]` attributes.
-pub fn container(cx: &Ctxt, input: &DeriveInput) -> Container {
+pub(crate) fn container(cx: &Ctxt, input: &DeriveInput) -> Container {
     let mut slots = ContainerSlots {
         table: Attr::none(cx, TABLE),
         tenant: Attr::none(cx, TENANT),
@@ -327,7 +330,7 @@ fn sea_orm_table_name(attrs: &[Attribute]) -> Option<(String, Span)> {
 }
 
 /// Reads a field's `#[cmk(...)]`; `None` when it has none (an unclassified field).
-pub fn field(cx: &Ctxt, f: &syn::Field) -> Option<FieldAttrs> {
+pub(crate) fn field(cx: &Ctxt, f: &syn::Field) -> Option<FieldAttrs> {
     let attrs: Vec<&Attribute> = named(&f.attrs, "cmk").collect();
     if attrs.is_empty() {
         return None;

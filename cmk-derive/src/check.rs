@@ -9,7 +9,7 @@ use crate::attr::{self, TenantSource};
 use crate::ctxt::Ctxt;
 use crate::symbol::{DIESEL_TYPE_KEYS, SEA_ORM_TYPE_KEYS};
 
-pub fn check(cx: &Ctxt, m: &Model) {
+pub(crate) fn check(cx: &Ctxt, m: &Model) {
     check_required(cx, m);
     check_ids(cx, m);
     for f in &m.fields {

@@ -1,29 +1,29 @@
 //! The names of the derive's attribute keys, in one place: the parser matches on them and the
 //! "valid ones" lists in error messages are made from them.
 
-pub const TABLE: &str = "table";
-pub const TENANT: &str = "tenant";
-pub const ID: &str = "id";
-pub const IDS: &str = "ids";
-pub const ROW_ID: &str = "row_id";
-pub const SEALED: &str = "sealed";
-pub const KEY_COLUMNS: &str = "key_columns";
-pub const LOOKUPS: &str = "lookups";
-pub const CRATE: &str = "crate";
+pub(crate) const TABLE: &str = "table";
+pub(crate) const TENANT: &str = "tenant";
+pub(crate) const ID: &str = "id";
+pub(crate) const IDS: &str = "ids";
+pub(crate) const ROW_ID: &str = "row_id";
+pub(crate) const SEALED: &str = "sealed";
+pub(crate) const KEY_COLUMNS: &str = "key_columns";
+pub(crate) const LOOKUPS: &str = "lookups";
+pub(crate) const CRATE: &str = "crate";
 
-pub const CLASS: &str = "class";
-pub const COLUMN: &str = "column";
-pub const BLIND_INDEX: &str = "blind_index";
-pub const DETERMINISTIC: &str = "deterministic";
-pub const HIDE_NULL: &str = "hide_null";
-pub const PAD: &str = "pad";
+pub(crate) const CLASS: &str = "class";
+pub(crate) const COLUMN: &str = "column";
+pub(crate) const BLIND_INDEX: &str = "blind_index";
+pub(crate) const DETERMINISTIC: &str = "deterministic";
+pub(crate) const HIDE_NULL: &str = "hide_null";
+pub(crate) const PAD: &str = "pad";
 
-pub const NORMALIZE: &str = "normalize";
-pub const DERIVE: &str = "derive";
-pub const ATTR: &str = "attr";
+pub(crate) const NORMALIZE: &str = "normalize";
+pub(crate) const DERIVE: &str = "derive";
+pub(crate) const ATTR: &str = "attr";
 
 /// The keys of `#[cmk(...)]` on the struct, in the order error messages list them.
-pub const STRUCT_KEYS: [&str; 9] = [
+pub(crate) const STRUCT_KEYS: [&str; 9] = [
     TABLE,
     TENANT,
     ID,
@@ -36,13 +36,15 @@ pub const STRUCT_KEYS: [&str; 9] = [
 ];
 
 /// The keys of `#[cmk(...)]` on a field.
-pub const FIELD_KEYS: [&str; 6] = [CLASS, COLUMN, BLIND_INDEX, DETERMINISTIC, HIDE_NULL, PAD];
+pub(crate) const FIELD_KEYS: [&str; 6] =
+    [CLASS, COLUMN, BLIND_INDEX, DETERMINISTIC, HIDE_NULL, PAD];
 
 /// Normaliser names, as `cmk_core::crypto::normalize::Normalizer` spells them.
-pub const NORMALIZERS: [&str; 3] = ["exact", "trimmed", "casefold"];
+pub(crate) const NORMALIZERS: [&str; 3] = ["exact", "trimmed", "casefold"];
 
 /// `#[diesel(...)]` keys that would change an encrypted field's stored type.
-pub const DIESEL_TYPE_KEYS: [&str; 4] = ["sql_type", "serialize_as", "deserialize_as", "embed"];
+pub(crate) const DIESEL_TYPE_KEYS: [&str; 4] =
+    ["sql_type", "serialize_as", "deserialize_as", "embed"];
 
 /// `#[sea_orm(...)]` keys that would change an encrypted field's stored type.
-pub const SEA_ORM_TYPE_KEYS: [&str; 3] = ["column_type", "select_as", "save_as"];
+pub(crate) const SEA_ORM_TYPE_KEYS: [&str; 3] = ["column_type", "select_as", "save_as"];

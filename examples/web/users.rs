@@ -43,7 +43,7 @@ diesel::allow_tables_to_appear_in_same_query!(users, posts);
 #[derive(Debug, Clone, PartialEq, Encrypted)]
 #[diesel(table_name = users)]
 #[cmk(tenant = tenant_id, id = id, ids = "app")]
-pub struct User {
+pub(crate) struct User {
     pub id: i64,
     pub tenant_id: String,
     #[cmk(class = "private", blind_index(normalize = "casefold"))]
@@ -64,7 +64,7 @@ pub struct Post {
 
 /// The JSON of a user, in and out.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct UserJson {
+pub(crate) struct UserJson {
     pub id: i64,
     pub email: String,
     pub bio: Option<String>,
@@ -72,20 +72,20 @@ pub struct UserJson {
 
 /// The JSON of a post with its author, as the join loads them.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct PostJson {
+pub(crate) struct PostJson {
     pub title: String,
     pub author_email: String,
 }
 
 /// The application's database: one connection for the example (a pool in production).
-pub type Db = Arc<Mutex<SqliteConnection>>;
+pub(crate) type Db = Arc<Mutex<SqliteConnection>>;
 
 /// The classes the routes read and write.
-pub const CLASSES: &[&str] = User::CLASSES;
+pub(crate) const CLASSES: &[&str] = User::CLASSES;
 
 /// cmk (embedded, in `dir`) with tenants `acme` and `globex`, and the application's
 /// database with its tables.
-pub async fn setup(dir: &Path) -> Result<(Embedded, Db), Box<dyn std::error::Error>> {
+pub(crate) async fn setup(dir: &Path) -> Result<(Embedded, Db), Box<dyn std::error::Error>> {
     let embedded = Embedded::open(dir)?;
     for tenant in ["acme", "globex"] {
         let tenant = TenantId::new(tenant)?;
@@ -113,7 +113,7 @@ pub async fn setup(dir: &Path) -> Result<(Embedded, Db), Box<dyn std::error::Err
 /// The request's context from its headers: `x-tenant` (required), `x-user`, `x-role`
 /// (comma-separated) and `x-request-id`. The example trusts the headers; an application
 /// takes the tenant and actor from its verified session or token.
-pub fn context_from_headers<'a>(
+pub(crate) fn context_from_headers<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
 ) -> cmk::Result<RequestContext> {
     let tenant = header("x-tenant")
@@ -137,7 +137,7 @@ pub fn context_from_headers<'a>(
 
 /// The answer of `GET /whoami`: what repository code deep in the request finds in the key
 /// scope the middleware entered, without being passed anything.
-pub fn whoami() -> cmk::Result<String> {
+pub(crate) fn whoami() -> cmk::Result<String> {
     let keys = cmk::rows::current_keys()?;
     let ctx = keys.context();
     Ok(format!(
@@ -153,7 +153,7 @@ fn lock(db: &Db) -> std::sync::MutexGuard<'_, SqliteConnection> {
 }
 
 /// `POST /users`.
-pub fn create_user(db: &Db, keys: &TenantKeys, user: UserJson) -> cmk::Result<()> {
+pub(crate) fn create_user(db: &Db, keys: &TenantKeys, user: UserJson) -> cmk::Result<()> {
     let user = User {
         id: user.id,
         tenant_id: keys.tenant().to_string(),
@@ -165,7 +165,11 @@ pub fn create_user(db: &Db, keys: &TenantKeys, user: UserJson) -> cmk::Result<()
 }
 
 /// `GET /users/by-email/{email}`: plaintext in, the tenant constrained by the lookup.
-pub fn user_by_email(db: &Db, keys: &TenantKeys, email: &str) -> cmk::Result<Option<UserJson>> {
+pub(crate) fn user_by_email(
+    db: &Db,
+    keys: &TenantKeys,
+    email: &str,
+) -> cmk::Result<Option<UserJson>> {
     let query = users::table.filter(User::by_email(keys, email.as_bytes())?);
     let found: Vec<User> = ops::load_all(&mut *lock(db), keys, query)?;
     Ok(found.into_iter().next().map(|u| UserJson {
@@ -176,7 +180,12 @@ pub fn user_by_email(db: &Db, keys: &TenantKeys, email: &str) -> cmk::Result<Opt
 }
 
 /// `POST /users/{id}/posts`.
-pub fn add_post(db: &Db, keys: &TenantKeys, author_id: i64, title: String) -> cmk::Result<()> {
+pub(crate) fn add_post(
+    db: &Db,
+    keys: &TenantKeys,
+    author_id: i64,
+    title: String,
+) -> cmk::Result<()> {
     let post = (
         posts::tenant_id.eq(keys.tenant().as_str()),
         posts::author_id.eq(author_id),
@@ -191,7 +200,11 @@ pub fn add_post(db: &Db, keys: &TenantKeys, author_id: i64, title: String) -> cm
 
 /// `GET /users/{id}/posts`: posts joined with their author, the plaintext `User` loaded by
 /// plain Diesel inside the key scope of this (blocking) thread.
-pub fn posts_of(db: &Db, keys: &Arc<TenantKeys>, author_id: i64) -> cmk::Result<Vec<PostJson>> {
+pub(crate) fn posts_of(
+    db: &Db,
+    keys: &Arc<TenantKeys>,
+    author_id: i64,
+) -> cmk::Result<Vec<PostJson>> {
     let rows: Vec<(Post, User)> = keys
         .scope(|| {
             posts::table

@@ -15,7 +15,7 @@ use diesel::Connection;
 use diesel::connection::SimpleConnection;
 
 /// A database made for one test, dropped with it.
-pub struct TestDb<C> {
+pub(crate) struct TestDb<C> {
     /// Its connection, shareable with the registry and configuration store.
     pub conn: Arc<Mutex<C>>,
     /// How to dump it and drop it.
@@ -40,7 +40,7 @@ enum Place {
 
 impl<C: StoreConnection> TestDb<C> {
     /// The database's URL (a path for SQLite).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match &self.place {
             Place::Sqlite { path, .. } => path.to_str().unwrap().to_string(),
             Place::Postgres { url, .. } => url.clone(),
@@ -52,7 +52,7 @@ impl<C: StoreConnection> TestDb<C> {
     }
 
     /// Another connection to the same database (for concurrent writers).
-    pub fn connect(&self) -> C {
+    pub(crate) fn connect(&self) -> C {
         let mut conn = C::establish(&self.url()).unwrap();
         if matches!(self.place, Place::Sqlite { .. }) {
             conn.batch_execute("PRAGMA busy_timeout = 10000;").unwrap();
@@ -62,7 +62,7 @@ impl<C: StoreConnection> TestDb<C> {
 
     /// A SeaORM connection (pool) to the same database.
     #[cfg(feature = "seaorm")]
-    pub async fn sea(&self) -> sea_orm::DatabaseConnection {
+    pub(crate) async fn sea(&self) -> sea_orm::DatabaseConnection {
         let url = match &self.place {
             Place::Sqlite { path, .. } => format!("sqlite://{}?mode=rwc", path.display()),
             _ => self.url(),
@@ -71,19 +71,19 @@ impl<C: StoreConnection> TestDb<C> {
     }
 
     /// Runs statements (DDL of the test's own tables).
-    pub fn execute(&self, sql: &str) {
+    pub(crate) fn execute(&self, sql: &str) {
         self.conn.lock().unwrap().batch_execute(sql).unwrap();
     }
 
     /// Creates cmk's own tables.
-    pub fn with_cmk_tables(self) -> Self {
+    pub(crate) fn with_cmk_tables(self) -> Self {
         self.conn.lock().unwrap().create_cmk_tables().unwrap();
         self
     }
 
     /// Everything the database holds on disk or in a dump: the SQLite file with its `-wal`,
     /// or the output of `pg_dump` / `mysqldump`.
-    pub fn dump(&self) -> Vec<u8> {
+    pub(crate) fn dump(&self) -> Vec<u8> {
         match &self.place {
             Place::Sqlite { path, .. } => {
                 let mut bytes = std::fs::read(path).unwrap();
@@ -169,7 +169,7 @@ fn unique_name() -> String {
 }
 
 /// A SQLite database in a file (WAL journal, as production would run it).
-pub fn sqlite() -> TestDb<diesel::SqliteConnection> {
+pub(crate) fn sqlite() -> TestDb<diesel::SqliteConnection> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("test.db");
     let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
@@ -189,7 +189,7 @@ fn required(var: &str) -> String {
 
 /// A fresh PostgreSQL database.
 #[cfg(feature = "postgres")]
-pub fn postgres() -> TestDb<diesel::PgConnection> {
+pub(crate) fn postgres() -> TestDb<diesel::PgConnection> {
     let admin_url = required("CMK_TEST_POSTGRES_URL");
     let name = unique_name();
     let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
@@ -214,7 +214,7 @@ pub fn postgres() -> TestDb<diesel::PgConnection> {
 
 /// A fresh MySQL/MariaDB database.
 #[cfg(feature = "mysql")]
-pub fn mysql() -> TestDb<diesel::MysqlConnection> {
+pub(crate) fn mysql() -> TestDb<diesel::MysqlConnection> {
     let admin_url = required("CMK_TEST_MYSQL_URL");
     let name = unique_name();
     let mut admin = diesel::MysqlConnection::establish(&admin_url).unwrap();

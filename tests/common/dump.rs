@@ -33,7 +33,7 @@ fn base64_variants(bytes: &[u8]) -> Vec<String> {
 }
 
 /// Where in `dump` a rendering of `needle` occurs (raw, hex either case, base64).
-pub fn find_in_dump(dump: &[u8], needle: &str) -> Option<&'static str> {
+pub(crate) fn find_in_dump(dump: &[u8], needle: &str) -> Option<&'static str> {
     let lower = String::from_utf8_lossy(dump).to_lowercase();
     let text = String::from_utf8_lossy(dump);
     if dump.windows(needle.len()).any(|w| w == needle.as_bytes()) {
@@ -52,7 +52,7 @@ pub fn find_in_dump(dump: &[u8], needle: &str) -> Option<&'static str> {
 }
 
 #[test]
-pub fn the_dump_scan_finds_each_rendering() {
+pub(crate) fn the_dump_scan_finds_each_rendering() {
     let planted = "Planted-Canary-0042";
     assert_eq!(
         find_in_dump(format!("x{planted}y").as_bytes(), planted),

@@ -2,10 +2,10 @@
 //! tenant `acme` onboarded.
 #![allow(dead_code)]
 
-pub mod db;
-pub mod dump;
-pub mod receivers;
-pub mod web;
+pub(crate) mod db;
+pub(crate) mod dump;
+pub(crate) mod receivers;
+pub(crate) mod web;
 
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use cmk::{Cmk, RequestContext, SearchMode, TenantConfig, TenantId};
 
 /// `acme` onboarded with every class allowing `search`; `adjust` may change the configuration
 /// (it gets the tenant's master key) before it is saved. The context carries `roles`.
-pub async fn onboarded(
+pub(crate) async fn onboarded(
     search: SearchMode,
     roles: &[&str],
     adjust: impl FnOnce(&mut TenantConfig, &KeyRef),
@@ -28,7 +28,7 @@ pub async fn onboarded(
 }
 
 /// As [`onboarded`], with security events going to `sink` when given.
-pub async fn onboarded_with_sink(
+pub(crate) async fn onboarded_with_sink(
     sink: Option<Arc<MemorySink>>,
     search: SearchMode,
     roles: &[&str],

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// How the HTTP receiver treats the next requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// 200 and the events recorded.
     Up,
     /// No listener: connections are refused.
@@ -26,7 +26,7 @@ pub enum Mode {
 }
 
 /// A receiver whose ids can be read and whose outage can be switched.
-pub trait Receiver: Send + Sync {
+pub(crate) trait Receiver: Send + Sync {
     /// Every event id received, duplicates included, in arrival order.
     fn ids(&self) -> Vec<String>;
     /// Switches the outage on (in its natural failure mode) or off.
@@ -43,7 +43,7 @@ struct Shared {
 }
 
 /// An HTTP/1.1 server taking JSON arrays of events.
-pub struct HttpReceiver {
+pub(crate) struct HttpReceiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -107,7 +107,7 @@ fn body_events(body: &[u8], hec: bool) -> Vec<serde_json::Value> {
 impl HttpReceiver {
     /// Starts on a free port; `hec`: bodies are Splunk HEC and need `Authorization: Splunk
     /// test-token` (else 401).
-    pub fn start(hec: bool) -> Self {
+    pub(crate) fn start(hec: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -179,21 +179,21 @@ impl HttpReceiver {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/events", self.addr)
     }
 
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
     }
 
     /// Every event received (JSON).
-    pub fn events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn events(&self) -> Vec<serde_json::Value> {
         self.shared.events.lock().unwrap().clone()
     }
 
     /// Requests answered or refused so far (not counting refused connections).
-    pub fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
     }
 }
@@ -217,7 +217,7 @@ impl Drop for HttpReceiver {
 }
 
 /// A syslog TCP listener reading octet-counted RFC 5424 messages.
-pub struct SyslogReceiver {
+pub(crate) struct SyslogReceiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -229,7 +229,7 @@ fn sd_id(message: &str) -> Option<String> {
 }
 
 impl SyslogReceiver {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -308,12 +308,12 @@ impl Drop for SyslogReceiver {
 
 /// A JSON Lines file (and its rotated siblings) as the receiver; down means a directory
 /// stands where the file should be, so opening it fails.
-pub struct FileReceiver {
+pub(crate) struct FileReceiver {
     pub path: PathBuf,
 }
 
 impl FileReceiver {
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         FileReceiver {
             path: dir.join("events.jsonl"),
         }

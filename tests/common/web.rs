@@ -6,13 +6,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 
 /// One response: status and body.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: String,
 }
 
 /// Sends one request with `headers` and `body`, reads the whole response.
-pub fn request(
+pub(crate) fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -64,7 +64,7 @@ const PLANTED_BIO: &str = "Planted-Web-Bio-Tapir";
 /// The scenario: users created and found by email, posts loaded with their authors through a
 /// join, the request's context visible in the key scope, tenants kept apart, refusals with
 /// their statuses, and no plaintext in the application's database.
-pub fn scenario(addr: SocketAddr, dir: &Path) {
+pub(crate) fn scenario(addr: SocketAddr, dir: &Path) {
     let acme = [
         ("x-tenant", "acme"),
         ("x-user", "u-1"),

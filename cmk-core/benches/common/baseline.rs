@@ -12,19 +12,19 @@ use cmk_core::crypto::rng;
 use cmk_core::format::aad::Aad;
 
 /// The table the benchmarks' rows live in (its length is part of the associated data).
-pub const TABLE: &str = "bench_rows";
+pub(crate) const TABLE: &str = "bench_rows";
 /// Three 32-byte fields: the first two of class `private`, the third `restricted`.
-pub const COLUMNS: [&str; 3] = ["alpha", "bravo", "charlie"];
+pub(crate) const COLUMNS: [&str; 3] = ["alpha", "bravo", "charlie"];
 
 /// The hand-written envelope.
-pub struct Baseline {
+pub(crate) struct Baseline {
     kek: Aes256Gcm,
     /// Associated data as long as cmk's for the same field / DEK wrap.
     field_aad: Vec<Vec<u8>>,
     dek_aad: [Vec<u8>; 2],
 }
 
-pub struct BaselineRow {
+pub(crate) struct BaselineRow {
     /// nonce ‖ encrypted DEK ‖ tag, one owned buffer per class (it must be stored, as cmk's
     /// key column is).
     pub wrapped: [Vec<u8>; 2],
@@ -33,7 +33,7 @@ pub struct BaselineRow {
 }
 
 impl Baseline {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // Same lengths as cmk's associated data (built with cmk's encoder, then replaced by
         // filler: only the length matters to GHASH's cost).
         let field_aad_len = |col: &str, class: &str| {
@@ -81,7 +81,7 @@ impl Baseline {
         }
     }
 
-    pub fn seal(&self, values: &[&[u8]; 3]) -> BaselineRow {
+    pub(crate) fn seal(&self, values: &[&[u8]; 3]) -> BaselineRow {
         let mut row = BaselineRow {
             wrapped: Default::default(),
             fields: Default::default(),
@@ -123,7 +123,7 @@ impl Baseline {
         row
     }
 
-    pub fn unseal(&self, row: &BaselineRow) -> Vec<Vec<u8>> {
+    pub(crate) fn unseal(&self, row: &BaselineRow) -> Vec<Vec<u8>> {
         let classes: [&[usize]; 2] = [&[0, 1], &[2]];
         let mut out = vec![Vec::new(), Vec::new(), Vec::new()];
         for (k, members) in classes.iter().enumerate() {

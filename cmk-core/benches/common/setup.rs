@@ -18,7 +18,7 @@ use crate::baseline::{Baseline, COLUMNS, TABLE};
 
 /// Counts events; delivers nothing (event construction is measured, delivery not).
 #[derive(Debug, Default)]
-pub struct CountingSink(pub AtomicU64);
+pub(crate) struct CountingSink(pub AtomicU64);
 impl EventSink for CountingSink {
     fn emit(&self, e: SecurityEvent) -> Result<(), SinkError> {
         black_box(&e);
@@ -28,7 +28,7 @@ impl EventSink for CountingSink {
 }
 
 /// What a benchmark needs: the request, the keys, the schema, the envelope, the values.
-pub struct Setup {
+pub(crate) struct Setup {
     pub ctx: RequestContext,
     pub keys: Arc<cmk_core::TenantKeys>,
     pub schema: RowSchema,
@@ -37,7 +37,7 @@ pub struct Setup {
 }
 
 /// Tenant `acme` onboarded on the local KMS, events to `sink`; keys for both classes.
-pub fn setup_with(sink: Arc<dyn EventSink>) -> Setup {
+pub(crate) fn setup_with(sink: Arc<dyn EventSink>) -> Setup {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

@@ -35,7 +35,7 @@ mod fork_watch {
     }
 
     /// True once the handler is registered.
-    pub fn active() -> bool {
+    pub(super) fn active() -> bool {
         REGISTER.call_once(|| {
             // SAFETY: `pthread_atfork` only records the function pointer; the handler touches
             // nothing but a static atomic, so it is sound to run in a forked child. This is

@@ -7,14 +7,14 @@
 
 /// Part tags.
 mod tag {
-    pub const LABEL: u8 = 0x01;
-    pub const TEXT: u8 = 0x02;
-    pub const BYTES: u8 = 0x03;
-    pub const U8: u8 = 0x04;
-    pub const U32: u8 = 0x05;
-    pub const I64: u8 = 0x06;
-    pub const ABSENT: u8 = 0x07;
-    pub const UUID: u8 = 0x08;
+    pub(super) const LABEL: u8 = 0x01;
+    pub(super) const TEXT: u8 = 0x02;
+    pub(super) const BYTES: u8 = 0x03;
+    pub(super) const U8: u8 = 0x04;
+    pub(super) const U32: u8 = 0x05;
+    pub(super) const I64: u8 = 0x06;
+    pub(super) const ABSENT: u8 = 0x07;
+    pub(super) const UUID: u8 = 0x08;
 }
 
 /// A row identifier bound into associated data when ids are application-assigned.

@@ -41,10 +41,10 @@ mod tenant_serde {
     use super::TenantId;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(t: &TenantId, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &TenantId, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(t.as_str())
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TenantId, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TenantId, D::Error> {
         TenantId::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }

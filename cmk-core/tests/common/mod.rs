@@ -18,7 +18,7 @@ use cmk_core::{Class, Cmk, Policy, RequestContext, SearchMode, TenantConfig, Ten
 
 /// Counts calls into an inner KMS and can simulate outages and hold calls.
 #[derive(Debug)]
-pub struct CountingKms {
+pub(crate) struct CountingKms {
     pub inner: Arc<LocalKms>,
     pub wraps: AtomicUsize,
     pub unwraps: AtomicUsize,
@@ -30,14 +30,14 @@ pub struct CountingKms {
 }
 
 impl CountingKms {
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.wraps.load(Ordering::SeqCst) + self.unwraps.load(Ordering::SeqCst)
     }
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.wraps.store(0, Ordering::SeqCst);
         self.unwraps.store(0, Ordering::SeqCst);
     }
-    pub fn set_fault(&self, fault: u8) {
+    pub(crate) fn set_fault(&self, fault: u8) {
         self.fault.store(fault, Ordering::SeqCst);
     }
     fn fault(&self) -> Result<(), KmsError> {
@@ -83,7 +83,7 @@ impl Kms for CountingKms {
     }
 }
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub clock: Arc<cmk_core::clock::ManualClock>,
     pub local: Arc<LocalKms>,
     pub kms: Arc<CountingKms>,
@@ -93,12 +93,12 @@ pub struct Fixture {
     pub cmk: Cmk,
 }
 
-pub fn ctx(tenant: &str) -> RequestContext {
+pub(crate) fn ctx(tenant: &str) -> RequestContext {
     RequestContext::new(TenantId::new(tenant).unwrap())
 }
 
 /// A configuration whose classes all allow search; `restricted` is readable by `doctor` only.
-pub fn config_for(tenant: &str, key: KeyRef) -> TenantConfig {
+pub(crate) fn config_for(tenant: &str, key: KeyRef) -> TenantConfig {
     let mut cfg = TenantConfig::new(TenantId::new(tenant).unwrap(), key.clone());
     for policy in cfg.policies.values_mut() {
         policy.search = SearchMode::Deterministic;
@@ -111,7 +111,7 @@ pub fn config_for(tenant: &str, key: KeyRef) -> TenantConfig {
 }
 
 impl Fixture {
-    pub async fn new(tenants: &[&str]) -> Fixture {
+    pub(crate) async fn new(tenants: &[&str]) -> Fixture {
         let local = Arc::new(LocalKms::in_memory());
         let kms = Arc::new(CountingKms {
             inner: local.clone(),
@@ -155,13 +155,13 @@ impl Fixture {
     }
 }
 
-pub fn class(s: &str) -> Class {
+pub(crate) fn class(s: &str) -> Class {
     Class::new(s).unwrap()
 }
 
 /// patients: email (private, blind index), name (private), ssn (restricted),
 /// code (secret, deterministic).
-pub fn patients() -> RowSchema {
+pub(crate) fn patients() -> RowSchema {
     RowSchema::new(
         "patients",
         vec![
@@ -174,22 +174,22 @@ pub fn patients() -> RowSchema {
     .unwrap()
 }
 
-pub const ALL: [&str; 3] = ["private", "restricted", "secret"];
+pub(crate) const ALL: [&str; 3] = ["private", "restricted", "secret"];
 
-pub fn doctor(tenant: &str) -> RequestContext {
+pub(crate) fn doctor(tenant: &str) -> RequestContext {
     ctx(tenant).with_role("doctor")
 }
 
 /// Owned copy of a sealed row that tests can tamper with, viewed as a `StoredRow`.
 #[derive(Clone, Debug)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub tenant: String,
     pub key_columns: Vec<Option<Vec<u8>>>,
     pub fields: Vec<Option<Vec<u8>>>,
 }
 
 impl Stored {
-    pub fn from_sealed(tenant: &str, s: &SealedRow) -> Stored {
+    pub(crate) fn from_sealed(tenant: &str, s: &SealedRow) -> Stored {
         Stored {
             tenant: tenant.into(),
             key_columns: s.key_columns.clone(),
@@ -197,7 +197,7 @@ impl Stored {
         }
     }
 
-    pub fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         row_id: Option<&cmk_core::format::aad::RowId>,
         f: impl FnOnce(&StoredRow<'_>) -> T,

@@ -9,7 +9,7 @@ use crate::attr::TenantSource;
 
 /// The lookup functions of every blind-indexed field, on the model or on the type
 /// `lookups = Name` declares.
-pub fn lookups(g: &Gen<'_>) -> TokenStream {
+pub(super) fn lookups(g: &Gen<'_>) -> TokenStream {
     let (name, vis, p) = (g.name, g.vis, &g.p);
     let lookups_on = g.lookups_on();
     let bidx_ty = g.stored(Stored::BlindIndex);

@@ -19,7 +19,7 @@ use crate::check;
 use crate::ctxt::Ctxt;
 
 /// The derive: parse, check, generate; on any mistake, the errors and a fallback impl.
-pub fn derive(input: &DeriveInput) -> TokenStream {
+pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
     let cx = Ctxt::new();
     let model = Model::from_ast(&cx, input);
     check::check(&cx, &model);
@@ -80,7 +80,7 @@ fn private(m: &Model) -> TokenStream {
 
 /// `tokens` with every token at `span`, so that a type error in an expression built from them
 /// is reported there (at the user's field) rather than at the derive.
-pub fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+pub(crate) fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut t| {
@@ -97,7 +97,7 @@ pub fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
 }
 
 /// What the generators share: the model and the names and types derived from it.
-pub struct Gen<'a> {
+pub(crate) struct Gen<'a> {
     pub m: &'a Model,
     /// `::cmk::__private`.
     pub p: TokenStream,
@@ -114,7 +114,7 @@ pub struct Gen<'a> {
 
 /// What a stored column holds.
 #[derive(Clone, Copy)]
-pub enum Stored {
+pub(crate) enum Stored {
     Field,
     BlindIndex,
     Keys,

@@ -6,7 +6,7 @@ use quote::quote;
 
 use super::Gen;
 
-pub fn transparent_reads(g: &Gen<'_>) -> TokenStream {
+pub(super) fn transparent_reads(g: &Gen<'_>) -> TokenStream {
     if g.in_diesel {
         diesel_reads(g)
     } else if g.in_sea {

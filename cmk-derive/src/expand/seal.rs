@@ -10,7 +10,7 @@ use super::{Gen, Stored};
 
 /// The `Encrypted` items that seal: `schema`, `seal`, `rekey`, `bound_row_id`,
 /// `changed_classes`, `keep_classes` and `key_columns`.
-pub fn seal_items(g: &Gen<'_>) -> TokenStream {
+pub(super) fn seal_items(g: &Gen<'_>) -> TokenStream {
     let (sealed, p) = (&g.sealed, &g.p);
     let table = g.m.table();
     let specs = specs(g);

@@ -9,11 +9,11 @@ use crate::ast::Classified;
 
 /// The sealed field's type is `Option` when NULL can stay NULL (an `Option` without hidden
 /// NULL); an always-present value or a hidden NULL is always stored.
-pub fn stored_may_be_null(c: &Classified) -> bool {
+pub(super) fn stored_may_be_null(c: &Classified) -> bool {
     c.optional && !c.hide_null
 }
 
-pub fn types(g: &Gen<'_>) -> TokenStream {
+pub(super) fn types(g: &Gen<'_>) -> TokenStream {
     let (name, vis, sealed, p) = (g.name, g.vis, &g.sealed, &g.p);
     let fields = sealed_fields(g);
     let derives = orm_derives(g);

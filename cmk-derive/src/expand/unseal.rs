@@ -9,7 +9,7 @@ use super::Gen;
 use super::types::stored_may_be_null;
 
 /// The stored classified fields as byte slices, in field order.
-pub fn stored_fields(g: &Gen<'_>) -> Vec<TokenStream> {
+pub(super) fn stored_fields(g: &Gen<'_>) -> Vec<TokenStream> {
     g.classified
         .iter()
         .map(|(f, c)| {
@@ -26,7 +26,7 @@ pub fn stored_fields(g: &Gen<'_>) -> Vec<TokenStream> {
 }
 
 /// The stored key columns as byte slices, one per key class.
-pub fn stored_keys(g: &Gen<'_>) -> Vec<TokenStream> {
+pub(super) fn stored_keys(g: &Gen<'_>) -> Vec<TokenStream> {
     g.key_idents
         .iter()
         .map(|k| {
@@ -37,7 +37,7 @@ pub fn stored_keys(g: &Gen<'_>) -> Vec<TokenStream> {
 }
 
 /// `__unseal_values`: the stored row unsealed strictly or partially, in the generated scope.
-pub fn unseal_values_fn(g: &Gen<'_>) -> TokenStream {
+pub(super) fn unseal_values_fn(g: &Gen<'_>) -> TokenStream {
     let (name, sealed, p) = (g.name, &g.sealed, &g.p);
     let (n_fields, n_keys) = (g.classified.len(), g.key_idents.len());
     let stored_fields = stored_fields(g);
@@ -68,7 +68,7 @@ pub fn unseal_values_fn(g: &Gen<'_>) -> TokenStream {
 }
 
 /// The `Encrypted` items that unseal: `View`, `unseal_partial`, `unseal` and `unseal_owned`.
-pub fn unseal_items(g: &Gen<'_>) -> TokenStream {
+pub(super) fn unseal_items(g: &Gen<'_>) -> TokenStream {
     let (name, sealed, p) = (g.name, &g.sealed, &g.p);
     let view = format_ident!("{}View", name);
     let rebuild_strict = rebuild(g, false, false);

@@ -49,23 +49,23 @@ pub const PROVIDER: &str = "kmip";
 
 /// KMIP operation codes (KMIP 1.4 §9.1.3.2.27).
 mod op {
-    pub const CREATE: u32 = 0x01;
-    pub const ACTIVATE: u32 = 0x12;
-    pub const REVOKE: u32 = 0x13;
-    pub const DESTROY: u32 = 0x14;
-    pub const ENCRYPT: u32 = 0x1F;
-    pub const DECRYPT: u32 = 0x20;
+    pub(super) const CREATE: u32 = 0x01;
+    pub(super) const ACTIVATE: u32 = 0x12;
+    pub(super) const REVOKE: u32 = 0x13;
+    pub(super) const DESTROY: u32 = 0x14;
+    pub(super) const ENCRYPT: u32 = 0x1F;
+    pub(super) const DECRYPT: u32 = 0x20;
 }
 
 /// Result reasons cmk tells apart (KMIP 1.4 §9.1.3.2.29).
 mod reason {
-    pub const ITEM_NOT_FOUND: u32 = 0x01;
-    pub const AUTHENTICATION_NOT_SUCCESSFUL: u32 = 0x03;
-    pub const CRYPTOGRAPHIC_FAILURE: u32 = 0x0A;
-    pub const ILLEGAL_OPERATION: u32 = 0x0B;
-    pub const PERMISSION_DENIED: u32 = 0x0C;
-    pub const OBJECT_ARCHIVED: u32 = 0x0D;
-    pub const GENERAL_FAILURE: u32 = 0x100;
+    pub(super) const ITEM_NOT_FOUND: u32 = 0x01;
+    pub(super) const AUTHENTICATION_NOT_SUCCESSFUL: u32 = 0x03;
+    pub(super) const CRYPTOGRAPHIC_FAILURE: u32 = 0x0A;
+    pub(super) const ILLEGAL_OPERATION: u32 = 0x0B;
+    pub(super) const PERMISSION_DENIED: u32 = 0x0C;
+    pub(super) const OBJECT_ARCHIVED: u32 = 0x0D;
+    pub(super) const GENERAL_FAILURE: u32 = 0x100;
 }
 
 /// How to reach a KMIP server and prove this client to it.

@@ -9,50 +9,50 @@ use zeroize::Zeroizing;
 
 /// Item types.
 mod kind {
-    pub const STRUCTURE: u8 = 0x01;
-    pub const INTEGER: u8 = 0x02;
-    pub const LONG_INTEGER: u8 = 0x03;
-    pub const BIG_INTEGER: u8 = 0x04;
-    pub const ENUMERATION: u8 = 0x05;
-    pub const BOOLEAN: u8 = 0x06;
-    pub const TEXT: u8 = 0x07;
-    pub const BYTES: u8 = 0x08;
-    pub const DATE_TIME: u8 = 0x09;
-    pub const INTERVAL: u8 = 0x0A;
+    pub(super) const STRUCTURE: u8 = 0x01;
+    pub(super) const INTEGER: u8 = 0x02;
+    pub(super) const LONG_INTEGER: u8 = 0x03;
+    pub(super) const BIG_INTEGER: u8 = 0x04;
+    pub(super) const ENUMERATION: u8 = 0x05;
+    pub(super) const BOOLEAN: u8 = 0x06;
+    pub(super) const TEXT: u8 = 0x07;
+    pub(super) const BYTES: u8 = 0x08;
+    pub(super) const DATE_TIME: u8 = 0x09;
+    pub(super) const INTERVAL: u8 = 0x0A;
 }
 
 /// The tags cmk uses (KMIP 1.4 §9.1.3.1).
 pub(crate) mod tag {
-    pub const ATTRIBUTE: u32 = 0x42_0008;
-    pub const ATTRIBUTE_NAME: u32 = 0x42_000A;
-    pub const ATTRIBUTE_VALUE: u32 = 0x42_000B;
-    pub const BATCH_COUNT: u32 = 0x42_000D;
-    pub const BATCH_ITEM: u32 = 0x42_000F;
-    pub const BLOCK_CIPHER_MODE: u32 = 0x42_0011;
-    pub const CRYPTOGRAPHIC_ALGORITHM: u32 = 0x42_0028;
-    pub const CRYPTOGRAPHIC_PARAMETERS: u32 = 0x42_002B;
-    pub const IV_COUNTER_NONCE: u32 = 0x42_003D;
-    pub const OBJECT_TYPE: u32 = 0x42_0057;
-    pub const OPERATION: u32 = 0x42_005C;
-    pub const PROTOCOL_VERSION: u32 = 0x42_0069;
-    pub const PROTOCOL_VERSION_MAJOR: u32 = 0x42_006A;
-    pub const PROTOCOL_VERSION_MINOR: u32 = 0x42_006B;
-    pub const REQUEST_HEADER: u32 = 0x42_0077;
-    pub const REQUEST_MESSAGE: u32 = 0x42_0078;
-    pub const REQUEST_PAYLOAD: u32 = 0x42_0079;
-    pub const RESPONSE_MESSAGE: u32 = 0x42_007B;
-    pub const RESPONSE_PAYLOAD: u32 = 0x42_007C;
-    pub const RESULT_MESSAGE: u32 = 0x42_007D;
-    pub const RESULT_REASON: u32 = 0x42_007E;
-    pub const RESULT_STATUS: u32 = 0x42_007F;
-    pub const REVOCATION_REASON: u32 = 0x42_0081;
-    pub const REVOCATION_REASON_CODE: u32 = 0x42_0082;
-    pub const TEMPLATE_ATTRIBUTE: u32 = 0x42_0091;
-    pub const UNIQUE_IDENTIFIER: u32 = 0x42_0094;
-    pub const DATA: u32 = 0x42_00C2;
-    pub const TAG_LENGTH: u32 = 0x42_00CE;
-    pub const AE_ADDITIONAL_DATA: u32 = 0x42_00FE;
-    pub const AE_TAG: u32 = 0x42_00FF;
+    pub(crate) const ATTRIBUTE: u32 = 0x42_0008;
+    pub(crate) const ATTRIBUTE_NAME: u32 = 0x42_000A;
+    pub(crate) const ATTRIBUTE_VALUE: u32 = 0x42_000B;
+    pub(crate) const BATCH_COUNT: u32 = 0x42_000D;
+    pub(crate) const BATCH_ITEM: u32 = 0x42_000F;
+    pub(crate) const BLOCK_CIPHER_MODE: u32 = 0x42_0011;
+    pub(crate) const CRYPTOGRAPHIC_ALGORITHM: u32 = 0x42_0028;
+    pub(crate) const CRYPTOGRAPHIC_PARAMETERS: u32 = 0x42_002B;
+    pub(crate) const IV_COUNTER_NONCE: u32 = 0x42_003D;
+    pub(crate) const OBJECT_TYPE: u32 = 0x42_0057;
+    pub(crate) const OPERATION: u32 = 0x42_005C;
+    pub(crate) const PROTOCOL_VERSION: u32 = 0x42_0069;
+    pub(crate) const PROTOCOL_VERSION_MAJOR: u32 = 0x42_006A;
+    pub(crate) const PROTOCOL_VERSION_MINOR: u32 = 0x42_006B;
+    pub(crate) const REQUEST_HEADER: u32 = 0x42_0077;
+    pub(crate) const REQUEST_MESSAGE: u32 = 0x42_0078;
+    pub(crate) const REQUEST_PAYLOAD: u32 = 0x42_0079;
+    pub(crate) const RESPONSE_MESSAGE: u32 = 0x42_007B;
+    pub(crate) const RESPONSE_PAYLOAD: u32 = 0x42_007C;
+    pub(crate) const RESULT_MESSAGE: u32 = 0x42_007D;
+    pub(crate) const RESULT_REASON: u32 = 0x42_007E;
+    pub(crate) const RESULT_STATUS: u32 = 0x42_007F;
+    pub(crate) const REVOCATION_REASON: u32 = 0x42_0081;
+    pub(crate) const REVOCATION_REASON_CODE: u32 = 0x42_0082;
+    pub(crate) const TEMPLATE_ATTRIBUTE: u32 = 0x42_0091;
+    pub(crate) const UNIQUE_IDENTIFIER: u32 = 0x42_0094;
+    pub(crate) const DATA: u32 = 0x42_00C2;
+    pub(crate) const TAG_LENGTH: u32 = 0x42_00CE;
+    pub(crate) const AE_ADDITIONAL_DATA: u32 = 0x42_00FE;
+    pub(crate) const AE_TAG: u32 = 0x42_00FF;
 }
 
 /// Nesting deeper than this is refused (KMIP messages nest about five deep).
