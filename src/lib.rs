@@ -113,6 +113,10 @@ pub struct Checked<M>(pub Result<M>);
 
 impl<M> Checked<M> {
     /// The result.
+    ///
+    /// # Errors
+    /// The row's own error: [`crate::Error::NoKeyScope`] when it was loaded outside a key scope,
+    /// else any error of [`crate::model::Encrypted::unseal`].
     pub fn into_result(self) -> Result<M> {
         self.0
     }

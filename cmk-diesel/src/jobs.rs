@@ -35,6 +35,12 @@ pub use cmk_core::jobs::{Chunks, Progress};
 /// (`Cmk::roll_over_kek`, then after one renewal interval `Cmk::retire_kek`, this job, then
 /// `Cmk::destroy_kek`). `keys` must be fetched after the roll-over. To visit only rows under
 /// one KEK version, filter `load` on the key column's queryable prefix (docs/FORMAT.md).
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when loading a chunk or writing a row fails; the job stops
+/// there: resume it from the last checkpoint `progress` saw. A row that fails to re-wrap
+/// (tampered, another tenant's) is not an error of the job: it goes to
+/// [`Progress::failed`] and the job goes on.
 #[allow(clippy::too_many_arguments)]
 pub fn rekey_table<'q, M, C, Id, Q, T>(
     conn: &mut C,
@@ -104,6 +110,11 @@ where
 /// plaintext mapping and the rest through cmk until the job has finished. This is deliberate:
 /// a "migration mode" that let cmk fall back to plaintext columns would let a database writer
 /// who NULLs a row's key columns feed the application plaintext of their choosing.
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when loading a chunk or writing a row fails; the job stops
+/// there: resume it from the last checkpoint `progress` saw. A row that fails to seal is
+/// not an error of the job: it goes to [`Progress::failed`] and the job goes on.
 #[allow(clippy::too_many_arguments)]
 pub fn encrypt_plaintext<'q, M, L, C, Id, Q, T>(
     conn: &mut C,

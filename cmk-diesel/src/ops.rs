@@ -39,6 +39,12 @@ type Selected<Q, M, C> =
 type TableOf<M> = <<M as Encrypted>::Sealed as HasTable>::Table;
 
 /// Seals `model` with a fresh DEK per class and inserts it into its table.
+///
+/// # Errors
+/// [`crate::Error::Cmk`] when the model does not seal: for example
+/// [`cmk_core::Error::ClassNotRequested`] (`keys` was not fetched for one of its classes),
+/// [`cmk_core::Error::ValueTooLarge`] or [`cmk_core::Error::AuditFailClosed`].
+/// [`crate::Error::Diesel`] when the insert fails, for example on a unique violation.
 pub fn insert<M, C>(conn: &mut C, keys: &TenantKeys, model: &M) -> Result<usize>
 where
     M: Encrypted,
@@ -55,6 +61,11 @@ where
 /// Seals every model (a fresh DEK per row and class; the KEKs were fetched once, by
 /// `keys_for`) and inserts them in one statement. If any row fails to seal, nothing is
 /// written and the error names its position.
+///
+/// # Errors
+/// [`crate::Error::Row`] naming the position of the first model that does not seal, with its
+/// cmk error (as for [`insert`]); nothing is written. [`crate::Error::Diesel`] when the insert
+/// fails.
 pub fn insert_many<M, C>(conn: &mut C, keys: &TenantKeys, models: &[M]) -> Result<usize>
 where
     M: Encrypted,
@@ -81,6 +92,10 @@ where
 
 /// Runs `query` for sealed rows and unseals each: one result per row, in order, so one bad
 /// row (tampered, another tenant's) is reported in place and the rest are returned.
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when the query fails. A row that does not unseal is not an error of
+/// the call: its `Err` stands in its place in the result.
 pub fn load<'q, M, Q, C>(
     conn: &mut C,
     keys: &TenantKeys,
@@ -99,6 +114,13 @@ where
 }
 
 /// Like [`load`], but fails on the first row that does not unseal.
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when the query fails. [`crate::Error::Row`] naming the position of
+/// the first row that does not unseal, with its cmk error: for example
+/// [`cmk_core::Error::Tampered`] (the row fails authentication),
+/// [`cmk_core::Error::TenantMismatch`] (another tenant's row) or
+/// [`cmk_core::Error::AccessDenied`] (a class the actor may not read).
 pub fn load_all<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Result<Vec<M>>
 where
     M: Encrypted,
@@ -122,6 +144,13 @@ where
 }
 
 /// The first row of `query`, unsealed; Diesel's `NotFound` when there is none.
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when the query fails, with `NotFound` when it selects no row.
+/// [`crate::Error::Cmk`] when the row does not unseal: for example
+/// [`cmk_core::Error::Tampered`] (the row fails authentication),
+/// [`cmk_core::Error::TenantMismatch`] (another tenant's row) or
+/// [`cmk_core::Error::AccessDenied`] (a class the actor may not read).
 pub fn first<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Result<M>
 where
     M: Encrypted,
@@ -138,6 +167,10 @@ where
 
 /// Like [`load`], each row as its partial view: fields of classes the handle's actor may
 /// not read come back [`cmk_core::model::Partial::Withheld`] instead of failing the row.
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when the query fails. A row that does not unseal (tampered, another
+/// tenant's) is not an error of the call: its `Err` stands in its place in the result.
 pub fn load_partial<'q, M, Q, C>(
     conn: &mut C,
     keys: &TenantKeys,
@@ -157,6 +190,13 @@ where
 
 /// The first row of `query` as its partial view (see [`load_partial`]); Diesel's `NotFound`
 /// when there is none.
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when the query fails, with `NotFound` when it selects no row.
+/// [`crate::Error::Cmk`] when the row does not unseal: for example
+/// [`cmk_core::Error::Tampered`] (the row fails authentication) or
+/// [`cmk_core::Error::TenantMismatch`] (another tenant's row). Classes the actor may not read
+/// are withheld, not an error.
 pub fn first_partial<'q, M, Q, C>(conn: &mut C, keys: &TenantKeys, query: Q) -> Result<M::View>
 where
     M: Encrypted,
@@ -175,6 +215,11 @@ where
 /// column and key column in one `UPDATE` of `target` (for example `table.find(id)`); the
 /// primary key is not written. Concurrent updates of one row are last-writer-wins, as in
 /// plain SQL; [`update_if_unchanged`] is the compare-and-set form.
+///
+/// # Errors
+/// [`crate::Error::Cmk`] when the model does not seal (as for [`insert`]).
+/// [`crate::Error::Diesel`] when the `UPDATE` fails. A `target` that selects no row is not an
+/// error: the count is 0.
 pub fn update<M, T, C>(conn: &mut C, keys: &TenantKeys, target: T, model: &M) -> Result<usize>
 where
     M: Encrypted,
@@ -192,6 +237,11 @@ where
 /// what `read` holds (nobody wrote the row since it was read), else fails with
 /// [`cmk_core::Error::Conflict`] and writes nothing (also when the row is gone). `target` must select the one row `read`
 /// came from (for example `table.find(id)`).
+///
+/// # Errors
+/// [`crate::Error::Cmk`] with [`cmk_core::Error::Conflict`] when the row's key columns no longer
+/// hold what `read` holds, or the row is gone; [`crate::Error::Cmk`] when the model does not
+/// seal (as for [`insert`]). [`crate::Error::Diesel`] when the `UPDATE` fails.
 pub fn update_if_unchanged<M, T, C>(
     conn: &mut C,
     keys: &TenantKeys,
@@ -236,6 +286,13 @@ pub const UPDATE_ATTEMPTS: usize = 5;
 /// ([`crate::StoreConnection::write_transaction`]), so the read is already under it. On
 /// PostgreSQL and MySQL the guarded `UPDATE` locks the row and checks it in one statement:
 /// either way a concurrent update is never lost.
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when a query or the transaction fails, with `NotFound` when
+/// `target` selects no row. [`crate::Error::Cmk`] with [`cmk_core::Error::Conflict`] when
+/// another writer came first on every attempt, with [`cmk_core::Error::InvalidInput`] when
+/// `change` altered the row's bound id, and with what fails unsealing the row read (as for
+/// [`first`]) or sealing the model (as for [`insert`]).
 pub fn update_with<'q, M, T, C>(
     conn: &mut C,
     keys: &TenantKeys,
@@ -313,6 +370,11 @@ where
 /// the event cannot be recorded and a class of the table is fail-closed, the delete is
 /// rolled back and the error returned. cmk cannot see inside `target`: constrain it to the
 /// key handle's tenant (`table.filter(tenant_id.eq(keys.tenant().as_str()))`).
+///
+/// # Errors
+/// [`crate::Error::Diesel`] when the `DELETE` or the transaction fails. [`crate::Error::Cmk`]
+/// with [`cmk_core::Error::AuditFailClosed`] when the event cannot be recorded and a class of
+/// the table is fail-closed; the delete is then rolled back.
 pub fn delete<M, T, C>(conn: &mut C, keys: &TenantKeys, target: T) -> Result<usize>
 where
     M: Encrypted,

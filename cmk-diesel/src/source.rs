@@ -15,6 +15,10 @@ pub trait ConnectionSource: Send + Sync + 'static {
     type Connection: StoreConnection;
 
     /// Runs `f` with a connection.
+    ///
+    /// # Errors
+    /// The error `f` returns; [`cmk_core::Error::Database`] when the source cannot lend a
+    /// connection (an r2d2 pool that times out).
     fn with_connection<R>(
         &self,
         f: impl FnOnce(&mut Self::Connection) -> cmk_core::Result<R>,

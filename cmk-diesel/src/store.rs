@@ -16,6 +16,9 @@ pub trait StoreConnection: Connection + Send + 'static {
 
     /// Creates cmk's tables (the `up.sql` of [`crate::ddl::tables`]); for tests and tools
     /// whose schema has no migrations of its own.
+    ///
+    /// # Errors
+    /// Diesel's error when a statement fails, for example because a table exists already.
     fn create_cmk_tables(&mut self) -> QueryResult<()> {
         self.batch_execute(crate::ddl::tables(Self::DIALECT).up)
     }
@@ -23,6 +26,9 @@ pub trait StoreConnection: Connection + Send + 'static {
     /// Creates cmk's tables unless they exist (`CREATE TABLE IF NOT EXISTS`, which all three
     /// databases take): for an embedded deployment or an example that starts again on the
     /// same database. Applications with migrations put [`crate::ddl::tables`] in them.
+    ///
+    /// # Errors
+    /// Diesel's error when a statement fails (a lost connection, no right to create tables).
     fn create_cmk_tables_if_missing(&mut self) -> QueryResult<()> {
         // The migrations create tables only (checked by a test): each gets IF NOT EXISTS.
         let up = crate::ddl::tables(Self::DIALECT)
@@ -35,12 +41,19 @@ pub trait StoreConnection: Connection + Send + 'static {
     /// at the start (`BEGIN IMMEDIATE`), so the read is already under it and the write
     /// cannot fail with "database is locked" because another connection wrote in between;
     /// PostgreSQL and MySQL begin as usual.
+    ///
+    /// # Errors
+    /// The error `f` returns, after the transaction is rolled back; Diesel's error, converted
+    /// into `E`, when the transaction cannot begin, commit or roll back.
     fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut Self) -> Result<T, E>,
         E: From<DieselError>;
 
     /// Drops them (the `down.sql`).
+    ///
+    /// # Errors
+    /// Diesel's error when a statement fails, for example because a table does not exist.
     fn drop_cmk_tables(&mut self) -> QueryResult<()> {
         self.batch_execute(crate::ddl::tables(Self::DIALECT).down)
     }

@@ -57,6 +57,12 @@ fn stored(value: ActiveValue<Value>, insert: bool) -> Stored {
 /// Checks a save of `active` (an `ActiveModel` of `M`'s entity) and returns it unchanged,
 /// or refuses it with a `DbErr` whose source is the cmk error. `insert` is the flag
 /// `before_save` receives.
+///
+/// # Errors
+/// A `DbErr` whose source is [`crate::Error::Cmk`] with [`cmk_core::Error::InvalidInput`]
+/// (recover it with [`crate::cmk_error`]) when the save writes a class without a well-formed
+/// key column of that class, or a classified column with anything but a cmk ciphertext that
+/// its key column records.
 pub fn guard<M, A>(active: A, insert: bool) -> Result<A, DbErr>
 where
     M: Encrypted,

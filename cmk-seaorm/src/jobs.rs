@@ -28,6 +28,12 @@ use crate::ops::write_guarded;
 /// leaving field ciphertexts untouched: the middle step of KEK retirement
 /// (`Cmk::roll_over_kek`, after one renewal interval `Cmk::retire_kek`, this job, then
 /// `Cmk::destroy_kek`). `keys` must be fetched after the roll-over.
+///
+/// # Errors
+/// [`crate::Error::Db`] when loading a chunk or writing a row fails; the job stops there:
+/// resume it from the last checkpoint `progress` saw. A row that fails to re-wrap (tampered,
+/// another tenant's) is not an error of the job: it goes to [`Progress::failed`] and the job
+/// goes on.
 pub async fn rekey_table<M, E, C, Id>(
     db: &C,
     keys: &Arc<TenantKeys>,
@@ -75,6 +81,11 @@ where
 /// written only while its key columns are still NULL. The plaintext columns are not
 /// cleared: dropping them is the contract step (docs/SECURITY.md says where plaintext
 /// survives). cmk never reads plaintext columns, deliberately (see `cmk_diesel::jobs`).
+///
+/// # Errors
+/// [`crate::Error::Db`] when loading a chunk or writing a row fails; the job stops there:
+/// resume it from the last checkpoint `progress` saw. A row that fails to seal is not an error
+/// of the job: it goes to [`Progress::failed`] and the job goes on.
 pub async fn encrypt_plaintext<M, E, S, C, Id>(
     db: &C,
     keys: &TenantKeys,

@@ -46,6 +46,9 @@ fn statements(sql: &str) -> impl Iterator<Item = String> {
 }
 
 /// Creates `cmk_key_registry` and `cmk_tenant_config`.
+///
+/// # Errors
+/// The `DbErr` of the first statement that fails, for example because a table exists already.
 pub async fn create_cmk_tables<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     for stmt in statements(tables(dialect(db.get_database_backend())).up) {
         db.execute_unprepared(&stmt).await?;
@@ -54,6 +57,9 @@ pub async fn create_cmk_tables<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> 
 }
 
 /// Drops them.
+///
+/// # Errors
+/// The `DbErr` of the first statement that fails, for example because a table does not exist.
 pub async fn drop_cmk_tables<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     for stmt in statements(tables(dialect(db.get_database_backend())).down) {
         db.execute_unprepared(&stmt).await?;

@@ -38,6 +38,12 @@ pub(crate) fn column<E: EntityTrait>(name: &str) -> Result<E::Column> {
 }
 
 /// Seals `model` with a fresh DEK per class and inserts it.
+///
+/// # Errors
+/// [`crate::Error::Cmk`] when the model does not seal: for example
+/// [`cmk_core::Error::ClassNotRequested`] (`keys` was not fetched for one of its classes),
+/// [`cmk_core::Error::ValueTooLarge`] or [`cmk_core::Error::AuditFailClosed`].
+/// [`crate::Error::Db`] when the insert fails, for example on a unique violation.
 pub async fn insert<M, E, C>(db: &C, keys: &TenantKeys, model: &M) -> Result<()>
 where
     M: Encrypted,
@@ -56,6 +62,11 @@ where
 /// Seals every model (a fresh DEK per row and class; the KEKs were fetched once, by
 /// `keys_for`) and inserts them in one statement. If any row fails to seal, nothing is
 /// written and the error names its position.
+///
+/// # Errors
+/// [`crate::Error::Row`] naming the position of the first model that does not seal, with its
+/// cmk error (as for [`insert`]); nothing is written. [`crate::Error::Db`] when the insert
+/// fails.
 pub async fn insert_many<M, E, C>(db: &C, keys: &TenantKeys, models: &[M]) -> Result<u64>
 where
     M: Encrypted,
@@ -84,6 +95,10 @@ where
 
 /// Runs `select` and unseals each row: one result per row, in order, so one bad row
 /// (tampered, another tenant's) is reported in place and the rest are returned.
+///
+/// # Errors
+/// [`crate::Error::Db`] when the query fails. A row that does not unseal is not an error of the
+/// call: its `Err` stands in its place in the result.
 pub async fn load<M, E, C>(
     db: &C,
     keys: &TenantKeys,
@@ -100,6 +115,13 @@ where
 }
 
 /// Like [`load`], but fails on the first row that does not unseal.
+///
+/// # Errors
+/// [`crate::Error::Db`] when the query fails. [`crate::Error::Row`] naming the position of the
+/// first row that does not unseal, with its cmk error: for example
+/// [`cmk_core::Error::Tampered`] (the row fails authentication),
+/// [`cmk_core::Error::TenantMismatch`] (another tenant's row) or
+/// [`cmk_core::Error::AccessDenied`] (a class the actor may not read).
 pub async fn load_all<M, E, C>(db: &C, keys: &TenantKeys, select: Select<E>) -> Result<Vec<M>>
 where
     M: Encrypted,
@@ -122,6 +144,12 @@ where
 }
 
 /// The first row of `select`, unsealed, if there is one.
+///
+/// # Errors
+/// [`crate::Error::Db`] when the query fails. [`crate::Error::Cmk`] when the row does not
+/// unseal: for example [`cmk_core::Error::Tampered`] (the row fails authentication),
+/// [`cmk_core::Error::TenantMismatch`] (another tenant's row) or
+/// [`cmk_core::Error::AccessDenied`] (a class the actor may not read).
 pub async fn one<M, E, C>(db: &C, keys: &TenantKeys, select: Select<E>) -> Result<Option<M>>
 where
     M: Encrypted,
@@ -137,6 +165,10 @@ where
 
 /// Like [`load`], each row as its partial view: fields of classes the handle's actor may
 /// not read come back [`cmk_core::model::Partial::Withheld`] instead of failing the row.
+///
+/// # Errors
+/// [`crate::Error::Db`] when the query fails. A row that does not unseal (tampered, another
+/// tenant's) is not an error of the call: its `Err` stands in its place in the result.
 pub async fn load_partial<M, E, C>(
     db: &C,
     keys: &TenantKeys,
@@ -153,6 +185,12 @@ where
 }
 
 /// The first row of `select` as its partial view (see [`load_partial`]), if there is one.
+///
+/// # Errors
+/// [`crate::Error::Db`] when the query fails. [`crate::Error::Cmk`] when the row does not
+/// unseal: for example [`cmk_core::Error::Tampered`] (the row fails authentication) or
+/// [`cmk_core::Error::TenantMismatch`] (another tenant's row). Classes the actor may not read
+/// are withheld, not an error.
 pub async fn one_partial<M, E, C>(
     db: &C,
     keys: &TenantKeys,
@@ -178,6 +216,13 @@ where
 /// it starts again, up to [`UPDATE_ATTEMPTS`] times, then fails with
 /// [`cmk_core::Error::Conflict`]. The primary key is not written. Returns the model as
 /// written; `DbErr::RecordNotFound` when `select` finds no row.
+///
+/// # Errors
+/// [`crate::Error::Db`] when a query fails, with `DbErr::RecordNotFound` when `select` finds no
+/// row. [`crate::Error::Cmk`] with [`cmk_core::Error::Conflict`] when another writer came first
+/// on every attempt, with [`cmk_core::Error::InvalidInput`] when `change` altered the primary
+/// key or the row's bound id, and with what fails unsealing the row read (as for [`one`]) or
+/// sealing the model (as for [`insert`]).
 pub async fn update<M, E, C>(
     db: &C,
     keys: &TenantKeys,
@@ -218,6 +263,12 @@ where
 /// from, only if the row's key columns still hold what `read` holds (nobody wrote it since
 /// it was read); else [`cmk_core::Error::Conflict`], writing nothing (also when the row is
 /// gone). `model` must keep `read`'s primary key.
+///
+/// # Errors
+/// [`crate::Error::Cmk`] with [`cmk_core::Error::Conflict`] when the row's key columns no longer
+/// hold what `read` holds, or the row is gone; with [`cmk_core::Error::InvalidInput`] when
+/// `model`'s primary key is not `read`'s; or with what fails sealing the model (as for
+/// [`insert`]). [`crate::Error::Db`] when the `UPDATE` fails.
 pub async fn update_if_unchanged<M, E, C>(
     db: &C,
     keys: &TenantKeys,
@@ -292,6 +343,11 @@ where
 /// when the event cannot be recorded and a class of the table is fail-closed, the delete is
 /// rolled back and the error returned. cmk cannot see inside `delete`: constrain it to the
 /// key handle's tenant (`.filter(Column::TenantId.eq(keys.tenant().as_str()))`).
+///
+/// # Errors
+/// [`crate::Error::Db`] when the `DELETE` or the transaction fails. [`crate::Error::Cmk`] with
+/// [`cmk_core::Error::AuditFailClosed`] when the event cannot be recorded and a class of the
+/// table is fail-closed; the delete is then rolled back.
 pub async fn delete<M, E, C>(db: &C, keys: &TenantKeys, delete: DeleteMany<E>) -> Result<u64>
 where
     M: Encrypted,

@@ -430,11 +430,20 @@ pub struct SinkError(pub String);
 pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Takes one event. An `Err` means the event is not recorded (fail-closed policies then
     /// refuse the operation).
+    ///
+    /// # Errors
+    /// Implementations return a [`SinkError`] when they could not record the event: a pipeline
+    /// could not queue it and its spool is full or cannot be written, or a `MemorySink` was set
+    /// to fail.
     fn emit(&self, event: SecurityEvent) -> Result<(), SinkError>;
 
     /// Takes one event of a fail-closed operation: `Ok` only once the event is durable
     /// (flushed to disk, or acknowledged by its receiver), because the plaintext is returned
     /// right after. Sinks without a durable step record it as `emit` does.
+    ///
+    /// # Errors
+    /// Implementations return a [`SinkError`] when the event is not durable: the spool is full
+    /// or its append or `fsync` failed. Sinks without a durable step fail as `emit` does.
     fn emit_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
         self.emit(event)
     }
@@ -442,6 +451,11 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Told before a tenant's configuration is saved (and when one is loaded) which sink the
     /// tenant names (`TenantConfig::audit_sink`); an `Err` refuses the configuration (an
     /// endpoint off the operator's allow-list, an unknown sink name).
+    ///
+    /// # Errors
+    /// Implementations return a [`SinkError`] to refuse the configuration: the name is neither
+    /// a registered sink nor an allowed endpoint, or the sink for the endpoint could not be
+    /// built. The default implementation accepts every name.
     fn configure_tenant(
         &self,
         tenant: &TenantId,

@@ -152,6 +152,11 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Starts a pipeline: opens (and will replay) the spool, starts the worker thread.
+    ///
+    /// # Errors
+    /// A [`std::io::Error`] when the spool cannot be opened (its directory cannot be created or
+    /// read, another process holds its lock, a torn tail cannot be cut off) or the worker
+    /// thread cannot be spawned.
     pub fn start(
         config: PipelineConfig,
         transport: impl Transport,

@@ -52,6 +52,11 @@ impl AllowList {
     }
 
     /// Allows `scheme://host:port` (host may be `*.domain`).
+    ///
+    /// # Errors
+    /// A [`SinkError`] when `pattern` is not `scheme://host[:port]`: no scheme, an empty host,
+    /// credentials in it, a port that is not a number, or no port for a scheme without a
+    /// default (`http`, `https`, `syslog+tcp` and `syslog+udp` have one).
     pub fn allow(mut self, pattern: &str) -> Result<Self, SinkError> {
         let entry = parse_endpoint(pattern)
             .ok_or_else(|| SinkError(format!("not an endpoint pattern: {pattern}")))?;

@@ -142,6 +142,12 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, holding at most `cap` bytes.
+    ///
+    /// # Errors
+    /// An [`io::Error`] when the directory cannot be created, read or synced, the lock file or
+    /// a segment cannot be opened, removed or trimmed, or another process holds the spool
+    /// ([`io::ErrorKind::WouldBlock`]). An unreadable cursor is not an error: replay starts at
+    /// the first segment.
     pub fn open(dir: impl Into<PathBuf>, cap: u64) -> io::Result<Spool> {
         let dir = dir.into();
         create_private_dir(&dir)?;
@@ -212,6 +218,11 @@ impl Spool {
 
     /// Appends events in order; with `sync`, returns only once they are on disk. At the
     /// size cap it appends the events that fit and reports the rest ([`SpoolError::Full`]).
+    ///
+    /// # Errors
+    /// [`SpoolError::Full`] when the cap leaves no room for every event (`written` says how
+    /// many went in); [`SpoolError::Io`] when a new segment cannot be created or the write or
+    /// `fsync` fails, in which case none of the events were appended.
     pub fn append(&self, events: &[SecurityEvent], sync: bool) -> Result<(), SpoolError> {
         let mut buf = Vec::with_capacity(events.len() * 512);
         let mut inner = self.lock();
@@ -280,6 +291,9 @@ impl Spool {
     /// Up to `max` undelivered events, oldest first, and the position after them (pass it to
     /// [`Spool::commit`] once they are delivered). Lines that do not parse (a corrupted
     /// disk) are skipped and counted in the third value.
+    ///
+    /// # Errors
+    /// An [`io::Error`] when a segment cannot be opened, measured or read.
     pub fn peek(&self, max: usize) -> io::Result<(Vec<SecurityEvent>, Position, usize)> {
         let inner = self.lock();
         let mut at = inner.read;
@@ -323,6 +337,11 @@ impl Spool {
 
     /// Records that everything before `to` is delivered: the cursor moves (atomically) and
     /// segments it has passed are deleted.
+    ///
+    /// # Errors
+    /// An [`io::Error`] when the new cursor cannot be written, synced or renamed into place, or
+    /// the next segment cannot be created. Segments that cannot be deleted are left and not
+    /// reported.
     pub fn commit(&self, to: Position) -> io::Result<()> {
         let mut inner = self.lock();
         if to <= inner.read {

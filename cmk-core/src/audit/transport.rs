@@ -37,6 +37,12 @@ pub trait Transport: Send + 'static {
     /// A short name for errors and logs.
     fn name(&self) -> &str;
     /// Delivers a batch, all or nothing as far as the caller knows.
+    ///
+    /// # Errors
+    /// Implementations return a [`DeliveryError`] when the batch was not taken, or may not have
+    /// been (a file write or `fsync` failed, a connection was refused or closed, a send timed
+    /// out, an HTTP receiver answered with an error status). The pipeline then spools and
+    /// retries it.
     fn deliver(&mut self, batch: &[SecurityEvent]) -> Result<(), DeliveryError>;
 }
 
@@ -196,6 +202,10 @@ pub struct SyslogUdp {
 
 impl SyslogUdp {
     /// Sends to `to` (`host:port`).
+    ///
+    /// # Errors
+    /// An [`io::Error`] when `to` does not resolve to an address or no local UDP socket can be
+    /// bound.
     pub fn new(to: impl ToSocketAddrs) -> io::Result<Self> {
         let to = to
             .to_socket_addrs()?
@@ -249,6 +259,10 @@ pub struct SyslogTcp {
 impl SyslogTcp {
     /// Connects to `to` (`host:port`) when first needed, with `timeout` for connecting and
     /// writing.
+    ///
+    /// # Errors
+    /// An [`io::Error`] when `to` does not resolve to an address. Nothing is connected yet, so
+    /// an unreachable receiver shows only at the first delivery.
     pub fn new(to: impl ToSocketAddrs, timeout: Duration) -> io::Result<Self> {
         let to = to
             .to_socket_addrs()?

@@ -50,6 +50,10 @@ impl GcmKey {
     }
 
     /// Decrypts `buf` in place; on failure the buffer is wiped and `Tampered` returned.
+    ///
+    /// # Errors
+    /// [`crate::Error::Tampered`] when the tag does not verify under this key, nonce and
+    /// associated data (one error for every cause, as RustCrypto's `aead` gives).
     pub fn open(
         &self,
         nonce: &[u8; NONCE_LEN],

@@ -48,6 +48,10 @@ impl Normalizer {
     }
 
     /// Normalises `input`. Text normalisers refuse input that is not UTF-8.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when a text normaliser (`trimmed`, `casefold`) is given
+    /// bytes that are not UTF-8. `Exact` never fails.
     pub fn apply<'a>(self, input: &'a [u8]) -> crate::Result<Cow<'a, [u8]>> {
         if self == Normalizer::Exact {
             return Ok(Cow::Borrowed(input));

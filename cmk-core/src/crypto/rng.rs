@@ -128,6 +128,9 @@ thread_local! {
 }
 
 /// Fills `out` with bytes from the operating system's CSPRNG (buffered per thread).
+///
+/// # Errors
+/// [`crate::Error::Random`] when the operating system's random number generator fails.
 pub fn fill(out: &mut [u8]) -> crate::Result<()> {
     POOL.with(|p| match p.try_borrow_mut() {
         Ok(mut pool) => pool.fill(out),
@@ -137,6 +140,9 @@ pub fn fill(out: &mut [u8]) -> crate::Result<()> {
 }
 
 /// A random array.
+///
+/// # Errors
+/// [`crate::Error::Random`] when the operating system's random number generator fails.
 pub fn array<const N: usize>() -> crate::Result<[u8; N]> {
     let mut a = [0u8; N];
     fill(&mut a)?;

@@ -71,6 +71,9 @@ fn siv_header(tenant: &str, table: &str, column: &str, version: u8) -> Aad {
 
 /// Deterministic encryption: `0x02 ‖ version ‖ SIV (16) ‖ ciphertext`, AES-SIV (RFC 5297)
 /// with one associated-data header binding tenant, table and column.
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`] when AES-SIV refuses the input (a value too large for it).
 pub fn deterministic_encrypt(
     key: &[u8; 64],
     version: u8,
@@ -92,6 +95,9 @@ pub fn deterministic_encrypt(
 }
 
 /// The key version a deterministic value names, if it is well formed enough to say.
+///
+/// # Errors
+/// [`crate::Error::Tampered`] when the value is not `0x02 ‖ version ‖ SIV ‖ ...`.
 pub fn deterministic_version(value: &[u8]) -> crate::Result<u8> {
     match value {
         [DETERMINISTIC_TYPE, v, rest @ ..] if rest.len() >= 16 => Ok(*v),
@@ -100,6 +106,10 @@ pub fn deterministic_version(value: &[u8]) -> crate::Result<u8> {
 }
 
 /// Reverses [`deterministic_encrypt`]; any mismatch is `Tampered`.
+///
+/// # Errors
+/// [`crate::Error::Tampered`] when the value is malformed or does not authenticate under
+/// this key, tenant, table and column.
 pub fn deterministic_decrypt(
     key: &[u8; 64],
     tenant: &str,

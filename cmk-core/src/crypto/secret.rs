@@ -26,6 +26,9 @@ impl SecretKey {
     }
 
     /// A fresh random key from the operating system's CSPRNG.
+    ///
+    /// # Errors
+    /// [`crate::Error::Random`] when the operating system's random number generator fails.
     pub fn random() -> crate::Result<Self> {
         // Filled in place: no copy of the key outside the zeroizing owner.
         let mut key = SecretKey([0u8; 32]);

@@ -40,6 +40,10 @@ pub struct FieldCiphertext<'a> {
 }
 
 /// Parses a field ciphertext; malformed input is `Tampered`.
+///
+/// # Errors
+/// [`crate::Error::Tampered`] when the value is shorter than header and tag, its version is not
+/// 1, or it sets an unknown flag.
 pub fn parse(bytes: &[u8]) -> crate::Result<FieldCiphertext<'_>> {
     if bytes.len() < OVERHEAD
         || bytes[0] != FORMAT_V1
@@ -79,6 +83,10 @@ pub fn inner_plaintext(out: &mut Vec<u8>, value: Option<&[u8]>, flags: u8, block
 
 /// Strips padding and presence byte from a decrypted inner plaintext, in place; returns
 /// `None` for a hidden NULL. Malformed inner plaintext is `Tampered`.
+///
+/// # Errors
+/// [`crate::Error::Tampered`] when the padding does not end in `0x80` or the presence byte is
+/// neither a lone `0x00` nor `0x01`.
 #[inline]
 pub fn strip_inner(inner: &mut Vec<u8>, flags: u8) -> crate::Result<Option<()>> {
     if flags == 0 {

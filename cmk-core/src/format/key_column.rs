@@ -100,6 +100,11 @@ pub struct ClassicKeyColumn<'a> {
 }
 
 /// Parses a classic-mode key column; malformed input is `Tampered`.
+///
+/// # Errors
+/// [`crate::Error::Tampered`] when the value does not start with `0x02`, is shorter than its
+/// 11-byte header, has a non-zero KEK version, ends inside the blob, or has an empty or
+/// truncated column list.
 pub fn parse_classic(bytes: &[u8]) -> crate::Result<ClassicKeyColumn<'_>> {
     let bad = crate::Error::Tampered;
     if bytes.len() < 11 || bytes[0] != CLASSIC_V1 || bytes[5..9] != [0; 4] {
@@ -118,6 +123,10 @@ pub fn parse_classic(bytes: &[u8]) -> crate::Result<ClassicKeyColumn<'_>> {
 }
 
 /// Lays out a classic-mode key column.
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`] when `blob` is longer than 65535 bytes, since its length is
+/// stored in two bytes.
 pub fn build_classic(kek_id: u32, blob: &[u8], list: &[u8]) -> crate::Result<Vec<u8>> {
     let n = u16::try_from(blob.len()).map_err(|_| {
         crate::Error::InvalidInput("the KMS returned a wrapped key over 65535 bytes".into())
@@ -157,6 +166,10 @@ pub fn prefix(kek_id: u32, kek_version: u32) -> [u8; PREFIX_LEN] {
 }
 
 /// Appends a column list to `out`; fails on an empty list or a name of 0 or over 127 bytes.
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`] when the list is empty or a name is empty or longer than
+/// [`MAX_COLUMN_NAME`] bytes. Entries before the bad name are already appended to `out`.
 pub fn encode_list_into<'a>(
     out: &mut Vec<u8>,
     columns: impl IntoIterator<Item = (&'a str, bool)>,
@@ -180,6 +193,10 @@ pub fn encode_list_into<'a>(
 }
 
 /// Encodes a column list on its own.
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`] when the list is empty or a name is empty or longer than
+/// [`MAX_COLUMN_NAME`] bytes.
 pub fn encode_list<'a>(
     columns: impl IntoIterator<Item = (&'a str, bool)>,
 ) -> crate::Result<Vec<u8>> {
@@ -205,6 +222,11 @@ fn check_list(mut bytes: &[u8]) -> crate::Result<()> {
 }
 
 /// Parses a key column. Unknown versions and malformed input are `Tampered`.
+///
+/// # Errors
+/// [`crate::Error::Tampered`] when the value does not start with version 1, ends before the
+/// column list, or has an empty or truncated column list (an entry of length 0, or longer than
+/// the bytes left).
 pub fn parse(bytes: &[u8]) -> crate::Result<KeyColumn<'_>> {
     if bytes.len() <= LIST_OFFSET || bytes[0] != FORMAT_V1 {
         return Err(crate::Error::Tampered);

@@ -43,6 +43,10 @@ impl Purpose {
     }
 
     /// Parses a stored name.
+    ///
+    /// # Errors
+    /// [`crate::Error::Registry`] when `s` is no purpose name cmk knows (a row written by a
+    /// newer version, or altered in the database).
     pub fn parse(s: &str) -> crate::Result<Self> {
         Ok(match s {
             "kek" => Purpose::Kek,
@@ -76,6 +80,10 @@ impl KeyState {
     }
 
     /// Parses a stored name.
+    ///
+    /// # Errors
+    /// [`crate::Error::Registry`] when `s` is no key state name cmk knows (a row written by a
+    /// newer version, or altered in the database).
     pub fn parse(s: &str) -> crate::Result<Self> {
         Ok(match s {
             "active" => KeyState::Active,
@@ -207,6 +215,10 @@ impl MemoryRegistry {
 
     /// Stores an entry without any check, as an attacker with database write access could
     /// (tests of the trust boundary use this).
+    ///
+    /// # Errors
+    /// [`crate::Error::Registry`] when the registry's lock is poisoned (a panic elsewhere while
+    /// it was held).
     pub fn insert_raw(&self, entry: RegistryEntry) -> crate::Result<()> {
         self.lock()?.push(entry);
         Ok(())

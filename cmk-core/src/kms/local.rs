@@ -317,6 +317,11 @@ impl LocalKms {
 
     /// Opens the keyring file at `path`, creating an empty one if it does not exist. Other
     /// processes may open the same file: see the module documentation.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] when the file cannot be read, or, when it does not exist, the lock
+    /// file or a new keyring cannot be written; [`crate::Error::InvalidConfig`] when the file
+    /// is not a well-formed keyring.
     pub fn open(path: impl Into<PathBuf>) -> crate::Result<Self> {
         let file = KeyringFile::new(path.into());
         let (ring, stamp) = match file.read() {
@@ -400,6 +405,13 @@ impl LocalKms {
         }
     }
     /// Creates a key with a fresh random version 1 and returns its reference `local:NAME`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`] when `name` is not 1 to 128 bytes of `A-Z`, `a-z`, `0-9`,
+    /// `-_./`; [`crate::Error::InvalidInput`] when the key exists already;
+    /// [`crate::Error::Random`] when no fresh key material can be drawn; [`crate::Error::Io`]
+    /// when the keyring file or its lock file cannot be read or written;
+    /// [`crate::Error::InvalidConfig`] when the file on disk is not a well-formed keyring.
     pub fn create_key(&self, name: &str) -> crate::Result<KeyRef> {
         if invalid_name(name) {
             return Err(crate::Error::invalid_name(
@@ -435,6 +447,12 @@ impl LocalKms {
     }
 
     /// Adds a new version that becomes primary for wraps; older versions still unwrap.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when there is no key `name` or its version numbers are
+    /// used up; [`crate::Error::Random`] when no fresh key material can be drawn;
+    /// [`crate::Error::Io`] when the keyring file or its lock file cannot be read or written;
+    /// [`crate::Error::InvalidConfig`] when the file on disk is not a well-formed keyring.
     pub fn rotate(&self, name: &str) -> crate::Result<u32> {
         let material = SecretKey::random()?;
         self.change(|ring| {
@@ -460,6 +478,11 @@ impl LocalKms {
     }
 
     /// Disables a key: wraps and unwraps fail with *denied* until it is enabled again.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when there is no key `name`; [`crate::Error::Io`] when
+    /// the keyring file or its lock file cannot be read or written;
+    /// [`crate::Error::InvalidConfig`] when the file on disk is not a well-formed keyring.
     pub fn disable(&self, name: &str) -> crate::Result<()> {
         self.change(|ring| {
             lookup_mut(ring, name)?.enabled = false;
@@ -468,6 +491,11 @@ impl LocalKms {
     }
 
     /// Enables a disabled key.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when there is no key `name`; [`crate::Error::Io`] when
+    /// the keyring file or its lock file cannot be read or written;
+    /// [`crate::Error::InvalidConfig`] when the file on disk is not a well-formed keyring.
     pub fn enable(&self, name: &str) -> crate::Result<()> {
         self.change(|ring| {
             lookup_mut(ring, name)?.enabled = true;
@@ -476,6 +504,12 @@ impl LocalKms {
     }
 
     /// Destroys one version: its material is wiped from memory and from the file.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when there is no key `name` or it has no version
+    /// `version`; [`crate::Error::Io`] when the keyring file or its lock file cannot be read or
+    /// written; [`crate::Error::InvalidConfig`] when the file on disk is not a well-formed
+    /// keyring.
     pub fn destroy_version(&self, name: &str, version: u32) -> crate::Result<()> {
         self.change(|ring| {
             let v = lookup_mut(ring, name)?
@@ -492,6 +526,11 @@ impl LocalKms {
     }
 
     /// Destroys every version of a key.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when there is no key `name`; [`crate::Error::Io`] when
+    /// the keyring file or its lock file cannot be read or written;
+    /// [`crate::Error::InvalidConfig`] when the file on disk is not a well-formed keyring.
     pub fn destroy(&self, name: &str) -> crate::Result<()> {
         self.change(|ring| {
             for v in lookup_mut(ring, name)?.versions.values_mut() {

@@ -37,6 +37,9 @@ pub struct KeyRef(String);
 
 impl KeyRef {
     /// Parses `PROVIDER:KEY-ID`; both parts must be non-empty and the whole at most 2048 bytes.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when `s` breaks that rule.
     pub fn new(s: impl Into<String>) -> crate::Result<Self> {
         let s = s.into();
         match s.split_once(':') {

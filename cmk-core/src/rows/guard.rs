@@ -30,6 +30,14 @@ pub enum Written<'a> {
 /// write touches (any of its fields or its key column): such a class must come whole, its
 /// key column well formed for the class and listing every field, each field NULL where the
 /// key column says so and otherwise a well-formed ciphertext.
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`], naming the table and column, when `key_columns` does not
+/// name one column per key class, or a class the write touches does not come whole: its key
+/// column unset, not a cmk key column or another class's, or a member field not written with
+/// it, not listed in it, NULL where it sealed a value (or set where it recorded NULL), or not a
+/// cmk ciphertext; also when a deterministic field is set to anything but a cmk deterministic
+/// value.
 pub fn check_write<'a>(
     schema: &RowSchema,
     key_columns: &[&str],

@@ -336,6 +336,19 @@ impl TenantKeys {
     // Sealing, unsealing and search queries (the bodies are in rows::seal).
 
     /// Seals one row. `values` follow [`RowSchema::fields`].
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when `values` does not follow the schema's fields, or a
+    /// blind-indexed value is not UTF-8 and its normaliser needs text;
+    /// [`crate::Error::ValueTooLarge`] for a value over [`crate::rows::seal::MAX_VALUE_LEN`];
+    /// [`crate::Error::UnknownClass`] or [`crate::Error::InvalidConfig`] when a field's class has
+    /// no policy, or its policy does not allow the field's search, hidden NULL or padding;
+    /// [`crate::Error::ClassicModeNeedsAsync`] for a class in classic mode;
+    /// [`crate::Error::ClassNotRequested`] for a class the keys were not fetched for;
+    /// [`crate::Error::KeyUnavailable`] when a searchable field needs a root the handle does not
+    /// hold; [`crate::Error::LeaseEnded`] when a key's lease has ended or the KEK reached its
+    /// wrap limit; [`crate::Error::Random`] when the random number generator fails;
+    /// [`crate::Error::AuditFailClosed`] when a fail-closed class's event cannot be recorded.
     pub fn seal(
         &self,
         schema: &RowSchema,
@@ -348,6 +361,10 @@ impl TenantKeys {
     /// Like [`TenantKeys::seal`], into storage the caller provides (the derive passes arrays
     /// on its stack, so a row allocates nothing but its stored values). `out`'s slices must
     /// have one entry per key class, per field and per field; they are overwritten.
+    ///
+    /// # Errors
+    /// As [`TenantKeys::seal`], and [`crate::Error::InvalidInput`] when `out`'s slices do not fit
+    /// the schema. On any error every slot of `out` is cleared, so no half-sealed row goes out.
     pub fn seal_into(
         &self,
         schema: &RowSchema,
@@ -363,13 +380,31 @@ impl TenantKeys {
         crate::rows::seal::seal_many(self, schema, rows)
     }
 
-    /// Unseals one row; fails with [`Error::AccessDenied`] if the actor may not read a class
+    /// Unseals one row; fails with [`crate::Error::AccessDenied`] if the actor may not read a class
     /// the row holds.
+    ///
+    /// # Errors
+    /// [`crate::Error::AccessDenied`] when the actor holds no reader role of a class the row
+    /// holds; [`crate::Error::TenantMismatch`] when the row's tenant column names another tenant;
+    /// [`crate::Error::Tampered`] when a key column or ciphertext fails authentication or names a
+    /// key version the registry does not know; [`crate::Error::KeyUnavailable`] when it names a
+    /// known version the handle does not hold (destroyed, or past `max_warm_versions`);
+    /// [`crate::Error::FormatTooOld`] for a key column older than the accepted format;
+    /// [`crate::Error::MissingKeyColumn`] for a row with no key column at all (a legacy row);
+    /// [`crate::Error::ClassicModeNeedsAsync`] for a readable classic key column;
+    /// [`crate::Error::UnknownClass`] for a class without policy; [`crate::Error::InvalidInput`]
+    /// when `row` does not have the schema's shape; [`crate::Error::LeaseEnded`] when a key's
+    /// lease has ended; [`crate::Error::AuditFailClosed`] when a fail-closed class's event cannot
+    /// be recorded.
     pub fn unseal(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
         crate::rows::seal::unseal(self, schema, row)
     }
 
-    /// Unseals what the actor may read and marks the other fields [`Revealed::Withheld`].
+    /// Unseals what the actor may read and marks the other fields [`crate::rows::seal::Revealed::Withheld`].
+    ///
+    /// # Errors
+    /// As [`TenantKeys::unseal`], except [`crate::Error::AccessDenied`]: a class the actor may not
+    /// read is withheld instead.
     pub fn unseal_partial(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
         crate::rows::seal::unseal_partial(self, schema, row)
     }
@@ -386,6 +421,12 @@ impl TenantKeys {
     /// Blind index values that match `plaintext` in `column`, one per loaded index-root
     /// version, newest first: query with `IN (...)` so rows indexed before a root rotation
     /// still match. The caller must also constrain the tenant column.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when `column` is not a classified column with a blind index,
+    /// or `plaintext` is not UTF-8 and the normaliser needs text; [`crate::Error::LeaseEnded`]
+    /// when an index root's lease has ended. Keys fetched without a searchable class hold no
+    /// index root: the list is then empty, not an error.
     pub fn blind_index_query(
         &self,
         schema: &RowSchema,
@@ -397,6 +438,12 @@ impl TenantKeys {
 
     /// The deterministic value of `plaintext` in `column` under the current root, for
     /// equality queries. The caller must also constrain the tenant column.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when `column` is not a deterministic column of `schema`;
+    /// [`crate::Error::KeyUnavailable`] when the handle holds no deterministic root (the keys
+    /// were fetched without a searchable class); [`crate::Error::LeaseEnded`] when the root's
+    /// lease has ended.
     pub fn deterministic_query(
         &self,
         schema: &RowSchema,
@@ -409,6 +456,10 @@ impl TenantKeys {
     /// Records the deletion of rows of `schema`'s table (`deleted`: how many, or why not), for
     /// ORM adapters, which delete inside a transaction and roll back when this fails: a sink
     /// failure is an error when a class of the table is fail-closed.
+    ///
+    /// # Errors
+    /// [`crate::Error::AuditFailClosed`] when `deleted` is `Ok`, a class of the table is
+    /// fail-closed and the sink cannot record the event durably.
     pub fn audit_delete(&self, schema: &RowSchema, deleted: &Result<usize>) -> Result<()> {
         crate::rows::seal::audit_delete(self, schema, deleted)
     }
@@ -440,6 +491,17 @@ impl TenantKeys {
     /// Re-wraps the DEK in key column `key_class` of `row` under the class's active KEK, for
     /// KEK retirement. Field ciphertexts are untouched. Returns `None` when the key column is
     /// NULL or already under the active KEK.
+    ///
+    /// # Errors
+    /// [`crate::Error::TenantMismatch`] when the row's tenant column names another tenant;
+    /// [`crate::Error::InvalidInput`] when `key_class` is not a key class of `schema`, or its
+    /// class was not requested when the keys were fetched; [`crate::Error::Tampered`] when the
+    /// key column does not parse or authenticate, belongs to another class, or names a KEK version
+    /// the registry does not know; [`crate::Error::KeyUnavailable`] when it names a known version
+    /// the handle does not hold (destroyed, or past `max_warm_versions`);
+    /// [`crate::Error::LeaseEnded`] when a KEK's lease has ended; [`crate::Error::Random`] when
+    /// the random number generator fails; [`crate::Error::AuditFailClosed`] when a fail-closed
+    /// class's event cannot be recorded.
     pub fn rekey_key_column(
         self: &Arc<Self>,
         schema: &RowSchema,

@@ -80,6 +80,9 @@ pub struct GuardedWrite<S> {
 
 /// KEK retirement for one row: re-wraps the key columns not under their class's active KEK.
 /// `None` when the row is already current (nothing to write).
+///
+/// # Errors
+/// As [`Encrypted::rekey`].
 pub fn rekey_row<M: Encrypted>(
     mut row: M::Sealed,
     keys: &Arc<TenantKeys>,
@@ -93,6 +96,9 @@ pub fn rekey_row<M: Encrypted>(
 
 /// The backfill for one legacy row: seals `model` with fresh DEKs (its event is
 /// `DATA_MIGRATE`), to be written only while the row's key columns are still NULL.
+///
+/// # Errors
+/// As [`Encrypted::seal`].
 pub fn seal_legacy<M: Encrypted>(model: &M, keys: &TenantKeys) -> Result<GuardedWrite<M::Sealed>> {
     let sealed =
         crate::audit::event::sealing_as(crate::audit::event::EventName::DataMigrate, || {

@@ -31,13 +31,28 @@ pub trait Encrypted: Sized {
 
     /// The table's classified part, built once (the derive checks at compile time what could
     /// make this fail).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] or [`crate::Error::InvalidName`] when the table, a column or
+    /// a class breaks its rule ([`RowSchema::new`], [`crate::Class::new`]); the derive rules these
+    /// out at compile time.
     fn schema() -> Result<&'static RowSchema>;
 
     /// Seals this model with keys fetched beforehand (synchronous CPU work). The handle's
     /// request context ([`TenantKeys::context`]) is the one audited and checked.
+    ///
+    /// # Errors
+    /// [`crate::Error::TenantMismatch`] when the model's tenant is not the context's;
+    /// [`crate::Error::InvalidInput`] when a serde field cannot be serialised as JSON; and every
+    /// error of [`TenantKeys::seal_into`].
     fn seal(&self, keys: &TenantKeys) -> Result<Self::Sealed>;
 
     /// Unseals a stored row; fails if any class may not be read by the handle's actor.
+    ///
+    /// # Errors
+    /// Every error of [`TenantKeys::unseal`] ([`crate::Error::AccessDenied`] among them), and
+    /// [`crate::Error::Decode`] when an authentic value does not decode as its field's type or is
+    /// NULL in a field that is not an `Option`.
     fn unseal(sealed: &Self::Sealed, keys: &TenantKeys) -> Result<Self>;
 
     /// The stored key columns of a sealed row, `(column, value)` in class order. A class's
@@ -48,6 +63,10 @@ pub trait Encrypted: Sized {
     /// Re-wraps, in place, every key column of `sealed` that is not under its class's
     /// active KEK (KEK retirement); field ciphertexts are untouched. Returns how many key
     /// columns changed (0: the row is already current).
+    ///
+    /// # Errors
+    /// As [`TenantKeys::rekey_key_column`], for the first key column that fails; `sealed` is then
+    /// left unchanged.
     fn rekey(sealed: &mut Self::Sealed, keys: &std::sync::Arc<TenantKeys>) -> Result<usize>;
 
     /// The row id bound into this model's ciphertexts (application-assigned ids), if any.
@@ -58,6 +77,10 @@ pub trait Encrypted: Sized {
     /// Which classes, one entry per key column in [`Encrypted::KEY_COLUMNS`] order, hold
     /// different values in `self` and `other` (compared as the bytes they seal to): an
     /// update writes fresh DEKs for those only. The default says every class changed.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when a serde field of either model cannot be serialised as
+    /// JSON. The default implementation never fails.
     fn changed_classes(&self, other: &Self) -> Result<Vec<bool>> {
         let _ = other;
         Ok(vec![true; Self::KEY_COLUMNS.len()])
@@ -75,6 +98,10 @@ pub trait Encrypted: Sized {
     type View;
 
     /// Unseals what the handle's actor may read; fields of other classes come back withheld.
+    ///
+    /// # Errors
+    /// As [`Encrypted::unseal`], except [`crate::Error::AccessDenied`]: fields of a class the
+    /// actor may not read come back withheld instead.
     fn unseal_partial(sealed: &Self::Sealed, keys: &TenantKeys) -> Result<Self::View>;
 
     /// Seals many models with the same keys; failures are reported per row, by position.
@@ -90,6 +117,9 @@ pub trait Encrypted: Sized {
     /// Like [`Encrypted::unseal`] for a sealed row the caller no longer needs: the derive
     /// moves its unclassified fields (ids, the tenant) into the model instead of cloning
     /// them, as the ORM adapters do with the rows they load.
+    ///
+    /// # Errors
+    /// As [`Encrypted::unseal`].
     fn unseal_owned(sealed: Self::Sealed, keys: &TenantKeys) -> Result<Self> {
         Self::unseal(&sealed, keys)
     }
@@ -136,6 +166,10 @@ pub trait RawField: Sized {
     /// The bytes to seal.
     fn to_field_bytes(&self) -> Cow<'_, [u8]>;
     /// Rebuilds the value from unsealed bytes.
+    ///
+    /// # Errors
+    /// [`crate::Error::Decode`] naming `column` when the bytes are not a value of the type (for
+    /// `String`: not UTF-8). `Vec<u8>` never fails.
     fn from_field_bytes(bytes: SecretBytes, column: &str) -> Result<Self>;
 }
 
@@ -170,6 +204,10 @@ fn decode_error(column: &str) -> Error {
 
 /// JSON encoding of a serde field, in a buffer wiped on drop (the error never carries the
 /// value).
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`] naming `column` when `serde_json` cannot serialise the value
+/// (a map with non-string keys, a `Serialize` implementation that fails).
 pub fn encode_json<T: Serialize>(value: &T, column: &str) -> Result<SecretBytes> {
     serde_json::to_vec(value)
         .map(SecretBytes::new)
@@ -181,6 +219,10 @@ pub fn encode_json<T: Serialize>(value: &T, column: &str) -> Result<SecretBytes>
 }
 
 /// Decodes a serde field; the plaintext buffer is wiped afterwards.
+///
+/// # Errors
+/// [`crate::Error::Decode`] naming `column` when the bytes are not JSON of type `T` (the
+/// field's type changed since the value was sealed).
 pub fn decode_json<T: DeserializeOwned>(bytes: SecretBytes, column: &str) -> Result<T> {
     serde_json::from_slice(bytes.expose_secret()).map_err(|_| decode_error(column))
 }
@@ -413,6 +455,9 @@ pub fn classes_to_keep<M: Encrypted>(
 
 /// Refuses a read-modify-write whose change altered the bound row id: the row would be
 /// written under its old id with ciphertexts bound to the new one, and never read again.
+///
+/// # Errors
+/// [`crate::Error::InvalidInput`] when `before` and `after` bind different row ids.
 pub fn check_row_id_kept<M: Encrypted>(before: &M, after: &M) -> Result<()> {
     if before.bound_row_id() == after.bound_row_id() {
         Ok(())

@@ -115,6 +115,12 @@ pub(crate) struct SharedNames {
 
 impl RowSchema {
     /// Checks and builds a schema for `table`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when the table name is not 1 to 255 bytes, a column name is
+    /// not 1 to 127 bytes (what a key column can record), a column appears twice, a searchable
+    /// field hides NULL (its index would reveal NULL), a padding block exceeds 4096 bytes, or
+    /// there is no field at all.
     pub fn new(table: impl Into<String>, fields: Vec<FieldSpec>) -> crate::Result<Self> {
         let table = table.into();
         if table.is_empty() || table.len() > 255 {
@@ -353,6 +359,9 @@ impl RowSchema {
     }
 
     /// Checks that a row brings one value per classified field.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when `given` is not the number of classified fields.
     pub fn check_values(&self, given: usize) -> crate::Result<()> {
         if given == self.fields.len() {
             Ok(())

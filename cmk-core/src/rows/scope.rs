@@ -49,6 +49,10 @@ pub(crate) async fn scope_async<F: Future>(
 }
 
 /// The keys of the innermost scope: the thread's, else the task's.
+///
+/// # Errors
+/// [`crate::Error::NoKeyScope`] when neither the thread nor the task is inside a key scope:
+/// enter one with [`TenantKeys::scope`] or [`TenantKeys::scope_async`].
 pub fn current_keys() -> Result<Arc<TenantKeys>> {
     if let Some(keys) = THREAD_SCOPE.with(|s| s.borrow().last().cloned()) {
         return Ok(keys);

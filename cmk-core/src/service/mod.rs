@@ -122,6 +122,10 @@ impl CmkBuilder {
         self
     }
     /// Builds, naming what is missing.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when the KMS, the key registry or the tenant configuration
+    /// store was not given.
     pub fn build(self) -> Result<Cmk> {
         let missing = |what: &str| Error::InvalidConfig(format!("Cmk::builder() needs {what}"));
         let leases = Arc::new(LeaseCache::new(
@@ -268,6 +272,12 @@ impl Cmk {
     }
 
     /// Saves a tenant configuration (signed by the store); its revision must rise.
+    ///
+    /// # Errors
+    /// [`crate::Error::TenantMismatch`] when `config` is another tenant's than `ctx`;
+    /// [`crate::Error::InvalidConfig`] when the configuration fails validation or the event sink
+    /// refuses its audit sink; [`crate::Error::ConfigRollback`] when its revision is not above
+    /// every revision seen; [`crate::Error::Database`] when the store's database fails.
     pub async fn configure_tenant(
         &self,
         ctx: &RequestContext,
@@ -298,6 +308,15 @@ impl Cmk {
     /// wrap/unwrap round trip, then provisions (insert-if-absent) version 1 of each class's
     /// KEK and of the index and deterministic roots that do not exist yet. Running it again
     /// after adding a class provisions just that class. Nothing else ever provisions keys.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownTenant`] when the tenant has no stored configuration;
+    /// [`crate::Error::TenantShredded`] for a shredded tenant; [`crate::Error::Kms`] when the KMS
+    /// refuses or fails a master key's round trip (a KMS that ignores the associated data fails
+    /// it too) or a new key's wrap; [`crate::Error::Random`] when the random number generator
+    /// fails; [`crate::Error::ConfigIntegrity`] or [`crate::Error::ConfigRollback`] when the
+    /// stored configuration fails its checks; [`crate::Error::Registry`] or
+    /// [`crate::Error::Database`] when the key registry or the configuration store fails.
     pub async fn onboard(&self, ctx: &RequestContext) -> Result<OnboardReport> {
         let result = self.onboard_inner(ctx).await;
         self.emit(ctx, EventName::AdminTenantOnboarded, &result);
@@ -492,6 +511,20 @@ impl Cmk {
     /// this makes no KMS call and no registry read; otherwise one KMS unwrap per distinct key
     /// version (concurrent callers share it), never one per row. Fails for an unknown or
     /// shredded tenant, a class without policy or KEK, and a KMS that refuses.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownTenant`] for a tenant never onboarded (or purged);
+    /// [`crate::Error::TenantShredded`] for a shredded one; [`crate::Error::InvalidName`] for a
+    /// malformed class name; [`crate::Error::UnknownClass`] for a class without policy;
+    /// [`crate::Error::ClassNotProvisioned`] for a leased class with no usable KEK version;
+    /// [`crate::Error::InvalidConfig`] when no active version of a class's KEK is wrapped under
+    /// its configured master key; [`crate::Error::Kms`] when the KMS refuses an unwrap (a refusal
+    /// is remembered for `denial_ttl`), or cannot be reached and no lease is still serving, or a
+    /// due roll-over's wrap fails ([`crate::Error::Random`] when its random number generator
+    /// does); [`crate::Error::Tampered`] when the KMS returns key material of the wrong length;
+    /// [`crate::Error::ConfigIntegrity`] or [`crate::Error::ConfigRollback`] when the stored
+    /// configuration fails its checks; [`crate::Error::Registry`] or
+    /// [`crate::Error::Database`] when the key registry or the configuration store fails.
     pub async fn keys_for<C: AsRef<str>>(
         &self,
         ctx: &RequestContext,
@@ -519,6 +552,10 @@ impl Cmk {
 
     /// Seals one row whose schema has classic-mode classes: each classic class's DEK is
     /// wrapped by the KMS (one call per class), the rest as [`crate::TenantKeys::seal`] does.
+    ///
+    /// # Errors
+    /// As [`Cmk::keys_for`] (for every class of the schema) and [`crate::TenantKeys::seal`];
+    /// [`crate::Error::Kms`] when the KMS refuses or fails a classic class's wrap.
     pub async fn seal_classic(
         &self,
         ctx: &RequestContext,
@@ -531,6 +568,11 @@ impl Cmk {
 
     /// Unseals one row whose schema has classic-mode classes: the KMS unwraps each classic
     /// key column's DEK (after the reader check, so a refused reader causes no KMS call).
+    ///
+    /// # Errors
+    /// As [`Cmk::keys_for`] (for every class of the schema) and [`crate::TenantKeys::unseal`];
+    /// [`crate::Error::Kms`] when the KMS refuses or fails a classic DEK's unwrap, which is also
+    /// how a tampered classic key column shows (the KMS checks its associated data).
     pub async fn unseal_classic(
         &self,
         ctx: &RequestContext,
@@ -549,6 +591,16 @@ impl Cmk {
     /// reference (another key, or another KMS); a KMS's own rotation of a key's backing
     /// version (AWS automatic rotation, `LocalKms::rotate`) needs no re-wrap, since the KMS
     /// still decrypts under earlier versions.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownTenant`] when the tenant has no stored configuration;
+    /// [`crate::Error::TenantShredded`] for a shredded tenant; [`crate::Error::Kms`] when
+    /// `new_key` fails its round trip, or the KMS refuses an unwrap under an old key or a wrap
+    /// under the new one; [`crate::Error::Random`] when the random number generator fails;
+    /// [`crate::Error::ConfigIntegrity`] when the stored configuration fails its check;
+    /// [`crate::Error::ConfigRollback`] when it rolled back, or another revision was saved
+    /// meanwhile (run the rotation again: it resumes); [`crate::Error::Registry`] or
+    /// [`crate::Error::Database`] when the key registry or the configuration store fails.
     pub async fn rotate_master_key(
         &self,
         ctx: &RequestContext,
@@ -560,6 +612,17 @@ impl Cmk {
     /// Rolls `class` over to a new KEK version now (keys_for also does this by age and wrap
     /// count). Returns the new version; when another instance rolled over at the same time,
     /// its version stands (insert-if-absent) and is returned.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`] for a malformed class name; [`crate::Error::UnknownClass`]
+    /// for a class without policy; [`crate::Error::Kms`] when the KMS refuses or fails the wrap
+    /// under the class's master key; [`crate::Error::Random`] when the random number generator
+    /// fails; [`crate::Error::Registry`] when the class has no KEK version number left.
+    /// Reading the tenant's state fails with [`crate::Error::UnknownTenant`] when it has no
+    /// stored configuration, [`crate::Error::ConfigIntegrity`] or
+    /// [`crate::Error::ConfigRollback`] when that fails its checks, and
+    /// [`crate::Error::Registry`] or [`crate::Error::Database`] when the key registry or the
+    /// configuration store fails.
     pub async fn roll_over_kek(&self, ctx: &RequestContext, class: &str) -> Result<u32> {
         crate::service::admin::roll_over_kek(self, ctx, class).await
     }
@@ -567,6 +630,17 @@ impl Cmk {
     /// Moves KEK `version` of `class` from active to decrypt-only. Refused unless a newer
     /// active version has existed for at least one renewal interval, so no instance still
     /// writes with the old one.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when `class` has no KEK `version`, the version is not
+    /// active, or no newer active version has existed for one renewal interval;
+    /// [`crate::Error::InvalidName`] for a malformed class name; [`crate::Error::UnknownClass`]
+    /// for a class without policy.
+    /// Reading the tenant's state fails with [`crate::Error::UnknownTenant`] when it has no
+    /// stored configuration, [`crate::Error::ConfigIntegrity`] or
+    /// [`crate::Error::ConfigRollback`] when that fails its checks, and
+    /// [`crate::Error::Registry`] or [`crate::Error::Database`] when the key registry or the
+    /// configuration store fails.
     pub async fn retire_kek(&self, ctx: &RequestContext, class: &str, version: u32) -> Result<()> {
         crate::service::admin::retire_kek(self, ctx, class, version).await
     }
@@ -574,6 +648,16 @@ impl Cmk {
     /// Destroys a decrypt-only KEK version: rows still under it become unreadable, so re-wrap
     /// their key columns first ([`TenantKeys::rekey_key_column`]; the adapters' retirement jobs
     /// find them by the key column's prefix).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] when `class` has no KEK `version`, or the version is not
+    /// decrypt-only (retire it first); [`crate::Error::InvalidName`] for a malformed class name;
+    /// [`crate::Error::UnknownClass`] for a class without policy.
+    /// Reading the tenant's state fails with [`crate::Error::UnknownTenant`] when it has no
+    /// stored configuration, [`crate::Error::ConfigIntegrity`] or
+    /// [`crate::Error::ConfigRollback`] when that fails its checks, and
+    /// [`crate::Error::Registry`] or [`crate::Error::Database`] when the key registry or the
+    /// configuration store fails.
     pub async fn destroy_kek(&self, ctx: &RequestContext, class: &str, version: u32) -> Result<()> {
         crate::service::admin::destroy_kek(self, ctx, class, version).await
     }
@@ -583,6 +667,15 @@ impl Cmk {
     /// interval), this process's leases are wiped, and the tenant's master keys are destroyed
     /// where the KMS allows it. Where it does not, the report names the keys the tenant must
     /// disable or delete: a backup taken before the shred stays decryptable until then.
+    ///
+    /// # Errors
+    /// Reading the tenant's state fails with [`crate::Error::UnknownTenant`] when it has no
+    /// stored configuration, [`crate::Error::ConfigIntegrity`] or
+    /// [`crate::Error::ConfigRollback`] when that fails its checks, and
+    /// [`crate::Error::Registry`] or [`crate::Error::Database`] when the key registry or the
+    /// configuration store fails.
+    /// A KMS that does not destroy a master key is no error: the report names the key in
+    /// `operator_must_destroy`.
     pub async fn shred_tenant(&self, ctx: &RequestContext) -> Result<ShredReport> {
         crate::service::admin::shred_tenant(self, ctx).await
     }

@@ -126,6 +126,10 @@ pub struct ConfigRecord {
 
 impl ConfigRecord {
     /// The record to insert for a signed configuration.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when the revision does not fit in 63 bits (SQL integers
+    /// are signed).
     pub fn from_signed(record: SignedTenantConfig) -> Result<Self> {
         Ok(ConfigRecord {
             revision: i64::try_from(record.revision)
@@ -139,6 +143,10 @@ impl ConfigRecord {
 
     /// The signed configuration this row claims to hold, for the verifier (a malformed row
     /// is an integrity error of `tenant`).
+    ///
+    /// # Errors
+    /// [`crate::Error::ConfigIntegrity`] of `tenant` when the revision is negative or the MAC is
+    /// not 32 bytes.
     pub fn into_signed(self, tenant: &TenantId) -> Result<SignedTenantConfig> {
         let integrity = || Error::ConfigIntegrity {
             tenant: tenant.to_string(),

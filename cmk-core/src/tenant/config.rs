@@ -87,6 +87,9 @@ impl TenantConfig {
     }
 
     /// The policy of a class.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownClass`] when the configuration holds no policy for `class`.
     pub fn policy(&self, class: &Class) -> crate::Result<&Policy> {
         self.policies
             .get(class)
@@ -97,6 +100,10 @@ impl TenantConfig {
     }
 
     /// Checks every policy and that no two classes share a KEK id.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when a policy fails [`Policy::validate`], two classes
+    /// map to the same KEK id, or the configuration has no class policies.
     pub fn validate(&self) -> crate::Result<()> {
         let mut ids = HashMap::new();
         for (class, policy) in &self.policies {
@@ -158,6 +165,10 @@ impl OperatorKey {
     }
 
     /// Reads a 64-hex-digit key from an environment variable (deployment secrets).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when the variable is not set (or not Unicode) or does
+    /// not hold 64 hex digits.
     pub fn from_env(var: &str) -> crate::Result<Self> {
         let hex = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
             crate::Error::InvalidConfig(format!(
@@ -261,6 +272,10 @@ impl OperatorKey {
     }
 
     /// Validates and signs a configuration.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when the configuration fails [`TenantConfig::validate`]:
+    /// an invalid configuration is never signed.
     pub fn sign(&self, config: &TenantConfig) -> crate::Result<SignedTenantConfig> {
         config.validate()?;
         let content = serde_json::to_vec(config)
@@ -278,6 +293,12 @@ impl OperatorKey {
 
     /// Checks the MAC (constant time) and parses the content; the tenant and revision in the
     /// content must equal the record's.
+    ///
+    /// # Errors
+    /// [`crate::Error::ConfigIntegrity`] when the MAC does not match, the content does not
+    /// parse as a configuration, or its tenant or revision differs from the record's;
+    /// [`crate::Error::InvalidConfig`] when the authentic content fails
+    /// [`TenantConfig::validate`].
     pub fn verify(&self, record: &SignedTenantConfig) -> crate::Result<TenantConfig> {
         let bad = || crate::Error::ConfigIntegrity {
             tenant: record.tenant.clone(),
@@ -338,6 +359,13 @@ impl ConfigVerifier {
 
     /// Verifies a record loaded for `expected` and records its revision. A validly signed
     /// record of another tenant is refused too (a store must not hand it out).
+    ///
+    /// # Errors
+    /// [`crate::Error::ConfigIntegrity`] when the record fails [`OperatorKey::verify`]'s checks
+    /// or belongs to a tenant other than `expected`; [`crate::Error::ConfigRollback`] when its
+    /// revision is below one already seen (a rolled-back record);
+    /// [`crate::Error::InvalidConfig`] when the content fails [`TenantConfig::validate`] or the
+    /// verifier's lock is poisoned.
     pub fn verify_loaded(
         &self,
         expected: &TenantId,
@@ -354,6 +382,11 @@ impl ConfigVerifier {
     }
 
     /// Signs a record to save; its revision must be above every revision seen.
+    ///
+    /// # Errors
+    /// [`crate::Error::ConfigRollback`] when the revision is not above every revision seen for
+    /// the tenant, since a save must move it forward; [`crate::Error::InvalidConfig`] when the
+    /// configuration fails [`TenantConfig::validate`] or the verifier's lock is poisoned.
     pub fn sign_for_save(&self, config: &TenantConfig) -> crate::Result<SignedTenantConfig> {
         let record = self.key.sign(config)?;
         self.check_revision(&record.tenant, record.revision, false)?;
@@ -407,6 +440,10 @@ impl MemoryConfigStore {
     }
 
     /// Replaces the stored record without checks, as a database writer could.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when the store's lock is poisoned (a panic elsewhere
+    /// while it was held).
     pub fn put_raw(&self, record: SignedTenantConfig) -> crate::Result<()> {
         self.records()?.insert(record.tenant.clone(), record);
         Ok(())

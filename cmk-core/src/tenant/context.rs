@@ -14,6 +14,9 @@ pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// Makes a tenant id; it must be non-empty and at most 255 bytes.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`] when `id` is empty or longer than 255 bytes.
     pub fn new(id: impl Into<String>) -> crate::Result<Self> {
         let id = id.into();
         if id.is_empty() || id.len() > 255 {

@@ -32,6 +32,10 @@ impl Class {
         [Self::PUBLIC, Self::PRIVATE, Self::RESTRICTED, Self::SECRET];
 
     /// Makes a class name, checking its spelling.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`] when `name` is not 1 to 32 bytes of `a-z`, `0-9`, `_` or
+    /// `-`.
     pub fn new(name: impl Into<String>) -> crate::Result<Self> {
         let name = name.into();
         let ok = !name.is_empty()
@@ -236,6 +240,11 @@ impl Policy {
     }
 
     /// Checks the policy's own consistency.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] when the lease's hard expiry exceeds 30 days, its
+    /// renewal is zero or not shorter than the hard expiry, its use cap is 0, or the padding
+    /// block exceeds 4096 bytes.
     pub fn validate(&self, class: &Class) -> crate::Result<()> {
         if let LeasePolicy::Leased {
             hard_expiry_secs,
