@@ -37,12 +37,9 @@ struct Note {
 }
 
 fn config(spool: &Path) -> PipelineConfig {
-    PipelineConfig {
-        retry_min: Duration::from_millis(20),
-        retry_max: Duration::from_millis(200),
-        flush_interval: Duration::from_millis(20),
-        ..PipelineConfig::new(spool)
-    }
+    PipelineConfig::new(spool)
+        .with_retry(Duration::from_millis(20), Duration::from_millis(200))
+        .with_flush_interval(Duration::from_millis(20))
 }
 
 /// A `Cmk` whose events go to `sink`, with `tenants` onboarded (`audit` for every class;
@@ -191,10 +188,7 @@ async fn a_full_spool_fails_fail_closed_tenants_only_and_the_loss_is_reported() 
     rx.set_down(true);
     let pipeline = Arc::new(
         Pipeline::start(
-            PipelineConfig {
-                spool_cap_bytes: 16 * 1024,
-                ..config(&dir.path().join("spool"))
-            },
+            config(&dir.path().join("spool")).with_spool_cap_bytes(16 * 1024),
             JsonLinesFile::new(&rx.path, 1 << 20, 3),
         )
         .unwrap(),

@@ -23,12 +23,9 @@ const N: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 fn config(spool: &Path) -> PipelineConfig {
-    PipelineConfig {
-        retry_min: Duration::from_millis(20),
-        retry_max: Duration::from_millis(200),
-        flush_interval: Duration::from_millis(20),
-        ..PipelineConfig::new(spool)
-    }
+    PipelineConfig::new(spool)
+        .with_retry(Duration::from_millis(20), Duration::from_millis(200))
+        .with_flush_interval(Duration::from_millis(20))
 }
 
 fn events(n: usize, tenant: &str) -> Vec<SecurityEvent> {

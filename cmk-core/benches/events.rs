@@ -53,10 +53,7 @@ fn main() {
     // 1. The enqueue alone: pre-built events into a queue with room for all of them.
     let enqueue = {
         let pipeline = Pipeline::start(
-            PipelineConfig {
-                queue_capacity: n + 1,
-                ..PipelineConfig::new(dir.path().join("spool-enqueue"))
-            },
+            PipelineConfig::new(dir.path().join("spool-enqueue")).with_queue_capacity(n + 1),
             JsonLinesFile::new(dir.path().join("enqueue.jsonl"), 1 << 40, 2),
         )
         .unwrap();
@@ -79,11 +76,9 @@ fn main() {
     // 2. Unseal at the maximum rate under each sink.
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let defaults = PipelineConfig::new(dir.path().join("spool"));
-    let config = PipelineConfig {
-        batch_size: env("CMK_BENCH_BATCH").map_or(defaults.batch_size, |b| b as usize),
-        linger: env("CMK_BENCH_LINGER_MS").map_or(defaults.linger, Duration::from_millis),
-        ..defaults
-    };
+    let batch = env("CMK_BENCH_BATCH").map_or(defaults.batch_size, |b| b as usize);
+    let linger = env("CMK_BENCH_LINGER_MS").map_or(defaults.linger, Duration::from_millis);
+    let config = defaults.with_batch_size(batch).with_linger(linger);
     println!(
         "pipeline: batches of up to {}, linger {:?}, queue {}",
         config.batch_size, config.linger, config.queue_capacity

@@ -8,8 +8,9 @@
 
 mod common;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
+use aes_siv::KeyInit as _;
 use aes_siv::siv::Aes256Siv;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -61,7 +62,11 @@ fn gcm(key: &[u8], nonce: &[u8], aad: &[u8], plain: &[u8]) -> (Vec<u8>, Vec<u8>)
     let c = Aes256Gcm::new_from_slice(key).unwrap();
     let mut buf = plain.to_vec();
     let tag = c
-        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf)
+        .encrypt_inout_detached(
+            &Nonce::try_from(nonce).unwrap(),
+            aad,
+            buf.as_mut_slice().into(),
+        )
         .unwrap();
     (buf, tag.to_vec())
 }

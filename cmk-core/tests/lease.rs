@@ -26,10 +26,7 @@ fn one_field() -> RowSchema {
 
 fn another(fx: &Fixture, settings: CmkSettings) -> Cmk {
     Cmk::builder()
-        .settings(CmkSettings {
-            clock: fx.clock.clone(),
-            ..settings
-        })
+        .settings(settings.with_clock(fx.clock.clone()))
         .kms(fx.kms.clone())
         .registry(fx.registry.clone())
         .configs(fx.configs.clone())
@@ -249,13 +246,7 @@ async fn a_cap_on_uses_ends_the_lease_and_keys_for_starts_a_new_one() {
 #[tokio::test]
 async fn kek_rolls_over_by_wrap_count_and_old_rows_read_inside_a_scope() {
     let fx = Fixture::new(&["acme"]).await;
-    let cmk = another(
-        &fx,
-        CmkSettings {
-            kek_max_wraps: 5,
-            ..Default::default()
-        },
-    );
+    let cmk = another(&fx, CmkSettings::default().with_kek_max_wraps(5));
     let c = ctx("acme");
     let schema = one_field();
     let v1 = cmk.keys_for(&c, &["private"]).await.unwrap();
@@ -293,13 +284,7 @@ async fn kek_rolls_over_by_wrap_count_and_old_rows_read_inside_a_scope() {
 #[tokio::test]
 async fn kek_rolls_over_by_age() {
     let fx = Fixture::new(&["acme"]).await;
-    let cmk = another(
-        &fx,
-        CmkSettings {
-            kek_max_age: Duration::ZERO,
-            ..Default::default()
-        },
-    );
+    let cmk = another(&fx, CmkSettings::default().with_kek_max_age(Duration::ZERO));
     let keys = cmk.keys_for(&ctx("acme"), &["private"]).await.unwrap();
     // Every version is already "too old" with a zero age limit: each fetch rolls once.
     assert_eq!(keys.active_kek(&class("private")).map(|k| k.1), Some(2));
@@ -308,20 +293,8 @@ async fn kek_rolls_over_by_age() {
 #[tokio::test]
 async fn two_instances_rolling_over_at_once_agree_on_one_version() {
     let fx = Fixture::new(&["acme"]).await;
-    let a = another(
-        &fx,
-        CmkSettings {
-            kek_max_wraps: 2,
-            ..Default::default()
-        },
-    );
-    let b = another(
-        &fx,
-        CmkSettings {
-            kek_max_wraps: 2,
-            ..Default::default()
-        },
-    );
+    let a = another(&fx, CmkSettings::default().with_kek_max_wraps(2));
+    let b = another(&fx, CmkSettings::default().with_kek_max_wraps(2));
     let c = ctx("acme");
     let schema = one_field();
     for cmk in [&a, &b] {

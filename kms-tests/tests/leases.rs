@@ -80,10 +80,7 @@ fn instance(db: &Path, kms: Arc<dyn Kms>) -> Cmk {
         .kms(Arc::new(KmsRouter::new().with(kms)))
         .registry(Arc::new(DieselRegistry::new(conn.clone())))
         .configs(Arc::new(DieselConfigStore::new(conn, verifier)))
-        .settings(CmkSettings {
-            denial_ttl: Duration::from_secs(2),
-            ..CmkSettings::default()
-        })
+        .settings(CmkSettings::default().with_denial_ttl(Duration::from_secs(2)))
         .build()
         .unwrap()
 }

@@ -5,7 +5,7 @@
 // Not every benchmark that includes this module uses all of it.
 #![allow(dead_code)]
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 
 use cmk_core::crypto::rng;
@@ -96,10 +96,10 @@ impl Baseline {
                 out.extend_from_slice(&nonce);
                 out.extend_from_slice(values[i]);
                 let tag = cipher
-                    .encrypt_in_place_detached(
-                        Nonce::from_slice(&nonce),
+                    .encrypt_inout_detached(
+                        &Nonce::from(nonce),
                         &self.field_aad[i],
-                        &mut out[12..],
+                        (&mut out[12..]).into(),
                     )
                     .unwrap();
                 out.extend_from_slice(&tag);
@@ -111,10 +111,10 @@ impl Baseline {
             w.extend_from_slice(&dek);
             let tag = self
                 .kek
-                .encrypt_in_place_detached(
-                    Nonce::from_slice(&nonce),
+                .encrypt_inout_detached(
+                    &Nonce::from(nonce),
                     &self.dek_aad[k],
-                    &mut w[12..],
+                    (&mut w[12..]).into(),
                 )
                 .unwrap();
             w.extend_from_slice(&tag);
@@ -131,11 +131,11 @@ impl Baseline {
             let mut dek = [0u8; 32];
             dek.copy_from_slice(&w[12..44]);
             self.kek
-                .decrypt_in_place_detached(
-                    Nonce::from_slice(&w[..12]),
+                .decrypt_inout_detached(
+                    &Nonce::try_from(&w[..12]).unwrap(),
                     &self.dek_aad[k],
-                    &mut dek,
-                    Tag::from_slice(&w[44..]),
+                    dek.as_mut_slice().into(),
+                    &Tag::try_from(&w[44..]).unwrap(),
                 )
                 .unwrap();
             let cipher = Aes256Gcm::new(&dek.into());
@@ -143,11 +143,11 @@ impl Baseline {
                 let f = &row.fields[i];
                 let mut buf = f[12..f.len() - 16].to_vec();
                 cipher
-                    .decrypt_in_place_detached(
-                        Nonce::from_slice(&f[..12]),
+                    .decrypt_inout_detached(
+                        &Nonce::try_from(&f[..12]).unwrap(),
                         &self.field_aad[i],
-                        &mut buf,
-                        Tag::from_slice(&f[f.len() - 16..]),
+                        buf.as_mut_slice().into(),
+                        &Tag::try_from(&f[f.len() - 16..]).unwrap(),
                     )
                     .unwrap();
                 out[i] = buf;

@@ -209,7 +209,7 @@ thread_local! {
 
 impl IdPool {
     fn take(&mut self, mark: u64) -> Option<EventId> {
-        use aes::cipher::{BlockEncrypt, KeyInit};
+        use aes::cipher::{BlockCipherEncrypt, KeyInit};
         if self.mark != mark || self.key.is_none() {
             // A new thread, or a forked child: a key of its own, so no id repeats the parent's.
             let key: [u8; 16] = crate::crypto::rng::array().ok()?;
@@ -303,6 +303,7 @@ impl<'de> Deserialize<'de> for EventId {
 /// One security event. Column and class lists are shared (`Arc`) because most events of a
 /// table repeat the same lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SecurityEvent {
     /// Unique id for de-duplication downstream.
     pub id: EventId,

@@ -30,8 +30,10 @@ use super::transport::Transport;
 use crate::audit::event::{EventName, EventSink, Outcome, SecurityEvent, SinkError};
 use crate::tenant::context::TenantId;
 
-/// How a pipeline queues, batches, retries and spools.
+/// How a pipeline queues, batches, retries and spools: [`PipelineConfig::new`], then the
+/// `with_*` methods for what differs from the defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PipelineConfig {
     /// Events the in-memory queue holds.
     pub queue_capacity: usize,
@@ -68,10 +70,49 @@ impl PipelineConfig {
             spool_cap_bytes: 1 << 30,
         }
     }
+
+    /// Sets [`PipelineConfig::queue_capacity`].
+    pub fn with_queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events;
+        self
+    }
+
+    /// Sets [`PipelineConfig::batch_size`].
+    pub fn with_batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events;
+        self
+    }
+
+    /// Sets [`PipelineConfig::flush_interval`].
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Sets [`PipelineConfig::linger`].
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Sets the first and the longest retry delay ([`PipelineConfig::retry_min`],
+    /// [`PipelineConfig::retry_max`]).
+    pub fn with_retry(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_min = min;
+        self.retry_max = max;
+        self
+    }
+
+    /// Sets [`PipelineConfig::spool_cap_bytes`].
+    pub fn with_spool_cap_bytes(mut self, bytes: u64) -> Self {
+        self.spool_cap_bytes = bytes;
+        self
+    }
 }
 
 /// What a pipeline has done so far.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct PipelineStats {
     /// Events the transport took.
     pub delivered: AtomicU64,

@@ -6,7 +6,7 @@
 
 use aes::Aes256Enc;
 use aes_gcm::aead::consts::U12;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{AesGcm, Nonce, Tag};
 use zeroize::Zeroize;
 
@@ -41,7 +41,7 @@ impl GcmKey {
         buf: &mut [u8],
     ) -> crate::Result<[u8; TAG_LEN]> {
         self.0
-            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+            .encrypt_inout_detached(&Nonce::from(*nonce), aad, (&mut *buf).into())
             .map(Into::into)
             .map_err(|_| {
                 buf.zeroize();
@@ -62,7 +62,12 @@ impl GcmKey {
         tag: &[u8; TAG_LEN],
     ) -> crate::Result<()> {
         self.0
-            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
+            .decrypt_inout_detached(
+                &Nonce::from(*nonce),
+                aad,
+                (&mut *buf).into(),
+                &Tag::from(*tag),
+            )
             .map_err(|_| {
                 buf.zeroize();
                 crate::Error::Tampered
@@ -88,7 +93,7 @@ mod tests {
         let std_gcm = aes_gcm::Aes256Gcm::new(key.expose_secret().into());
         let mut b = b"interoperable".to_vec();
         let std_tag = std_gcm
-            .encrypt_in_place_detached(Nonce::from_slice(&[9; 12]), b"aad", &mut b)
+            .encrypt_inout_detached(&Nonce::from([9; 12]), b"aad", b.as_mut_slice().into())
             .unwrap();
         assert_eq!((a, tag.to_vec()), (b, std_tag.to_vec()));
     }

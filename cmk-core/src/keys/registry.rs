@@ -12,6 +12,7 @@
 //! master-key reference ([`entry_aad`]): an entry copied to another tenant or purpose fails
 //! to unwrap in the KMS.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::format::aad::Aad;
@@ -198,7 +199,9 @@ pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
 /// An in-memory registry for tests and single-process tools.
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
-    entries: Mutex<Vec<RegistryEntry>>,
+    /// Each tenant's entries in the order written: an insert compares with its own tenant's
+    /// handful only, so many tenants cost no more per tenant than one.
+    entries: Mutex<HashMap<TenantId, Vec<RegistryEntry>>>,
 }
 
 impl MemoryRegistry {
@@ -207,7 +210,9 @@ impl MemoryRegistry {
         Self::default()
     }
 
-    fn lock(&self) -> crate::Result<std::sync::MutexGuard<'_, Vec<RegistryEntry>>> {
+    fn lock(
+        &self,
+    ) -> crate::Result<std::sync::MutexGuard<'_, HashMap<TenantId, Vec<RegistryEntry>>>> {
         self.entries
             .lock()
             .map_err(|_| crate::Error::Registry("memory registry lock poisoned".into()))
@@ -220,7 +225,10 @@ impl MemoryRegistry {
     /// [`crate::Error::Registry`] when the registry's lock is poisoned (a panic elsewhere while
     /// it was held).
     pub fn insert_raw(&self, entry: RegistryEntry) -> crate::Result<()> {
-        self.lock()?.push(entry);
+        self.lock()?
+            .entry(entry.tenant.clone())
+            .or_default()
+            .push(entry);
         Ok(())
     }
 }
@@ -229,28 +237,21 @@ impl MemoryRegistry {
 impl KeyRegistry for MemoryRegistry {
     async fn insert_if_absent(&self, entry: RegistryEntry) -> crate::Result<InsertOutcome> {
         let mut entries = self.lock()?;
+        let tenant = entries.entry(entry.tenant.clone()).or_default();
         let key = entry.unique_key();
-        if let Some(existing) = entries.iter().find(|e| e.unique_key() == key) {
+        if let Some(existing) = tenant.iter().find(|e| e.unique_key() == key) {
             return Ok(InsertOutcome::Existing(existing.clone()));
         }
-        entries.push(entry);
+        tenant.push(entry);
         Ok(InsertOutcome::Inserted)
     }
 
     async fn entries(&self, tenant: &TenantId) -> crate::Result<Vec<RegistryEntry>> {
-        Ok(self
-            .lock()?
-            .iter()
-            .filter(|e| &e.tenant == tenant)
-            .cloned()
-            .collect())
+        Ok(self.lock()?.get(tenant).cloned().unwrap_or_default())
     }
 
     async fn purge(&self, tenant: &TenantId) -> crate::Result<usize> {
-        let mut entries = self.lock()?;
-        let before = entries.len();
-        entries.retain(|e| &e.tenant != tenant);
-        Ok(before - entries.len())
+        Ok(self.lock()?.remove(tenant).map_or(0, |e| e.len()))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::tenant::policy::{Class, LeasePolicy};
 
 /// What a master-key rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RotateReport {
     /// Registry entries re-wrapped under the new master key by this call.
     pub rewrapped: usize,
@@ -22,6 +23,7 @@ pub struct RotateReport {
 
 /// What shredding did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShredReport {
     /// Key versions marked destroyed.
     pub versions_destroyed: usize,

@@ -67,6 +67,7 @@ const FETCH_CONCURRENCY: usize = 8;
 
 /// What one renewal pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RenewReport {
     /// Leases renewed by a successful unwrap.
     pub renewed: usize,

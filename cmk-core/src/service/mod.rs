@@ -34,8 +34,10 @@ use crate::tenant::config::{TenantConfig, TenantConfigStore};
 use crate::tenant::context::RequestContext;
 use crate::tenant::policy::Class;
 
-/// Deployment settings, set in code (never read from the database).
+/// Deployment settings, set in code (never read from the database): start from
+/// `CmkSettings::default()` and change what the deployment needs with the `with_*` methods.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CmkSettings {
     /// Oldest stored format version accepted (default: 1).
     pub min_format_version: u8,
@@ -53,6 +55,44 @@ pub struct CmkSettings {
     pub kek_max_wraps: u64,
     /// The monotonic clock leases run on (tests pass a `ManualClock`).
     pub clock: Arc<dyn Clock>,
+}
+
+impl CmkSettings {
+    /// Sets [`CmkSettings::min_format_version`].
+    pub fn with_min_format_version(mut self, version: u8) -> Self {
+        self.min_format_version = version;
+        self
+    }
+
+    /// Sets [`CmkSettings::max_warm_versions`].
+    pub fn with_max_warm_versions(mut self, versions: usize) -> Self {
+        self.max_warm_versions = versions;
+        self
+    }
+
+    /// Sets [`CmkSettings::denial_ttl`].
+    pub fn with_denial_ttl(mut self, ttl: Duration) -> Self {
+        self.denial_ttl = ttl;
+        self
+    }
+
+    /// Sets [`CmkSettings::kek_max_age`].
+    pub fn with_kek_max_age(mut self, age: Duration) -> Self {
+        self.kek_max_age = age;
+        self
+    }
+
+    /// Sets [`CmkSettings::kek_max_wraps`].
+    pub fn with_kek_max_wraps(mut self, wraps: u64) -> Self {
+        self.kek_max_wraps = wraps;
+        self
+    }
+
+    /// Sets [`CmkSettings::clock`].
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 impl Default for CmkSettings {
@@ -170,6 +210,7 @@ fn warn_if_events_go_nowhere() {
 
 /// What onboarding did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OnboardReport {
     /// Master keys proven with a wrap/unwrap round trip.
     pub proven_keys: Vec<KeyRef>,

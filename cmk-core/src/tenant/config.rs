@@ -22,6 +22,7 @@ use crate::tenant::policy::{Class, Policy};
 
 /// A tenant's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TenantConfig {
     /// The tenant (serialised as its string).
     #[serde(with = "tenant_serde")]

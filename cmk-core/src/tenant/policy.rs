@@ -156,6 +156,7 @@ pub enum AuditMode {
 
 /// The policy of one class for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Policy {
     /// The tenant's master key that wraps this class's key-encryption keys.
     pub kms_key: KeyRef,
