@@ -198,3 +198,17 @@ pub mod web;
 #[cfg(feature = "diesel")]
 #[doc(inline)]
 pub use cmk_diesel::embedded;
+
+// The examples of the crates' READMEs run as doctests of the facade (they use `cmk`).
+#[cfg(doctest)]
+#[doc = include_str!("../cmk-diesel/README.md")]
+struct DieselReadme;
+
+#[cfg(doctest)]
+#[doc = include_str!("../cmk-seaorm/README.md")]
+struct SeaOrmReadme;
+
+#[cfg(doctest)]
+#[doc = include_str!("../cmk-derive/README.md")]
+struct DeriveReadme;
+
