@@ -64,24 +64,6 @@ pub mod jobs {
     pub use cmk_core::jobs::{Chunks, Progress};
 }
 /// Derives [`Encrypted`] and the sealed companion row type (see `cmk-derive`).
-///
-/// ```
-/// use cmk::Encrypted;
-///
-/// #[derive(Debug, Clone, PartialEq, Encrypted)]
-/// #[cmk(table = "patients", tenant = tenant_id, id = id, ids = "app")]
-/// pub struct Patient {
-///     pub id: i64,
-///     pub tenant_id: String,
-///     #[cmk(class = "private", blind_index(normalize = "casefold"))]
-///     pub email: String,
-///     #[cmk(class = "restricted")]
-///     pub ssn: Option<String>,
-/// }
-/// // Generated: `SealedPatient { id, tenant_id, email: Vec<u8>, email_bidx: Vec<u8>,
-/// // ssn: Option<Vec<u8>>, private_keys: Option<Vec<u8>>, restricted_keys: Option<Vec<u8>> }`
-/// // and `Patient::email_blind_index(&keys, b"...")`.
-/// ```
 #[doc(inline)]
 pub use cmk_derive::Encrypted;
 
@@ -212,3 +194,6 @@ struct SeaOrmReadme;
 #[doc = include_str!("../cmk-derive/README.md")]
 struct DeriveReadme;
 
+#[cfg(doctest)]
+#[doc = include_str!("../cmk-derive/ATTRIBUTES.md")]
+struct DeriveAttributes;

@@ -6,7 +6,7 @@
 //! adds one migration of its own whose `up.sql` and `down.sql` are these texts (the files are
 //! also shipped in cmk-core's `sql/<dialect>/` directory, shared with the SeaORM adapter):
 //!
-//! ```text
+//! ```sh
 //! diesel migration generate cmk_tables
 //! # then copy cmk-core's sql/postgres/{up,down}.sql into migrations/*_cmk_tables/
 //! ```

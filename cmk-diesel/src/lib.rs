@@ -4,7 +4,7 @@
 //! [`BlindIndexSql`], [`KeyColumnSql`]), so Diesel refuses, at compile time, to compare or
 //! assign a plaintext value to them: `patients::ssn.eq("123")` does not compile. In `table!`:
 //!
-//! ```text
+//! ```rust
 //! diesel::table! {
 //!     use diesel::sql_types::*;
 //!     use cmk_diesel::sql_types::*;

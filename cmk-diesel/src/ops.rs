@@ -4,15 +4,54 @@
 //! synchronous CPU work, so these run in Diesel's synchronous code, `spawn_blocking` or a
 //! pool's `interact`.
 //!
-//! ```text
+//! ```rust
+//! # use cmk::diesel::ops;
+//! # use cmk::{Encrypted, Policy, RequestContext, SearchMode, TenantConfig, TenantId};
+//! # use diesel::connection::SimpleConnection;
+//! # use diesel::prelude::*;
+//! # diesel::table! {
+//! #     use diesel::sql_types::*;
+//! #     use cmk::diesel::sql_types::*;
+//! #     patients (id) {
+//! #         id -> BigInt, tenant_id -> Text, email -> CiphertextSql,
+//! #         email_bidx -> BlindIndexSql, private_keys -> Nullable<KeyColumnSql>,
+//! #     }
+//! # }
+//! # #[derive(Debug, Clone, PartialEq, Encrypted)]
+//! # #[diesel(table_name = patients)]
+//! # #[cmk(tenant = tenant_id, id = id, ids = "app")]
+//! # pub struct Patient {
+//! #     pub id: i64,
+//! #     pub tenant_id: String,
+//! #     #[cmk(class = "private", blind_index(normalize = "casefold"))]
+//! #     pub email: String,
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let embedded = cmk::embedded::Embedded::open(dir.path())?;
+//! # let (cmk, acme) = (embedded.cmk(), TenantId::new("acme")?);
+//! # let key = embedded.tenant_key(&acme)?;
+//! # let config = TenantConfig::new(acme.clone(), key.clone())
+//! #     .with_class("private", Policy::new(key).with_search(SearchMode::BlindIndex))?;
+//! # cmk.ensure_tenant(&RequestContext::new(acme.clone()), &config).await?;
+//! # let ctx = RequestContext::new(acme);
+//! # let pool = std::sync::Arc::new(std::sync::Mutex::new(SqliteConnection::establish(":memory:")?));
+//! # pool.lock().unwrap().batch_execute("CREATE TABLE patients (id BIGINT PRIMARY KEY,
+//! #     tenant_id TEXT NOT NULL, email BLOB NOT NULL, email_bidx BLOB NOT NULL, private_keys BLOB)")?;
+//! # let people = vec![Patient { id: 1, tenant_id: "acme".into(), email: "Ann@Example.com".into() }];
 //! let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;          // async, KMS if cold
-//! tokio::task::spawn_blocking(move || {
-//!     let mut conn = pool.get()?;
-//!     ops::insert_many(&mut conn, &keys, &people)?;
-//!     let ann = ops::first::<Patient, _, _>(&mut conn, &keys,
+//! tokio::task::spawn_blocking(move || -> Result<(), cmk::diesel::Error> {
+//!     let mut conn = pool.lock().unwrap();                          // a pool's connection
+//!     ops::insert_many(&mut *conn, &keys, &people)?;
+//!     let mut ann: Patient = ops::first(&mut *conn, &keys,
 //!         patients::table.filter(Patient::by_email(&keys, b"ann@example.com")?))?;
-//!     ops::update(&mut conn, &keys, patients::table.find(ann.id), &ann)?;
+//!     ann.email = "ann@example.org".into();
+//!     ops::update(&mut *conn, &keys, patients::table.find(ann.id), &ann)?;
+//!     Ok(())
 //! }).await??;
+//! # Ok(())
+//! # }
 //! ```
 
 use cmk_core::TenantKeys;

@@ -3,13 +3,28 @@
 //! entity's `ActiveModelBehavior::before_save`, a save that would put anything but cmk's
 //! output into a classified column or write a class without its key column:
 //!
-//! ```text
+//! ```rust
+//! # mod patient {
+//! # use sea_orm::entity::prelude::*;
+//! # #[derive(Debug, Clone, PartialEq, cmk::Encrypted)]
+//! # #[sea_orm(table_name = "patients")]
+//! # #[cmk(tenant = tenant_id)]
+//! # pub struct Patient {
+//! #     #[sea_orm(primary_key)]
+//! #     pub id: i64,
+//! #     pub tenant_id: String,
+//! #     #[cmk(class = "restricted")]
+//! #     pub ssn: Option<String>,
+//! # }
+//! # #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//! # pub enum Relation {}
 //! #[async_trait::async_trait]
 //! impl ActiveModelBehavior for ActiveModel {
 //!     async fn before_save<C: ConnectionTrait>(self, _db: &C, insert: bool) -> Result<Self, DbErr> {
-//!         cmk_seaorm::guard::<super::Patient, _>(self, insert)
+//!         cmk_seaorm::guard::<Patient, _>(self, insert)
 //!     }
 //! }
+//! # }
 //! ```
 //!
 //! It checks structure, with or without a key scope (`cmk_core::guard`): every classified

@@ -5,12 +5,30 @@
 //! the application appends to its own `Migrator`, so its `migrate up/down/fresh` and
 //! `seaql_migrations` bookkeeping stay the application's:
 //!
-//! ```text
+//! ```rust
+//! # #[cfg(feature = "migration")]
+//! # mod migrator {
+//! use sea_orm_migration::{MigrationTrait, MigratorTrait};
+//! # mod m20260101_create_patients {
+//! #     use sea_orm_migration::prelude::*;
+//! #     #[derive(DeriveMigrationName)]
+//! #     pub struct Migration;
+//! #     #[async_trait::async_trait]
+//! #     impl MigrationTrait for Migration {
+//! #         async fn up(&self, _: &SchemaManager) -> Result<(), DbErr> {
+//! #             Ok(())
+//! #         }
+//! #     }
+//! # }
+//!
+//! pub struct Migrator;
+//!
 //! impl MigratorTrait for Migrator {
 //!     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
 //!         vec![Box::new(m20260101_create_patients::Migration), Box::new(cmk_seaorm::migration::CmkTables)]
 //!     }
 //! }
+//! # }
 //! ```
 //!
 //! Without it, call [`create_cmk_tables`] from a migration of your own. The SQL is the one

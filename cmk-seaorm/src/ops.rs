@@ -4,7 +4,58 @@
 //! `M` is the plaintext model of `#[derive(Encrypted)]` and `E` its SeaORM entity (the
 //! sealed type is `E::Model`), inferred from the arguments.
 //!
-//! ```text
+//! ```rust
+//! # use std::sync::Arc;
+//! # use cmk::kms::local::LocalKms;
+//! # use cmk::seaorm::{SeaOrmConfigStore, SeaOrmRegistry, ops};
+//! # use cmk::secret::SecretKey;
+//! # use cmk::tenant::{ConfigVerifier, OperatorKey};
+//! # use cmk::{Cmk, Encrypted, Policy, RequestContext, SearchMode, TenantConfig, TenantId};
+//! # use sea_orm::{ConnectionTrait, Database, EntityTrait, QueryFilter, Schema};
+//! # mod patient {
+//! #     use cmk::Encrypted;
+//! #     use sea_orm::entity::prelude::*;
+//! #     #[derive(Debug, Clone, PartialEq, Encrypted)]
+//! #     #[sea_orm(table_name = "patients")]
+//! #     #[cmk(tenant = tenant_id, id = id, ids = "app")]
+//! #     pub struct Patient {
+//! #         #[sea_orm(primary_key, auto_increment = false)]
+//! #         pub id: i64,
+//! #         pub tenant_id: String,
+//! #         #[cmk(class = "private", blind_index(normalize = "casefold"))]
+//! #         pub email: String,
+//! #         #[cmk(class = "restricted")]
+//! #         pub ssn: Option<String>,
+//! #     }
+//! #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//! #     pub enum Relation {}
+//! #     impl ActiveModelBehavior for ActiveModel {}
+//! # }
+//! # use patient::Patient;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let db = Database::connect("sqlite::memory:").await?;
+//! # cmk::seaorm::migration::create_cmk_tables(&db).await?;
+//! # let schema = Schema::new(db.get_database_backend());
+//! # db.execute(&schema.create_table_from_entity(patient::Entity)).await?;
+//! # let kms = Arc::new(LocalKms::in_memory());
+//! # let key = kms.create_key("acme")?;
+//! # let cmk = Cmk::builder()
+//! #     .kms(kms)
+//! #     .registry(Arc::new(SeaOrmRegistry::new(db.clone())))
+//! #     .configs(Arc::new(SeaOrmConfigStore::new(
+//! #         db.clone(),
+//! #         ConfigVerifier::new(OperatorKey::new(SecretKey::random()?)),
+//! #     )))
+//! #     .build()?;
+//! # let acme = TenantId::new("acme")?;
+//! # let config = TenantConfig::new(acme.clone(), key.clone())
+//! #     .with_class("private", Policy::new(key.clone()).with_search(SearchMode::BlindIndex))?;
+//! # cmk.ensure_tenant(&RequestContext::new(acme.clone()), &config).await?;
+//! # let ctx = RequestContext::new(acme);
+//! # let people = vec![Patient {
+//! #     id: 1, tenant_id: "acme".into(), email: "Ann@Example.com".into(), ssn: Some("1".into()),
+//! # }];
 //! let keys = cmk.keys_for(&ctx, Patient::CLASSES).await?;      // KMS only if cold
 //! ops::insert_many(&db, &keys, &people).await?;
 //! let ann: Option<Patient> = ops::one(&db, &keys,
@@ -12,6 +63,9 @@
 //! ops::update(&db, &keys, patient::Entity::find_by_id(1), |p: &mut Patient| {
 //!     p.ssn = None;
 //! }).await?;
+//! # assert!(ann.is_some());
+//! # Ok(())
+//! # }
 //! ```
 
 use cmk_core::TenantKeys;

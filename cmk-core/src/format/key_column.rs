@@ -37,7 +37,7 @@ pub struct ListedColumn<'a> {
 
 /// A parsed key column (borrowing the stored bytes).
 #[derive(Debug, Clone)]
-pub struct KeyColumn<'a> {
+pub struct ParsedKeyColumn<'a> {
     /// Format version.
     pub version: u8,
     /// KEK id.
@@ -54,7 +54,7 @@ pub struct KeyColumn<'a> {
     pub list_bytes: &'a [u8],
 }
 
-impl<'a> KeyColumn<'a> {
+impl<'a> ParsedKeyColumn<'a> {
     /// The recorded columns, in order.
     pub fn columns(&self) -> ListIter<'a> {
         ListIter(self.list_bytes)
@@ -90,7 +90,7 @@ pub const CLASSIC_V1: u8 = 0x02;
 /// A parsed classic-mode key column:
 /// `0x02 ‖ KEK id (u32) ‖ 0 (u32) ‖ blob length (u16) ‖ KMS blob ‖ column list`.
 #[derive(Debug, Clone)]
-pub struct ClassicKeyColumn<'a> {
+pub struct ParsedClassicKeyColumn<'a> {
     /// The class's KEK id (identifies the class; there is no KEK).
     pub kek_id: u32,
     /// What the KMS returned when it wrapped the DEK.
@@ -105,7 +105,7 @@ pub struct ClassicKeyColumn<'a> {
 /// [`crate::Error::Tampered`] when the value does not start with `0x02`, is shorter than its
 /// 11-byte header, has a non-zero KEK version, ends inside the blob, or has an empty or
 /// truncated column list.
-pub fn parse_classic(bytes: &[u8]) -> crate::Result<ClassicKeyColumn<'_>> {
+pub fn parse_classic(bytes: &[u8]) -> crate::Result<ParsedClassicKeyColumn<'_>> {
     let bad = crate::Error::Tampered;
     if bytes.len() < 11 || bytes[0] != CLASSIC_V1 || bytes[5..9] != [0; 4] {
         return Err(bad);
@@ -115,7 +115,7 @@ pub fn parse_classic(bytes: &[u8]) -> crate::Result<ClassicKeyColumn<'_>> {
     let blob = bytes.get(11..11 + n).ok_or(crate::Error::Tampered)?;
     let list_bytes = &bytes[11 + n..];
     check_list(list_bytes)?;
-    Ok(ClassicKeyColumn {
+    Ok(ParsedClassicKeyColumn {
         kek_id,
         blob,
         list_bytes,
@@ -227,14 +227,14 @@ fn check_list(mut bytes: &[u8]) -> crate::Result<()> {
 /// [`crate::Error::Tampered`] when the value does not start with version 1, ends before the
 /// column list, or has an empty or truncated column list (an entry of length 0, or longer than
 /// the bytes left).
-pub fn parse(bytes: &[u8]) -> crate::Result<KeyColumn<'_>> {
+pub fn parse(bytes: &[u8]) -> crate::Result<ParsedKeyColumn<'_>> {
     if bytes.len() <= LIST_OFFSET || bytes[0] != FORMAT_V1 {
         return Err(crate::Error::Tampered);
     }
     let bad = |_| crate::Error::Tampered;
     let list_bytes = &bytes[LIST_OFFSET..];
     check_list(list_bytes)?;
-    Ok(KeyColumn {
+    Ok(ParsedKeyColumn {
         version: bytes[0],
         kek_id: u32::from_be_bytes(bytes[1..5].try_into().map_err(bad)?),
         kek_version: u32::from_be_bytes(bytes[5..9].try_into().map_err(bad)?),

@@ -656,7 +656,7 @@ fn unseal_with(
 /// Where the DEK of a key column comes from.
 enum Source<'b> {
     /// Wrapped by a leased KEK, opened in step 3.
-    Kek(key_column::KeyColumn<'b>),
+    Kek(key_column::ParsedKeyColumn<'b>),
     /// Classic mode: the async path had the KMS unwrap it.
     Classic(&'b SecretKey),
     /// Not readable by this actor: never opened.
