@@ -5,6 +5,8 @@
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// As rustls sets them: a public type is #[non_exhaustive] unless it says why it is not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 // The public surface is listed here, item by item: what an application names. The engine's
 // internals (byte formats, crypto, the write guard, SQL text, the jobs' plumbing) stay in
@@ -91,6 +93,8 @@ pub mod __private {
 /// One loaded row: the model, or why it could not be unsealed. Load `Checked<Model>` instead
 /// of `Model` when one bad row must not fail the whole load: each row carries its own result.
 #[derive(Debug)]
+// Exhaustive by design: a newtype applications destructure.
+#[allow(clippy::exhaustive_structs)]
 pub struct Checked<M>(pub Result<M>);
 
 impl<M> Checked<M> {

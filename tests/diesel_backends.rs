@@ -81,6 +81,7 @@ fn schema(dialect: cmk::diesel::ddl::Dialect) -> String {
             "VARBINARY(64)",
             "VARBINARY(255)",
         ),
+        other => panic!("no column types for {other:?} in this test"),
     };
     format!(
         "CREATE TABLE patients (id BIGINT PRIMARY KEY, tenant_id {tenant} NOT NULL, \

@@ -71,6 +71,7 @@ fn schema(dialect: cmk::diesel::ddl::Dialect) -> String {
         Sqlite => "BLOB",
         Postgres => "BYTEA",
         Mysql => "MEDIUMBLOB",
+        other => panic!("no column type for {other:?} in this test"),
     };
     format!(
         "CREATE TABLE accounts (id BIGINT PRIMARY KEY, tenant_id VARCHAR(255) NOT NULL, \

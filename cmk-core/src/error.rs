@@ -409,6 +409,7 @@ impl KmsErrorKind {
 /// A classified KMS failure; its message never holds key material.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{} ({message})", kind.as_str())]
+#[non_exhaustive]
 pub struct KmsError {
     /// The classification.
     pub kind: KmsErrorKind,

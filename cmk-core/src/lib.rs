@@ -6,6 +6,8 @@
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// As rustls sets them: a public type is #[non_exhaustive] unless it says why it is not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 // Layers, bottom up: each imports only from the layers below it.
 // - error, clock, hex; byte formats; crypto (with secret key buffers); KMS providers;

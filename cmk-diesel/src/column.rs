@@ -13,6 +13,8 @@ macro_rules! sealed_column {
         #[diesel(sqlite_type(name = "Binary"))]
         #[diesel(postgres_type(name = "bytea"))]
         #[diesel(mysql_type(name = "Blob"))]
+        // Exhaustive by design: a SQL type marker, named in `table!`.
+        #[allow(clippy::exhaustive_structs)]
         pub struct $sql;
 
         #[doc = $doc]

@@ -20,6 +20,8 @@
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// As rustls sets them: a public type is #[non_exhaustive] unless it says why it is not.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 pub mod config_store;
 mod error;

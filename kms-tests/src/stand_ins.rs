@@ -9,6 +9,8 @@ use cmk_core::kms::{KeyRef, Kms};
 pub type KeyFuture = std::pin::Pin<Box<dyn std::future::Future<Output = KeyRef> + Send>>;
 
 /// A provider ready for use, with a way to make fresh master keys on its stand-in.
+// Exhaustive by design: test support: the suites build it.
+#[allow(clippy::exhaustive_structs)]
 pub struct StandIn {
     /// The provider's name.
     pub name: &'static str,

@@ -40,6 +40,8 @@ use super::{Fetch, Keys, log_unresolved};
 /// A cmk error as an actix-web response: the status of [`cmk_core::Error::http_status`] and
 /// the error's kind as the body (the message stays in the log: it names tenants and keys).
 #[derive(Debug)]
+// Exhaustive by design: a newtype applications destructure.
+#[allow(clippy::exhaustive_structs)]
 pub struct HttpError(pub cmk_core::Error);
 
 impl std::fmt::Display for HttpError {

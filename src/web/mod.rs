@@ -23,6 +23,8 @@ use cmk_core::{Cmk, RequestContext, TenantKeys};
 
 /// The keys of the current request, as the middleware put them in the request's extensions.
 #[derive(Debug, Clone)]
+// Exhaustive by design: an extractor handlers destructure: `Keys(keys)`.
+#[allow(clippy::exhaustive_structs)]
 pub struct Keys(pub Arc<TenantKeys>);
 
 impl std::ops::Deref for Keys {

@@ -11,6 +11,7 @@ use crate::audit::event::SecurityEvent;
 
 /// The body a receiver expects.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum HttpFormat {
     /// Splunk HEC (`/services/collector/event`): one `{"time", "host", "source",
     /// "sourcetype", "event"}` object per event, concatenated, with

@@ -23,6 +23,7 @@ const SEGMENT_BYTES: u64 = 4 << 20;
 
 /// Why an append failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpoolError {
     /// The spool reached its size cap: the first `written` events were appended, the rest
     /// were not.

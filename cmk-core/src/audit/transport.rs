@@ -15,6 +15,7 @@ use crate::audit::event::SecurityEvent;
 /// Why a batch was not delivered.
 #[derive(Debug, thiserror::Error)]
 #[error("{transport}: {reason}")]
+#[non_exhaustive]
 pub struct DeliveryError {
     /// The transport.
     pub transport: String,

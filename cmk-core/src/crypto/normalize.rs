@@ -27,6 +27,7 @@ pub const WHITE_SPACE: [char; 25] = [
 /// How a value is normalised before its blind index is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Normalizer {
     /// The bytes as they are (any bytes, not only UTF-8).
     Exact,

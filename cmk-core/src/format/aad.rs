@@ -19,6 +19,7 @@ mod tag {
 
 /// A row identifier bound into associated data when ids are application-assigned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RowId {
     /// An integer id (a sequence value fetched before the insert).
     Int(i64),

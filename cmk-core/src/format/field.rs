@@ -26,6 +26,7 @@ pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 
 /// A parsed field ciphertext.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct FieldCiphertext<'a> {
     /// The two header bytes (version, flags), bound into the associated data.
     pub version: u8,

@@ -28,6 +28,7 @@ const NULL_BIT: u8 = 0x80;
 
 /// One column recorded in a key column.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListedColumn<'a> {
     /// Stored column name.
     pub name: &'a str,
@@ -37,6 +38,7 @@ pub struct ListedColumn<'a> {
 
 /// A parsed key column (borrowing the stored bytes).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ParsedKeyColumn<'a> {
     /// Format version.
     pub version: u8,
@@ -90,6 +92,7 @@ pub const CLASSIC_V1: u8 = 0x02;
 /// A parsed classic-mode key column:
 /// `0x02 ‖ KEK id (u32) ‖ 0 (u32) ‖ blob length (u16) ‖ KMS blob ‖ column list`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ParsedClassicKeyColumn<'a> {
     /// The class's KEK id (identifies the class; there is no KEK).
     pub kek_id: u32,

@@ -97,6 +97,7 @@ impl LeasedKek {
 
 /// Identifies one key version of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct LeaseKey {
     /// Tenant.
     pub tenant: TenantId,
@@ -116,6 +117,7 @@ pub(crate) enum Material {
 
 /// Why a lease can no longer be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LeaseEnd {
     /// Past its hard expiry without a successful renewal.
     Expired,

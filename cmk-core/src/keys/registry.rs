@@ -21,6 +21,7 @@ use crate::tenant::context::TenantId;
 
 /// What a registry entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Purpose {
     /// A key-encryption key of one class.
     Kek,
@@ -61,6 +62,7 @@ impl Purpose {
 
 /// Lifecycle state of a key version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum KeyState {
     /// Used for new writes (the highest active version) and reads.
     Active,
@@ -97,6 +99,8 @@ impl KeyState {
 
 /// One registry entry, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Exhaustive by design: a stored record, one field per column: registry implementations build it.
+#[allow(clippy::exhaustive_structs)]
 pub struct RegistryEntry {
     /// Tenant.
     pub tenant: TenantId,
@@ -175,6 +179,7 @@ pub fn entry_context(
 
 /// Whether an insert-if-absent wrote the entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InsertOutcome {
     /// This call wrote it.
     Inserted,
@@ -257,6 +262,7 @@ impl KeyRegistry for MemoryRegistry {
 
 /// The registry's view of one key version of a tenant, folded from its entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyVersionView {
     /// Purpose.
     pub purpose: Purpose,

@@ -47,6 +47,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 /// State of one key version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VersionState {
     /// Usable.
     Active,
@@ -56,6 +57,7 @@ pub enum VersionState {
 
 /// What [`LocalKms::list`] reports of a key (never its material).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LocalKeyInfo {
     /// Key name (the part after `local:`).
     pub name: String,

@@ -15,6 +15,7 @@ use crate::rows::schema::{FieldSearch, RowSchema};
 
 /// A column's value in the write, as the guard sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Written<'a> {
     /// The write leaves the column as it is.
     NotSet,

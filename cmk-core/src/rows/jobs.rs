@@ -16,6 +16,8 @@ use crate::rows::model::Encrypted;
 
 /// How a job walks the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Exhaustive by design: the adapters build it with the chunk size and the ids they read.
+#[allow(clippy::exhaustive_structs)]
 pub struct Chunks<Id> {
     /// Rows per chunk.
     pub size: i64,
@@ -71,6 +73,7 @@ pub type KeyGuard = Vec<(&'static str, Option<Vec<u8>>)>;
 
 /// What a job writes for one row: `sealed`, only while the row's key columns equal `guard`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct GuardedWrite<S> {
     /// The key columns the row must still hold.
     pub guard: KeyGuard,

@@ -134,6 +134,8 @@ pub trait Encrypted: Sized {
 
 /// A classified field of a partial view.
 #[derive(Clone, PartialEq, Eq)]
+// Exhaustive by design: revealed or withheld is the whole of a partial read; applications match on both.
+#[allow(clippy::exhaustive_enums)]
 pub enum Partial<T> {
     /// Decrypted.
     Revealed(T),
@@ -326,6 +328,7 @@ pub mod derive_support {
 
     /// A field value's bytes while a row is sealed: borrowed (strings, bytes) or an encoded
     /// copy wiped on drop (JSON).
+    #[non_exhaustive]
     pub enum Holder<'a> {
         /// Borrowed from the model.
         Raw(Cow<'a, [u8]>),
@@ -344,6 +347,7 @@ pub mod derive_support {
     }
 
     /// A sealed row's storage on the derive's stack: `K` key classes, `N` fields.
+    #[non_exhaustive]
     pub struct SealSlots<const K: usize, const N: usize> {
         /// Key columns.
         pub key_columns: [Option<Vec<u8>>; K],

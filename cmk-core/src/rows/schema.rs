@@ -10,6 +10,7 @@ use crate::tenant::policy::Class;
 
 /// How a field can be searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FieldSearch {
     /// Not searchable.
     None,
@@ -22,6 +23,7 @@ pub enum FieldSearch {
 
 /// One classified column.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FieldSpec {
     /// Stored column name (bound into associated data; renaming the Rust field is free).
     pub column: String,

@@ -31,6 +31,7 @@ pub const MAX_VALUE_LEN: usize = (1 << 24) - 4096;
 
 /// What the database stores for one row's classified part.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SealedRow {
     /// One entry per [`RowSchema::key_classes`]; `None` for legacy-only classes.
     pub key_columns: Vec<Option<Vec<u8>>>,
@@ -45,6 +46,8 @@ pub struct SealedRow {
 /// entry per key class, per field, and per field for blind index values (may be empty when
 /// the schema has no blind-indexed field).
 #[derive(Debug)]
+// Exhaustive by design: the caller's output slots, built by the caller.
+#[allow(clippy::exhaustive_structs)]
 pub struct SealOut<'a> {
     /// As [`SealedRow::key_columns`].
     pub key_columns: &'a mut [Option<Vec<u8>>],
@@ -77,6 +80,8 @@ impl SealOut<'_> {
 
 /// A row as loaded from the database.
 #[derive(Debug, Clone, Copy)]
+// Exhaustive by design: a view of a row's stored columns, built by the caller (and by generated code).
+#[allow(clippy::exhaustive_structs)]
 pub struct StoredRow<'a> {
     /// The row's tenant column.
     pub tenant: &'a str,
@@ -90,6 +95,8 @@ pub struct StoredRow<'a> {
 
 /// Plaintext values to seal for one row. Its `Debug` shows only the shape, never values.
 #[derive(Clone, Copy)]
+// Exhaustive by design: the values of one row to seal, built by the caller.
+#[allow(clippy::exhaustive_structs)]
 pub struct RowValues<'a> {
     /// The row id, when ids are application-assigned.
     pub row_id: Option<&'a RowId>,
@@ -111,6 +118,8 @@ impl std::fmt::Debug for RowValues<'_> {
 
 /// One unsealed field.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Exhaustive by design: the three states of a stored value (docs/FORMAT.md); generated code matches on all three.
+#[allow(clippy::exhaustive_enums)]
 pub enum Revealed {
     /// The plaintext.
     Value(SecretBytes),
@@ -132,6 +141,7 @@ impl Revealed {
 
 /// An unsealed row: one entry per [`RowSchema::fields`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnsealedRow {
     /// Values in field order.
     pub values: Vec<Revealed>,

@@ -10,6 +10,7 @@ use crate::tenant::context::TenantId;
 
 /// A database dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Dialect {
     /// SQLite 3.
     Sqlite,
@@ -21,6 +22,7 @@ pub enum Dialect {
 
 /// The `up.sql` and `down.sql` of one migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Migration {
     /// Creates the tables.
     pub up: &'static str,
@@ -50,6 +52,8 @@ pub fn tables(dialect: Dialect) -> Migration {
 /// A key-registry entry as the `cmk_key_registry` columns hold it (SQL integers are signed);
 /// converting back checks every column, so a malformed row is an error, not a guess.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Exhaustive by design: a stored record, one field per column: the adapters build it from a row.
+#[allow(clippy::exhaustive_structs)]
 pub struct RegistryRecord {
     /// `tenant_id`.
     pub tenant_id: String,
@@ -111,6 +115,8 @@ impl TryFrom<RegistryRecord> for RegistryEntry {
 
 /// A tenant-configuration record as the `cmk_tenant_config` columns hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Exhaustive by design: a stored record, one field per column: the adapters build it from a row.
+#[allow(clippy::exhaustive_structs)]
 pub struct ConfigRecord {
     /// `tenant_id`.
     pub tenant_id: String,

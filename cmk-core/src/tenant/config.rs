@@ -127,6 +127,7 @@ impl TenantConfig {
 
 /// A configuration record as stored: content bytes plus MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SignedTenantConfig {
     /// Tenant id (also inside the content; both are MACed).
     pub tenant: String,

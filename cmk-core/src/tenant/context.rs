@@ -54,6 +54,7 @@ impl fmt::Display for TenantId {
 
 /// Who performs an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Actor {
     /// A human user, by the application's user id.
     User(String),

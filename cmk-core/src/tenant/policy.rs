@@ -88,6 +88,7 @@ impl fmt::Display for Class {
 /// Which equality search a class allows its fields to use. Both modes leak equality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SearchMode {
     /// No searchable fields in this class.
     None,
@@ -100,6 +101,7 @@ pub enum SearchMode {
 /// How unwrapped keys of a class are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "mode")]
+#[non_exhaustive]
 pub enum LeasePolicy {
     /// Keys are leased: cached until `hard_expiry_secs`, renewed every `renewal_secs`.
     Leased {
@@ -146,6 +148,7 @@ impl LeasePolicy {
 /// What happens to an operation when its security event cannot be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuditMode {
     /// The operation proceeds; the failure is counted.
     #[default]

@@ -8,8 +8,8 @@ use super::{Gen, Stored};
 use crate::attr::TenantSource;
 
 /// The lookup functions of every blind-indexed field, on the model or on the type
-/// `lookups = Name` declares.
-pub(super) fn lookups(g: &Gen<'_>) -> TokenStream {
+/// `lookups = Name` declares: that type's declaration, and the impl.
+pub(super) fn lookups(g: &Gen<'_>) -> (TokenStream, TokenStream) {
     let (name, vis, p) = (g.name, g.vis, &g.p);
     let lookups_on = g.lookups_on();
     let bidx_ty = g.stored(Stored::BlindIndex);
@@ -50,14 +50,13 @@ pub(super) fn lookups(g: &Gen<'_>) -> TokenStream {
         }
         None => quote!(),
     };
-    quote! {
-        #decl
-
+    let impl_block = quote! {
         #[automatically_derived]
         impl #lookups_on {
             #(#fns)*
         }
-    }
+    };
+    (decl, impl_block)
 }
 
 /// `by_<field>`: a SeaORM condition for rows of the handle's tenant whose field equals a

@@ -244,9 +244,9 @@ impl<'a> Gen<'a> {
 fn expand(m: &Model) -> TokenStream {
     let g = Gen::new(m);
     let (name, sealed, p) = (g.name, &g.sealed, &g.p);
-    let types = types::types(&g);
+    let (types, type_impls) = types::types(&g);
     let reads = reads::transparent_reads(&g);
-    let lookups = lookups::lookups(&g);
+    let (lookups_type, lookups) = lookups::lookups(&g);
     let unseal_helper = unseal::unseal_values_fn(&g);
     let seal_items = seal::seal_items(&g);
     let unseal_items = unseal::unseal_items(&g);
@@ -256,12 +256,17 @@ fn expand(m: &Model) -> TokenStream {
     quote! {
         #types
 
-        #reads
+        #lookups_type
 
-        #lookups
-
-        // Helpers in an anonymous scope: no name of the application's can meet them.
+        // Impls and helpers in an anonymous scope: no name of the application's can meet
+        // the helpers, and the impls apply all the same.
         const _: () = {
+            #type_impls
+
+            #reads
+
+            #lookups
+
             #unseal_helper
 
             #[automatically_derived]
