@@ -355,7 +355,7 @@ impl TenantKeys {
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
     ) -> Result<SealedRow> {
-        crate::rows::seal::seal(self, schema, row_id, values)
+        crate::rows::seal::seal_classic_inner(self, &self.ctx, schema, row_id, values, &[])
     }
 
     /// Like [`TenantKeys::seal`], into storage the caller provides (the derive passes arrays
@@ -377,7 +377,9 @@ impl TenantKeys {
 
     /// Seals many rows with the same keys; failures are reported per row, by position.
     pub fn seal_many(&self, schema: &RowSchema, rows: &[RowValues<'_>]) -> Vec<Result<SealedRow>> {
-        crate::rows::seal::seal_many(self, schema, rows)
+        rows.iter()
+            .map(|r| self.seal(schema, r.row_id, r.values))
+            .collect()
     }
 
     /// Unseals one row; fails with [`crate::Error::AccessDenied`] if the actor may not read a class
@@ -397,7 +399,7 @@ impl TenantKeys {
     /// lease has ended; [`crate::Error::AuditFailClosed`] when a fail-closed class's event cannot
     /// be recorded.
     pub fn unseal(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
-        crate::rows::seal::unseal(self, schema, row)
+        crate::rows::seal::unseal_with(self, &self.ctx, schema, row, false, &[])
     }
 
     /// Unseals what the actor may read and marks the other fields [`crate::rows::seal::Revealed::Withheld`].
@@ -406,7 +408,7 @@ impl TenantKeys {
     /// As [`TenantKeys::unseal`], except [`crate::Error::AccessDenied`]: a class the actor may not
     /// read is withheld instead.
     pub fn unseal_partial(&self, schema: &RowSchema, row: &StoredRow<'_>) -> Result<UnsealedRow> {
-        crate::rows::seal::unseal_partial(self, schema, row)
+        crate::rows::seal::unseal_with(self, &self.ctx, schema, row, true, &[])
     }
 
     /// Unseals many rows with the same keys; failures are reported per row, by position.
@@ -415,7 +417,7 @@ impl TenantKeys {
         schema: &RowSchema,
         rows: &[StoredRow<'_>],
     ) -> Vec<Result<UnsealedRow>> {
-        crate::rows::seal::unseal_many(self, schema, rows)
+        rows.iter().map(|r| self.unseal(schema, r)).collect()
     }
 
     /// Blind index values that match `plaintext` in `column`, one per loaded index-root

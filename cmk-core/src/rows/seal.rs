@@ -225,17 +225,6 @@ fn check_context(keys: &TenantKeys, ctx: &RequestContext) -> Result<()> {
     keys.check_tenant(ctx.tenant().as_str())
 }
 
-/// The body of [`TenantKeys::seal`].
-pub(crate) fn seal(
-    keys: &TenantKeys,
-    schema: &RowSchema,
-    row_id: Option<&RowId>,
-    values: &[Option<&[u8]>],
-) -> Result<SealedRow> {
-    let ctx = &keys.ctx;
-    seal_classic_inner(keys, ctx, schema, row_id, values, &[])
-}
-
 /// The body of [`TenantKeys::seal_into`].
 pub(crate) fn seal_into(
     keys: &TenantKeys,
@@ -306,28 +295,6 @@ fn seal_audited(
         Touched::All,
     )?;
     result
-}
-
-/// Unseals with classic-mode DEKs the async path obtained (strict reader check).
-pub(crate) fn unseal_classic_inner(
-    keys: &TenantKeys,
-    ctx: &RequestContext,
-    schema: &RowSchema,
-    row: &StoredRow<'_>,
-    classic: &[ClassicDek],
-) -> Result<UnsealedRow> {
-    unseal_with(keys, ctx, schema, row, false, classic)
-}
-
-/// The body of [`TenantKeys::seal_many`].
-pub(crate) fn seal_many(
-    keys: &TenantKeys,
-    schema: &RowSchema,
-    rows: &[RowValues<'_>],
-) -> Vec<Result<SealedRow>> {
-    rows.iter()
-        .map(|r| keys.seal(schema, r.row_id, r.values))
-        .collect()
 }
 
 fn seal_inner(
@@ -557,36 +524,9 @@ fn seal_search_fields(
     Ok(())
 }
 
-/// The body of [`TenantKeys::unseal`].
-pub(crate) fn unseal(
-    keys: &TenantKeys,
-    schema: &RowSchema,
-    row: &StoredRow<'_>,
-) -> Result<UnsealedRow> {
-    let ctx = &keys.ctx;
-    unseal_with(keys, ctx, schema, row, false, &[])
-}
-
-/// The body of [`TenantKeys::unseal_partial`].
-pub(crate) fn unseal_partial(
-    keys: &TenantKeys,
-    schema: &RowSchema,
-    row: &StoredRow<'_>,
-) -> Result<UnsealedRow> {
-    let ctx = &keys.ctx;
-    unseal_with(keys, ctx, schema, row, true, &[])
-}
-
-/// The body of [`TenantKeys::unseal_many`].
-pub(crate) fn unseal_many(
-    keys: &TenantKeys,
-    schema: &RowSchema,
-    rows: &[StoredRow<'_>],
-) -> Vec<Result<UnsealedRow>> {
-    rows.iter().map(|r| keys.unseal(schema, r)).collect()
-}
-
-fn unseal_with(
+/// Unseals strictly or (`partial`) as far as the actor may read, with classic-mode DEKs the
+/// async path obtained, and audits.
+pub(crate) fn unseal_with(
     keys: &TenantKeys,
     ctx: &RequestContext,
     schema: &RowSchema,

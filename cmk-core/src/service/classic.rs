@@ -130,5 +130,5 @@ pub(crate) async fn unseal_classic(
             key_column: None,
         });
     }
-    crate::rows::seal::unseal_classic_inner(&keys, ctx, schema, row, &classic)
+    crate::rows::seal::unseal_with(&keys, ctx, schema, row, false, &classic)
 }
