@@ -191,13 +191,24 @@ pub enum InsertOutcome {
 #[async_trait::async_trait]
 pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
     /// Inserts `entry` unless one with the same uniqueness key exists.
+    ///
+    /// # Errors
+    /// [`crate::Error::Registry`] when the store cannot be written (unreachable database,
+    /// constraint other than the uniqueness key, poisoned lock).
     async fn insert_if_absent(&self, entry: RegistryEntry) -> crate::Result<InsertOutcome>;
 
     /// Every entry of a tenant, in insertion order.
+    ///
+    /// # Errors
+    /// [`crate::Error::Registry`] when the store cannot be read, and an error when an entry
+    /// does not parse (such an entry is never skipped).
     async fn entries(&self, tenant: &TenantId) -> crate::Result<Vec<RegistryEntry>>;
 
     /// Operator purge: deletes every entry of a tenant and returns how many. Never called by
     /// cmk itself.
+    ///
+    /// # Errors
+    /// [`crate::Error::Registry`] when the store cannot be written.
     async fn purge(&self, tenant: &TenantId) -> crate::Result<usize>;
 }
 
