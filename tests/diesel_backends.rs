@@ -491,6 +491,67 @@ macro_rules! backend_tests {
                 assert_eq!(last.ssn.as_deref(), Some("20"));
             }
 
+            /// A writer copies one row's blind index onto another: the lookup must not return
+            /// the other row as a match (issue 15 §1.2).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_blind_index_copied_onto_another_row_is_never_a_match() {
+                let db = $make();
+                db.execute(&schema(db_dialect(&db)));
+                let sink = Arc::new(cmk::event::MemorySink::new());
+                let (cmk, ctx) =
+                    common::onboarded_with_sink(Some(sink.clone()), SearchMode::BlindIndex, &[], |_, _| {}).await;
+                let keys = cmk.keys_for(&ctx, Patient::CLASSES).await.unwrap();
+                let mut conn = db.conn.lock().unwrap();
+                let conn = &mut *conn;
+                let (ann, bob) = (patient(1, "ann@example.com", None), patient(2, "bob@example.com", None));
+                ops::insert_many(conn, &keys, &[ann.clone(), bob.clone()]).unwrap();
+                let by_ann = || patients::table.filter(Patient::by_email(&keys, b"ann@example.com").unwrap());
+                // Positive control: before the copy, the lookup finds Ann alone.
+                let found: Vec<cmk::Result<Patient>> = ops::load(conn, &keys, by_ann().order(patients::id)).unwrap();
+                assert_eq!(found.len(), 1);
+                assert_eq!(found[0].as_ref().unwrap(), &ann);
+
+                // The writer's edit, as raw SQL would do it: Ann's index value onto Bob's row.
+                let ann_row: SealedPatient = patients::table.find(1).first(conn).unwrap();
+                diesel::update(patients::table.find(2))
+                    .set(patients::email_bidx.eq(ann_row.email_bidx.clone()))
+                    .execute(conn)
+                    .unwrap();
+                let events_before = sink.events().len();
+
+                // The database now matches both rows; Bob's is reported, never returned.
+                let found: Vec<cmk::Result<Patient>> = ops::load(conn, &keys, by_ann().order(patients::id)).unwrap();
+                assert_eq!(found.len(), 2);
+                assert_eq!(found[0].as_ref().unwrap(), &ann);
+                let err = found[1].as_ref().unwrap_err();
+                assert!(matches!(err, cmk::Error::IndexMismatch { column } if column == "email"), "{err:?}");
+                assert!(err.is_tampered());
+                assert!(!err.to_string().contains("bob"), "{err}");
+                let first = ops::first::<Patient, _, _>(conn, &keys, by_ann().order(patients::id.desc()));
+                let first = first.unwrap_err();
+                assert!(matches!(first.cmk(), Some(cmk::Error::IndexMismatch { .. })), "{first:?}");
+                // Plain Diesel in a key scope: the same.
+                let scoped = keys.scope(|| by_ann().order(patients::id).load::<Patient>(conn));
+                assert!(scoped.is_err(), "{scoped:?}");
+                // Each refusal is a failed DATA_DECRYPT event naming the kind, not the value.
+                let failures: Vec<_> = sink.events()[events_before..]
+                    .iter()
+                    .filter(|e| e.name == cmk::event::EventName::DataDecrypt)
+                    .filter(|e| matches!(&e.outcome, cmk::event::Outcome::Failure { error } if error == "index_mismatch"))
+                    .map(|e| e.record_id.clone())
+                    .collect();
+                assert_eq!(failures, vec![Some("2".to_string()); 3], "{:?}", sink.events());
+                // Bob's own row still reads by id (its value and key columns are genuine)
+                // only once the index is restored; until then every read of it is refused.
+                assert!(ops::first::<Patient, _, _>(conn, &keys, patients::table.find(2)).is_err());
+                let bob_index = Patient::email_blind_index(&keys, b"bob@example.com").unwrap().remove(0);
+                diesel::update(patients::table.find(2))
+                    .set(patients::email_bidx.eq(bob_index))
+                    .execute(conn)
+                    .unwrap();
+                assert_eq!(ops::first::<Patient, _, _>(conn, &keys, patients::table.find(2)).unwrap(), bob);
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_duplicate_blind_index_is_a_unique_violation_that_names_no_value() {
                 let db = $make();

@@ -42,6 +42,7 @@ async fn a_row_round_trips_through_the_facade_and_a_keyring_file() {
         row_id: None,
         key_columns: &k,
         fields: &f,
+        indexes: &[],
     };
     assert_eq!(
         keys.unseal(&schema, &row).unwrap().values[0].value(),

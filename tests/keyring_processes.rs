@@ -106,6 +106,7 @@ fn read_row(cmk_keys: &cmk::TenantKeys, path: &Path) -> Result<String, String> {
         row_id: None,
         key_columns: &key_columns,
         fields: &fields,
+        indexes: &[],
     };
     cmk_keys
         .unseal(&schema(), &row)

@@ -429,6 +429,69 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
 }
 on_every_backend!(operations, operations_and_scoped_loads);
 
+/// A writer copies one row's blind index onto another: a SeaORM lookup must not return the
+/// other row as a match (issue 15 §1.2).
+async fn a_copied_blind_index_is_never_a_match<C: StoreConnection>(db: TestDb<C>) {
+    let sink = Arc::new(MemorySink::new());
+    let (sea, keys, _) = setup(&db, Some(sink.clone())).await;
+    let (ann, bob) = (
+        patient(1, "ann@example.com", None),
+        patient(2, "bob@example.com", None),
+    );
+    ops::insert_many(&sea, &keys, &[ann.clone(), bob.clone()])
+        .await
+        .unwrap();
+    let by_ann = || {
+        patient::Entity::find()
+            .filter(Patient::by_email(&keys, b"ann@example.com").unwrap())
+            .order_by_asc(patient::Column::Id)
+    };
+    // Positive control: before the copy, the lookup finds Ann alone.
+    let found: Vec<cmk::Result<Patient>> = ops::load(&sea, &keys, by_ann()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].as_ref().unwrap(), &ann);
+
+    let ann_row = patient::Entity::find_by_id(1)
+        .one(&sea)
+        .await
+        .unwrap()
+        .unwrap();
+    patient::Entity::update_many()
+        .col_expr(patient::Column::EmailBidx, Expr::value(ann_row.email_bidx))
+        .filter(patient::Column::Id.eq(2))
+        .exec(&sea)
+        .await
+        .unwrap();
+    let events_before = sink.events().len();
+
+    let found: Vec<cmk::Result<Patient>> = ops::load(&sea, &keys, by_ann()).await.unwrap();
+    assert_eq!(found.len(), 2, "the database matches both rows");
+    assert_eq!(found[0].as_ref().unwrap(), &ann);
+    let err = found[1].as_ref().unwrap_err();
+    assert!(
+        matches!(err, cmk::Error::IndexMismatch { column } if column == "email"),
+        "{err:?}"
+    );
+    let newest_first = patient::Entity::find()
+        .filter(Patient::by_email(&keys, b"ann@example.com").unwrap())
+        .order_by_desc(patient::Column::Id);
+    let last = ops::one::<Patient, _, _>(&sea, &keys, newest_first).await;
+    assert!(last.is_err(), "{last:?}");
+    let scoped = keys
+        .scope_async(|| async { by_ann().into_model::<Patient>().all(&sea).await })
+        .await;
+    assert!(scoped.is_err(), "{scoped:?}");
+    let failures = sink.events()[events_before..]
+        .iter()
+        .filter(|e| e.name == cmk::event::EventName::DataDecrypt)
+        .filter(|e| {
+            matches!(&e.outcome, cmk::event::Outcome::Failure { error } if error == "index_mismatch")
+        })
+        .count();
+    assert_eq!(failures, 3, "{:?}", sink.events());
+}
+on_every_backend!(copied_blind_index, a_copied_blind_index_is_never_a_match);
+
 async fn concurrent_read_modify_writes_lose_no_update<C: StoreConnection>(db: TestDb<C>) {
     let (sea, keys, _) = setup(&db, None).await;
     ops::insert(&sea, &keys, &patient(1, "a@example.com", None))

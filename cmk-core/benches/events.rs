@@ -115,6 +115,7 @@ fn main() {
                 row_id: None,
                 key_columns: &kc,
                 fields: &fs,
+                indexes: &[],
             };
             let (c0, w0) = (cpu_time(), Instant::now());
             for _ in 0..n {

@@ -79,6 +79,7 @@ fn benches(c: &mut Criterion) {
         row_id: None,
         key_columns: &kc,
         fields: &fs,
+        indexes: &[],
     };
     let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
     g.bench_function("unseal/cmk", |b| {
@@ -128,6 +129,7 @@ fn interleaved_ratios() {
         row_id: None,
         key_columns: &kc,
         fields: &fs,
+        indexes: &[],
     };
     let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
     const ROUNDS: usize = 31;
@@ -220,6 +222,7 @@ fn only(op: &str, n: u32) {
         row_id: None,
         key_columns: &kc,
         fields: &fs,
+        indexes: &[],
     };
     let base_row = base.seal(&[&v[0], &v[1], &v[2]]);
     for _ in 0..n {

@@ -19,6 +19,17 @@ pub enum Error {
     #[error("stored ciphertext failed authentication")]
     Tampered,
 
+    /// A row's stored blind index does not match the value the row decrypts to: the index
+    /// column was edited (copied from another row, for example), so a lookup on it may have
+    /// returned a row that does not match the query. The row is not returned.
+    #[error(
+        "the blind index of column `{column}` does not match the row's value: the index was altered in the database"
+    )]
+    IndexMismatch {
+        /// The blind-indexed column.
+        column: String,
+    },
+
     /// A stored value uses a format version older than the deployment accepts.
     #[error("stored value uses format version {found}, older than the minimum accepted {minimum}")]
     FormatTooOld {
@@ -47,8 +58,12 @@ pub enum Error {
         tenant: String,
     },
 
-    /// The tenant has been crypto-shredded: its keys are gone for good.
-    #[error("tenant `{tenant}` has been shredded")]
+    /// The tenant has been crypto-shredded: its keys are gone for good. The registry's
+    /// tombstone says so; if nobody shredded the tenant, the registry was altered (a forged
+    /// tombstone): docs/SECURITY.md says what an operator does.
+    #[error(
+        "tenant `{tenant}` has been shredded; if nobody shredded it, the key registry was altered (see docs/SECURITY.md, forged states and tombstones)"
+    )]
     TenantShredded {
         /// The tenant.
         tenant: String,
@@ -191,12 +206,26 @@ pub enum Error {
         rule: &'static str,
     },
 
-    /// A class the key handle needs has no usable key for the tenant: the tenant was not
-    /// onboarded for it (`Cmk::ensure_tenant`), or every version of its key was destroyed.
+    /// A class the key handle needs has no key for the tenant: the tenant was not onboarded
+    /// for it (`Cmk::ensure_tenant` provisions it).
     #[error(
-        "class `{class}` has no usable key for tenant `{tenant}`: onboard it (Cmk::ensure_tenant), unless every version was destroyed"
+        "class `{class}` has no key for tenant `{tenant}`: onboard the class (Cmk::ensure_tenant)"
     )]
     ClassNotProvisioned {
+        /// The tenant.
+        tenant: String,
+        /// The class.
+        class: String,
+    },
+
+    /// Every key version of a class is recorded as destroyed: its rows cannot be read again.
+    /// Onboarding does not help (it never revives a destroyed key). If nobody retired the
+    /// class's keys, the key registry was altered: docs/SECURITY.md ("Forged states and
+    /// tombstones") says what an operator does.
+    #[error(
+        "every key of class `{class}` of tenant `{tenant}` is recorded as destroyed; if nobody destroyed them, the key registry was altered (see docs/SECURITY.md, forged states and tombstones)"
+    )]
+    KeysDestroyed {
         /// The tenant.
         tenant: String,
         /// The class.
@@ -292,7 +321,7 @@ impl Error {
 
     /// True when the error means stored data failed authentication.
     pub fn is_tampered(&self) -> bool {
-        matches!(self, Error::Tampered)
+        matches!(self, Error::Tampered | Error::IndexMismatch { .. })
     }
 
     /// The HTTP status a web application answers with when a request fails with this error
@@ -305,7 +334,7 @@ impl Error {
     /// | 404 | unknown tenant |
     /// | 409 | compare-and-set conflict, unique violation |
     /// | 413 | a value larger than cmk seals |
-    /// | 410 | tenant crypto-shredded |
+    /// | 410 | tenant crypto-shredded, every key of a class destroyed |
     /// | 503 | KMS unreachable or throttled, a lease past its hard expiry, an audit sink down under fail-closed |
     /// | 500 | tampered or unreadable stored data, configuration integrity, anything else |
     ///
@@ -320,7 +349,7 @@ impl Error {
             Error::Kms { source, .. } if source.kind == KmsErrorKind::Denied => 403,
             Error::UnknownTenant { .. } => 404,
             Error::Conflict | Error::UniqueViolation { .. } => 409,
-            Error::TenantShredded { .. } => 410,
+            Error::TenantShredded { .. } | Error::KeysDestroyed { .. } => 410,
             Error::Kms { source, .. } if source.kind.is_transient() => 503,
             Error::LeaseEnded { .. } | Error::AuditFailClosed(_) => 503,
             _ => 500,
@@ -331,6 +360,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Tampered => "tampered",
+            Error::IndexMismatch { .. } => "index_mismatch",
             Error::FormatTooOld { .. } => "format_too_old",
             Error::TenantMismatch { .. } => "tenant_mismatch",
             Error::UnknownTenant { .. } => "unknown_tenant",
@@ -359,6 +389,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::InvalidName { .. } => "invalid_name",
             Error::ClassNotProvisioned { .. } => "class_not_provisioned",
+            Error::KeysDestroyed { .. } => "keys_destroyed",
             Error::ClassNotRequested { .. } => "class_not_requested",
             Error::Decode { .. } => "decode",
             Error::ValueTooLarge { .. } => "value_too_large",

@@ -275,11 +275,13 @@ async fn cmk_opens_the_documented_row() {
     let key_column = documented("key_column");
     let field = documented("field");
     let det = documented("deterministic");
+    let index = documented("blind_index");
     let row = cmk_core::seal::StoredRow {
         tenant: "acme",
         row_id: Some(&RowId::Int(42)),
         key_columns: &[Some(&key_column)],
         fields: &[Some(&field), Some(&det)],
+        indexes: &[Some(&index), None],
     };
     let out = keys.unseal(&schema, &row).unwrap();
     assert_eq!(out.values[0].value(), Some(&b"ann@example.com"[..]));

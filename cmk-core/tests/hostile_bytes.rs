@@ -99,12 +99,14 @@ proptest! {
     fn arbitrary_rows_never_unseal(
         keys in prop::collection::vec(any_column(), 2),
         fields in prop::collection::vec(any_column(), 4),
+        indexes in prop::collection::vec(any_column(), 4),
     ) {
         let w = world();
         prop_assert_eq!(w.genuine.key_columns.len(), 2);
-        let row = Stored { tenant: "acme".into(), key_columns: keys, fields };
+        let row = Stored { tenant: "acme".into(), key_columns: keys, fields, indexes };
         let all_null = row.key_columns.iter().all(Option::is_none)
-            && row.fields.iter().all(Option::is_none);
+            && row.fields.iter().all(Option::is_none)
+            && row.indexes.iter().all(Option::is_none);
         let result = row.with(None, |r| w.keys.unseal(&w.schema, r));
         // All NULL with no key column is the one row of arbitrary bytes that reads: as NULLs.
         if let Ok(unsealed) = result {
@@ -115,11 +117,15 @@ proptest! {
 
     /// A genuine row with one byte of one column changed never reads.
     #[test]
-    fn a_changed_byte_never_reads(column in 0usize..6, at in any::<prop::sample::Index>(), xor in 1u8..=255) {
+    fn a_changed_byte_never_reads(column in 0usize..7, at in any::<prop::sample::Index>(), xor in 1u8..=255) {
         let w = world();
         let mut row = w.genuine.clone();
-        // Two key columns (private, restricted), then the four fields, all stored.
-        let target = if column < 2 { &mut row.key_columns[column] } else { &mut row.fields[column - 2] };
+        // Two key columns (private, restricted), the four fields, then email's blind index.
+        let target = match column {
+            0 | 1 => &mut row.key_columns[column],
+            6 => &mut row.indexes[0],
+            _ => &mut row.fields[column - 2],
+        };
         let bytes = target.as_mut().expect("every column of the genuine row is stored");
         let i = at.index(bytes.len());
         bytes[i] ^= xor;

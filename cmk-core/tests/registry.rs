@@ -43,6 +43,85 @@ async fn shared_key_fixture() -> Fixture {
     fx
 }
 
+/// A write of class `private` for `tenant`: a copied or forged newest version of the class
+/// becomes its write key, which the KMS will not unwrap.
+async fn writes_of_private(fx: &Fixture, tenant: &str) -> cmk_core::Result<()> {
+    let keys = fx.cmk.keys_for(&ctx(tenant), &["private"]).await?;
+    let schema = RowSchema::new("t", vec![FieldSpec::new("p", class("private"))]).unwrap();
+    keys.seal(&schema, None, &[Some(b"x")]).map(drop)
+}
+
+/// The same stores, KMS and clock in a new `Cmk`: a fresh process, with no cached view.
+fn fresh_process(fx: &Fixture) -> cmk_core::Cmk {
+    cmk_core::Cmk::builder()
+        .clock(fx.clock.clone())
+        .kms(fx.kms.clone())
+        .registry(fx.registry.clone())
+        .configs(fx.configs.clone())
+        .sink(fx.sink.clone())
+        .build()
+        .unwrap()
+}
+
+/// Issue 15 §1.4: a forged newer version of one class's KEK (an entry under the tenant's own
+/// key, with bytes no KMS unwraps) used to fail `keys_for` for every class, so no row could
+/// be read. Now rows under the versions that unwrap read, other classes write, and only
+/// writes that would use the forged version fail, with the KMS's refusal.
+#[tokio::test]
+async fn a_forged_newer_kek_version_stops_only_the_writes_it_would_take() {
+    let fx = Fixture::new(&["acme"]).await;
+    let doc = doctor("acme");
+    let schema = patients();
+    let values: [Option<&[u8]>; 4] = [
+        Some(b"ann@example.com"),
+        Some(b"Ann"),
+        Some(b"123-45-6789"),
+        Some(b"A7"),
+    ];
+    let keys = fx.cmk.keys_for(&doc, &ALL).await.unwrap();
+    let sealed = Stored::from_sealed("acme", &keys.seal(&schema, None, &values).unwrap());
+    let mut forged = entry(&fx, "acme", Purpose::Kek, "private").await;
+    forged.version = 2;
+    forged.wrapped = vec![0x5a; forged.wrapped.len()];
+    fx.registry.insert_raw(forged).unwrap();
+
+    let cmk = fresh_process(&fx);
+    let keys = cmk.keys_for(&doc, &ALL).await.unwrap();
+    let back = sealed.with(None, |r| keys.unseal(&schema, r)).unwrap();
+    assert_eq!(back.values[0].value(), Some(&b"ann@example.com"[..]));
+    assert_eq!(back.values[2].value(), Some(&b"123-45-6789"[..]));
+    let err = keys.seal(&schema, None, &values).unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+    let restricted =
+        RowSchema::new("notes", vec![FieldSpec::new("n", class("restricted"))]).unwrap();
+    keys.seal(&restricted, None, &[Some(b"x")]).unwrap();
+    // The refusal is audited as a failed unwrap.
+    assert!(fx.sink.take().iter().any(|e| e.name.as_str() == "KMS_UNWRAP"
+        && matches!(&e.outcome, cmk_core::event::Outcome::Failure { error } if error.contains("invalid"))));
+
+    // The same for a forged newer root: values under the genuine root still read and are
+    // still found; new values, which would take the forged root, are refused.
+    let mut root = entry(&fx, "acme", Purpose::DeterministicRoot, "").await;
+    root.version = 2;
+    root.wrapped = vec![0x5a; root.wrapped.len()];
+    fx.registry.insert_raw(root).unwrap();
+    let cmk = fresh_process(&fx);
+    let keys = cmk.keys_for(&doc, &ALL).await.unwrap();
+    let back = sealed.with(None, |r| keys.unseal(&schema, r)).unwrap();
+    assert_eq!(back.values[3].value(), Some(&b"A7"[..]));
+    assert_eq!(
+        keys.deterministic_query(&schema, "code", b"A7").unwrap(),
+        sealed.fields[3].clone().unwrap()
+    );
+    let secret_only = RowSchema::new(
+        "codes",
+        vec![FieldSpec::new("c", class("secret")).deterministic()],
+    )
+    .unwrap();
+    let err = keys.seal(&secret_only, None, &[Some(b"B8")]).unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
+}
+
 #[tokio::test]
 async fn an_entry_copied_to_another_tenant_fails_to_unwrap() {
     let fx = shared_key_fixture().await;
@@ -50,11 +129,7 @@ async fn an_entry_copied_to_another_tenant_fails_to_unwrap() {
     copied.tenant = TenantId::new("globex").unwrap();
     copied.version = 2;
     fx.registry.insert_raw(copied).unwrap();
-    let err = fx
-        .cmk
-        .keys_for(&ctx("globex"), &["private"])
-        .await
-        .unwrap_err();
+    let err = writes_of_private(&fx, "globex").await.unwrap_err();
     assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
     // The same bytes under their own tenant still unwrap: the binding is what failed.
     assert!(fx.cmk.keys_for(&ctx("acme"), &["private"]).await.is_ok());
@@ -72,11 +147,7 @@ async fn an_entry_copied_to_another_purpose_or_class_fails_to_unwrap() {
         ..root
     };
     fx.registry.insert_raw(as_kek).unwrap();
-    let err = fx
-        .cmk
-        .keys_for(&ctx("acme"), &["private"])
-        .await
-        .unwrap_err();
+    let err = writes_of_private(&fx, "acme").await.unwrap_err();
     assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
 
     let restricted = entry(&fx, "globex", Purpose::Kek, "restricted").await;
@@ -87,11 +158,7 @@ async fn an_entry_copied_to_another_purpose_or_class_fails_to_unwrap() {
         ..restricted
     };
     fx.registry.insert_raw(as_private).unwrap();
-    let err = fx
-        .cmk
-        .keys_for(&ctx("globex"), &["private"])
-        .await
-        .unwrap_err();
+    let err = writes_of_private(&fx, "globex").await.unwrap_err();
     assert_eq!(kms_kind(&err), Some(KmsErrorKind::Invalid), "{err:?}");
 }
 
@@ -161,7 +228,15 @@ async fn a_forged_state_entry_can_only_restrict() {
         .keys_for(&ctx("acme"), &["private"])
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ClassNotProvisioned { .. }), "{err:?}");
+    assert!(matches!(err, Error::KeysDestroyed { .. }), "{err:?}");
+    // The message tells the operator what happened and where the remedy is; it no longer
+    // says to onboard (onboarding never revives a destroyed key).
+    let message = err.to_string();
+    assert!(
+        message.contains("recorded as destroyed") && message.contains("SECURITY.md"),
+        "{message}"
+    );
+    assert!(!message.contains("onboard"), "{message}");
 }
 
 #[tokio::test]
@@ -233,7 +308,7 @@ async fn a_class_added_later_is_provisioned_by_onboarding_again_only() {
         matches!(&err, cmk_core::Error::ClassNotProvisioned { class, .. } if class == "payroll"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("onboard it"), "{err}");
+    assert!(err.to_string().contains("onboard the class"), "{err}");
     assert_eq!(fx.cmk.onboard(&c).await.unwrap().entries_written, 1);
     assert!(fx.cmk.keys_for(&c, &["payroll"]).await.is_ok());
 }

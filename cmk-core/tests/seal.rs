@@ -92,6 +92,7 @@ async fn sealing_into_caller_storage_matches_seal_and_checks_its_shape() {
         tenant: "acme".into(),
         key_columns: k.clone(),
         fields: f.clone(),
+        indexes: i.clone(),
     };
     let out = stored.with(None, |r| keys.unseal(&schema, r)).unwrap();
     assert_eq!(out.values[0].value(), Some(&b"ann@example.com"[..]));
@@ -322,6 +323,7 @@ async fn a_reclassified_field_still_reads_old_rows_and_the_next_write_reseals_it
         tenant: "acme".into(),
         key_columns: vec![old.key_columns[0].clone(), None],
         fields: old.fields.clone(),
+        indexes: old.indexes.clone(),
     };
     let out = stored.with(None, |r| keys.unseal(&after, r)).unwrap();
     assert_eq!(out.values[1].value(), Some(&b"555-0100"[..]));
@@ -391,12 +393,17 @@ async fn a_batch_makes_one_kms_call_per_distinct_key_and_reports_failures_by_pos
         .iter()
         .map(|s| s.fields.iter().map(|k| k.as_deref()).collect())
         .collect();
+    let indexes: Vec<Vec<Option<&[u8]>>> = stored
+        .iter()
+        .map(|s| s.indexes.iter().map(|k| k.as_deref()).collect())
+        .collect();
     let views: Vec<cmk_core::seal::StoredRow<'_>> = (0..200)
         .map(|i| cmk_core::seal::StoredRow {
             tenant: "acme",
             row_id: Some(&ids[i]),
             key_columns: &key_cols[i],
             fields: &fields[i],
+            indexes: &indexes[i],
         })
         .collect();
     let results = keys.unseal_many(&schema, &views);

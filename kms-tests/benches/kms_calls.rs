@@ -108,6 +108,7 @@ async fn run(stand_in: &StandIn, classic: bool) -> (usize, usize, Duration) {
                 row_id: None,
                 key_columns: &k,
                 fields: &f,
+                indexes: &[],
             };
             let out = if classic {
                 cmk.unseal_classic(ctx, &schema, &row).await.unwrap()

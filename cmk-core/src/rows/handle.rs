@@ -55,6 +55,12 @@ pub struct TenantKeys {
     pub(crate) known_roots: HashSet<(bool, u8)>,
     pub(crate) index_roots: BTreeMap<u8, Arc<Lease>>,
     pub(crate) deterministic_roots: BTreeMap<u8, Arc<Lease>>,
+    /// KEK versions whose registry entry the KMS would not unwrap (a forged or corrupted
+    /// entry), with that error: the handle reads under the versions that did unwrap, and a
+    /// value naming one of these, or a write that would use one, fails with its error.
+    pub(crate) unproven_keks: Vec<((u32, u32), crate::Error)>,
+    /// Root versions (deterministic?, version) likewise.
+    pub(crate) unproven_roots: Vec<((bool, u8), crate::Error)>,
     /// Shared by the handles [`TenantKeys::with_context`] makes from this one.
     pub(crate) derived: Arc<Mutex<DerivedKeys>>,
     /// Per-schema plans, shared with every handle of the same tenant view.
@@ -126,6 +132,8 @@ impl TenantKeys {
             known_roots: self.known_roots.clone(),
             index_roots: self.index_roots.clone(),
             deterministic_roots: self.deterministic_roots.clone(),
+            unproven_keks: self.unproven_keks.clone(),
+            unproven_roots: self.unproven_roots.clone(),
             derived: Arc::clone(&self.derived),
             plans: Arc::clone(&self.plans),
             view_stale: Arc::clone(&self.view_stale),
@@ -220,6 +228,13 @@ impl TenantKeys {
     /// error for every failure to authenticate), and the view is marked stale so the next
     /// `keys_for` re-reads the registry.
     pub(crate) fn missing_kek(&self, kek_id: u32, version: u32) -> crate::Error {
+        if let Some((_, e)) = self
+            .unproven_keks
+            .iter()
+            .find(|(k, _)| *k == (kek_id, version))
+        {
+            return e.clone();
+        }
         if self.known_keks.contains(&(kek_id, version)) {
             return crate::Error::KeyUnavailable {
                 tenant: self.tenant.to_string(),
@@ -238,6 +253,11 @@ impl TenantKeys {
     }
 
     fn missing_root(&self, deterministic: bool, version: u8) -> crate::Error {
+        if let Some((_, e)) =
+            (self.unproven_roots.iter()).find(|(k, _)| *k == (deterministic, version))
+        {
+            return e.clone();
+        }
         if self.known_roots.contains(&(deterministic, version)) {
             return crate::Error::KeyUnavailable {
                 tenant: self.tenant.to_string(),
@@ -261,15 +281,31 @@ impl TenantKeys {
     }
 
     pub(crate) fn current_index_version(&self) -> crate::Result<u8> {
-        self.index_roots
-            .keys()
-            .next_back()
-            .copied()
-            .ok_or_else(|| crate::Error::KeyUnavailable {
+        self.current_root_version(false, &self.index_roots)
+    }
+
+    /// The newest root version of a kind, the one new values use: an error when it is not
+    /// loaded (unproven or missing), never a silent fall-back to an older one.
+    fn current_root_version(
+        &self,
+        deterministic: bool,
+        loaded: &BTreeMap<u8, Arc<Lease>>,
+    ) -> crate::Result<u8> {
+        let newest = loaded.keys().next_back().copied();
+        let newest_unproven = self
+            .unproven_roots
+            .iter()
+            .filter(|((det, _), _)| *det == deterministic)
+            .max_by_key(|((_, v), _)| *v);
+        match (newest, newest_unproven) {
+            (_, Some(((_, u), e))) if newest.is_none_or(|n| *u > n) => Err(e.clone()),
+            (Some(v), _) => Ok(v),
+            (None, _) => Err(crate::Error::KeyUnavailable {
                 tenant: self.tenant.to_string(),
                 kek_id: 0,
                 version: 0,
-            })
+            }),
+        }
     }
 
     pub(crate) fn index_key(
@@ -299,15 +335,7 @@ impl TenantKeys {
     }
 
     pub(crate) fn current_deterministic_version(&self) -> crate::Result<u8> {
-        self.deterministic_roots
-            .keys()
-            .next_back()
-            .copied()
-            .ok_or_else(|| crate::Error::KeyUnavailable {
-                tenant: self.tenant.to_string(),
-                kek_id: 0,
-                version: 0,
-            })
+        self.current_root_version(true, &self.deterministic_roots)
     }
 
     pub(crate) fn deterministic_key(

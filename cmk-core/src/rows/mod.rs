@@ -7,6 +7,7 @@
 pub(crate) mod aad;
 pub mod guard;
 pub mod handle;
+mod index_check;
 pub mod jobs;
 pub mod model;
 pub(crate) mod plan;

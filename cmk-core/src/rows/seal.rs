@@ -91,6 +91,10 @@ pub struct StoredRow<'a> {
     pub key_columns: &'a [Option<&'a [u8]>],
     /// One entry per [`RowSchema::fields`].
     pub fields: &'a [Option<&'a [u8]>],
+    /// The stored blind indexes, one entry per [`RowSchema::fields`] (`None` where a field
+    /// has no index or it is NULL); may be empty for a table without blind indexes.
+    /// Unsealing checks each against the value it reveals ([`Error::IndexMismatch`]).
+    pub indexes: &'a [Option<&'a [u8]>],
 }
 
 /// Plaintext values to seal for one row. Its `Debug` shows only the shape, never values.
@@ -696,6 +700,7 @@ fn unseal_inner<'s>(
     };
     let mut values = assign_fields(keys, ctx, schema, row, partial, withheld, &found, sealed_by)?;
     open_fields(keys, schema, plan, row, &found, sealed_by, &mut values)?;
+    super::index_check::check_indexes(keys, schema, row, &values)?;
     Ok(UnsealedRow { values })
 }
 
@@ -1097,7 +1102,10 @@ pub(crate) fn deterministic_query(
         .map(|i| &schema.fields()[i])
         .filter(|f| f.search == FieldSearch::Deterministic)
         .ok_or_else(|| Error::InvalidInput(format!("column `{column}` is not deterministic")))?;
-    let version = keys.current_deterministic_version()?;
+    // A query reads: it takes the newest root the handle holds, so a newer root that did not
+    // unwrap (forged) stops new values, not lookups of values sealed under the genuine one.
+    let newest_loaded = keys.deterministic_roots.keys().next_back().copied();
+    let version = newest_loaded.map_or_else(|| keys.current_deterministic_version(), Ok)?;
     let key = keys.deterministic_key(schema.table(), &f.column, version)?;
     search::deterministic_encrypt(
         &key,

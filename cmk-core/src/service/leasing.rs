@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use crate::audit::event::{EventName, Outcome, SecurityEvent};
 use crate::crypto::aead::GcmKey;
 use crate::crypto::secret::SecretKey;
-use crate::error::{Error, KmsError, Result};
+use crate::error::{Error, KmsError, KmsErrorKind, Result};
 use crate::keys::lease::LeasedKek;
 use crate::keys::lease::{Lease, LeaseEnd, LeaseKey, Material, Timings};
 use crate::keys::registry::{
@@ -251,9 +251,61 @@ pub(crate) async fn keys_for<C: AsRef<str>>(
         .await;
     let mut keys = empty_handle(cmk, ctx, &view, classic);
     for (want, lease) in wants.iter().zip(leases) {
-        place(&mut keys, want, lease?);
+        match lease {
+            Ok(lease) => place(&mut keys, want, lease),
+            Err(e) if does_not_unwrap(&e) => place_unproven(&mut keys, want, e),
+            Err(e) => return Err(e),
+        }
     }
+    every_class_proven(&keys, &wanted)?;
     Ok(Arc::new(keys))
+}
+
+/// The KMS answered, and the registry entry does not unwrap under the tenant's key: forged or
+/// corrupted. Other versions stay usable; a refusal (denied, not found) or an outage does not
+/// come here: it fails the whole fetch, as the tenant's kill switch must.
+fn does_not_unwrap(e: &Error) -> bool {
+    match e {
+        Error::Kms { source, .. } => source.kind == KmsErrorKind::Invalid,
+        Error::Tampered => true,
+        _ => false,
+    }
+}
+
+/// Records a version whose entry does not unwrap; when it is its class's newest active
+/// version it still becomes the write key, so writes fail with its error rather than fall
+/// back to an older version.
+fn place_unproven(keys: &mut TenantKeys, want: &Want<'_>, e: Error) {
+    let v = want.view;
+    match want.slot {
+        Slot::Kek(class) => {
+            if v.state == KeyState::Active && !keys.active.iter().any(|(c, _)| c == class) {
+                keys.active.push((class.clone(), (v.kek_id, v.version)));
+            }
+            keys.unproven_keks.push(((v.kek_id, v.version), e));
+        }
+        Slot::IndexRoot(version) => keys.unproven_roots.push(((false, version), e)),
+        Slot::DeterministicRoot(version) => keys.unproven_roots.push(((true, version), e)),
+    }
+}
+
+/// A requested class none of whose versions unwrapped has nothing to read or write with:
+/// the fetch fails with the first version's error, as it did before any version was known
+/// good (a wrong master key in the configuration, for example).
+fn every_class_proven(keys: &TenantKeys, wanted: &[&Class]) -> Result<()> {
+    for class in wanted {
+        if keys.keks.iter().any(|(_, k)| k.class == **class) {
+            continue;
+        }
+        let unproven = keys
+            .unproven_keks
+            .iter()
+            .find(|((id, _), _)| *id == kek_id(class.as_str()));
+        if let Some((_, e)) = unproven {
+            return Err(e.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The KEK versions of `class` a handle loads: only versions with an entry under the
@@ -280,9 +332,16 @@ fn kek_wants<'v>(
     versions.sort_by_key(|(v, _)| std::cmp::Reverse(v.version));
     versions.truncate(cmk.settings.max_warm_versions);
     if versions.is_empty() {
-        return Err(Error::ClassNotProvisioned {
-            tenant: tenant.to_string(),
-            class: class.to_string(),
+        let destroyed = view.views.iter().any(|v| {
+            v.purpose == Purpose::Kek
+                && v.policy == class.as_str()
+                && v.state == KeyState::Destroyed
+        });
+        let (tenant, class) = (tenant.to_string(), class.to_string());
+        return Err(if destroyed {
+            Error::KeysDestroyed { tenant, class }
+        } else {
+            Error::ClassNotProvisioned { tenant, class }
         });
     }
     if !versions.iter().any(|(v, _)| v.state == KeyState::Active) {
@@ -367,6 +426,8 @@ fn empty_handle(
         known_roots,
         index_roots: BTreeMap::new(),
         deterministic_roots: BTreeMap::new(),
+        unproven_keks: Vec::new(),
+        unproven_roots: Vec::new(),
         derived: Default::default(),
         plans: Arc::clone(&view.plans),
         view_stale: Arc::clone(&view.stale),

@@ -186,6 +186,7 @@ pub(crate) struct Stored {
     pub tenant: String,
     pub key_columns: Vec<Option<Vec<u8>>>,
     pub fields: Vec<Option<Vec<u8>>>,
+    pub indexes: Vec<Option<Vec<u8>>>,
 }
 
 impl Stored {
@@ -194,6 +195,7 @@ impl Stored {
             tenant: tenant.into(),
             key_columns: s.key_columns.clone(),
             fields: s.fields.clone(),
+            indexes: s.indexes.clone(),
         }
     }
 
@@ -204,11 +206,13 @@ impl Stored {
     ) -> T {
         let k: Vec<Option<&[u8]>> = self.key_columns.iter().map(|v| v.as_deref()).collect();
         let v: Vec<Option<&[u8]>> = self.fields.iter().map(|v| v.as_deref()).collect();
+        let x: Vec<Option<&[u8]>> = self.indexes.iter().map(|v| v.as_deref()).collect();
         f(&StoredRow {
             tenant: &self.tenant,
             row_id,
             key_columns: &k,
             fields: &v,
+            indexes: &x,
         })
     }
 }

@@ -203,6 +203,7 @@ fn rekey_fn(g: &Gen<'_>) -> TokenStream {
                     row_id: __row_id.as_ref(),
                     key_columns: &__keys,
                     fields: &__fields,
+                    indexes: &[],
                 };
                 for (__k, __slot) in __new.iter_mut().enumerate() {
                     *__slot = keys.rekey_key_column(schema, __k, &__row)?;

@@ -25,6 +25,31 @@ pub(super) fn stored_fields(g: &Gen<'_>) -> Vec<TokenStream> {
         .collect()
 }
 
+/// The stored blind indexes as byte slices, one per classified field (`None` where a field
+/// has none); empty when the model has no blind index.
+pub(super) fn stored_indexes(g: &Gen<'_>) -> Vec<TokenStream> {
+    if g.classified.iter().all(|(_, c)| c.blind_index.is_none()) {
+        return Vec::new();
+    }
+    g.classified
+        .iter()
+        .map(|(f, c)| {
+            let bidx = quote::format_ident!("{}_bidx", f.ident);
+            match (&c.blind_index, c.optional) {
+                (None, _) => quote! { None },
+                (Some(_), true) => {
+                    let v = g.view(quote!(v));
+                    quote! { sealed.#bidx.as_ref().map(|v| #v) }
+                }
+                (Some(_), false) => {
+                    let v = g.view(quote!(sealed.#bidx));
+                    quote! { Some(#v) }
+                }
+            }
+        })
+        .collect()
+}
+
 /// The stored key columns as byte slices, one per key class.
 pub(super) fn stored_keys(g: &Gen<'_>) -> Vec<TokenStream> {
     g.key_idents
@@ -42,6 +67,8 @@ pub(super) fn unseal_values_fn(g: &Gen<'_>) -> TokenStream {
     let (n_fields, n_keys) = (g.classified.len(), g.key_idents.len());
     let stored_fields = stored_fields(g);
     let stored_keys = stored_keys(g);
+    let stored_indexes = stored_indexes(g);
+    let n_indexes = stored_indexes.len();
     let tenant = g.tenant_of(quote!(sealed));
     let row_id = g.row_id_of(quote!(sealed));
     quote! {
@@ -54,12 +81,14 @@ pub(super) fn unseal_values_fn(g: &Gen<'_>) -> TokenStream {
             let schema = <#name as #p::Encrypted>::schema()?;
             let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
             let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
+            let __indexes: [Option<&[u8]>; #n_indexes] = [#(#stored_indexes),*];
             let __row_id: Option<#p::RowId> = #row_id;
             let __row = #p::StoredRow {
                 tenant: #tenant,
                 row_id: __row_id.as_ref(),
                 key_columns: &__keys,
                 fields: &__fields,
+                indexes: &__indexes,
             };
             let out = if partial { keys.unseal_partial(schema, &__row)? } else { keys.unseal(schema, &__row)? };
             Ok(out.values)
