@@ -434,11 +434,10 @@ macro_rules! backend_tests {
                     assert_eq!(written.email, "ann@new.example");
                     let after: SealedPatient = patients::table.find(1).first(&mut *conn).unwrap();
                     assert_ne!(after.private_keys, before.private_keys, "fresh DEKs");
-                    // The class that did not change keeps its ciphertext and DEK.
-                    assert_eq!(
-                        (&after.ssn, &after.restricted_keys),
-                        (&before.ssn, &before.restricted_keys)
-                    );
+                    // The class that did not change keeps its ciphertext and DEK, its key
+                    // column re-wrapped into this write (the row's write id).
+                    assert_eq!(after.ssn, before.ssn);
+                    assert_ne!(after.restricted_keys, before.restricted_keys);
                     let reread: Patient = ops::first(&mut *conn, &keys, patients::table.find(1)).unwrap();
                     assert_eq!(reread, written);
                     // A change of no classified value keeps every class as it was.
@@ -550,6 +549,49 @@ macro_rules! backend_tests {
                     .execute(conn)
                     .unwrap();
                 assert_eq!(ops::first::<Patient, _, _>(conn, &keys, patients::table.find(2)).unwrap(), bob);
+            }
+
+            /// A writer restores one class of a row (its key column and fields) from a
+            /// copy taken before a per-class update: the stitched row never reads (issue 15
+            /// §1.1); the whole old row, all columns restored, still does (documented).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_class_restored_from_an_earlier_write_never_reads() {
+                let db = $make();
+                db.execute(&schema(db_dialect(&db)));
+                let (keys, _) = keys().await;
+                let mut conn = db.conn.lock().unwrap();
+                let conn = &mut *conn;
+                let ann = patient(1, "ann@example.com", Some("100".into()));
+                ops::insert(conn, &keys, &ann).unwrap();
+                let old: SealedPatient = patients::table.find(1).first(conn).unwrap();
+                let updated = ops::update_with(conn, &keys, patients::table.find(1), |p: &mut Patient| {
+                    p.ssn = Some("200".into());
+                })
+                .unwrap();
+                let new: SealedPatient = patients::table.find(1).first(conn).unwrap();
+                assert_eq!(new.email, old.email, "the email class kept its ciphertext");
+                // The writer's edits, as raw SQL would make them.
+                let put = |conn: &mut $conn, row: &SealedPatient| {
+                    diesel::update(patients::table.find(1)).set(row.clone()).execute(conn).unwrap();
+                };
+                let mut email_old = new.clone();
+                (email_old.email, email_old.email_bidx, email_old.private_keys) =
+                    (old.email.clone(), old.email_bidx.clone(), old.private_keys.clone());
+                let mut ssn_old = new.clone();
+                (ssn_old.ssn, ssn_old.restricted_keys) = (old.ssn.clone(), old.restricted_keys.clone());
+                for (what, stitched) in [("email", email_old), ("ssn", ssn_old)] {
+                    put(conn, &stitched);
+                    let read = ops::first::<Patient, _, _>(conn, &keys, patients::table.find(1));
+                    assert!(
+                        matches!(read.as_ref().map_err(|e| e.cmk()), Err(Some(cmk::Error::Tampered))),
+                        "{what} class of the old write: {read:?}"
+                    );
+                }
+                // Positive controls: each whole write reads.
+                put(conn, &new);
+                assert_eq!(ops::first::<Patient, _, _>(conn, &keys, patients::table.find(1)).unwrap(), updated);
+                put(conn, &old);
+                assert_eq!(ops::first::<Patient, _, _>(conn, &keys, patients::table.find(1)).unwrap(), ann);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

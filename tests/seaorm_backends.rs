@@ -297,13 +297,15 @@ async fn operations_and_scoped_loads<C: StoreConnection>(db: TestDb<C>) {
         .await
         .unwrap()
         .unwrap();
-    // Only the class that changed is re-sealed under a fresh DEK; the other keeps its own.
+    // Only the class that changed is re-sealed under a fresh DEK; the other keeps its DEK
+    // and ciphertexts, its key column re-wrapped into this write (the row's write id).
     assert_ne!(after.restricted_keys, before.restricted_keys);
     assert_ne!(after.ssn, before.ssn, "re-sealed under a fresh DEK");
     assert_eq!(
-        (&after.private_keys, &after.email),
-        (&before.private_keys, &before.email)
+        (&after.email, &after.email_bidx),
+        (&before.email, &before.email_bidx)
     );
+    assert_ne!(after.private_keys, before.private_keys, "re-wrapped");
     let reread: Option<Patient> = ops::one(&sea, &keys, patient::Entity::find_by_id(2))
         .await
         .unwrap();
@@ -491,6 +493,61 @@ async fn a_copied_blind_index_is_never_a_match<C: StoreConnection>(db: TestDb<C>
     assert_eq!(failures, 3, "{:?}", sink.events());
 }
 on_every_backend!(copied_blind_index, a_copied_blind_index_is_never_a_match);
+
+/// A writer restores one class of a row (its key column and fields) from a copy taken
+/// before a per-class update: the stitched row never reads (issue 15 §1.1), while the whole
+/// old row, restored with all its columns, still does (a whole-row rollback, documented).
+async fn a_class_restored_from_an_earlier_write_never_reads<C: StoreConnection>(db: TestDb<C>) {
+    let (sea, keys, _) = setup(&db, None).await;
+    let ann = patient(1, "ann@example.com", Some("100"));
+    ops::insert(&sea, &keys, &ann).await.unwrap();
+    let row = || patient::Entity::find_by_id(1);
+    let old = row().one(&sea).await.unwrap().unwrap();
+    let updated = ops::update(&sea, &keys, row(), |p: &mut Patient| {
+        p.email = "ann@new.example".into();
+    })
+    .await
+    .unwrap();
+    let new = row().one(&sea).await.unwrap().unwrap();
+    assert_eq!(new.ssn, old.ssn, "the salary class kept its ciphertext");
+    let put = |m: &patient::Model| {
+        let mut active = patient::ActiveModel::from(m.clone()).reset_all();
+        active.id = sea_orm::ActiveValue::Unchanged(m.id);
+        active
+    };
+    // Each class of the old write over the new one: its key column with its fields.
+    let mut email_old = new.clone();
+    (
+        email_old.email,
+        email_old.email_bidx,
+        email_old.private_keys,
+    ) = (
+        old.email.clone(),
+        old.email_bidx.clone(),
+        old.private_keys.clone(),
+    );
+    let mut ssn_old = new.clone();
+    (ssn_old.ssn, ssn_old.restricted_keys) = (old.ssn.clone(), old.restricted_keys.clone());
+    for (what, stitched) in [("email", email_old), ("ssn", ssn_old)] {
+        put(&stitched).update(&sea).await.unwrap();
+        let read = ops::one::<Patient, _, _>(&sea, &keys, row()).await;
+        assert!(
+            matches!(&read, Err(cmk::seaorm::Error::Cmk(cmk::Error::Tampered))),
+            "{what} class of the old write: {read:?}"
+        );
+    }
+    // Positive controls: the whole new write, and the whole old one, each read.
+    put(&new).update(&sea).await.unwrap();
+    let read = ops::one::<Patient, _, _>(&sea, &keys, row()).await.unwrap();
+    assert_eq!(read, Some(updated));
+    put(&old).update(&sea).await.unwrap();
+    let read = ops::one::<Patient, _, _>(&sea, &keys, row()).await.unwrap();
+    assert_eq!(read, Some(ann));
+}
+on_every_backend!(
+    class_restored,
+    a_class_restored_from_an_earlier_write_never_reads
+);
 
 async fn concurrent_read_modify_writes_lose_no_update<C: StoreConnection>(db: TestDb<C>) {
     let (sea, keys, _) = setup(&db, None).await;

@@ -218,10 +218,26 @@ async fn an_update_must_bring_the_whole_class() {
     let err = active.update(&db).await.unwrap_err();
     assert_refused(err, "email", "never");
 
-    // The class whole: passes, and the row reads back.
-    let mut active = account::ActiveModel::from(good);
+    // One class whole, from another write of the row: refused, as the row's key columns
+    // must come from one write (the row would never read).
+    let mut active = account::ActiveModel::from(good.clone());
     active.ssn = ActiveValue::Set(other.ssn.clone());
     active.restricted_keys = ActiveValue::Set(other.restricted_keys.clone());
+    let err = active.update(&db).await.unwrap_err();
+    assert_refused(err, "private_keys", "never");
+
+    // Key columns of two writes together: refused.
+    let mut active = account::ActiveModel::from(good.clone());
+    active.private_keys = ActiveValue::Set(good.private_keys.clone());
+    active.email = ActiveValue::Set(good.email.clone());
+    active.ssn = ActiveValue::Set(other.ssn.clone());
+    active.restricted_keys = ActiveValue::Set(other.restricted_keys.clone());
+    let err = active.update(&db).await.unwrap_err();
+    assert!(err.to_string().contains("another write"), "{err}");
+
+    // Every class of one write: passes, and the row reads back.
+    let mut active = account::ActiveModel::from(other).reset_all();
+    active.id = ActiveValue::Unchanged(1);
     active.update(&db).await.unwrap();
     let row: Option<Account> = cmk::seaorm::ops::one(&db, &keys, account::Entity::find_by_id(1))
         .await

@@ -74,6 +74,7 @@ fn gcm(key: &[u8], nonce: &[u8], aad: &[u8], plain: &[u8]) -> (Vec<u8>, Vec<u8>)
 struct Example {
     kek_id: u32,
     key_column: Vec<u8>,
+    key_column_v1: Vec<u8>,
     field: Vec<u8>,
     blind_index: Vec<u8>,
     deterministic: Vec<u8>,
@@ -123,13 +124,29 @@ fn independent_example() -> Example {
         .0
         .clone();
     let (wrapped, wtag) = gcm(&kek, &wrap_nonce, &dek_aad, &dek);
-    let key_column = [
+    let key_column_v1 = [
         &[1u8][..],
         &kek_id.to_be_bytes(),
         &1u32.to_be_bytes(),
         &wrap_nonce,
         &wrapped,
         &wtag,
+        &list,
+    ]
+    .concat();
+    // The bound key column cmk writes: version 0x03, the write id after the tag, and the
+    // write id appended to the associated data as bytes.
+    let write_id = seq(0xa0, 16);
+    let bound_aad = Parts(dek_aad.clone()).bytes(&write_id).0.clone();
+    let (wrapped, wtag) = gcm(&kek, &wrap_nonce, &bound_aad, &dek);
+    let key_column = [
+        &[3u8][..],
+        &kek_id.to_be_bytes(),
+        &1u32.to_be_bytes(),
+        &wrap_nonce,
+        &wrapped,
+        &wtag,
+        &write_id,
         &list,
     ]
     .concat();
@@ -176,6 +193,7 @@ fn independent_example() -> Example {
     Example {
         kek_id,
         key_column,
+        key_column_v1,
         field,
         blind_index,
         deterministic,
@@ -212,6 +230,7 @@ fn the_documented_bytes_follow_from_the_spec() {
         println!("kek_id {:08x}", ex.kek_id);
         for (n, b) in [
             ("key_column", &ex.key_column),
+            ("key_column_v1", &ex.key_column_v1),
             ("field", &ex.field),
             ("blind_index", &ex.blind_index),
             ("deterministic", &ex.deterministic),
@@ -220,6 +239,7 @@ fn the_documented_bytes_follow_from_the_spec() {
         }
     }
     assert_eq!(ex.key_column, documented("key_column"));
+    assert_eq!(ex.key_column_v1, documented("key_column_v1"));
     assert_eq!(ex.field, documented("field"));
     assert_eq!(ex.blind_index, documented("blind_index"));
     assert_eq!(ex.deterministic, documented("deterministic"));
@@ -272,20 +292,27 @@ async fn cmk_opens_the_documented_row() {
         ],
     )
     .unwrap();
-    let key_column = documented("key_column");
     let field = documented("field");
     let det = documented("deterministic");
     let index = documented("blind_index");
-    let row = cmk_core::seal::StoredRow {
-        tenant: "acme",
-        row_id: Some(&RowId::Int(42)),
-        key_columns: &[Some(&key_column)],
-        fields: &[Some(&field), Some(&det)],
-        indexes: &[Some(&index), None],
-    };
-    let out = keys.unseal(&schema, &row).unwrap();
-    assert_eq!(out.values[0].value(), Some(&b"ann@example.com"[..]));
-    assert_eq!(out.values[1].value(), Some(&b"A-1"[..]));
+    // The bound key column cmk writes, and the one written before write ids.
+    for name in ["key_column", "key_column_v1"] {
+        let key_column = documented(name);
+        let row = cmk_core::seal::StoredRow {
+            tenant: "acme",
+            row_id: Some(&RowId::Int(42)),
+            key_columns: &[Some(&key_column)],
+            fields: &[Some(&field), Some(&det)],
+            indexes: &[Some(&index), None],
+        };
+        let out = keys.unseal(&schema, &row).unwrap();
+        assert_eq!(
+            out.values[0].value(),
+            Some(&b"ann@example.com"[..]),
+            "{name}"
+        );
+        assert_eq!(out.values[1].value(), Some(&b"A-1"[..]), "{name}");
+    }
     assert_eq!(
         keys.blind_index_query(&schema, "email", b" Ann@Example.COM")
             .unwrap(),

@@ -648,12 +648,12 @@ async fn classic_mode_makes_one_kms_call_per_row_and_refuses_the_sync_path() {
             .unwrap();
         assert_eq!(
             sealed.key_columns[0].as_ref().unwrap()[0],
-            0x02,
-            "classic key column"
+            0x04,
+            "classic key column, with a write id"
         );
         assert_eq!(
             sealed.key_columns[1].as_ref().unwrap()[0],
-            0x01,
+            0x03,
             "leased key column"
         );
         rows.push(Stored::from_sealed("acme", &sealed));

@@ -440,8 +440,9 @@ async fn sizes_meet_the_format_budget() {
     for f in s.fields.iter().flatten() {
         assert_eq!(f.len(), 32 + 30, "30 bytes added per field");
     }
-    assert_eq!(s.key_columns[0].as_ref().unwrap().len(), 69 + 2 + 2);
-    assert_eq!(cmk_core::seal::key_column_len(["a", "b"]), 73);
+    // 69 bytes of wrap, 16 of write id, then the column list.
+    assert_eq!(s.key_columns[0].as_ref().unwrap().len(), 69 + 16 + 2 + 2);
+    assert_eq!(cmk_core::seal::key_column_len(["a", "b"]), 89);
     assert_eq!(cmk_core::seal::field_len(32), 62);
 }
 

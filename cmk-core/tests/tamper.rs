@@ -308,3 +308,78 @@ async fn values_under_an_unrequested_class_name_the_key_not_tampering() {
         .unwrap_err();
     assert!(matches!(err, Error::KeyUnavailable { .. }), "{err:?}");
 }
+
+/// Issue 15 §1.1: every key column of a row comes from one write. A class restored from
+/// another write of the row (its key column with its fields, as a writer with old backups
+/// would) never reads, whether the later write sealed every class afresh or carried the
+/// unchanged classes over (a per-class update); each whole write still reads.
+#[tokio::test]
+async fn every_mix_of_classes_from_two_writes_is_tampered() {
+    let (_fx, keys, _ctx) = setup().await;
+    let schema = RowSchema::new(
+        "accounts",
+        vec![
+            FieldSpec::new("email", class("private")),
+            FieldSpec::new("salary", class("restricted")),
+            FieldSpec::new("pin", class("secret")),
+        ],
+    )
+    .unwrap();
+    // One field per class, in the order of the key columns: class k holds field k.
+    let names: Vec<&str> = schema.key_classes().iter().map(|c| c.as_str()).collect();
+    assert_eq!(names, ["private", "restricted", "secret"]);
+    let id = RowId::Int(5);
+    let seal = |v: [&[u8]; 3]| {
+        let values = v.map(Some);
+        Stored::from_sealed("acme", &keys.seal(&schema, Some(&id), &values).unwrap())
+    };
+    let first = seal([b"old@x", b"100", b"1111"]);
+    let second = seal([b"new@x", b"200", b"2222"]);
+    // A per-class update of `second`: the email changes, the other classes are carried over.
+    let mut third = seal([b"newest@x", b"200", b"2222"]);
+    for k in 1..3 {
+        let fresh: Vec<Option<&[u8]>> = third.key_columns.iter().map(|c| c.as_deref()).collect();
+        let carried = second
+            .with(Some(&id), |old| {
+                keys.carry_key_column(&schema, k, old, &fresh)
+            })
+            .unwrap();
+        third.key_columns[k] = Some(carried);
+        third.fields[k] = second.fields[k].clone();
+    }
+    let read = |row: &Stored| {
+        row.with(Some(&id), |r| keys.unseal(&schema, r)).map(|u| {
+            u.values
+                .iter()
+                .map(|v| v.value().unwrap().to_vec())
+                .collect::<Vec<_>>()
+        })
+    };
+    // Positive controls: each write reads whole, the carried classes with their old values.
+    let want = |v: [&[u8]; 3]| v.map(<[u8]>::to_vec).to_vec();
+    assert_eq!(read(&first).unwrap(), want([b"old@x", b"100", b"1111"]));
+    assert_eq!(read(&second).unwrap(), want([b"new@x", b"200", b"2222"]));
+    assert_eq!(read(&third).unwrap(), want([b"newest@x", b"200", b"2222"]));
+    let writes = [("first", &first), ("second", &second), ("third", &third)];
+    let mut mixes = 0;
+    for (a, b) in [(0, 1), (1, 2), (0, 2)] {
+        // Bit k of `mask` takes class k (its key column and fields) from write `a`.
+        for mask in 1..7u32 {
+            let mut mixed = writes[b].1.clone();
+            for k in (0..3).filter(|k| mask & (1 << k) != 0) {
+                mixed.key_columns[k] = writes[a].1.key_columns[k].clone();
+                mixed.fields[k] = writes[a].1.fields[k].clone();
+            }
+            let what = format!("classes {mask:03b} of the {} write", writes[a].0);
+            assert_tampered(mixed.with(Some(&id), |r| keys.unseal(&schema, r)), &what);
+            // A reader of some classes only is refused the same way.
+            let partial = mixed.with(Some(&id), |r| keys.unseal_partial(&schema, r));
+            assert!(
+                matches!(partial, Err(Error::Tampered)),
+                "{what}: {partial:?}"
+            );
+            mixes += 1;
+        }
+    }
+    assert_eq!(mixes, 18);
+}

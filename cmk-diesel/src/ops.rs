@@ -368,7 +368,7 @@ where
             // Classes whose values did not change keep their ciphertexts and DEK (when the row's
             // layout allows); unclassified and deterministic fields are always written.
             let keep = cmk_core::model::classes_to_keep::<M>(&read, &sealed, &changed);
-            M::keep_classes(&mut sealed, &read, &keep);
+            M::keep_classes(&mut sealed, &read, &keep, keys)?;
             let guard = KeyColumnsUnchanged::new(M::key_columns(&read));
             Ok(write_guarded::<M, T, C>(conn, target.clone(), guard, sealed)?.then_some(model))
         })?;

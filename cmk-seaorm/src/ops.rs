@@ -303,7 +303,7 @@ where
         // Classes whose values did not change keep their ciphertexts and DEK (when the row's
         // layout allows); unclassified and deterministic fields are always written.
         let keep = cmk_core::model::classes_to_keep::<M>(&read, &sealed, &changed);
-        M::keep_classes(&mut sealed, &read, &keep);
+        M::keep_classes(&mut sealed, &read, &keep, keys)?;
         same_primary_key::<E>(&read, &sealed)?;
         let guard = cmk_core::jobs::owned(M::key_columns(&read));
         if write_guarded::<E, C>(db, guard, sealed).await? {

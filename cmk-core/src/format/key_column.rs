@@ -1,27 +1,43 @@
 //! The key column: one per class per row, holding that row-class's wrapped DEK.
 //!
 //! ```text
-//! 0       version            0x01
-//! 1..5    KEK id             u32 BE   \ the fixed, queryable prefix: the rows a KEK
-//! 5..9    KEK version        u32 BE   / rotation must touch are `substr(col, 1, 9) = ?`
+//! 0       version            0x03 (bound; 0x01 before write ids, still read)
+//! 1..5    KEK id             u32 BE   \ queryable: the rows a KEK rotation must
+//! 5..9    KEK version        u32 BE   / touch are `substr(col, 2, 8) = ?`
 //! 9..21   nonce              12 bytes
 //! 21..53  encrypted DEK      32 bytes  AES-256-GCM under the KEK
 //! 53..69  tag                16 bytes
-//! 69..    column list        one or more entries: u8 (bit 7: NULL, bits 0-6: name length
+//! 69..85  write id           16 bytes (version 0x03 only)
+//! ..      column list        one or more entries: u8 (bit 7: NULL, bits 0-6: name length
 //!                            1..=127) then the column name
 //! ```
 //!
 //! The column list records which columns the DEK sealed and which were NULL; it is
 //! authenticated as part of the wrap's associated data, so a field cannot be nulled out or
 //! moved between classes unnoticed, and a reclassified field is found under its old class.
+//!
+//! The write id is random per write of a row and the same in every key column the write
+//! leaves (a class whose values did not change keeps its DEK and is re-wrapped with the new
+//! id); it is authenticated in each wrap, so key columns of different writes of a row never
+//! read together: a class cannot be rolled back alone.
 
 use super::FORMAT_V1;
 use super::{NONCE_LEN, TAG_LEN};
 
 /// Length of the queryable prefix (version, KEK id, KEK version).
 pub const PREFIX_LEN: usize = 9;
-/// Offset of the column list.
+/// Offset of the column list in an unbound (version 0x01) key column, and of the write id in
+/// a bound one.
 pub const LIST_OFFSET: usize = PREFIX_LEN + NONCE_LEN + 32 + TAG_LEN;
+/// First byte of a key column with a write id (the version cmk writes).
+pub const BOUND_V1: u8 = 0x03;
+/// Length of a write id.
+pub const WRITE_ID_LEN: usize = 16;
+/// Offset of the column list in a bound key column.
+pub const BOUND_LIST_OFFSET: usize = LIST_OFFSET + WRITE_ID_LEN;
+
+/// The id every key column of one write of a row carries (random per write).
+pub type WriteId = [u8; WRITE_ID_LEN];
 /// Longest column name a key column can record.
 pub const MAX_COLUMN_NAME: usize = 127;
 const NULL_BIT: u8 = 0x80;
@@ -52,6 +68,8 @@ pub struct ParsedKeyColumn<'a> {
     pub encrypted_dek: [u8; 32],
     /// Tag of the DEK wrap.
     pub tag: [u8; TAG_LEN],
+    /// The write id (bound key columns), `None` in a version 0x01 key column.
+    pub write_id: Option<WriteId>,
     /// The raw column-list bytes (bound into the wrap's associated data), checked well formed.
     pub list_bytes: &'a [u8],
 }
@@ -88,9 +106,17 @@ impl<'a> Iterator for ListIter<'a> {
 
 /// First byte of a classic-mode key column (the DEK wrapped by the KMS itself).
 pub const CLASSIC_V1: u8 = 0x02;
+/// First byte of a classic-mode key column with a write id (the version cmk writes).
+pub const CLASSIC_BOUND_V1: u8 = 0x04;
+
+/// Whether a key column is in classic mode (either version).
+pub fn is_classic(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(&CLASSIC_V1 | &CLASSIC_BOUND_V1))
+}
 
 /// A parsed classic-mode key column:
-/// `0x02 ‖ KEK id (u32) ‖ 0 (u32) ‖ blob length (u16) ‖ KMS blob ‖ column list`.
+/// `0x04 ‖ KEK id (u32) ‖ 0 (u32) ‖ blob length (u16) ‖ KMS blob ‖ write id (16) ‖ column
+/// list` (`0x02` has no write id).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ParsedClassicKeyColumn<'a> {
@@ -98,6 +124,8 @@ pub struct ParsedClassicKeyColumn<'a> {
     pub kek_id: u32,
     /// What the KMS returned when it wrapped the DEK.
     pub blob: &'a [u8],
+    /// The write id (`0x04`), `None` in a `0x02` key column.
+    pub write_id: Option<WriteId>,
     /// The raw column-list bytes (bound into the wrap's associated data), checked well formed.
     pub list_bytes: &'a [u8],
 }
@@ -105,41 +133,61 @@ pub struct ParsedClassicKeyColumn<'a> {
 /// Parses a classic-mode key column; malformed input is `Tampered`.
 ///
 /// # Errors
-/// [`crate::Error::Tampered`] when the value does not start with `0x02`, is shorter than its
-/// 11-byte header, has a non-zero KEK version, ends inside the blob, or has an empty or
-/// truncated column list.
+/// [`crate::Error::Tampered`] when the value does not start with `0x02` or `0x04`, is shorter
+/// than its 11-byte header, has a non-zero KEK version, ends inside the blob or the write id,
+/// or has an empty or truncated column list.
 pub fn parse_classic(bytes: &[u8]) -> crate::Result<ParsedClassicKeyColumn<'_>> {
     let bad = crate::Error::Tampered;
-    if bytes.len() < 11 || bytes[0] != CLASSIC_V1 || bytes[5..9] != [0; 4] {
+    if bytes.len() < 11 || !is_classic(bytes) || bytes[5..9] != [0; 4] {
         return Err(bad);
     }
     let kek_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let n = usize::from(u16::from_be_bytes([bytes[9], bytes[10]]));
     let blob = bytes.get(11..11 + n).ok_or(crate::Error::Tampered)?;
-    let list_bytes = &bytes[11 + n..];
+    let (write_id, list_bytes) = if bytes[0] == CLASSIC_BOUND_V1 {
+        let id = bytes
+            .get(11 + n..11 + n + WRITE_ID_LEN)
+            .ok_or(crate::Error::Tampered)?;
+        (id.try_into().ok(), &bytes[11 + n + WRITE_ID_LEN..])
+    } else {
+        (None, &bytes[11 + n..])
+    };
     check_list(list_bytes)?;
     Ok(ParsedClassicKeyColumn {
         kek_id,
         blob,
+        write_id,
         list_bytes,
     })
 }
 
-/// Lays out a classic-mode key column.
+/// Lays out a classic-mode key column (`0x04` with a write id, `0x02` without).
 ///
 /// # Errors
 /// [`crate::Error::InvalidInput`] when `blob` is longer than 65535 bytes, since its length is
 /// stored in two bytes.
-pub fn build_classic(kek_id: u32, blob: &[u8], list: &[u8]) -> crate::Result<Vec<u8>> {
+pub fn build_classic(
+    kek_id: u32,
+    blob: &[u8],
+    write_id: Option<&WriteId>,
+    list: &[u8],
+) -> crate::Result<Vec<u8>> {
     let n = u16::try_from(blob.len()).map_err(|_| {
         crate::Error::InvalidInput("the KMS returned a wrapped key over 65535 bytes".into())
     })?;
-    let mut out = Vec::with_capacity(11 + blob.len() + list.len());
-    out.push(CLASSIC_V1);
+    let mut out = Vec::with_capacity(11 + blob.len() + WRITE_ID_LEN + list.len());
+    out.push(if write_id.is_some() {
+        CLASSIC_BOUND_V1
+    } else {
+        CLASSIC_V1
+    });
     out.extend_from_slice(&kek_id.to_be_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&n.to_be_bytes());
     out.extend_from_slice(blob);
+    if let Some(id) = write_id {
+        out.extend_from_slice(id);
+    }
     out.extend_from_slice(list);
     Ok(out)
 }
@@ -159,10 +207,20 @@ pub fn listing(list_bytes: &[u8], column: &str) -> Option<bool> {
     None
 }
 
-/// The queryable prefix for a KEK version: `0x01 ‖ kek_id ‖ kek_version`.
+/// The queryable prefix of an unbound key column: `0x01 ‖ kek_id ‖ kek_version`.
 pub fn prefix(kek_id: u32, kek_version: u32) -> [u8; PREFIX_LEN] {
+    prefix_of(FORMAT_V1, kek_id, kek_version)
+}
+
+/// The queryable prefix of a bound key column (what cmk writes): `0x03 ‖ kek_id ‖
+/// kek_version`.
+pub fn bound_prefix(kek_id: u32, kek_version: u32) -> [u8; PREFIX_LEN] {
+    prefix_of(BOUND_V1, kek_id, kek_version)
+}
+
+fn prefix_of(version: u8, kek_id: u32, kek_version: u32) -> [u8; PREFIX_LEN] {
     let mut p = [0u8; PREFIX_LEN];
-    p[0] = FORMAT_V1;
+    p[0] = version;
     p[1..5].copy_from_slice(&kek_id.to_be_bytes());
     p[5..9].copy_from_slice(&kek_version.to_be_bytes());
     p
@@ -227,16 +285,30 @@ fn check_list(mut bytes: &[u8]) -> crate::Result<()> {
 /// Parses a key column. Unknown versions and malformed input are `Tampered`.
 ///
 /// # Errors
-/// [`crate::Error::Tampered`] when the value does not start with version 1, ends before the
-/// column list, or has an empty or truncated column list (an entry of length 0, or longer than
-/// the bytes left).
+/// [`crate::Error::Tampered`] when the value does not start with version `0x01` or `0x03`,
+/// ends before the column list, or has an empty or truncated column list (an entry of length
+/// 0, or longer than the bytes left).
 pub fn parse(bytes: &[u8]) -> crate::Result<ParsedKeyColumn<'_>> {
-    if bytes.len() <= LIST_OFFSET || bytes[0] != FORMAT_V1 {
+    let list_offset = match bytes.first() {
+        Some(&FORMAT_V1) => LIST_OFFSET,
+        Some(&BOUND_V1) => BOUND_LIST_OFFSET,
+        _ => return Err(crate::Error::Tampered),
+    };
+    if bytes.len() <= list_offset {
         return Err(crate::Error::Tampered);
     }
     let bad = |_| crate::Error::Tampered;
-    let list_bytes = &bytes[LIST_OFFSET..];
+    let list_bytes = &bytes[list_offset..];
     check_list(list_bytes)?;
+    let write_id = if list_offset == BOUND_LIST_OFFSET {
+        Some(
+            bytes[LIST_OFFSET..BOUND_LIST_OFFSET]
+                .try_into()
+                .map_err(bad)?,
+        )
+    } else {
+        None
+    };
     Ok(ParsedKeyColumn {
         version: bytes[0],
         kek_id: u32::from_be_bytes(bytes[1..5].try_into().map_err(bad)?),
@@ -244,24 +316,32 @@ pub fn parse(bytes: &[u8]) -> crate::Result<ParsedKeyColumn<'_>> {
         nonce: bytes[9..21].try_into().map_err(bad)?,
         encrypted_dek: bytes[21..53].try_into().map_err(bad)?,
         tag: bytes[53..69].try_into().map_err(bad)?,
+        write_id,
         list_bytes,
     })
 }
 
-/// Lays out a key column from its parts.
+/// Lays out a key column from its parts: bound (`0x03`) with a write id, `0x01` without.
 pub fn build(
     kek_id: u32,
     kek_version: u32,
     nonce: &[u8; NONCE_LEN],
     encrypted_dek: &[u8; 32],
     tag: &[u8; TAG_LEN],
+    write_id: Option<&WriteId>,
     list: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(LIST_OFFSET + list.len());
-    out.extend_from_slice(&prefix(kek_id, kek_version));
+    let mut out = Vec::with_capacity(BOUND_LIST_OFFSET + list.len());
+    out.extend_from_slice(&match write_id {
+        Some(_) => bound_prefix(kek_id, kek_version),
+        None => prefix(kek_id, kek_version),
+    });
     out.extend_from_slice(nonce);
     out.extend_from_slice(encrypted_dek);
     out.extend_from_slice(tag);
+    if let Some(id) = write_id {
+        out.extend_from_slice(id);
+    }
     out.extend_from_slice(list);
     out
 }
@@ -273,10 +353,16 @@ mod tests {
     #[test]
     fn layout_round_trips() {
         let list = encode_list([("email", false), ("phone", true)]).unwrap();
-        let bytes = build(7, 2, &[1; 12], &[2; 32], &[3; 16], &list);
+        let bytes = build(7, 2, &[1; 12], &[2; 32], &[3; 16], None, &list);
         assert_eq!(&bytes[..9], &prefix(7, 2));
         let k = parse(&bytes).unwrap();
         assert_eq!((k.kek_id, k.kek_version), (7, 2));
+        assert_eq!(k.write_id, None);
+        let bound = build(7, 2, &[1; 12], &[2; 32], &[3; 16], Some(&[4; 16]), &list);
+        assert_eq!(&bound[..9], &bound_prefix(7, 2));
+        let b = parse(&bound).unwrap();
+        assert_eq!(b.write_id, Some([4; 16]));
+        assert_eq!(b.list_bytes, k.list_bytes);
         assert_eq!(k.listing("phone"), Some(true));
         assert_eq!(k.listing("fax"), None);
         assert_eq!(
@@ -297,9 +383,18 @@ mod tests {
     #[test]
     fn malformed_key_columns_are_tampered_never_panics() {
         let list = encode_list([("email", false)]).unwrap();
-        let bytes = build(7, 2, &[1; 12], &[2; 32], &[3; 16], &list);
+        let bytes = build(7, 2, &[1; 12], &[2; 32], &[3; 16], None, &list);
         for len in 0..bytes.len() {
             assert!(parse(&bytes[..len]).unwrap_err().is_tampered());
+        }
+        let bound = build(7, 2, &[1; 12], &[2; 32], &[3; 16], Some(&[4; 16]), &list);
+        for len in 0..bound.len() {
+            assert!(parse(&bound[..len]).unwrap_err().is_tampered());
+        }
+        let classic = build_classic(7, &[5; 40], Some(&[4; 16]), &list).unwrap();
+        assert_eq!(parse_classic(&classic).unwrap().write_id, Some([4; 16]));
+        for len in 0..classic.len() {
+            assert!(parse_classic(&classic[..len]).unwrap_err().is_tampered());
         }
         let mut long = bytes.clone();
         long.push(9); // a list entry claiming 9 bytes that are not there

@@ -3,6 +3,7 @@
 
 use crate::format::FORMAT_V1;
 use crate::format::aad::{Aad, RowId};
+use crate::format::key_column::WriteId;
 
 /// The part of a field's associated data fixed by the schema:
 /// `label "cmk/field" ‖ u8 version ‖ text table ‖ text column ‖ text class`.
@@ -42,9 +43,11 @@ pub(crate) fn field_aad_tail(head: Aad, flags: u8, row_id: Option<&RowId>) -> Aa
 }
 
 /// A DEK wrap's associated data: the schema prefix, then
-/// `text tenant ‖ u32 kek_id ‖ u32 kek_version ‖ row_id ‖ bytes column_list ‖ bytes class_set`.
-/// The class set names every class of the row that has a key column, so that removing one
-/// key column (and NULL-ing its fields) makes the others fail.
+/// `text tenant ‖ u32 kek_id ‖ u32 kek_version ‖ row_id ‖ bytes column_list ‖ bytes class_set`
+/// and, in a bound key column, `‖ bytes write_id`. The class set names every class of the
+/// row that has a key column, so that removing one key column (and NULL-ing its fields) makes
+/// the others fail; the write id ties the key columns to one write of the row.
+#[allow(clippy::too_many_arguments)] // the parts of the associated data, named
 pub(crate) fn dek_aad(
     buf: Vec<u8>,
     prefix: &[u8],
@@ -53,6 +56,7 @@ pub(crate) fn dek_aad(
     row_id: Option<&RowId>,
     list: &[u8],
     class_set: &[u8],
+    write_id: Option<&WriteId>,
 ) -> Aad {
     dek_aad_tail(
         Aad::from_prefix(buf, prefix).text(tenant),
@@ -60,6 +64,7 @@ pub(crate) fn dek_aad(
         row_id,
         list,
         class_set,
+        write_id,
     )
 }
 
@@ -70,12 +75,18 @@ pub(crate) fn dek_aad_tail(
     row_id: Option<&RowId>,
     list: &[u8],
     class_set: &[u8],
+    write_id: Option<&WriteId>,
 ) -> Aad {
-    head.u32(kek.0)
+    let aad = head
+        .u32(kek.0)
         .u32(kek.1)
         .row_id(row_id)
         .bytes(list)
-        .bytes(class_set)
+        .bytes(class_set);
+    match write_id {
+        Some(id) => aad.bytes(id),
+        None => aad,
+    }
 }
 
 thread_local! {

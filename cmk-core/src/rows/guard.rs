@@ -30,15 +30,19 @@ pub enum Written<'a> {
 /// stores in a column. On an insert every class is checked; on an update, every class the
 /// write touches (any of its fields or its key column): such a class must come whole, its
 /// key column well formed for the class and listing every field, each field NULL where the
-/// key column says so and otherwise a well-formed ciphertext.
+/// key column says so and otherwise a well-formed ciphertext. Key columns that carry a write
+/// id (what cmk writes) must all carry the same one, and then every class with fields must
+/// be written: a row's classes come from one write (docs/FORMAT.md §4), so a write of one
+/// class alone would leave a row that never reads.
 ///
 /// # Errors
 /// [`crate::Error::InvalidInput`], naming the table and column, when `key_columns` does not
 /// name one column per key class, or a class the write touches does not come whole: its key
 /// column unset, not a cmk key column or another class's, or a member field not written with
 /// it, not listed in it, NULL where it sealed a value (or set where it recorded NULL), or not a
-/// cmk ciphertext; also when a deterministic field is set to anything but a cmk deterministic
-/// value.
+/// cmk ciphertext; when the written key columns come from different writes, or a class with
+/// fields is left out of a write whose key columns carry a write id; also when a
+/// deterministic field is set to anything but a cmk deterministic value.
 pub fn check_write<'a>(
     schema: &RowSchema,
     key_columns: &[&str],
@@ -59,6 +63,9 @@ pub fn check_write<'a>(
             key_columns.len()
         )));
     }
+    // The write id of the first written key column, and a class with fields left unwritten.
+    let mut write_id: Option<(&str, Option<key_column::WriteId>)> = None;
+    let mut left_out: Option<&str> = None;
     for (k, (class, key_name)) in schema.key_classes().iter().zip(key_columns).enumerate() {
         let members = schema.members(k);
         let key = value(key_name);
@@ -69,20 +76,31 @@ pub fn check_write<'a>(
                 .filter_map(|&i| schema.fields().get(i))
                 .any(|f| value(&f.column) != Written::NotSet);
         if !touched {
+            if !members.is_empty() {
+                left_out = left_out.or(Some(key_name));
+            }
             continue;
         }
         let Written::Bytes(key_bytes) = key else {
             return Err(refuse(key_name, "must be set when its class is written"));
         };
-        let (kek, list) = match key_column::parse(key_bytes) {
-            Ok(parsed) => (parsed.kek_id, parsed.list_bytes),
+        let (kek, list, id) = match key_column::parse(key_bytes) {
+            Ok(parsed) => (parsed.kek_id, parsed.list_bytes, parsed.write_id),
             Err(_) => match key_column::parse_classic(key_bytes) {
-                Ok(parsed) => (parsed.kek_id, parsed.list_bytes),
+                Ok(parsed) => (parsed.kek_id, parsed.list_bytes, parsed.write_id),
                 Err(_) => return Err(refuse(key_name, "does not hold a cmk key column")),
             },
         };
         if kek != kek_id(class.as_str()) {
             return Err(refuse(key_name, "holds the key column of another class"));
+        }
+        match write_id {
+            None => write_id = Some((key_name, id)),
+            Some((first, other)) if other != id => {
+                let why = format!("comes from another write of the row than `{first}`");
+                return Err(refuse(key_name, &why));
+            }
+            Some(_) => {}
         }
         for field in members.iter().filter_map(|&i| schema.fields().get(i)) {
             let column = field.column.as_str();
@@ -108,6 +126,13 @@ pub fn check_write<'a>(
                 }
             }
         }
+    }
+    if let (Some((first, Some(_))), Some(missing)) = (write_id, left_out) {
+        let why = format!(
+            "must be written with `{first}`: a row's classes come from one write, re-seal the \
+             whole model"
+        );
+        return Err(refuse(missing, &why));
     }
     // Deterministic fields have no key column: each set value must be a deterministic value.
     for f in schema.fields().iter().filter(|f| !f.is_envelope()) {

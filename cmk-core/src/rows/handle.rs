@@ -383,7 +383,7 @@ impl TenantKeys {
         row_id: Option<&RowId>,
         values: &[Option<&[u8]>],
     ) -> Result<SealedRow> {
-        crate::rows::seal::seal_classic_inner(self, &self.ctx, schema, row_id, values, &[])
+        crate::rows::seal::seal_classic_inner(self, &self.ctx, schema, row_id, values, (&[], None))
     }
 
     /// Like [`TenantKeys::seal`], into storage the caller provides (the derive passes arrays
@@ -539,5 +539,30 @@ impl TenantKeys {
         row: &StoredRow<'_>,
     ) -> Result<Option<Vec<u8>>> {
         crate::rows::rekey::rekey_key_column(self, schema, key_class, row)
+    }
+
+    /// For an update that leaves key class `key_class`'s values as they were: that class's
+    /// key column of the stored row `old`, re-wrapped into the new write whose key columns
+    /// `fresh` sealing just made (their write id and KEK version), so the class keeps its
+    /// DEK and its stored ciphertexts and blind indexes, and the row's key columns still come
+    /// from one write (docs/FORMAT.md §4). Nothing is re-encrypted but the DEK's wrap.
+    ///
+    /// # Errors
+    /// [`crate::Error::TenantMismatch`] when `old` names another tenant;
+    /// [`crate::Error::InvalidInput`] when `key_class` is not a key class of `schema`, either
+    /// row has no leased key column for it, or their column lists differ (the class's layout
+    /// changed: seal it afresh instead); [`crate::Error::Tampered`] when a key column does
+    /// not parse, belongs to another class, or the old one does not authenticate;
+    /// [`crate::Error::KeyUnavailable`] and [`crate::Error::LeaseEnded`] as for
+    /// [`TenantKeys::rekey_key_column`]; [`crate::Error::Random`] when the random number
+    /// generator fails.
+    pub fn carry_key_column(
+        &self,
+        schema: &RowSchema,
+        key_class: usize,
+        old: &StoredRow<'_>,
+        fresh: &[Option<&[u8]>],
+    ) -> Result<Vec<u8>> {
+        crate::rows::rekey::carry_key_column(self, schema, key_class, old, fresh)
     }
 }

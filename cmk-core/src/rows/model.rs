@@ -86,12 +86,22 @@ pub trait Encrypted: Sized {
         Ok(vec![true; Self::KEY_COLUMNS.len()])
     }
 
-    /// Puts back into `fresh` the stored columns (fields, index columns, key column) of each
-    /// class marked in `keep`, as `old` holds them: an update of one class leaves the others'
-    /// ciphertexts and DEKs as they were. Each class has its own DEK and key column, so the
-    /// mix reads as one row. The default keeps nothing.
-    fn keep_classes(fresh: &mut Self::Sealed, old: &Self::Sealed, keep: &[bool]) {
-        let _ = (fresh, old, keep);
+    /// Puts back into `fresh` the stored columns (fields, index columns) of each class marked
+    /// in `keep`, as `old` holds them, with the class's DEK re-wrapped into `fresh`'s write
+    /// ([`TenantKeys::carry_key_column`]): an update of one class leaves the others'
+    /// ciphertexts and DEKs as they were, and every key column of the row written carries the
+    /// same write id, so no class can later be rolled back alone. The default keeps nothing.
+    ///
+    /// # Errors
+    /// As [`TenantKeys::carry_key_column`]. The default implementation never fails.
+    fn keep_classes(
+        fresh: &mut Self::Sealed,
+        old: &Self::Sealed,
+        keep: &[bool],
+        keys: &TenantKeys,
+    ) -> Result<()> {
+        let _ = (fresh, old, keep, keys);
+        Ok(())
     }
 
     /// The partial view: classified fields say whether they were revealed or withheld.

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use crate::error::Result;
 use crate::format::aad::{Aad, RowId};
 use crate::format::field;
+use crate::format::key_column::WriteId;
 use crate::rows::aad::{dek_aad_tail, field_aad_tail};
 use crate::rows::handle::TenantKeys;
 use crate::rows::schema::RowSchema;
@@ -188,6 +189,7 @@ impl Plan {
                     None,
                     schema.full_list(k),
                     schema.sealed_class_set(),
+                    None,
                 );
                 Some((kek, aad.into_buffer()))
             })
@@ -247,8 +249,9 @@ impl Plan {
 
     /// Key class `k`'s DEK-wrap associated data. `standard` says that `list` is the class's
     /// full column list and `class_set` the sealed class set: then, for a row without id and
-    /// the KEK the cached value names, the cached value is returned; otherwise it is built in
-    /// `scratch`.
+    /// the KEK the cached value names, the cached value is used (returned as is for an
+    /// unbound key column, copied with the write id appended for a bound one); otherwise it
+    /// is built in `scratch`.
     #[allow(clippy::too_many_arguments)] // the parts of the associated data, named
     pub(crate) fn dek_aad<'a>(
         &'a self,
@@ -256,8 +259,8 @@ impl Plan {
         kek: (u32, u32),
         row_id: Option<&RowId>,
         standard: bool,
-        list: &[u8],
-        class_set: &[u8],
+        (list, class_set): (&[u8], &[u8]),
+        write_id: Option<&WriteId>,
         scratch: &'a mut Vec<u8>,
     ) -> &'a [u8] {
         if standard
@@ -265,11 +268,15 @@ impl Plan {
             && let Some(Some((cached_kek, aad))) = self.dek_aads.get(k)
             && *cached_kek == kek
         {
-            return aad;
+            let Some(id) = write_id else { return aad };
+            *scratch = Aad::from_prefix(take_scratch(scratch), aad)
+                .bytes(id)
+                .into_buffer();
+            return scratch;
         }
         let head = self.dek_heads.get(k).map_or(&[][..], Vec::as_slice);
         let head = Aad::from_prefix(take_scratch(scratch), head);
-        *scratch = dek_aad_tail(head, kek, row_id, list, class_set).into_buffer();
+        *scratch = dek_aad_tail(head, kek, row_id, list, class_set, write_id).into_buffer();
         scratch
     }
 }
@@ -363,16 +370,27 @@ mod tests {
             let active = (crate::keys::registry::kek_id(c.as_str()), 3);
             let full = schema.full_list(k);
             let sealed = schema.sealed_class_set();
-            // (standard, KEK, row id, column list, class set)
-            type Case<'a> = (bool, KekVersion, Option<&'a RowId>, &'a [u8], &'a [u8]);
-            let cases: [Case<'_>; 5] = [
-                (true, active, None, full, sealed),
-                (true, active, Some(&id), full, sealed),
-                (true, (active.0, 2), None, full, sealed),
-                (false, active, None, &other_list, sealed),
-                (false, active, None, full, b"\x07private"),
+            let w = Some(&[9u8; 16]);
+            // (standard, KEK, row id, column list, class set, write id)
+            type Case<'a> = (
+                bool,
+                KekVersion,
+                Option<&'a RowId>,
+                &'a [u8],
+                &'a [u8],
+                Option<&'a WriteId>,
+            );
+            let cases: [Case<'_>; 8] = [
+                (true, active, None, full, sealed, None),
+                (true, active, None, full, sealed, w),
+                (true, active, Some(&id), full, sealed, None),
+                (true, active, Some(&id), full, sealed, w),
+                (true, (active.0, 2), None, full, sealed, w),
+                (false, active, None, &other_list, sealed, None),
+                (false, active, None, full, b"\x07private", None),
+                (false, active, None, full, b"\x07private", w),
             ];
-            for (standard, kek, row_id, list, set) in cases {
+            for (standard, kek, row_id, list, set, write_id) in cases {
                 let want = dek_aad(
                     Vec::new(),
                     schema.dek_aad_prefix(k),
@@ -381,9 +399,22 @@ mod tests {
                     row_id,
                     list,
                     set,
+                    write_id,
                 );
-                let got = plan.dek_aad(k, kek, row_id, standard, list, set, &mut scratch);
-                assert_eq!(got, want.as_bytes(), "class {c}, {kek:?}, {row_id:?}");
+                let got = plan.dek_aad(
+                    k,
+                    kek,
+                    row_id,
+                    standard,
+                    (list, set),
+                    write_id,
+                    &mut scratch,
+                );
+                assert_eq!(
+                    got,
+                    want.as_bytes(),
+                    "class {c}, {kek:?}, {row_id:?}, {write_id:?}"
+                );
             }
         }
         assert!(plan.dek_aads[0].is_some() && plan.dek_aads[2].is_none());

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::audit::event::EventName;
 use crate::error::{Error, Result};
-use crate::format::key_column;
+use crate::format::aad::RowId;
+use crate::format::key_column::{self, WriteId};
 use crate::rows::handle::TenantKeys;
 use crate::rows::schema::RowSchema;
 use crate::rows::seal::StoredRow;
@@ -72,46 +73,121 @@ fn rekey_inner(
     if (kc.kek_id, kc.kek_version) == (active_id, active_version) {
         return Ok(None);
     }
-    let old = keys
-        .kek(kc.kek_id, kc.kek_version)
-        .ok_or_else(|| keys.missing_kek(kc.kek_id, kc.kek_version))?;
-    let new = keys
-        .kek(active_id, active_version)
-        .ok_or_else(|| keys.missing_kek(active_id, active_version))?;
-    let tenant = keys.tenant.as_str();
-    let prefix = schema.dek_aad_prefix(key_class);
     let class_set = schema.present_class_set(row.key_columns);
-    let aad_for = |version: u32| {
+    let from = Wrap {
+        kek: (kc.kek_id, kc.kek_version),
+        class_set: &class_set,
+        write_id: kc.write_id.as_ref(),
+    };
+    let to = Wrap {
+        kek: (active_id, active_version),
+        ..from
+    };
+    rewrap(keys, schema, key_class, row.row_id, &kc, from, to).map(Some)
+}
+
+/// What a DEK wrap binds beside the schema, the tenant, the row id and the column list.
+#[derive(Clone, Copy)]
+struct Wrap<'a> {
+    kek: (u32, u32),
+    /// The classes of the row that have a key column.
+    class_set: &'a [u8],
+    write_id: Option<&'a WriteId>,
+}
+
+/// The key column `kc` (of key class `k`) opened under `from` and wrapped again under `to`
+/// with a fresh nonce; its column list is kept and no field is touched.
+fn rewrap(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    k: usize,
+    row_id: Option<&RowId>,
+    kc: &key_column::ParsedKeyColumn<'_>,
+    from: Wrap<'_>,
+    to: Wrap<'_>,
+) -> Result<Vec<u8>> {
+    let old = keys
+        .kek(from.kek.0, from.kek.1)
+        .ok_or_else(|| keys.missing_kek(from.kek.0, from.kek.1))?;
+    let new = keys
+        .kek(to.kek.0, to.kek.1)
+        .ok_or_else(|| keys.missing_kek(to.kek.0, to.kek.1))?;
+    let aad_for = |w: &Wrap<'_>| {
         crate::rows::aad::dek_aad(
             Vec::new(),
-            prefix,
-            tenant,
-            (kc.kek_id, version),
-            row.row_id,
+            schema.dek_aad_prefix(k),
+            keys.tenant.as_str(),
+            w.kek,
+            row_id,
             kc.list_bytes,
-            &class_set,
+            w.class_set,
+            w.write_id,
         )
     };
     let mut dek = zeroize::Zeroizing::new(kc.encrypted_dek);
-    old.with(|k| {
-        k.open(
-            &kc.nonce,
-            aad_for(kc.kek_version).as_bytes(),
-            &mut dek[..],
-            &kc.tag,
-        )
-    })??;
+    old.with(|key| key.open(&kc.nonce, aad_for(&from).as_bytes(), &mut dek[..], &kc.tag))??;
     let nonce: [u8; 12] = crate::crypto::rng::array()?;
-    let tag = new.with(|k| k.seal(&nonce, aad_for(active_version).as_bytes(), &mut dek[..]))??;
+    let tag = new.with(|key| key.seal(&nonce, aad_for(&to).as_bytes(), &mut dek[..]))??;
     new.lease.count_wrap();
     let mut encrypted = [0u8; 32];
     encrypted.copy_from_slice(&dek[..]);
-    Ok(Some(key_column::build(
-        active_id,
-        active_version,
+    Ok(key_column::build(
+        to.kek.0,
+        to.kek.1,
         &nonce,
         &encrypted,
         &tag,
+        to.write_id,
         kc.list_bytes,
-    )))
+    ))
+}
+
+/// The body of [`TenantKeys::carry_key_column`]: key class `k`'s key column of `old`
+/// re-wrapped into the write whose fresh key columns are `fresh` (same write id, same KEK
+/// version), so a class an update did not change keeps its DEK and ciphertexts.
+pub(crate) fn carry_key_column(
+    keys: &TenantKeys,
+    schema: &RowSchema,
+    k: usize,
+    old: &StoredRow<'_>,
+    fresh: &[Option<&[u8]>],
+) -> Result<Vec<u8>> {
+    keys.check_tenant(old.tenant)?;
+    let class = schema.key_classes().get(k).ok_or_else(|| {
+        Error::InvalidInput(format!("table `{}` has no key class {k}", schema.table()))
+    })?;
+    let cannot = || {
+        Error::InvalidInput(format!(
+            "class `{class}` of table `{}` cannot keep its stored key column",
+            schema.table()
+        ))
+    };
+    let (Some(old_bytes), Some(new_bytes)) = (
+        old.key_columns.get(k).copied().flatten(),
+        fresh.get(k).copied().flatten(),
+    ) else {
+        return Err(cannot());
+    };
+    let (kc, target) = (key_column::parse(old_bytes)?, key_column::parse(new_bytes)?);
+    if kc.kek_id != kek_id(class.as_str()) || target.kek_id != kc.kek_id {
+        return Err(Error::Tampered);
+    }
+    if kc.list_bytes != target.list_bytes || fresh.len() != old.key_columns.len() {
+        return Err(cannot());
+    }
+    let (old_set, new_set) = (
+        schema.present_class_set(old.key_columns),
+        schema.present_class_set(fresh),
+    );
+    let from = Wrap {
+        kek: (kc.kek_id, kc.kek_version),
+        class_set: &old_set,
+        write_id: kc.write_id.as_ref(),
+    };
+    let to = Wrap {
+        kek: (target.kek_id, target.kek_version),
+        class_set: &new_set,
+        write_id: target.write_id.as_ref(),
+    };
+    rewrap(keys, schema, k, old.row_id, &kc, from, to)
 }

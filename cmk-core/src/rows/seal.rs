@@ -16,7 +16,7 @@ use crate::crypto::secret::{SecretBytes, SecretKey};
 use crate::crypto::{rng, search};
 use crate::error::{Error, Result};
 use crate::format::aad::RowId;
-use crate::format::key_column;
+use crate::format::key_column::{self, WriteId};
 use crate::format::{FORMAT_V1, field};
 use crate::keys::lease::RowTime;
 use crate::rows::aad::{field_aad, field_aad_prefix, give_back_aad_buffer, take_aad_buffer};
@@ -240,7 +240,15 @@ pub(crate) fn seal_into(
     let ctx = &keys.ctx;
     // What the slots held before is dropped: a NULL must not keep an earlier value.
     out.clear();
-    let result = seal_audited(keys, ctx, schema, row_id, values, &[], out.reborrow());
+    let result = seal_audited(
+        keys,
+        ctx,
+        schema,
+        row_id,
+        values,
+        (&[], None),
+        out.reborrow(),
+    );
     if result.is_err() {
         // Nothing of a failed seal goes out: not a half-sealed row, and not a whole one
         // whose fail-closed event could not be recorded.
@@ -249,14 +257,15 @@ pub(crate) fn seal_into(
     result
 }
 
-/// Seals with classic-mode DEKs the async path obtained, and audits.
+/// Seals with classic-mode DEKs the async path obtained (their key columns carry the write
+/// id given beside them; without one sealing draws it), and audits.
 pub(crate) fn seal_classic_inner(
     keys: &TenantKeys,
     ctx: &RequestContext,
     schema: &RowSchema,
     row_id: Option<&RowId>,
     values: &[Option<&[u8]>],
-    classic: &[ClassicDek],
+    classic: (&[ClassicDek], Option<&WriteId>),
 ) -> Result<SealedRow> {
     let n = schema.fields().len();
     let mut row = SealedRow {
@@ -285,7 +294,7 @@ fn seal_audited(
     schema: &RowSchema,
     row_id: Option<&RowId>,
     values: &[Option<&[u8]>],
-    classic: &[ClassicDek],
+    classic: (&[ClassicDek], Option<&WriteId>),
     out: SealOut<'_>,
 ) -> Result<()> {
     let result = seal_inner(keys, ctx, schema, row_id, values, classic, out);
@@ -307,7 +316,7 @@ fn seal_inner(
     schema: &RowSchema,
     row_id: Option<&RowId>,
     values: &[Option<&[u8]>],
-    classic: &[ClassicDek],
+    (classic, write_id): (&[ClassicDek], Option<&WriteId>),
     out: SealOut<'_>,
 ) -> Result<()> {
     check_context(keys, ctx)?;
@@ -339,6 +348,12 @@ fn seal_inner(
             limit: MAX_VALUE_LEN,
         });
     }
+    // One id for every key column of this write: key columns of different writes never
+    // read together, so no class of the row can be rolled back alone.
+    let write_id: WriteId = match write_id {
+        Some(id) => *id,
+        None => rng::array()?,
+    };
     // Taken from the thread's reusable buffer only if a row needs to build associated data.
     let mut scratch = Vec::new();
     let mut time = RowTime::default();
@@ -377,7 +392,7 @@ fn seal_inner(
                 (k, class),
                 dek,
                 (values, effective),
-                row_id,
+                (row_id, &write_id),
                 (&mut scratch, &mut time),
             )?),
         };
@@ -431,7 +446,7 @@ fn seal_field(
 }
 
 /// The key column of key class `k`: the DEK wrapped by the class's active KEK, with the
-/// list of the columns it seals.
+/// write id and the list of the columns it seals.
 #[allow(clippy::too_many_arguments)]
 fn wrap_dek(
     keys: &TenantKeys,
@@ -440,7 +455,7 @@ fn wrap_dek(
     (k, class): (usize, &Class),
     dek: &SecretKey,
     (values, effective): (&[Option<&[u8]>], &[Effective]),
-    row_id: Option<&RowId>,
+    (row_id, write_id): (Option<&RowId>, &WriteId),
     (scratch, time): (&mut Vec<u8>, &mut RowTime),
 ) -> Result<Vec<u8>> {
     let (kek_id, kek_version) = keys
@@ -451,14 +466,15 @@ fn wrap_dek(
     let kek = keys
         .kek(kek_id, kek_version)
         .ok_or_else(|| keys.missing_kek(kek_id, kek_version))?;
-    // Lay the key column out: prefix, nonce, encrypted DEK, tag, list. The list goes in
-    // first and the DEK is encrypted in a wiped buffer, so no plaintext DEK is ever in
-    // the key column's allocation (not even on an error path or a reallocation).
+    // Lay the key column out: prefix, nonce, encrypted DEK, tag, write id, list. The list
+    // goes in first and the DEK is encrypted in a wiped buffer, so no plaintext DEK is ever
+    // in the key column's allocation (not even on an error path or a reallocation).
     let nonce: [u8; NONCE_LEN] = rng::array()?;
-    let mut kc = Vec::with_capacity(key_column::LIST_OFFSET + 64);
-    kc.extend_from_slice(&key_column::prefix(kek_id, kek_version));
+    let mut kc = Vec::with_capacity(key_column::BOUND_LIST_OFFSET + 64);
+    kc.extend_from_slice(&key_column::bound_prefix(kek_id, kek_version));
     kc.extend_from_slice(&nonce);
     kc.extend_from_slice(&[0u8; 32 + TAG_LEN]);
+    kc.extend_from_slice(write_id);
     // With no member stored as NULL the list is the schema's full list.
     let full = schema
         .members(k)
@@ -474,8 +490,11 @@ fn wrap_dek(
         (kek_id, kek_version),
         row_id,
         full,
-        &kc[key_column::LIST_OFFSET..],
-        schema.sealed_class_set(),
+        (
+            &kc[key_column::BOUND_LIST_OFFSET..],
+            schema.sealed_class_set(),
+        ),
+        Some(write_id),
         scratch,
     );
     let mut encrypted = Zeroizing::new(*dek.expose_secret());
@@ -625,6 +644,8 @@ struct Listed<'b> {
     readable: bool,
     /// The list is the class's full list (every member, none NULL).
     full: bool,
+    /// The write id the key column carries (`None` in one written before write ids).
+    write_id: Option<WriteId>,
 }
 
 /// Which key column (by class index) opens a field, and whether it is the field's own class.
@@ -738,11 +759,19 @@ where
         present += 1;
         let readable = plan.may_read(k, ctx.roles())?;
         // Checked before the reader role: a forged key column is `Tampered` for everyone.
-        let entry = if bytes.first() == Some(&key_column::CLASSIC_V1) {
+        let entry = if key_column::is_classic(bytes) {
             list_classic(schema, k, class, bytes, readable, classic)?
         } else {
             list_leased(keys, schema, k, class, bytes, readable)?
         };
+        // Every key column of a row comes from one write: the same write id in each (or
+        // none, in a row written before write ids). Each id is authenticated when its DEK
+        // is unwrapped, so a class restored from an older write of the row never reads.
+        if let Some(first) = listed.iter().flatten().next()
+            && first.write_id != entry.write_id
+        {
+            return Err(Error::Tampered);
+        }
         if !readable {
             if !partial {
                 return Err(Error::AccessDenied {
@@ -784,6 +813,7 @@ fn list_classic<'b>(
         source,
         readable,
         full: false,
+        write_id: ckc.write_id,
     })
 }
 
@@ -816,6 +846,7 @@ fn list_leased<'b>(
     Ok(Listed {
         class,
         list_bytes: kc.list_bytes,
+        write_id: kc.write_id,
         source: Source::Kek(kc),
         readable,
         full,
@@ -950,8 +981,8 @@ fn open_fields(
                     (kc.kek_id, kc.kek_version),
                     row.row_id,
                     l.full && sealed_class_set,
-                    kc.list_bytes,
-                    &class_set,
+                    (kc.list_bytes, &class_set),
+                    l.write_id.as_ref(),
                     &mut scratch,
                 );
                 // Decrypted in place in the key that is used: one copy to wipe.
@@ -1223,7 +1254,7 @@ pub fn record_label(id: &RowId) -> String {
 
 /// Bytes a key column takes for `columns` (for sizing database columns).
 pub fn key_column_len<'a>(columns: impl IntoIterator<Item = &'a str>) -> usize {
-    key_column::LIST_OFFSET + columns.into_iter().map(|c| 1 + c.len()).sum::<usize>()
+    key_column::BOUND_LIST_OFFSET + columns.into_iter().map(|c| 1 + c.len()).sum::<usize>()
 }
 
 /// Bytes an envelope field ciphertext takes for a plaintext of `len` bytes, without padding

@@ -47,6 +47,8 @@ pub(crate) async fn seal_classic(
     let keys = cmk.keys_for(ctx, &schema_classes(schema)).await?;
     schema.check_values(values.len())?;
     let tenant = ctx.tenant();
+    // The write id of every key column of this row (docs/FORMAT.md §4).
+    let write_id: key_column::WriteId = crate::crypto::rng::array()?;
     let mut classic = Vec::new();
     for (k, class) in schema.key_classes().iter().enumerate() {
         if !keys.classic_classes().contains(class) || schema.members(k).is_empty() {
@@ -63,6 +65,7 @@ pub(crate) async fn seal_classic(
             row_id,
             &list,
             schema.sealed_class_set(),
+            Some(&write_id),
         );
         let context = dek_context(aad, tenant.as_str(), schema, class);
         let dek = SecretKey::random()?;
@@ -71,14 +74,21 @@ pub(crate) async fn seal_classic(
             .wrap(&policy.kms_key, dek.expose_secret(), &context)
             .await
             .map_err(|e| cmk.kms_error(ctx, &policy.kms_key, e))?;
-        let key_column = key_column::build_classic(id, &blob, &list)?;
+        let key_column = key_column::build_classic(id, &blob, Some(&write_id), &list)?;
         classic.push(ClassicDek {
             k,
             dek,
             key_column: Some(key_column),
         });
     }
-    crate::rows::seal::seal_classic_inner(&keys, ctx, schema, row_id, values, &classic)
+    crate::rows::seal::seal_classic_inner(
+        &keys,
+        ctx,
+        schema,
+        row_id,
+        values,
+        (&classic, Some(&write_id)),
+    )
 }
 
 /// The body of [`Cmk::unseal_classic`].
@@ -100,7 +110,7 @@ pub(crate) async fn unseal_classic(
         let Some(bytes) = row.key_columns.get(k).copied().flatten() else {
             continue;
         };
-        if bytes.first() != Some(&key_column::CLASSIC_V1) {
+        if !key_column::is_classic(bytes) {
             continue;
         }
         let policy = keys.config().policy(class)?;
@@ -116,6 +126,7 @@ pub(crate) async fn unseal_classic(
             row.row_id,
             ckc.list_bytes,
             &schema.present_class_set(row.key_columns),
+            ckc.write_id.as_ref(),
         );
         let context = dek_context(aad, ctx.tenant().as_str(), schema, class);
         let dek = cmk

@@ -245,13 +245,20 @@ fn update_fns(g: &Gen<'_>) -> TokenStream {
                 cols
             })
             .collect::<Vec<syn::Ident>>();
+        let w = g.wrap(Stored::Keys, quote!(v));
         quote! {
             if keep.get(#k) == Some(&true) {
                 #(fresh.#members = ::core::clone::Clone::clone(&old.#members);)*
-                fresh.#key = ::core::clone::Clone::clone(&old.#key);
+                fresh.#key = match __carried[#k].take() {
+                    Some(v) => Some(#w),
+                    None => ::core::clone::Clone::clone(&old.#key),
+                };
             }
         }
     });
+    let (n_fields_all, stored_fields, stored_keys) = (n_fields, stored_fields(g), stored_keys(g));
+    let tenant_of_sealed = g.tenant_of(quote!(sealed));
+    let row_id_sealed = g.row_id_of(quote!(sealed));
     quote! {
         fn changed_classes(&self, __other: &Self) -> #p::Result<Vec<bool>> {
             #(#encode)*
@@ -264,8 +271,40 @@ fn update_fns(g: &Gen<'_>) -> TokenStream {
             Ok(__changed)
         }
 
-        fn keep_classes(fresh: &mut #sealed, old: &#sealed, keep: &[bool]) {
+        fn keep_classes(
+            fresh: &mut #sealed,
+            old: &#sealed,
+            keep: &[bool],
+            keys: &#p::TenantKeys,
+        ) -> #p::Result<()> {
+            let schema = <Self as #p::Encrypted>::schema()?;
+            // Each kept class's stored DEK, re-wrapped into the fresh write (its write id);
+            // when every class is kept the stored key columns are one write already.
+            let mut __carried: [Option<Vec<u8>>; #n_keys] = ::core::default::Default::default();
+            if (0..#n_keys).any(|__k| keep.get(__k) != Some(&true)) {
+                let __fresh_keys: [Option<&[u8]>; #n_keys] = {
+                    let sealed: &#sealed = &*fresh;
+                    [#(#stored_keys),*]
+                };
+                let sealed: &#sealed = old;
+                let __fields: [Option<&[u8]>; #n_fields_all] = [#(#stored_fields),*];
+                let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
+                let __row_id: Option<#p::RowId> = #row_id_sealed;
+                let __row = #p::StoredRow {
+                    tenant: #tenant_of_sealed,
+                    row_id: __row_id.as_ref(),
+                    key_columns: &__keys,
+                    fields: &__fields,
+                    indexes: &[],
+                };
+                for (__k, __slot) in __carried.iter_mut().enumerate() {
+                    if keep.get(__k) == Some(&true) && __keys[__k].is_some() {
+                        *__slot = Some(keys.carry_key_column(schema, __k, &__row, &__fresh_keys)?);
+                    }
+                }
+            }
             #(#keep_arms)*
+            Ok(())
         }
     }
 }
