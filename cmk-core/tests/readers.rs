@@ -75,6 +75,53 @@ async fn strict_unseal_refuses_and_partial_unseal_withholds() {
     assert_eq!(all.values[2].value(), Some(&b"123"[..]));
 }
 
+/// Issue 15 §1.3: a tampered row read partially fails with `Tampered`, and its failure is an
+/// event of its own (a failed DATA_DECRYPT naming the kind), beside the refusal; before, only
+/// the DATA_DENY_ACCESS event was emitted.
+#[tokio::test]
+async fn a_tampered_row_read_partially_emits_its_failure() {
+    let fx = Fixture::new(&["acme"]).await;
+    let keys = fx.cmk.keys_for(&doctor("acme"), &ALL).await.unwrap();
+    let id = RowId::Int(3);
+    let sealed = keys
+        .seal(
+            &patients(),
+            Some(&id),
+            &[Some(b"a@x"), Some(b"Ann"), Some(b"123"), Some(b"C")],
+        )
+        .unwrap();
+    let mut row = Stored::from_sealed("acme", &sealed);
+    // The `name` field (readable by a nurse) is altered by a database writer.
+    let last = row.fields[1].as_ref().unwrap().len() - 1;
+    row.fields[1].as_mut().unwrap()[last] ^= 1;
+    let nurse = keys.with_context(ctx("acme").with_role("nurse")).unwrap();
+    fx.sink.take();
+    let err = row
+        .with(Some(&id), |r| nurse.unseal_partial(&patients(), r))
+        .unwrap_err();
+    assert!(matches!(err, Error::Tampered), "{err:?}");
+    let events = fx.sink.take();
+    let summary: Vec<(&str, String)> = events
+        .iter()
+        .map(|e| {
+            let outcome = match &e.outcome {
+                Outcome::Success => "success".to_string(),
+                Outcome::Failure { error } => error.clone(),
+                other => format!("{other:?}"),
+            };
+            (e.name.as_str(), outcome)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("DATA_DENY_ACCESS", "access_denied".to_string()),
+            ("DATA_DECRYPT", "tampered".to_string())
+        ]
+    );
+    assert_eq!(events[1].record_id.as_deref(), Some("3"));
+}
+
 #[tokio::test]
 async fn a_configuration_change_applies_to_the_next_key_fetch() {
     let fx = Fixture::new(&["acme"]).await;

@@ -519,3 +519,82 @@ async fn two_instances_starting_at_once_both_ensure_the_tenant() {
     assert_eq!(fx.configs.load(c.tenant()).await.unwrap().revision, 1);
     other.keys_for(&c, &["private"]).await.unwrap();
 }
+
+/// The `ADMIN_INTEGRITY_FAILURE` events' error kinds, taken from `sink`.
+fn integrity_alerts(sink: &cmk_core::event::MemorySink) -> Vec<String> {
+    sink.take()
+        .into_iter()
+        .filter(|e| e.name == cmk_core::event::EventName::AdminIntegrityFailure)
+        .map(|e| {
+            let json = serde_json::to_string(&e).unwrap();
+            assert!(!json.contains("planted-forgery"), "forged content: {json}");
+            match e.outcome {
+                cmk_core::event::Outcome::Failure { error } => error,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Issue 15 §1.3: a configuration record that fails its MAC, and a shred tombstone (forged or
+/// not: cmk cannot tell), are `ADMIN_INTEGRITY_FAILURE` events, sent to the tenant's last known
+/// sink and to the operator's, with nothing of the forged record in them. Before, none was
+/// emitted.
+#[tokio::test]
+async fn integrity_failures_alert_the_tenant_and_the_operator() {
+    use cmk_core::audit::Router;
+    use cmk_core::event::MemorySink;
+    use std::sync::Arc;
+    let fx = Fixture::new(&["acme"]).await;
+    let c = doctor("acme");
+    let (siem, operator) = (Arc::new(MemorySink::new()), Arc::new(MemorySink::new()));
+    let process = |sink: Arc<Router>| {
+        cmk_core::Cmk::builder()
+            .clock(fx.clock.clone())
+            .kms(fx.kms.clone())
+            .registry(fx.registry.clone())
+            .configs(fx.configs.clone())
+            .sink(sink)
+            .build()
+            .unwrap()
+    };
+    let router = || Arc::new(Router::new(operator.clone()).with_sink("siem-acme", siem.clone()));
+    let cmk = process(router());
+    let mut config = fx.configs.load(c.tenant()).await.unwrap();
+    config.audit_sink = Some("siem-acme".into());
+    config.revision += 1;
+    cmk.configure_tenant(&c, &config).await.unwrap();
+    cmk.keys_for(&c, &ALL).await.unwrap();
+    // Positive control: the tenant's events reach its SIEM, not the operator's sink.
+    assert!(!siem.take().is_empty());
+    assert!(operator.take().is_empty());
+
+    // A database writer rewrites the record: its MAC no longer matches.
+    let mut record = fx.configs.raw(c.tenant()).unwrap();
+    let forged = String::from_utf8(record.content.clone()).unwrap();
+    assert!(forged.contains("siem-acme"));
+    record.content = forged.replace("siem-acme", "planted-forgery").into_bytes();
+    fx.configs.put_raw(record).unwrap();
+    fx.clock.advance(std::time::Duration::from_secs(3600)); // the view is reloaded
+    let err = cmk.keys_for(&c, &ALL).await.unwrap_err();
+    assert!(matches!(err, Error::ConfigIntegrity { .. }), "{err:?}");
+    assert_eq!(integrity_alerts(&siem), ["config_integrity"]);
+    assert_eq!(integrity_alerts(&operator), ["config_integrity"]);
+    // A fresh process knows no route for the tenant: the operator's sink has it.
+    let fresh = process(router());
+    assert!(fresh.keys_for(&c, &ALL).await.is_err());
+    let err = fresh.ensure_tenant(&c, &config).await.unwrap_err();
+    assert!(matches!(err, Error::ConfigIntegrity { .. }), "{err:?}");
+    assert_eq!(
+        integrity_alerts(&operator),
+        ["config_integrity", "config_integrity"]
+    );
+    assert!(integrity_alerts(&siem).is_empty());
+
+    // A shred tombstone: every request for the tenant is refused, and alerts.
+    let fx = Fixture::new(&["acme"]).await;
+    fx.cmk.shred_tenant(&c).await.unwrap();
+    fx.sink.take();
+    assert!(fx.cmk.keys_for(&c, &ALL).await.is_err());
+    assert_eq!(integrity_alerts(&fx.sink), ["tenant_shredded"]);
+}

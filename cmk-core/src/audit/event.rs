@@ -59,6 +59,11 @@ pub enum EventName {
     /// Events could not be recorded (the spool was full or failing); `metadata.lost` counts
     /// them. Emitted as soon as delivery works again.
     AuditEventsLost,
+    /// A tenant's configuration or key registry failed an integrity check (a record that
+    /// fails its MAC, a rolled-back revision, a destroyed state or shred tombstone that may
+    /// be forged): the error kind says which; nothing of the stored content is in the event.
+    /// Sent to the tenant's sink and to the operator's ([`EventSink::emit_alert`]).
+    AdminIntegrityFailure,
 }
 
 impl EventName {
@@ -84,11 +89,12 @@ impl EventName {
             EventName::DataUpdate => "DATA_UPDATE",
             EventName::DataMigrate => "DATA_MIGRATE",
             EventName::AuditEventsLost => "AUDIT_EVENTS_LOST",
+            EventName::AdminIntegrityFailure => "ADMIN_INTEGRITY_FAILURE",
         }
     }
 
     /// Every name, in documentation order.
-    pub const ALL: [EventName; 19] = [
+    pub const ALL: [EventName; 20] = [
         EventName::DataEncrypt,
         EventName::DataDecrypt,
         EventName::DataUpdate,
@@ -107,6 +113,7 @@ impl EventName {
         EventName::AdminKeyRotated,
         EventName::AdminKekStateChanged,
         EventName::AdminTenantShredded,
+        EventName::AdminIntegrityFailure,
         EventName::AuditEventsLost,
     ];
 
@@ -452,6 +459,17 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// or its append or `fsync` failed. Sinks without a durable step fail as `emit` does.
     fn emit_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
         self.emit(event)
+    }
+
+    /// Takes an event the operator must see as well as the tenant: an integrity failure
+    /// (tampered stored data, configuration or registry). A sink that routes tenants to
+    /// their own sinks ([`crate::audit::Router`]) sends it to the tenant's sink and to the
+    /// operator's default one; every other sink records it as `emit_durable` does.
+    ///
+    /// # Errors
+    /// As [`EventSink::emit_durable`], when a sink it goes to could not make it durable.
+    fn emit_alert(&self, event: SecurityEvent) -> Result<(), SinkError> {
+        self.emit_durable(event)
     }
 
     /// Told before a tenant's configuration is saved (and when one is loaded) which sink the

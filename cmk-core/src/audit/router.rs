@@ -169,6 +169,18 @@ impl EventSink for Router {
         self.route(&event.tenant).emit_durable(event)
     }
 
+    /// To the tenant's sink (the one its last verified configuration named) and, when that
+    /// is another, to the default sink, which is the operator's.
+    fn emit_alert(&self, event: SecurityEvent) -> Result<(), SinkError> {
+        let route = self.route(&event.tenant);
+        if Arc::ptr_eq(&route, &self.default) {
+            return route.emit_durable(event);
+        }
+        let to_tenant = route.emit_durable(event.clone());
+        let to_operator = self.default.emit_durable(event);
+        to_tenant.and(to_operator)
+    }
+
     fn configure_tenant(
         &self,
         tenant: &TenantId,
@@ -266,5 +278,40 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(default.events().len(), 2);
+    }
+
+    #[test]
+    fn alerts_go_to_the_tenant_and_to_the_operator() {
+        let default = Arc::new(MemorySink::new());
+        let siem = Arc::new(MemorySink::new());
+        let router = Router::new(default.clone()).with_sink("siem-eu", siem.clone());
+        let acme = TenantId::new("acme").unwrap();
+        router.configure_tenant(&acme, Some("siem-eu")).unwrap();
+        let alert = |t: &TenantId| {
+            SecurityEvent::new(
+                &RequestContext::new(t.clone()),
+                EventName::AdminIntegrityFailure,
+                Outcome::Failure {
+                    error: "config_integrity".into(),
+                },
+            )
+        };
+        router.emit_alert(alert(&acme)).unwrap();
+        assert_eq!(siem.events().len(), 1, "the tenant's sink");
+        assert_eq!(default.events().len(), 1, "the operator's sink");
+        // A tenant on the default sink gets it once.
+        let globex = TenantId::new("globex").unwrap();
+        router.emit_alert(alert(&globex)).unwrap();
+        assert_eq!(default.events().len(), 2);
+        // An ordinary event goes to the tenant's sink alone.
+        let ctx = RequestContext::new(acme);
+        router
+            .emit(SecurityEvent::new(
+                &ctx,
+                EventName::DataDecrypt,
+                Outcome::Success,
+            ))
+            .unwrap();
+        assert_eq!((siem.events().len(), default.events().len()), (2, 2));
     }
 }

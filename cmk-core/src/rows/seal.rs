@@ -606,6 +606,22 @@ pub(crate) fn unseal_with(
         &denied,
         Touched::Some(names(true), denied_classes),
     )?;
+    // A failure other than the refusal (a tampered row) is a failed read of what was
+    // readable: its own event, as a strict read's would be.
+    if let Err(e) = &result
+        && !matches!(e, Error::AccessDenied { .. })
+    {
+        audit(
+            keys,
+            ctx,
+            schema,
+            row.row_id,
+            EventName::DataDecrypt,
+            &result,
+            Touched::All,
+        )?;
+        return result;
+    }
     let result = Ok(result?);
     let read_classes = schema
         .classes()
@@ -1212,8 +1228,13 @@ pub(crate) fn audit<T>(
             .emit_durable(event)
             .map_err(|e| Error::AuditFailClosed(e.to_string()));
     }
-    // Not fail-closed: a sink that cannot take the event counts the loss itself.
-    let _ = keys.sink.emit(event);
+    // Not fail-closed: a sink that cannot take the event counts the loss itself. Stored
+    // bytes that fail authentication go to the operator's sink as well as the tenant's.
+    if matches!(result, Err(e) if e.is_tampered()) {
+        let _ = keys.sink.emit_alert(event);
+    } else {
+        let _ = keys.sink.emit(event);
+    }
     Ok(())
 }
 

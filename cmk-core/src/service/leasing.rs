@@ -192,8 +192,41 @@ pub(crate) async fn tenant_view(
     Ok(view)
 }
 
-/// The body of [`Cmk::keys_for`].
+/// The body of [`Cmk::keys_for`]: an integrity failure of the tenant's configuration or
+/// registry is also an alert ([`alert_integrity`]).
 pub(crate) async fn keys_for<C: AsRef<str>>(
+    cmk: &Cmk,
+    ctx: &RequestContext,
+    classes: &[C],
+) -> Result<Arc<TenantKeys>> {
+    let result = fetch_keys(cmk, ctx, classes).await;
+    if let Err(e) = &result {
+        alert_integrity(cmk, ctx, e);
+    }
+    result
+}
+
+/// When `e` says the tenant's configuration or key registry failed an integrity check (a
+/// record failing its MAC, a rolled-back revision, a shred tombstone or destroyed state, which
+/// a database writer may have forged), emits `ADMIN_INTEGRITY_FAILURE` to the tenant's sink
+/// and the operator's. The event names the error kind only: nothing of the stored records.
+pub(crate) fn alert_integrity(cmk: &Cmk, ctx: &RequestContext, e: &Error) {
+    if !matches!(
+        e,
+        Error::ConfigIntegrity { .. }
+            | Error::ConfigRollback { .. }
+            | Error::TenantShredded { .. }
+            | Error::KeysDestroyed { .. }
+            | Error::Tampered
+    ) {
+        return;
+    }
+    let event = SecurityEvent::new(ctx, EventName::AdminIntegrityFailure, failure(e.kind()));
+    // A sink that cannot take it counts the loss (AUDIT_EVENTS_LOST); the request fails anyway.
+    let _ = cmk.sink.emit_alert(event);
+}
+
+async fn fetch_keys<C: AsRef<str>>(
     cmk: &Cmk,
     ctx: &RequestContext,
     classes: &[C],

@@ -416,6 +416,19 @@ impl Cmk {
         ctx: &RequestContext,
         config: &TenantConfig,
     ) -> Result<EnsureReport> {
+        let result = self.ensure_tenant_once(ctx, config).await;
+        if let Err(e) = &result {
+            crate::service::leasing::alert_integrity(self, ctx, e);
+        }
+        result
+    }
+
+    /// [`Cmk::ensure_tenant`] without its alert.
+    async fn ensure_tenant_once(
+        &self,
+        ctx: &RequestContext,
+        config: &TenantConfig,
+    ) -> Result<EnsureReport> {
         let tenant = ctx.tenant();
         let stored = match self.configs.load(tenant).await {
             Ok(stored) => Some(stored),
