@@ -138,6 +138,42 @@ async fn another_operator_key_cannot_vouch_for_the_stored_configuration() {
     }
 }
 
+/// Issue 15 §1.5: a database writer puts back an older, validly signed configuration (here
+/// by deleting the newest revision). The restarted preset refuses it: its floor file keeps
+/// the highest revision it verified. Without the file (the positive control) it is accepted.
+#[tokio::test]
+async fn a_restart_refuses_a_configuration_rolled_back_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("cmk");
+    let (embedded, ctx, mut conn) = start(&home).await.unwrap();
+    let keys = embedded.cmk().keys_for(&ctx, Note::CLASSES).await.unwrap();
+    let mut config = keys.config().clone();
+    config.revision += 1;
+    let newest = config.revision;
+    embedded
+        .cmk()
+        .configure_tenant(&ctx, &config)
+        .await
+        .unwrap();
+    embedded.cmk().keys_for(&ctx, Note::CLASSES).await.unwrap();
+    drop((keys, embedded)); // the handle holds the event pipeline and its spool lock
+    conn.batch_execute(&format!(
+        "DELETE FROM cmk_tenant_config WHERE revision = {newest}"
+    ))
+    .unwrap();
+    let restarted = Embedded::open(&home).unwrap();
+    match restarted.cmk().keys_for(&ctx, Note::CLASSES).await {
+        Err(Error::ConfigRollback { seen, offered, .. }) => {
+            assert_eq!((seen, offered), (newest, newest - 1));
+        }
+        other => panic!("expected a rollback refusal, got {other:?}"),
+    }
+    drop(restarted);
+    std::fs::remove_file(home.join("config-floors.json")).unwrap();
+    let forgetful = Embedded::open(&home).unwrap();
+    forgetful.cmk().keys_for(&ctx, Note::CLASSES).await.unwrap();
+}
+
 #[test]
 fn processes_creating_the_operator_key_at_once_agree_on_one() {
     let dir = tempfile::tempdir().unwrap();

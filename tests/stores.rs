@@ -124,7 +124,15 @@ async fn tenant_configuration_refuses_edits_and_rollbacks<C: StoreConnection>(
     orm: Orm,
 ) {
     let db = db.with_cmk_tables();
-    let store = configs(&db, orm, ConfigVerifier::new(operator_key())).await;
+    // This instance keeps its revision floors in a local file (issue 15 §1.5).
+    let host = tempfile::tempdir().unwrap();
+    let floors = host.path().join("config-floors.json");
+    let with_floor_file = || {
+        ConfigVerifier::new(operator_key())
+            .with_floor_file(&floors)
+            .unwrap()
+    };
+    let store = configs(&db, orm, with_floor_file()).await;
     let acme = TenantId::new("acme").unwrap();
     let mut cfg = TenantConfig::new(acme.clone(), KeyRef::new("local:acme").unwrap());
     assert!(matches!(
@@ -154,6 +162,17 @@ async fn tenant_configuration_refuses_edits_and_rollbacks<C: StoreConnection>(
     ));
     let fresh = configs(&db, orm, ConfigVerifier::new(operator_key())).await;
     assert_eq!(fresh.load(&acme).await.unwrap().revision, 1);
+    // The same instance restarted: its floor file remembers revision 2, without the
+    // database's help (before, a restart accepted the rollback as `fresh` does).
+    let restarted = configs(&db, orm, with_floor_file()).await;
+    assert!(matches!(
+        restarted.load(&acme).await,
+        Err(Error::ConfigRollback {
+            seen: 2,
+            offered: 1,
+            ..
+        })
+    ));
     let floored = configs(
         &db,
         orm,

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `keyring.json` | the local KMS's keyring ([`LocalKms`]): the tenants' master keys |
 //! | `operator.key` | the operator key that authenticates stored tenant configurations, created once, mode 0600 |
+//! | `config-floors.json` | the highest configuration revision verified per tenant, so a restart refuses one rolled back in the database ([`ConfigVerifier::with_floor_file`]) |
 //! | `cmk.sqlite3` | the key registry and tenant configurations (or the application's database: [`Embedded::open_with`]) |
 //! | `events.jsonl` | security events as JSON Lines (rotated at 64 MiB, 5 kept), through a spool in `spool/` |
 //!
@@ -95,7 +96,9 @@ impl Embedded {
             .registry(Arc::new(DieselRegistry::new(Arc::clone(&source))))
             .configs(Arc::new(DieselConfigStore::new(
                 source,
-                ConfigVerifier::new(operator),
+                // Revision floors kept beside the operator key: a restart refuses a
+                // configuration rolled back in the database (docs/SECURITY.md).
+                ConfigVerifier::new(operator).with_floor_file(dir.join("config-floors.json"))?,
             )))
             .sink(pipeline.clone())
             .settings(CmkSettings::default())

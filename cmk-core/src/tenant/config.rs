@@ -4,8 +4,10 @@
 //! HMAC-SHA256 under an operator key that lives in deployment secrets, over the tenant id,
 //! a monotonic revision and the exact content bytes. A store refuses a record whose MAC
 //! fails and a revision older than the newest it has seen. A fresh process has seen nothing,
-//! so it cannot tell a rolled-back record from the newest one unless the deployment gives it
-//! a revision floor ([`ConfigVerifier::with_floor`]); docs/SECURITY.md says so.
+//! so it cannot tell a rolled-back record from the newest one unless it has a revision floor:
+//! one kept in a local file that survives restarts ([`ConfigVerifier::with_floor_file`]),
+//! or one from deployment settings ([`ConfigVerifier::with_floor`]); docs/SECURITY.md says
+//! how a deployment of many instances sets them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -139,15 +141,18 @@ pub struct SignedTenantConfig {
     pub mac: [u8; 32],
 }
 
-/// A new file of mode 0600 with a unique name in `dir`.
-fn tempfile_in(dir: &std::path::Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+/// A new file of mode 0600 with a unique name in `dir`, starting `.<stem>.`.
+pub(crate) fn temp_file_in(
+    dir: &std::path::Path,
+    stem: &str,
+) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut suffix = [0u8; 8];
     crate::crypto::rng::fill(&mut suffix).map_err(std::io::Error::other)?;
-    let path = dir.join(format!(".operator-key.{}.tmp", crate::hex::encode(&suffix)));
+    let path = dir.join(format!(".{stem}.{}.tmp", crate::hex::encode(&suffix)));
     Ok((path.clone(), options.open(path)?))
 }
 
@@ -202,7 +207,8 @@ impl OperatorKey {
             crate::Error::io(format!("{what} {}", path.display()), e)
         };
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
-        let mut tmp = tempfile_in(dir).map_err(|e| io("creating a key file beside", e))?;
+        let mut tmp =
+            temp_file_in(dir, "operator-key").map_err(|e| io("creating a key file beside", e))?;
         let key = SecretKey::random()?;
         // Hex written into one zeroizing buffer: no unzeroized copy of the key is left behind.
         let mut hex = zeroize::Zeroizing::new(Vec::with_capacity(2 * SecretKey::LEN + 1));
@@ -322,6 +328,8 @@ impl OperatorKey {
 pub struct ConfigVerifier {
     key: OperatorKey,
     seen: Mutex<HashMap<String, u64>>,
+    /// Where the highest revisions verified are kept across restarts, if anywhere.
+    floor_file: Option<super::floor::FloorFile>,
 }
 
 impl ConfigVerifier {
@@ -330,14 +338,41 @@ impl ConfigVerifier {
         ConfigVerifier {
             key,
             seen: Mutex::new(HashMap::new()),
+            floor_file: None,
         }
     }
 
+    /// Keeps the highest revision verified per tenant in the local file `path` (JSON, mode
+    /// 0600, written atomically), and starts from the floors it holds: a restarted process
+    /// refuses a record older than one it verified before it stopped, with no help from the
+    /// database. Put the file on the application host, where the database cannot write
+    /// (the embedded preset keeps it in its directory). Each instance of a deployment keeps
+    /// its own file; a revision only another instance has seen is not known here, so for a
+    /// floor every instance shares, also set [`ConfigVerifier::with_floor`] from deployment
+    /// settings (docs/SECURITY.md).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] when the file exists and cannot be read;
+    /// [`crate::Error::InvalidConfig`] when it is damaged (not a JSON object of revisions).
+    pub fn with_floor_file(mut self, path: impl Into<std::path::PathBuf>) -> crate::Result<Self> {
+        let file = super::floor::FloorFile::new(path.into());
+        let floors = file.load()?;
+        if let Ok(mut seen) = self.seen.lock() {
+            for (tenant, revision) in floors {
+                let floor = seen.entry(tenant).or_insert(0);
+                *floor = (*floor).max(revision);
+            }
+        }
+        self.floor_file = Some(file);
+        Ok(self)
+    }
+
     /// Sets a revision floor from deployment settings: older records are refused even by a
-    /// fresh process.
+    /// fresh process. It only raises a floor (one from the floor file may be higher).
     pub fn with_floor(self, tenant: &TenantId, revision: u64) -> Self {
         if let Ok(mut seen) = self.seen.lock() {
-            seen.insert(tenant.to_string(), revision);
+            let floor = seen.entry(tenant.to_string()).or_insert(0);
+            *floor = (*floor).max(revision);
         }
         self
     }
@@ -356,6 +391,19 @@ impl ConfigVerifier {
             });
         }
         seen.insert(tenant.to_string(), revision);
+        if revision > floor
+            && let Some(file) = &self.floor_file
+            && let Err(e) = file.save(&seen)
+        {
+            // The floor still holds in this process; only a restart before the next
+            // successful save would forget it. Refusing the configuration instead would
+            // take the tenant down for a local disk problem.
+            tracing::warn!(
+                target: "cmk::config",
+                error = %e,
+                "could not record the configuration revision floor; a restart may accept an older record"
+            );
+        }
         Ok(())
     }
 

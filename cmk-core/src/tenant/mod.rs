@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod context;
+mod floor;
 pub mod policy;
 
 pub use config::*;
