@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use cmk_core::format::aad::RowId;
 use cmk_core::kms::Kms;
-use cmk_core::registry::{KeyState, Purpose, RegistryEntry, entry_aad};
+use cmk_core::registry::{KeyState, Purpose, RegistryEntry, entry_aad, kek_id};
 use cmk_core::schema::{FieldSpec, RowSchema};
 use cmk_core::{TenantConfig, TenantId};
 use common::*;
@@ -323,4 +323,335 @@ async fn cmk_opens_the_documented_row() {
         det
     );
     let _: &TenantConfig = keys.config();
+}
+
+/// The further vectors of FORMAT.md §10a–§10d, computed from the spec with raw primitives.
+struct Further {
+    /// §10a: a KEK wrapped by the local KMS as a registry entry.
+    registry_wrap: Vec<u8>,
+    /// §10c: a two-class row with a padded field and a hidden NULL, UUID row id.
+    row_private_keys: Vec<u8>,
+    row_restricted_keys: Vec<u8>,
+    row_email: Vec<u8>,
+    row_ssn: Vec<u8>,
+    /// §10d: the row-id part of associated data, per kind.
+    row_ids: Vec<(&'static str, Vec<u8>)>,
+}
+
+const UUID: [u8; 16] = [
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+];
+
+fn further() -> Further {
+    let (tenant, table) = ("acme", "patients");
+    let kek_id = |class: &str| {
+        let d = Sha256::new()
+            .chain_update(b"cmk/kek-id")
+            .chain_update(class)
+            .finalize();
+        u32::from_be_bytes(d[..4].try_into().unwrap())
+    };
+
+    // §10a: the registry entry of KEK `private` v1 under local key `acme` v1.
+    let registry_aad = Parts::new("cmk/registry")
+        .u8(1)
+        .text("kek")
+        .text(tenant)
+        .text("private")
+        .u32(kek_id("private"))
+        .u32(1)
+        .text("local:acme")
+        .0
+        .clone();
+    let local_aad = Parts::new("cmk/local-kms")
+        .text("acme") // the key's name: the reference after `local:`
+        .u32(1)
+        .bytes(&registry_aad)
+        .0
+        .clone();
+    let nonce = seq(0xe0, 12);
+    let (ct, tag) = gcm(&seq(0xc0, 32), &nonce, &local_aad, &seq(0x00, 32));
+    let registry_wrap = [&[1u8][..], &1u32.to_be_bytes(), &nonce, &ct, &tag].concat();
+
+    // §10c: row id UUID, write id b0..bf; `email` (private, padded to 16), `ssn`
+    // (restricted, hidden NULL).
+    let write_id = seq(0xb0, 16);
+    let class_set = [&[7u8][..], b"private", &[10u8], b"restricted"].concat();
+    let field = |column: &str, class: &str, flags: u8, dek: &[u8], nonce: &[u8], inner: &[u8]| {
+        let aad = Parts::new("cmk/field")
+            .u8(1)
+            .text(table)
+            .text(column)
+            .text(class)
+            .text(tenant)
+            .u8(flags)
+            .put(0x08, &UUID)
+            .0
+            .clone();
+        let (ct, tag) = gcm(dek, nonce, &aad, inner);
+        [&[1u8, flags][..], nonce, &ct, &tag].concat()
+    };
+    let key_column = |class: &str, kek: &[u8], dek: &[u8], nonce: &[u8], list: &[u8]| {
+        let aad = Parts::new("cmk/dek")
+            .u8(1)
+            .text(table)
+            .text(class)
+            .text(tenant)
+            .u32(kek_id(class))
+            .u32(1)
+            .put(0x08, &UUID)
+            .bytes(list)
+            .bytes(&class_set)
+            .bytes(&write_id)
+            .0
+            .clone();
+        let (wrapped, tag) = gcm(kek, nonce, &aad, dek);
+        [
+            &[3u8][..],
+            &kek_id(class).to_be_bytes(),
+            &1u32.to_be_bytes(),
+            nonce,
+            &wrapped,
+            &tag,
+            &write_id,
+            list,
+        ]
+        .concat()
+    };
+    // `bob@example.com` is 15 bytes: padded with 0x80 and 0x00 to 16 (flag bit 0).
+    let padded = [&b"bob@example.com"[..], &[0x80]].concat();
+    let row_email = field(
+        "email",
+        "private",
+        0x01,
+        &seq(0x20, 32),
+        &seq(0x50, 12),
+        &padded,
+    );
+    // NULL, hidden (flag bit 1): the presence byte 0x00 and nothing else.
+    let row_ssn = field(
+        "ssn",
+        "restricted",
+        0x02,
+        &seq(0x80, 32),
+        &seq(0x58, 12),
+        &[0x00],
+    );
+    let row_private_keys = key_column(
+        "private",
+        &seq(0x00, 32),
+        &seq(0x20, 32),
+        &seq(0x40, 12),
+        &[&[5u8][..], b"email"].concat(),
+    );
+    let row_restricted_keys = key_column(
+        "restricted",
+        &seq(0x60, 32),
+        &seq(0x80, 32),
+        &seq(0x48, 12),
+        &[&[3u8][..], b"ssn"].concat(),
+    );
+
+    // §10d: the row-id part, per kind.
+    let part = |tag: u8, b: &[u8]| Parts(Vec::new()).put(tag, b).0.clone();
+    let row_ids = vec![
+        ("row_id_i64", part(0x06, &42i64.to_be_bytes())),
+        ("row_id_uuid", part(0x08, &UUID)),
+        ("row_id_text", part(0x02, b"ann-1")),
+        ("row_id_absent", part(0x07, &[])),
+    ];
+    Further {
+        registry_wrap,
+        row_private_keys,
+        row_restricted_keys,
+        row_email,
+        row_ssn,
+        row_ids,
+    }
+}
+
+/// The configuration of §10b: tenant `acme`, revision 1, roots under `local:acme`, one class
+/// `private` under `local:acme-private`.
+fn example_config() -> TenantConfig {
+    let mut config = TenantConfig::new(
+        TenantId::new("acme").unwrap(),
+        cmk_core::kms::KeyRef::new("local:acme").unwrap(),
+    );
+    config.policies = std::collections::BTreeMap::from([(
+        class("private"),
+        cmk_core::Policy::new(cmk_core::kms::KeyRef::new("local:acme-private").unwrap()),
+    )]);
+    config
+}
+
+/// The text of a FORMAT.md block, by its marker.
+fn documented_text(name: &str) -> String {
+    let doc = include_str!("../../docs/FORMAT.md");
+    let marker = format!("<!-- example: {name} -->");
+    let block = &doc[doc
+        .find(&marker)
+        .unwrap_or_else(|| panic!("FORMAT.md lacks {marker}"))..];
+    let open = block.find("```text\n").unwrap() + 8;
+    let close = open + block[open..].find("\n```").unwrap();
+    block[open..close].to_string()
+}
+
+#[test]
+fn the_further_vectors_follow_from_the_spec() {
+    let f = further();
+    let operator =
+        cmk_core::tenant::OperatorKey::new(cmk_core::secret::SecretKey::from_bytes([0x2a; 32]));
+    let signed = operator.sign(&example_config()).unwrap();
+    if std::env::var_os("CMK_PRINT_EXAMPLE").is_some() {
+        for (n, b) in [
+            ("registry_wrap", &f.registry_wrap),
+            ("row_private_keys", &f.row_private_keys),
+            ("row_restricted_keys", &f.row_restricted_keys),
+            ("row_email", &f.row_email),
+            ("row_ssn", &f.row_ssn),
+            ("config_mac", &signed.mac.to_vec()),
+        ] {
+            println!("{n} ({} bytes):\n{}\n", b.len(), wrap_hex(b));
+        }
+        println!(
+            "config_content:\n{}\n",
+            String::from_utf8_lossy(&signed.content)
+        );
+        for (n, b) in &f.row_ids {
+            println!("{n}: {}", wrap_hex(b));
+        }
+    }
+    assert_eq!(f.registry_wrap, documented("registry_wrap"));
+    assert_eq!(f.row_private_keys, documented("row_private_keys"));
+    assert_eq!(f.row_restricted_keys, documented("row_restricted_keys"));
+    assert_eq!(f.row_email, documented("row_email"));
+    assert_eq!(f.row_ssn, documented("row_ssn"));
+    for (n, b) in &f.row_ids {
+        assert_eq!(b, &documented(n), "{n}");
+    }
+    // §10b: the MAC, computed from the spec over the documented content.
+    let content = documented_text("config_content");
+    let mac_input = Parts::new("cmk/tenant-config")
+        .u8(1)
+        .text("acme")
+        .bytes(&1u64.to_be_bytes())
+        .bytes(content.as_bytes())
+        .0
+        .clone();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[0x2a; 32]).unwrap();
+    mac.update(&mac_input);
+    assert_eq!(
+        mac.finalize().into_bytes().to_vec(),
+        documented("config_mac")
+    );
+    // cmk writes exactly the documented record.
+    assert_eq!(String::from_utf8(signed.content).unwrap(), content);
+    assert_eq!(signed.mac.to_vec(), documented("config_mac"));
+}
+
+#[tokio::test]
+async fn cmk_reads_the_further_vectors() {
+    use cmk_core::registry::{KeyRegistry, entry_context};
+    // §10a: a keyring holding local key `acme` v1 = c0..df unwraps the documented entry.
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring");
+    std::fs::write(
+        &keyring,
+        format!(
+            "cmk-local-keyring 1\nkey acme enabled\nversion acme 1 {}\n",
+            cmk_core::hexfmt::encode(&seq(0xc0, 32))
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &keyring,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let local = cmk_core::kms::local::LocalKms::open(&keyring).unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    let key = cmk_core::kms::KeyRef::new("local:acme").unwrap();
+    let context = entry_context(Purpose::Kek, &acme, "private", kek_id("private"), 1, &key);
+    let kek = local
+        .unwrap(&key, &documented("registry_wrap"), &context)
+        .await
+        .unwrap();
+    assert_eq!(kek.expose_secret(), &seq(0x00, 32)[..]);
+
+    // §10b: the documented record verifies and names the keys a reader needs.
+    let verifier = cmk_core::tenant::ConfigVerifier::new(cmk_core::tenant::OperatorKey::new(
+        cmk_core::secret::SecretKey::from_bytes([0x2a; 32]),
+    ));
+    let record: cmk_core::tenant::SignedTenantConfig = cmk_core::sql::ConfigRecord {
+        tenant_id: "acme".into(),
+        revision: 1,
+        content: documented_text("config_content").into_bytes(),
+        mac: documented("config_mac"),
+        created_at: 0,
+    }
+    .into_signed(&acme)
+    .unwrap();
+    let config = verifier.verify_loaded(&acme, &record).unwrap();
+    assert_eq!(config, example_config());
+
+    // §10c: cmk opens the two-class row, with the KEKs provisioned as onboarding would.
+    let fx = Fixture::new(&[]).await;
+    let key = fx.local.create_key("acme").unwrap();
+    let c = doctor("acme");
+    fx.cmk
+        .configure_tenant(&c, &config_for("acme", key.clone()))
+        .await
+        .unwrap();
+    for (class_name, material) in [("private", seq(0x00, 32)), ("restricted", seq(0x60, 32))] {
+        let id = kek_id(class_name);
+        let aad = entry_aad(Purpose::Kek, &acme, class_name, id, 1, &key);
+        let wrapped = fx
+            .local
+            .wrap(&key, &material, &cmk_core::kms::KmsContext::new(aad))
+            .await
+            .unwrap();
+        fx.registry
+            .insert_if_absent(RegistryEntry {
+                tenant: acme.clone(),
+                purpose: Purpose::Kek,
+                policy: class_name.into(),
+                kek_id: id,
+                version: 1,
+                cmk_ref: key.clone(),
+                state: KeyState::Active,
+                wrapped,
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let keys = fx
+        .cmk
+        .keys_for(&c, &["private", "restricted"])
+        .await
+        .unwrap();
+    let schema = RowSchema::new(
+        "patients",
+        vec![
+            FieldSpec::new("email", class("private")).pad_to(16),
+            FieldSpec::new("ssn", class("restricted")).hide_null(),
+        ],
+    )
+    .unwrap();
+    let (pk, rk) = (
+        documented("row_private_keys"),
+        documented("row_restricted_keys"),
+    );
+    let (email, ssn) = (documented("row_email"), documented("row_ssn"));
+    let row = cmk_core::seal::StoredRow {
+        tenant: "acme",
+        row_id: Some(&RowId::Uuid(UUID)),
+        key_columns: &[Some(&pk), Some(&rk)],
+        fields: &[Some(&email), Some(&ssn)],
+        indexes: &[],
+    };
+    let out = keys.unseal(&schema, &row).unwrap();
+    assert_eq!(out.values[0].value(), Some(&b"bob@example.com"[..]));
+    assert_eq!(out.values[1], cmk_core::seal::Revealed::Null);
 }
