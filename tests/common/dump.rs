@@ -34,21 +34,28 @@ fn base64_variants(bytes: &[u8]) -> Vec<String> {
 
 /// Where in `dump` a rendering of `needle` occurs (raw, hex either case, base64).
 pub(crate) fn find_in_dump(dump: &[u8], needle: &str) -> Option<&'static str> {
-    let lower = String::from_utf8_lossy(dump).to_lowercase();
-    let text = String::from_utf8_lossy(dump);
-    if dump.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+    find_bytes_in_dump(dump, needle.as_bytes())
+}
+
+/// Where in `dump` a rendering of the bytes `needle` occurs: raw, hex either case, or base64
+/// (standard or URL-safe alphabet) at every alignment.
+pub(crate) fn find_bytes_in_dump(dump: &[u8], needle: &[u8]) -> Option<&'static str> {
+    if needle.is_empty() {
+        return None;
+    }
+    if dump.windows(needle.len()).any(|w| w == needle) {
         return Some("raw");
     }
-    if lower.contains(&hex(needle.as_bytes())) {
+    let lower = String::from_utf8_lossy(dump).to_lowercase();
+    if lower.contains(&hex(needle)) {
         return Some("hex");
     }
-    if base64_variants(needle.as_bytes())
-        .iter()
-        .any(|b| text.contains(b.as_str()))
-    {
-        return Some("base64");
-    }
-    None
+    let text = String::from_utf8_lossy(dump);
+    let found = base64_variants(needle).iter().any(|b| {
+        let url_safe = b.replace('+', "-").replace('/', "_");
+        text.contains(b.as_str()) || text.contains(url_safe.as_str())
+    });
+    found.then_some("base64")
 }
 
 #[test]
