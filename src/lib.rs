@@ -47,6 +47,10 @@ pub mod tenant {
 /// Models: the trait the derive implements, partial reads, field encodings and row ids.
 pub mod model {
     pub use cmk_core::format::aad::RowId;
+    pub use cmk_core::manifest::{
+        Encoding, MANIFEST_SCHEMA, Manifest, ManifestField, ManifestKeyColumn, RowIdColumn,
+        TenantColumn, write_manifests,
+    };
     pub use cmk_core::model::{Encrypted, IntoRowId, Partial, RawField};
 }
 

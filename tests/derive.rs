@@ -240,3 +240,46 @@ async fn partial_views_withhold_classes_the_actor_may_not_read() {
     let owned = Patient::unseal_many_owned(rows, &keys);
     assert!(matches!(&owned[0], Ok(p) if p.id == 7) && matches!(owned[1], Err(Error::Tampered)));
 }
+
+/// The manifest of a model (issue 16, schema manifests): every classified column with its
+/// class, encoding, nullability, search and index column, the key columns with their KEK ids,
+/// the tenant and id columns. It is the example of docs/FORMAT.md §12, byte for byte.
+#[test]
+fn the_manifest_describes_every_column_as_format_md_shows() {
+    let manifest = Patient::manifest().unwrap();
+    if std::env::var_os("CMK_PRINT_EXAMPLE").is_some() {
+        println!("{}", manifest.to_json());
+    }
+    let doc = include_str!("../docs/FORMAT.md");
+    let marker = "<!-- example: manifest -->";
+    let block = &doc[doc.find(marker).expect("FORMAT.md shows a manifest")..];
+    let open = block.find("```json\n").unwrap() + 8;
+    let close = open + block[open..].find("\n```").unwrap();
+    assert_eq!(manifest.to_json(), &block[open..close]);
+    assert_eq!(
+        cmk::model::Manifest::from_json(&block[open..close]).unwrap(),
+        manifest
+    );
+    let secret = manifest
+        .key_columns
+        .iter()
+        .find(|k| k.class == "secret")
+        .unwrap();
+    assert_eq!(secret.kek_id, cmk::registry::kek_id("secret"));
+
+    // All of an application's manifests, to a folder; read back as written.
+    let dir = tempfile::tempdir().unwrap();
+    let written = cmk::model::write_manifests(dir.path(), std::slice::from_ref(&manifest)).unwrap();
+    assert_eq!(written, vec![dir.path().join("patients.manifest.json")]);
+    let back = std::fs::read_to_string(&written[0]).unwrap();
+    assert_eq!(cmk::model::Manifest::from_json(&back).unwrap(), manifest);
+    // Two manifests of one table, or a table that is no file name, are refused.
+    let twice = cmk::model::write_manifests(dir.path(), &[manifest.clone(), manifest.clone()]);
+    assert!(matches!(twice, Err(Error::InvalidInput(_))), "{twice:?}");
+    let mut other = manifest.clone();
+    other.table = "../escape".into();
+    let escape = cmk::model::write_manifests(dir.path(), &[other]);
+    assert!(matches!(escape, Err(Error::InvalidInput(_))), "{escape:?}");
+    let wrong = back.replace("cmk.manifest/1", "cmk.manifest/9");
+    assert!(cmk::model::Manifest::from_json(&wrong).is_err());
+}

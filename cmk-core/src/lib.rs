@@ -33,7 +33,7 @@ pub use audit::event;
 pub use crypto::secret;
 pub use keys::{lease, registry};
 pub use rows::jobs;
-pub use rows::{guard, model, schema, scope, seal};
+pub use rows::{guard, manifest, model, schema, scope, seal};
 pub use service::admin;
 pub use service::sql;
 pub use tenant::{context, policy};

@@ -9,6 +9,7 @@ pub mod guard;
 pub mod handle;
 mod index_check;
 pub mod jobs;
+pub mod manifest;
 pub mod model;
 pub(crate) mod plan;
 mod rekey;

@@ -55,9 +55,10 @@ pub trait Encrypted: Sized {
     /// NULL in a field that is not an `Option`.
     fn unseal(sealed: &Self::Sealed, keys: &TenantKeys) -> Result<Self>;
 
-    /// The stored key columns of a sealed row, `(column, value)` in class order. A class's
-    /// key column changes on every write of that class (a fresh DEK), so together they are
-    /// the row's version for compare-and-set updates.
+    /// The stored key columns of a sealed row, `(column, value)` in class order. Every write
+    /// that changes a classified value changes every key column (a fresh DEK, or the kept
+    /// DEK re-wrapped with the write's id), so together they are the row's version for
+    /// compare-and-set updates.
     fn key_columns(sealed: &Self::Sealed) -> Vec<(&'static str, Option<&[u8]>)>;
 
     /// Re-wraps, in place, every key column of `sealed` that is not under its class's
@@ -84,6 +85,21 @@ pub trait Encrypted: Sized {
     fn changed_classes(&self, other: &Self) -> Result<Vec<bool>> {
         let _ = other;
         Ok(vec![true; Self::KEY_COLUMNS.len()])
+    }
+
+    /// The model's manifest (docs/FORMAT.md §12): its table, tenant and id columns, its
+    /// classified columns with their classes, encodings, search and index columns, and its
+    /// key columns, for readers that are not Rust (`cmk verify --manifest`, a decryptor in
+    /// another language). The derive implements it.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] from the default implementation (a hand-written model
+    /// that does not describe itself), and what [`Encrypted::schema`] returns.
+    fn manifest() -> Result<crate::rows::manifest::Manifest> {
+        Err(Error::InvalidInput(format!(
+            "the model of table `{}` does not describe its manifest",
+            Self::TABLE
+        )))
     }
 
     /// Puts back into `fresh` the stored columns (fields, index columns) of each class marked
@@ -332,6 +348,8 @@ mod tests {
 #[doc(hidden)]
 pub mod derive_support {
     use std::borrow::Cow;
+
+    pub use crate::rows::manifest::{Encoding, FieldFacts, Manifest, RowIdColumn, TenantColumn};
 
     use crate::crypto::secret::SecretBytes;
     use crate::error::{Error, Result};

@@ -9,7 +9,7 @@ use super::unseal::{stored_fields, stored_keys};
 use super::{Gen, Stored};
 
 /// The `Encrypted` items that seal: `schema`, `seal`, `rekey`, `bound_row_id`,
-/// `changed_classes`, `keep_classes` and `key_columns`.
+/// `changed_classes`, `keep_classes`, `key_columns` and `manifest`.
 pub(super) fn seal_items(g: &Gen<'_>) -> TokenStream {
     let (sealed, p) = (&g.sealed, &g.p);
     let table = g.m.table();
@@ -23,7 +23,10 @@ pub(super) fn seal_items(g: &Gen<'_>) -> TokenStream {
     let updates = update_fns(g);
     let key_names = g.key_idents.iter().map(|k| k.to_string());
     let stored_keys = stored_keys(g);
+    let manifest = manifest_fn(g);
     quote! {
+        #manifest
+
         fn schema() -> #p::Result<&'static #p::RowSchema> {
             static SCHEMA: #p::OnceLock<#p::Result<#p::RowSchema>> = #p::OnceLock::new();
             SCHEMA
@@ -54,6 +57,61 @@ pub(super) fn seal_items(g: &Gen<'_>) -> TokenStream {
 
         fn key_columns(sealed: &#sealed) -> Vec<(&'static str, Option<&[u8]>)> {
             vec![#((#key_names, #stored_keys)),*]
+        }
+    }
+}
+
+/// `manifest`: the schema described with what the derive knows beside it (tenant and id
+/// columns, value encodings, nullability, index columns).
+fn manifest_fn(g: &Gen<'_>) -> TokenStream {
+    use crate::ast::RawKind;
+    use crate::attr::TenantSource;
+    let p = &g.p;
+    let tenant = match g.m.tenant() {
+        Some(TenantSource::Field(f)) => {
+            let name = f.to_string();
+            quote!(#p::TenantColumn::Column(::std::string::String::from(#name)))
+        }
+        Some(TenantSource::Fixed(lit)) => {
+            quote!(#p::TenantColumn::Fixed(::std::string::String::from(#lit)))
+        }
+        None => quote!(#p::TenantColumn::Fixed(::std::string::String::new())),
+    };
+    let row_id = match &g.m.attrs.id {
+        Some(id) => {
+            let (name, bound) = (id.to_string(), g.m.app_ids());
+            quote!(::core::option::Option::Some(#p::RowIdColumn::new(#name, #bound)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let facts = g.classified.iter().map(|(_, c)| {
+        let encoding = match c.raw {
+            Some(RawKind::String) => quote!(#p::Encoding::Utf8),
+            Some(RawKind::Bytes) => quote!(#p::Encoding::Bytes),
+            None => quote!(#p::Encoding::Json),
+        };
+        let nullable = c.optional;
+        let index = match &c.blind_index {
+            Some(_) => {
+                let col = format!("{}_bidx", c.column);
+                quote!(::core::option::Option::Some(#col))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        quote! {
+            #p::FieldFacts { encoding: #encoding, nullable: #nullable, index_column: #index }
+        }
+    });
+    quote! {
+        fn manifest() -> #p::Result<#p::Manifest> {
+            let schema = <Self as #p::Encrypted>::schema()?;
+            #p::Manifest::describe(
+                schema,
+                #tenant,
+                #row_id,
+                <Self as #p::Encrypted>::KEY_COLUMNS,
+                &[#(#facts),*],
+            )
         }
     }
 }
