@@ -559,16 +559,12 @@ pub(crate) fn unseal_with(
 ) -> Result<UnsealedRow> {
     let mut withheld: Vec<&Class> = Vec::new();
     let result = unseal_inner(keys, ctx, schema, row, partial, &mut withheld, classic);
+    let decrypt_event = |result: &Result<UnsealedRow>, touched: Touched| {
+        let name = EventName::DataDecrypt;
+        audit(keys, ctx, schema, row.row_id, name, result, touched)
+    };
     if withheld.is_empty() && !matches!(result, Err(Error::AccessDenied { .. })) {
-        audit(
-            keys,
-            ctx,
-            schema,
-            row.row_id,
-            EventName::DataDecrypt,
-            &result,
-            Touched::All,
-        )?;
+        decrypt_event(&result, Touched::All)?;
         return result;
     }
     // Some classes were refused: one DATA_DENY_ACCESS event for them, then (partial reads)
@@ -611,15 +607,7 @@ pub(crate) fn unseal_with(
     if let Err(e) = &result
         && !matches!(e, Error::AccessDenied { .. })
     {
-        audit(
-            keys,
-            ctx,
-            schema,
-            row.row_id,
-            EventName::DataDecrypt,
-            &result,
-            Touched::All,
-        )?;
+        decrypt_event(&result, Touched::All)?;
         return result;
     }
     let result = Ok(result?);
@@ -629,16 +617,7 @@ pub(crate) fn unseal_with(
         .filter(|c| !withheld.contains(c))
         .map(|c| c.to_string())
         .collect();
-    let read = Touched::Some(names(false), read_classes);
-    audit(
-        keys,
-        ctx,
-        schema,
-        row.row_id,
-        EventName::DataDecrypt,
-        &result,
-        read,
-    )?;
+    decrypt_event(&result, Touched::Some(names(false), read_classes))?;
     result
 }
 

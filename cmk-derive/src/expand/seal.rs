@@ -5,7 +5,7 @@ use quote::{format_ident, quote};
 use syn::spanned::Spanned;
 
 use super::types::stored_may_be_null;
-use super::unseal::{stored_fields, stored_keys};
+use super::unseal::{stored_keys, stored_row_view};
 use super::{Gen, Stored};
 
 /// The `Encrypted` items that seal: `schema`, `seal`, `rekey`, `bound_row_id`,
@@ -230,11 +230,8 @@ fn assemble(g: &Gen<'_>) -> Vec<TokenStream> {
 /// `rekey`: every key column re-wrapped under its class's active KEK (KEK retirement).
 fn rekey_fn(g: &Gen<'_>) -> TokenStream {
     let (sealed, p) = (&g.sealed, &g.p);
-    let (n_fields, n_keys) = (g.classified.len(), g.key_idents.len());
-    let stored_fields = stored_fields(g);
-    let stored_keys = stored_keys(g);
-    let tenant_of_sealed = g.tenant_of(quote!(sealed));
-    let row_id_sealed = g.row_id_of(quote!(sealed));
+    let n_keys = g.key_idents.len();
+    let view = stored_row_view(g);
     let assign = g.key_idents.iter().enumerate().map(|(i, k)| {
         let w = g.wrap(Stored::Keys, quote!(v));
         quote! {
@@ -253,16 +250,7 @@ fn rekey_fn(g: &Gen<'_>) -> TokenStream {
             let mut __new: [Option<Vec<u8>>; #n_keys] = ::core::default::Default::default();
             {
                 let sealed: &#sealed = sealed;
-                let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
-                let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
-                let __row_id: Option<#p::RowId> = #row_id_sealed;
-                let __row = #p::StoredRow {
-                    tenant: #tenant_of_sealed,
-                    row_id: __row_id.as_ref(),
-                    key_columns: &__keys,
-                    fields: &__fields,
-                    indexes: &[],
-                };
+                #view
                 for (__k, __slot) in __new.iter_mut().enumerate() {
                     *__slot = keys.rekey_key_column(schema, __k, &__row)?;
                 }
@@ -314,9 +302,7 @@ fn update_fns(g: &Gen<'_>) -> TokenStream {
             }
         }
     });
-    let (n_fields_all, stored_fields, stored_keys) = (n_fields, stored_fields(g), stored_keys(g));
-    let tenant_of_sealed = g.tenant_of(quote!(sealed));
-    let row_id_sealed = g.row_id_of(quote!(sealed));
+    let (view, stored_keys) = (stored_row_view(g), stored_keys(g));
     quote! {
         fn changed_classes(&self, __other: &Self) -> #p::Result<Vec<bool>> {
             #(#encode)*
@@ -345,16 +331,7 @@ fn update_fns(g: &Gen<'_>) -> TokenStream {
                     [#(#stored_keys),*]
                 };
                 let sealed: &#sealed = old;
-                let __fields: [Option<&[u8]>; #n_fields_all] = [#(#stored_fields),*];
-                let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
-                let __row_id: Option<#p::RowId> = #row_id_sealed;
-                let __row = #p::StoredRow {
-                    tenant: #tenant_of_sealed,
-                    row_id: __row_id.as_ref(),
-                    key_columns: &__keys,
-                    fields: &__fields,
-                    indexes: &[],
-                };
+                #view
                 for (__k, __slot) in __carried.iter_mut().enumerate() {
                     if keep.get(__k) == Some(&true) && __keys[__k].is_some() {
                         *__slot = Some(keys.carry_key_column(schema, __k, &__row, &__fresh_keys)?);

@@ -61,6 +61,28 @@ pub(super) fn stored_keys(g: &Gen<'_>) -> Vec<TokenStream> {
         .collect()
 }
 
+/// Binds `__row`, the `StoredRow` view (without blind indexes) of the stored row `sealed`
+/// in scope, with what it borrows: what rekeying and carrying key columns read.
+pub(super) fn stored_row_view(g: &Gen<'_>) -> TokenStream {
+    let p = &g.p;
+    let (n_fields, n_keys) = (g.classified.len(), g.key_idents.len());
+    let (stored_fields, stored_keys) = (stored_fields(g), stored_keys(g));
+    let tenant = g.tenant_of(quote!(sealed));
+    let row_id = g.row_id_of(quote!(sealed));
+    quote! {
+        let __fields: [Option<&[u8]>; #n_fields] = [#(#stored_fields),*];
+        let __keys: [Option<&[u8]>; #n_keys] = [#(#stored_keys),*];
+        let __row_id: Option<#p::RowId> = #row_id;
+        let __row = #p::StoredRow {
+            tenant: #tenant,
+            row_id: __row_id.as_ref(),
+            key_columns: &__keys,
+            fields: &__fields,
+            indexes: &[],
+        };
+    }
+}
+
 /// `__unseal_values`: the stored row unsealed strictly or partially, in the generated scope.
 pub(super) fn unseal_values_fn(g: &Gen<'_>) -> TokenStream {
     let (name, sealed, p) = (g.name, &g.sealed, &g.p);
