@@ -107,16 +107,22 @@ fn secret_containers_are_wiped_when_dropped() {
     assert!(!freed_a_secret(|| drop(clone)));
 }
 
-/// Sealing and unsealing a row of the needle, in an envelope field, a blind-indexed one and a
-/// deterministic one: no buffer cmk frees holds it, and neither do the results once dropped.
-#[test]
-fn sealing_and_unsealing_free_no_plaintext() {
-    let _one = ONE_AT_A_TIME.lock().unwrap();
+/// A runtime and tenant `acme` onboarded, made before any check is on.
+fn onboarded() -> (tokio::runtime::Runtime, Fixture) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let fx = rt.block_on(Fixture::new(&["acme"]));
+    (rt, fx)
+}
+
+/// Sealing and unsealing a row of the needle, in an envelope field, a blind-indexed one and a
+/// deterministic one: no buffer cmk frees holds it, and neither do the results once dropped.
+#[test]
+fn sealing_and_unsealing_free_no_plaintext() {
+    let _one = ONE_AT_A_TIME.lock().unwrap();
+    let (rt, fx) = onboarded();
     let keys = rt.block_on(fx.cmk.keys_for(&doctor("acme"), &ALL)).unwrap();
     let schema = RowSchema::new(
         "notes",
@@ -158,11 +164,7 @@ fn leased_keks_are_wiped_when_dropped() {
     use cmk_core::kms::Kms;
     use cmk_core::registry::{KeyRegistry, Purpose, entry_context};
     let _one = ONE_AT_A_TIME.lock().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let fx = rt.block_on(Fixture::new(&["acme"]));
+    let (rt, fx) = onboarded();
     let tenant = cmk_core::TenantId::new("acme").unwrap();
     let entry = rt
         .block_on(fx.registry.entries(&tenant))
