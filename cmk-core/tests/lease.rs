@@ -11,6 +11,8 @@ use cmk_core::format::aad::RowId;
 use cmk_core::kms::{KeyRef, KmsErrorKind};
 use cmk_core::registry::{KeyRegistry, MemoryRegistry, Purpose};
 use cmk_core::schema::{FieldSpec, RowSchema};
+use cmk_core::secret::SecretKey;
+use cmk_core::tenant::{MemoryConfigStore, OperatorKey};
 use cmk_core::{Cmk, CmkSettings, Error, LeasePolicy, Policy};
 use common::*;
 
@@ -534,6 +536,45 @@ async fn shredding_stops_every_instance_within_one_renewal_and_defeats_a_restore
         .kms(fx.kms.clone())
         .registry(restored)
         .configs(fx.configs.clone())
+        .build()
+        .unwrap();
+    let err = after_restore.keys_for(&c, &["private"]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Kms { source, .. } if source.kind == KmsErrorKind::NotFound),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn shredding_after_a_master_key_rotation_defeats_a_backup_from_before_the_rotation() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    fx.cmk.keys_for(&c, &["private"]).await.unwrap();
+    // The backup: the registry and the configuration as they were before the rotation.
+    let backup: Vec<_> = fx.registry.entries(c.tenant()).await.unwrap();
+    let backup_config = fx.configs.raw(c.tenant()).unwrap();
+    let new_key = fx.local.create_key("acme-2").unwrap();
+    fx.cmk.rotate_master_key(&c, &new_key).await.unwrap();
+
+    let report = fx.cmk.shred_tenant(&c).await.unwrap();
+    // Before the fix only `acme-2`, the key the configuration named, was destroyed, and the
+    // backup below still unwrapped under `acme`.
+    assert_eq!(
+        report.master_keys_destroyed,
+        vec![KeyRef::new("local:acme").unwrap(), new_key]
+    );
+    let restored = Arc::new(MemoryRegistry::new());
+    for e in backup {
+        restored.insert_raw(e).unwrap();
+    }
+    let restored_configs = Arc::new(MemoryConfigStore::new(OperatorKey::new(
+        SecretKey::from_bytes([42; 32]),
+    )));
+    restored_configs.put_raw(backup_config).unwrap();
+    let after_restore = Cmk::builder()
+        .kms(fx.kms.clone())
+        .registry(restored)
+        .configs(restored_configs)
         .build()
         .unwrap();
     let err = after_restore.keys_for(&c, &["private"]).await.unwrap_err();

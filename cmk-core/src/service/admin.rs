@@ -331,6 +331,16 @@ async fn shred_inner(cmk: &Cmk, ctx: &RequestContext) -> Result<ShredReport> {
         .map(|p| p.kms_key.clone())
         .collect();
     keys.push(view.config.root_key.clone());
+    // Every master key that ever wrapped one of the tenant's entries: after a master-key
+    // rotation, a backup from before it holds entries wrapped under the earlier key.
+    keys.extend(
+        cmk.registry
+            .entries(tenant)
+            .await?
+            .into_iter()
+            .filter(|e| e.purpose != Purpose::Tombstone)
+            .map(|e| e.cmk_ref),
+    );
     keys.sort();
     keys.dedup();
     let mut report = ShredReport {

@@ -718,8 +718,9 @@ impl Cmk {
 
     /// Crypto-shreds the context's tenant: every key version is marked destroyed, a tombstone
     /// is written (every renewal checks it, so other instances stop within one renewal
-    /// interval), this process's leases are wiped, and the tenant's master keys are destroyed
-    /// where the KMS allows it. Where it does not, the report names the keys the tenant must
+    /// interval), this process's leases are wiped, and the tenant's master keys (the ones its
+    /// configuration names and every earlier one that wrapped a registry entry, so a backup from
+    /// before a master-key rotation is covered too) are destroyed where the KMS allows it. Where it does not, the report names the keys the tenant must
     /// disable or delete: a backup taken before the shred stays decryptable until then.
     ///
     /// # Errors
