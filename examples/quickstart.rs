@@ -107,6 +107,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nurse = keys.as_actor(Actor::User("nurse-1".into()), ["nurse"]);
     println!("a nurse sees: {:?}", Patient::unseal_partial(&raw, &nurse)?);
     println!("security events: {}", embedded.events_path().display());
+
+    // The table's manifest, for `cmk verify` and `cmk rekey` (and readers in other languages).
+    let written =
+        cmk::model::write_manifests(&embedded.dir().join("manifests"), &[Patient::manifest()?])?;
+    println!("manifest: {}", written[0].display());
     Ok(())
 }
 

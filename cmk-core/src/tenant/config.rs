@@ -240,8 +240,14 @@ impl OperatorKey {
         }
     }
 
-    /// Reads a 64-hex-digit operator key from a file only its owner may read.
-    fn load(path: &std::path::Path) -> crate::Result<Self> {
+    /// Reads a 64-hex-digit operator key from a file only its owner may read, never creating
+    /// one (an operator's tool pointed at the wrong directory must not make a new key, under
+    /// which every stored configuration would look forged).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] when the file cannot be read; [`crate::Error::InvalidConfig`] when
+    /// it does not hold a key, or when group or others may read it.
+    pub fn load(path: &std::path::Path) -> crate::Result<Self> {
         let io = |e: std::io::Error| crate::Error::io(format!("reading {}", path.display()), e);
         let mut file = std::fs::File::open(path).map_err(io)?;
         #[cfg(unix)]

@@ -1,0 +1,258 @@
+//! The command line: every command, its options and its `--help` example.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Customer Managed Keys for applications on Diesel and SeaORM: the operator's tool.
+#[derive(Debug, Parser)]
+#[command(name = "cmk", version, about, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// The deployment's directory: keyring.json (local KMS), operator.key,
+    /// config-floors.json and the event files, as `cmk::embedded::Embedded` keeps them.
+    #[arg(long, global = true, env = "CMK_HOME", default_value = "cmk-data")]
+    pub(crate) home: PathBuf,
+    /// The database holding cmk's tables and the application's (sqlite://FILE,
+    /// postgres://..., mysql://...); default: sqlite in HOME/cmk.sqlite3.
+    #[arg(long, global = true, env = "CMK_DATABASE_URL")]
+    pub(crate) database_url: Option<String>,
+    /// Machine-readable output (one JSON document, or JSON Lines for `audit tail`).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+pub(crate) const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure (verify: a row failed); \
+2 usage; 3 unknown tenant; 4 database unreachable or failing; 5 KMS unreachable or refusing; \
+6 malformed file (manifest, keyring, operator key, checkpoint); 7 tampered or rolled-back \
+configuration; 8 table without key columns; 9 tenant shredded; 130 interrupted (resumable).";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// The local KMS's keyring (HOME/keyring.json).
+    #[command(subcommand)]
+    Keyring(KeyringCommand),
+    /// Tenants: onboarding, configuration, policies.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// A tenant's key-encryption keys: roll over, retire, destroy.
+    #[command(subcommand)]
+    Kek(KekCommand),
+    /// Re-wraps a tenant's registry under a new master key; no row is touched.
+    #[command(after_help = "Example:\n  cmk rotate-master --tenant acme --key local:acme-2026")]
+    RotateMaster {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The new master key reference (default: a new local key `TENANT-<unix time>`).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Re-wraps every key column of a table under its class's active KEK (KEK retirement).
+    #[command(
+        after_help = "Example:\n  cmk kek roll-over --tenant acme\n  cmk rekey --manifest manifests/patients.manifest.json\n\nResumable: an interrupted run (Ctrl-C, a crash) continues from its checkpoint."
+    )]
+    Rekey(TableJob),
+    /// Unseals every row of a table; lists failures by row id and kind.
+    #[command(
+        after_help = "Example:\n  cmk verify --manifest manifests/patients.manifest.json --json\n\nExits 1 when any row fails."
+    )]
+    Verify(TableArgs),
+    /// Crypto-shreds a tenant: every key destroyed; its rows never read again.
+    #[command(after_help = "Example:\n  cmk shred --tenant acme --confirm acme")]
+    Shred {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The tenant id again: shredding cannot be undone.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Security events: the JSON Lines files of the application and of this tool.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyringCommand {
+    /// Creates an empty keyring if there is none.
+    #[command(after_help = "Example:\n  cmk --home /srv/cmk keyring init")]
+    Init,
+    /// Lists keys, their versions and states.
+    #[command(after_help = "Example:\n  cmk keyring list --json")]
+    List,
+    /// Creates a key.
+    #[command(after_help = "Example:\n  cmk keyring create acme")]
+    Create { name: String },
+    /// Adds a version to a key (new wraps use it; older versions still unwrap).
+    #[command(after_help = "Example:\n  cmk keyring rotate acme")]
+    Rotate { name: String },
+    /// Disables a key: every wrap and unwrap is refused (a tenant's revocation).
+    #[command(after_help = "Example:\n  cmk keyring disable acme")]
+    Disable { name: String },
+    /// Enables a disabled key.
+    #[command(after_help = "Example:\n  cmk keyring enable acme")]
+    Enable { name: String },
+    /// Destroys a key's material: whatever it wrapped is lost for good.
+    #[command(after_help = "Example:\n  cmk keyring destroy acme --confirm acme")]
+    Destroy {
+        name: String,
+        /// The key name again.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Copies the keyring to a file readable by its owner only.
+    #[command(after_help = "Example:\n  cmk keyring backup --to /backup/keyring-2026-12-07.json")]
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Configures a tenant (first time) and provisions its keys, after proving its master key
+    /// with a round trip. Running it again provisions what is missing.
+    #[command(
+        after_help = "Example:\n  cmk tenant onboard --tenant acme\n  cmk tenant onboard --tenant globex --key local:globex-master"
+    )]
+    Onboard {
+        #[arg(long)]
+        tenant: String,
+        /// The master key (default: the local key named after the tenant, created if missing).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// A tenant's configuration and keys (versions and states; no key material).
+    #[command(after_help = "Example:\n  cmk tenant show --tenant acme --json")]
+    Show {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Every configured tenant.
+    #[command(after_help = "Example:\n  cmk tenant list")]
+    List,
+    /// Changes one class's policy (as a new configuration revision) and provisions its keys.
+    #[command(
+        after_help = "Example:\n  cmk tenant set-policy --tenant acme --class restricted --readers doctor,auditor --audit fail-closed"
+    )]
+    SetPolicy(SetPolicy),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SetPolicy {
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// The class (created if the tenant has no policy for it).
+    #[arg(long)]
+    pub(crate) class: String,
+    /// The master key that wraps this class's KEKs.
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// Search the class allows.
+    #[arg(long, value_enum)]
+    pub(crate) search: Option<Search>,
+    /// Roles that may read, comma separated; an empty value lets every actor read.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) readers: Option<Vec<String>>,
+    /// What happens when an access's event cannot be recorded.
+    #[arg(long, value_enum)]
+    pub(crate) audit: Option<Audit>,
+    /// Lease renewal interval in seconds (revocation takes effect within it).
+    #[arg(long)]
+    pub(crate) renewal_secs: Option<u64>,
+    /// Lease hard expiry in seconds (outages are ridden out until it).
+    #[arg(long)]
+    pub(crate) hard_expiry_secs: Option<u64>,
+    /// Padding block in bytes for every field of the class.
+    #[arg(long)]
+    pub(crate) pad_to: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Search {
+    None,
+    BlindIndex,
+    Deterministic,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Audit {
+    BestEffort,
+    FailClosed,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KekCommand {
+    /// Rolls classes over to a new KEK version now (default: every class of the tenant).
+    #[command(after_help = "Example:\n  cmk kek roll-over --tenant acme --class private")]
+    RollOver {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        class: Option<String>,
+    },
+    /// Makes a KEK version decrypt-only (a newer one must have been active for one renewal
+    /// interval).
+    #[command(after_help = "Example:\n  cmk kek retire --tenant acme --class private --version 1")]
+    Retire {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        class: String,
+        #[arg(long)]
+        version: u32,
+    },
+    /// Destroys a decrypt-only KEK version (run `cmk rekey` first: rows still under it are lost).
+    #[command(after_help = "Example:\n  cmk kek destroy --tenant acme --class private --version 1")]
+    Destroy {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        class: String,
+        #[arg(long)]
+        version: u32,
+    },
+}
+
+/// The table a command reads.
+#[derive(Debug, Args)]
+pub(crate) struct TableArgs {
+    /// The table's manifest (`Model::manifest()`, `cmk::model::write_manifests`).
+    #[arg(long)]
+    pub(crate) manifest: PathBuf,
+    /// Only this tenant's rows.
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// Rows per query.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) chunk: u64,
+}
+
+/// A resumable job over a table.
+#[derive(Debug, Args)]
+pub(crate) struct TableJob {
+    #[command(flatten)]
+    pub(crate) table: TableArgs,
+    /// Ignore a checkpoint left by an interrupted run and start from the first row.
+    #[arg(long)]
+    pub(crate) from_start: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The last events (HOME/events.jsonl and HOME/cli-events.jsonl, merged by time).
+    #[command(after_help = "Example:\n  cmk audit tail -n 50 --follow --tenant acme")]
+    Tail {
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing events as they arrive (Ctrl-C stops).
+        #[arg(long)]
+        follow: bool,
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}

@@ -1,0 +1,8 @@
+//! One module per command group.
+
+pub(crate) mod admin;
+pub(crate) mod audit;
+pub(crate) mod keyring;
+pub(crate) mod rekey;
+pub(crate) mod tenant;
+pub(crate) mod verify;

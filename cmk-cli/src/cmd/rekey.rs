@@ -1,0 +1,189 @@
+//! `cmk rekey`: re-wraps every key column of a table that is not under its class's active
+//! KEK (KEK retirement); field ciphertexts are untouched. Resumable: a checkpoint file in
+//! HOME/jobs records the last row done, written after every chunk and on Ctrl-C; each row is
+//! one compare-and-set UPDATE, so an interruption never leaves half a row.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::cli::TableJob;
+use crate::exit::{CliError, CliResult, Exit};
+use crate::home::{Deployment, create_private_dir};
+use crate::output::print;
+use crate::progress::Progress;
+use crate::scan::{Stop, TenantKeysCache};
+use crate::table::{IdValue, Row, Table};
+
+/// What a row came to.
+enum Outcome {
+    Rewrapped,
+    Current,
+    /// Written by someone else between the read and the update (re-run to cover it).
+    Changed,
+    Failed(&'static str),
+}
+
+pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) -> CliResult {
+    let table = Table::load(&job.table.manifest, d.db.get_database_backend())?;
+    table.probe(&d.db).await?;
+    let tenant = job.table.tenant.as_deref();
+    let checkpoint = checkpoint_path(d, table.name(), tenant);
+    let mut after = if job.from_start {
+        None
+    } else {
+        read_checkpoint(&checkpoint)?
+    };
+    let resumed = after.clone();
+    let total = table.count(&d.db, after.as_ref(), tenant).await?;
+    let mut progress = Progress::new(format!("rekey {}", table.name()), total);
+    let mut keys = TenantKeysCache::new(d, table.classes(), "rekey");
+    let (mut rows, mut rewrapped, mut changed) = (0u64, 0u64, 0u64);
+    let mut failures: Vec<(IdValue, &'static str)> = Vec::new();
+    let mut interrupted = false;
+    'chunks: loop {
+        let chunk = table
+            .chunk(&d.db, after.as_ref(), tenant, job.table.chunk.max(1))
+            .await?;
+        if chunk.is_empty() {
+            break;
+        }
+        keys.next_chunk();
+        for row in &chunk {
+            if stop.requested() {
+                interrupted = true;
+                break 'chunks;
+            }
+            match rekey_row(d, &table, &mut keys, row).await? {
+                Outcome::Rewrapped => rewrapped += 1,
+                Outcome::Current => {}
+                Outcome::Changed => changed += 1,
+                Outcome::Failed(kind) => failures.push((row.id.clone(), kind)),
+            }
+            rows += 1;
+            after = Some(row.id.clone());
+        }
+        progress.advance(chunk.len() as u64);
+        if let Some(last) = &after {
+            write_checkpoint(&checkpoint, table.name(), last)?;
+        }
+    }
+    progress.finish();
+    if interrupted {
+        if let Some(last) = &after {
+            write_checkpoint(&checkpoint, table.name(), last)?;
+        }
+    } else {
+        // Done: the next run starts from the first row again.
+        let _ = std::fs::remove_file(&checkpoint);
+    }
+    let listed: Vec<_> = failures
+        .iter()
+        .map(|(id, kind)| json!({ "id": id.to_json(), "kind": kind }))
+        .collect();
+    print(
+        json,
+        &json!({ "table": table.name(), "resumed_after": resumed.as_ref().map(IdValue::to_json),
+                 "rows": rows, "rewrapped": rewrapped, "changed_meanwhile": changed,
+                 "failed": failures.len(), "failures": listed, "interrupted": interrupted }),
+        || {
+            let mut out = format!(
+                "{}: {rows} rows read{}, {rewrapped} re-wrapped, {changed} changed meanwhile, {} failed",
+                table.name(),
+                resumed.as_ref().map_or(String::new(), |id| format!(
+                    " (resumed after row {})",
+                    id.label()
+                )),
+                failures.len()
+            );
+            for (id, kind) in &failures {
+                out.push_str(&format!("\n  row {}: {kind}", id.label()));
+            }
+            out
+        },
+    );
+    if interrupted {
+        return Err(CliError::new(
+            Exit::Interrupted,
+            format!(
+                "interrupted after row {}: run the same command again to resume",
+                after.as_ref().map_or("(none)".into(), IdValue::label)
+            ),
+        ));
+    }
+    if !failures.is_empty() {
+        return Err(CliError::new(
+            Exit::Failure,
+            format!("{} rows could not be re-wrapped", failures.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Re-wraps the key columns of `row` that are not under the active KEK, in one UPDATE.
+async fn rekey_row(
+    d: &Deployment,
+    table: &Table,
+    keys: &mut TenantKeysCache<'_>,
+    row: &Row,
+) -> CliResult<Outcome> {
+    let keys = match keys.get(&row.tenant).await {
+        Ok(keys) => keys,
+        Err(kind) => return Ok(Outcome::Failed(kind)),
+    };
+    let view = table.view(row);
+    let stored = view.stored();
+    let mut new = Vec::new();
+    for k in 0..row.key_columns.len() {
+        match keys.rekey_key_column(&table.schema, k, &stored) {
+            Ok(Some(bytes)) => new.push((k, bytes)),
+            Ok(None) => {}
+            Err(e) => return Ok(Outcome::Failed(e.kind())),
+        }
+    }
+    if new.is_empty() {
+        return Ok(Outcome::Current);
+    }
+    Ok(if table.write_key_columns(&d.db, row, &new).await? {
+        Outcome::Rewrapped
+    } else {
+        Outcome::Changed
+    })
+}
+
+fn checkpoint_path(d: &Deployment, table: &str, tenant: Option<&str>) -> PathBuf {
+    let scope = tenant.map_or(String::new(), |t| format!("-{t}"));
+    d.paths.jobs().join(format!("rekey-{table}{scope}.json"))
+}
+
+fn read_checkpoint(path: &Path) -> CliResult<Option<IdValue>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CliError::file(path, e)),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CliError::file(path, e))?;
+    IdValue::from_json(&value["after"])
+        .map(Some)
+        .ok_or_else(|| {
+            CliError::file(
+                path,
+                "no `after` row id (delete it, or run with --from-start)",
+            )
+        })
+}
+
+/// Writes the checkpoint atomically (a crash leaves the old one or the new one).
+fn write_checkpoint(path: &Path, table: &str, after: &IdValue) -> CliResult {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let body = json!({ "table": table, "after": after.to_json() }).to_string();
+    let fail = |e: std::io::Error| {
+        CliError::new(Exit::Failure, format!("checkpoint {}: {e}", path.display()))
+    };
+    std::fs::write(&tmp, body).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}

@@ -1,0 +1,87 @@
+//! `cmk`: the operator's command for Customer Managed Keys (see README.md and `cmk --help`).
+
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod cmd;
+mod exit;
+mod home;
+mod output;
+mod progress;
+mod scan;
+mod table;
+
+use clap::Parser;
+
+use crate::cli::{AuditCommand, Cli, Command};
+use crate::exit::CliResult;
+use crate::home::{Deployment, Paths};
+use crate::scan::Stop;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cmk: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cmk: {e}");
+            std::process::ExitCode::from(e.exit as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let paths = Paths {
+        dir: cli.home.clone(),
+    };
+    let url = cli.database_url.as_deref();
+    let json = cli.json;
+    match cli.command {
+        Command::Keyring(command) => cmd::keyring::run(&paths, json, command),
+        Command::Audit(AuditCommand::Tail {
+            lines,
+            follow,
+            tenant,
+        }) => {
+            let stop = Stop::on_signals();
+            cmd::audit::tail(&paths, json, lines, follow, tenant.as_deref(), &stop).await
+        }
+        Command::Tenant(command) => {
+            let create = matches!(command, cli::TenantCommand::Onboard { .. });
+            let d = Deployment::open(&cli.home, url, create).await?;
+            cmd::tenant::run(&d, json, command).await
+        }
+        Command::Kek(command) => {
+            let d = Deployment::open(&cli.home, url, false).await?;
+            cmd::admin::kek(&d, json, command).await
+        }
+        Command::RotateMaster { tenant, key } => {
+            let d = Deployment::open(&cli.home, url, false).await?;
+            cmd::admin::rotate_master(&d, json, &tenant, key).await
+        }
+        Command::Shred { tenant, confirm } => {
+            let d = Deployment::open(&cli.home, url, false).await?;
+            cmd::admin::shred(&d, json, &tenant, confirm.as_deref()).await
+        }
+        Command::Rekey(job) => {
+            let d = Deployment::open(&cli.home, url, false).await?;
+            let stop = Stop::on_signals();
+            cmd::rekey::run(&d, json, job, &stop).await
+        }
+        Command::Verify(args) => {
+            let d = Deployment::open(&cli.home, url, false).await?;
+            let stop = Stop::on_signals();
+            cmd::verify::run(&d, json, args, &stop).await
+        }
+    }
+}

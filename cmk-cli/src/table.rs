@@ -1,0 +1,530 @@
+//! A sealed table described by its manifest: the schema cmk unseals it with, and the SQL
+//! that pages through its rows in row-id order on any of the three databases.
+
+use std::path::Path;
+
+use cmk_core::Class;
+use cmk_core::crypto::normalize::Normalizer;
+use cmk_core::format::aad::RowId;
+use cmk_core::manifest::{Manifest, TenantColumn};
+use cmk_core::schema::{FieldSearch, FieldSpec, RowSchema};
+use cmk_core::seal::StoredRow;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
+use serde_json::json;
+
+use crate::exit::{CliError, CliResult, Exit};
+
+/// A table's manifest, its schema and its queries.
+pub(crate) struct Table {
+    pub(crate) manifest: Manifest,
+    pub(crate) schema: RowSchema,
+    backend: DbBackend,
+    id_column: String,
+    /// Every column read, in order: id, tenant (when a column), key columns, fields, indexes.
+    columns: Vec<String>,
+    /// Per field, whether it has an index column (read after the fields).
+    indexed: Vec<bool>,
+}
+
+/// A row id as stored: what pages the table and what the ciphertexts bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdValue {
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl IdValue {
+    fn row_id(&self) -> RowId {
+        match self {
+            IdValue::Int(i) => RowId::Int(*i),
+            IdValue::Text(s) => RowId::Text(s.clone()),
+            IdValue::Bytes(b) => match <[u8; 16]>::try_from(b.as_slice()) {
+                Ok(uuid) => RowId::Uuid(uuid),
+                Err(_) => RowId::Text(String::from_utf8_lossy(b).into_owned()),
+            },
+        }
+    }
+
+    fn sql(&self) -> Value {
+        match self {
+            IdValue::Int(i) => (*i).into(),
+            IdValue::Text(s) => s.clone().into(),
+            IdValue::Bytes(b) => b.clone().into(),
+        }
+    }
+
+    /// As JSON: a number, a string, or `{"hex": ...}` (checkpoints and reports).
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        match self {
+            IdValue::Int(i) => json!(i),
+            IdValue::Text(s) => json!(s),
+            IdValue::Bytes(b) => {
+                json!({ "hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>() })
+            }
+        }
+    }
+
+    pub(crate) fn from_json(v: &serde_json::Value) -> Option<IdValue> {
+        if let Some(i) = v.as_i64() {
+            return Some(IdValue::Int(i));
+        }
+        if let Some(s) = v.as_str() {
+            return Some(IdValue::Text(s.to_string()));
+        }
+        let hex = v.get("hex")?.as_str()?;
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        bytes.map(IdValue::Bytes)
+    }
+
+    pub(crate) fn label(&self) -> String {
+        match &self.to_json() {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// One stored row.
+pub(crate) struct Row {
+    pub(crate) id: IdValue,
+    pub(crate) tenant: String,
+    pub(crate) key_columns: Vec<Option<Vec<u8>>>,
+    fields: Vec<Option<Vec<u8>>>,
+    indexes: Vec<Option<Vec<u8>>>,
+}
+
+/// A [`StoredRow`] view of a [`Row`], owning the slices it points into.
+pub(crate) struct RowView<'a> {
+    row_id: Option<RowId>,
+    key_columns: Vec<Option<&'a [u8]>>,
+    fields: Vec<Option<&'a [u8]>>,
+    indexes: Vec<Option<&'a [u8]>>,
+    tenant: &'a str,
+}
+
+impl RowView<'_> {
+    pub(crate) fn stored(&self) -> StoredRow<'_> {
+        StoredRow {
+            tenant: self.tenant,
+            row_id: self.row_id.as_ref(),
+            key_columns: &self.key_columns,
+            fields: &self.fields,
+            indexes: &self.indexes,
+        }
+    }
+}
+
+fn malformed(path: &Path, what: impl std::fmt::Display) -> CliError {
+    CliError::file(path, what)
+}
+
+/// A column or table name the tool puts in SQL: letters, digits and `_` only, so that a
+/// manifest never injects SQL.
+fn identifier(path: &Path, name: &str) -> CliResult<String> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(malformed(
+            path,
+            format!("`{name}` is not a plain SQL identifier"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn normalizer(path: &Path, name: Option<&str>) -> CliResult<Normalizer> {
+    [Normalizer::Exact, Normalizer::Trimmed, Normalizer::Casefold]
+        .into_iter()
+        .find(|n| Some(n.as_str()) == name)
+        .ok_or_else(|| malformed(path, format!("unknown normalizer {name:?}")))
+}
+
+/// The schema a manifest describes, checked against its key columns.
+fn schema_of(path: &Path, m: &Manifest) -> CliResult<RowSchema> {
+    let class = |name: &str| {
+        Class::new(name.to_string()).map_err(|e| malformed(path, format!("class `{name}`: {e}")))
+    };
+    let mut specs = Vec::with_capacity(m.fields.len());
+    for f in &m.fields {
+        let mut spec = FieldSpec::new(identifier(path, &f.column)?, class(&f.class)?);
+        spec = match f.search.as_str() {
+            "none" => spec,
+            "blind_index" => spec.blind_index(normalizer(path, f.normalizer.as_deref())?),
+            "deterministic" => spec.deterministic(),
+            other => return Err(malformed(path, format!("unknown search `{other}`"))),
+        };
+        if f.hide_null {
+            spec = spec.hide_null();
+        }
+        if f.pad_to > 0 {
+            spec = spec.pad_to(f.pad_to);
+        }
+        specs.push(spec);
+    }
+    let mut schema = RowSchema::new(m.table.clone(), specs).map_err(|e| malformed(path, e))?;
+    if !schema.key_classes().is_empty() && m.key_columns.is_empty() {
+        return Err(CliError::new(
+            Exit::NoKeyColumns,
+            format!(
+                "table `{}` has classified columns but its manifest {} names no key columns",
+                m.table,
+                path.display()
+            ),
+        ));
+    }
+    // Classes kept only to read rows sealed before a reclassification come last.
+    for k in &m.key_columns {
+        let c = class(&k.class)?;
+        if !schema.key_classes().contains(&c) {
+            schema = schema.with_legacy_class(c);
+        }
+    }
+    let listed: Vec<&str> = m.key_columns.iter().map(|k| k.class.as_str()).collect();
+    let derived: Vec<&str> = schema.key_classes().iter().map(Class::as_str).collect();
+    if listed != derived {
+        return Err(malformed(
+            path,
+            format!("key columns for classes {listed:?}, but the fields need {derived:?}"),
+        ));
+    }
+    if let Some(k) = m
+        .key_columns
+        .iter()
+        .find(|k| k.kek_id != cmk_core::policy::kek_id(&k.class))
+    {
+        return Err(malformed(
+            path,
+            format!("class `{}` has the wrong kek_id", k.class),
+        ));
+    }
+    Ok(schema)
+}
+
+impl Table {
+    /// Reads and checks the manifest at `path`.
+    pub(crate) fn load(path: &Path, backend: DbBackend) -> CliResult<Table> {
+        let text = std::fs::read_to_string(path).map_err(|e| malformed(path, e))?;
+        let manifest = Manifest::from_json(&text).map_err(|e| malformed(path, e))?;
+        let schema = schema_of(path, &manifest)?;
+        identifier(path, &manifest.table)?;
+        let id_column = match &manifest.row_id {
+            Some(r) => identifier(path, &r.column)?,
+            None => {
+                return Err(malformed(
+                    path,
+                    "the table has no row id column: rows cannot be paged or reported",
+                ));
+            }
+        };
+        let mut columns = vec![id_column.clone()];
+        if let TenantColumn::Column(c) = &manifest.tenant {
+            columns.push(identifier(path, c)?);
+        }
+        for k in &manifest.key_columns {
+            columns.push(identifier(path, &k.column)?);
+        }
+        for f in &manifest.fields {
+            columns.push(identifier(path, &f.column)?);
+        }
+        let mut indexed = Vec::with_capacity(manifest.fields.len());
+        for f in &manifest.fields {
+            indexed.push(f.index_column.is_some());
+            if let Some(c) = &f.index_column {
+                columns.push(identifier(path, c)?);
+            }
+        }
+        Ok(Table {
+            manifest,
+            schema,
+            backend,
+            id_column,
+            columns,
+            indexed,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.manifest.table
+    }
+
+    /// Every class whose keys unsealing a row may need.
+    pub(crate) fn classes(&self) -> Vec<String> {
+        let mut classes: Vec<String> = self
+            .schema
+            .classes()
+            .into_iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        classes.dedup();
+        classes
+    }
+
+    fn quote(&self, name: &str) -> String {
+        match self.backend {
+            DbBackend::Postgres => format!("\"{name}\""),
+            // Not `"name"` on SQLite: a double-quoted name of no column is read as a string
+            // literal there, so a missing key column would be read as text, not refused.
+            _ => format!("`{name}`"),
+        }
+    }
+
+    fn placeholder(&self, n: usize) -> String {
+        match self.backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => "?".into(),
+        }
+    }
+
+    fn tenant_column(&self) -> Option<&str> {
+        match &self.manifest.tenant {
+            TenantColumn::Column(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// `WHERE` for rows after `after` of `tenant`, with its values.
+    fn filter(&self, after: Option<&IdValue>, tenant: Option<&str>) -> (String, Vec<Value>) {
+        let mut clauses = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(after) = after {
+            values.push(after.sql());
+            clauses.push(format!(
+                "{} > {}",
+                self.quote(&self.id_column),
+                self.placeholder(values.len())
+            ));
+        }
+        match (tenant, self.tenant_column()) {
+            (Some(t), Some(c)) => {
+                values.push(t.to_string().into());
+                clauses.push(format!(
+                    "{} = {}",
+                    self.quote(c),
+                    self.placeholder(values.len())
+                ));
+            }
+            // A single-tenant table of another tenant: nothing matches.
+            (Some(t), None) if !matches!(&self.manifest.tenant, TenantColumn::Fixed(f) if f == t) =>
+            {
+                clauses.push("1 = 0".into());
+            }
+            _ => {}
+        }
+        if clauses.is_empty() {
+            (String::new(), values)
+        } else {
+            (format!(" WHERE {}", clauses.join(" AND ")), values)
+        }
+    }
+
+    /// Fails with a clear error when the table or its columns are missing.
+    pub(crate) async fn probe(&self, db: &DatabaseConnection) -> CliResult {
+        let table = self.quote(self.name());
+        let all: Vec<String> = self.columns.iter().map(|c| self.quote(c)).collect();
+        let select = format!("SELECT {} FROM {table} WHERE 1 = 0", all.join(", "));
+        if db.execute_unprepared(&select).await.is_ok() {
+            return Ok(());
+        }
+        let exists = format!("SELECT 1 FROM {table} WHERE 1 = 0");
+        if let Err(e) = db.execute_unprepared(&exists).await {
+            return Err(CliError::new(
+                Exit::Database,
+                format!("table `{}` cannot be read: {e}", self.name()),
+            ));
+        }
+        let keys: Vec<String> = self
+            .manifest
+            .key_columns
+            .iter()
+            .map(|k| self.quote(&k.column))
+            .collect();
+        let keys_select = format!("SELECT {} FROM {table} WHERE 1 = 0", keys.join(", "));
+        if db.execute_unprepared(&keys_select).await.is_err() {
+            return Err(CliError::new(
+                Exit::NoKeyColumns,
+                format!(
+                    "table `{}` lacks the key columns its manifest names ({}): is it sealed by cmk?",
+                    self.name(),
+                    keys.join(", ")
+                ),
+            ));
+        }
+        Err(CliError::new(
+            Exit::MalformedFile,
+            format!("table `{}` lacks columns its manifest names", self.name()),
+        ))
+    }
+
+    /// How many rows are after `after`.
+    pub(crate) async fn count(
+        &self,
+        db: &DatabaseConnection,
+        after: Option<&IdValue>,
+        tenant: Option<&str>,
+    ) -> CliResult<u64> {
+        let (filter, values) = self.filter(after, tenant);
+        let sql = format!("SELECT COUNT(*) FROM {}{filter}", self.quote(self.name()));
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(self.backend, sql, values))
+            .await?;
+        let n = row.map(|r| r.try_get_by_index::<i64>(0)).transpose()?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Up to `limit` rows after `after`, in row-id order.
+    pub(crate) async fn chunk(
+        &self,
+        db: &DatabaseConnection,
+        after: Option<&IdValue>,
+        tenant: Option<&str>,
+        limit: u64,
+    ) -> CliResult<Vec<Row>> {
+        let (filter, values) = self.filter(after, tenant);
+        let all: Vec<String> = self.columns.iter().map(|c| self.quote(c)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}",
+            all.join(", "),
+            self.quote(self.name()),
+            self.quote(&self.id_column)
+        );
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(self.backend, sql, values))
+            .await?;
+        rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    fn decode(&self, r: &QueryResult) -> CliResult<Row> {
+        let id = decode_id(r)?;
+        let mut at = 1;
+        let tenant = match &self.manifest.tenant {
+            TenantColumn::Fixed(t) => t.clone(),
+            TenantColumn::Column(_) => {
+                at += 1;
+                match r.try_get_by_index::<String>(1) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        String::from_utf8_lossy(&r.try_get_by_index::<Vec<u8>>(1)?).into_owned()
+                    }
+                }
+            }
+            _ => return Err(CliError::new(Exit::MalformedFile, "unknown tenant kind")),
+        };
+        let mut bytes = |n: usize| -> CliResult<Vec<Option<Vec<u8>>>> {
+            let out = (at..at + n)
+                .map(|i| r.try_get_by_index::<Option<Vec<u8>>>(i))
+                .collect::<Result<_, _>>()?;
+            at += n;
+            Ok(out)
+        };
+        let key_columns = bytes(self.manifest.key_columns.len())?;
+        let fields = bytes(self.manifest.fields.len())?;
+        let stored_indexes = bytes(self.indexed.iter().filter(|i| **i).count())?;
+        let mut stored_indexes = stored_indexes.into_iter();
+        let indexes = self
+            .indexed
+            .iter()
+            .map(|has| {
+                if *has {
+                    stored_indexes.next().flatten()
+                } else {
+                    None
+                }
+            })
+            .collect();
+        Ok(Row {
+            id,
+            tenant,
+            key_columns,
+            fields,
+            indexes,
+        })
+    }
+
+    /// A view of `row` to unseal or rekey.
+    pub(crate) fn view<'a>(&self, row: &'a Row) -> RowView<'a> {
+        let bound = self.manifest.row_id.as_ref().is_some_and(|r| r.bound);
+        let slices = |v: &'a [Option<Vec<u8>>]| v.iter().map(|c| c.as_deref()).collect();
+        RowView {
+            row_id: bound.then(|| row.id.row_id()),
+            key_columns: slices(&row.key_columns),
+            fields: slices(&row.fields),
+            indexes: if self
+                .schema
+                .fields()
+                .iter()
+                .any(|f| matches!(f.search, FieldSearch::BlindIndex(_)))
+            {
+                slices(&row.indexes)
+            } else {
+                Vec::new()
+            },
+            tenant: &row.tenant,
+        }
+    }
+
+    /// Writes re-wrapped key columns (`(key class, bytes)`) into `row` if its key columns are
+    /// still the ones read (compare and set): returns false when the row changed meanwhile.
+    pub(crate) async fn write_key_columns(
+        &self,
+        db: &DatabaseConnection,
+        row: &Row,
+        new: &[(usize, Vec<u8>)],
+    ) -> CliResult<bool> {
+        let mut values: Vec<Value> = Vec::new();
+        let mut sets = Vec::new();
+        for (k, bytes) in new {
+            values.push(bytes.clone().into());
+            sets.push(format!(
+                "{} = {}",
+                self.quote(&self.manifest.key_columns[*k].column),
+                self.placeholder(values.len())
+            ));
+        }
+        values.push(row.id.sql());
+        let mut conditions = vec![format!(
+            "{} = {}",
+            self.quote(&self.id_column),
+            self.placeholder(values.len())
+        )];
+        for (k, _) in new {
+            let Some(old) = &row.key_columns[*k] else {
+                return Ok(false);
+            };
+            values.push(old.clone().into());
+            conditions.push(format!(
+                "{} = {}",
+                self.quote(&self.manifest.key_columns[*k].column),
+                self.placeholder(values.len())
+            ));
+        }
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {}",
+            self.quote(self.name()),
+            sets.join(", "),
+            conditions.join(" AND ")
+        );
+        let done = db
+            .execute_raw(Statement::from_sql_and_values(self.backend, sql, values))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// The id column's value, whatever its SQL type.
+fn decode_id(r: &QueryResult) -> CliResult<IdValue> {
+    if let Ok(i) = r.try_get_by_index::<i64>(0) {
+        return Ok(IdValue::Int(i));
+    }
+    if let Ok(i) = r.try_get_by_index::<i32>(0) {
+        return Ok(IdValue::Int(i.into()));
+    }
+    if let Ok(s) = r.try_get_by_index::<String>(0) {
+        return Ok(IdValue::Text(s));
+    }
+    Ok(IdValue::Bytes(r.try_get_by_index::<Vec<u8>>(0)?))
+}
