@@ -1,0 +1,284 @@
+//! The long-running commands as an operator meets them: `rekey` interrupted and resumed,
+//! `shred` against a warm process and a restored dump, `audit tail --follow`, and the
+//! progress bar on a terminal.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn spawn_cmk(home: &Path, args: &[&str]) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("cmk"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("CMK_HOME")
+        .env_remove("CMK_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits until `path` exists (the job wrote its first checkpoint).
+fn wait_for(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_rekey_resumes_where_it_stopped_and_rewraps_each_row_once() {
+    const ACME: u64 = 2000;
+    let d = Deployment::new(ACME as i64).await;
+    let m = d.manifest();
+    let m = m.to_str().unwrap();
+    assert_code(&d.cmk(&["kek", "roll-over", "--tenant", "acme"]), 0);
+    let checkpoint = d.home().join("jobs/rekey-patients.json");
+
+    // Ctrl-C after the first chunk: the job stops between rows and keeps its checkpoint.
+    let job = spawn_cmk(&d.home(), &["--json", "rekey", "--manifest", m, "--chunk", "5"]);
+    wait_for(&checkpoint);
+    signal(&job, "-INT");
+    let out = job.wait_with_output().unwrap();
+    assert_code(&out, 130);
+    assert!(stderr(&out).contains("run the same command again to resume"), "{}", text(&out));
+    let first = json_of(&out);
+    assert_eq!(first["interrupted"], true);
+    let stopped_after = first["rows"].as_u64().unwrap();
+    assert!(stopped_after < ACME, "the job ended before the interruption: {first}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
+    assert_eq!(saved["after"].as_u64(), Some(stopped_after), "ids are 1..");
+
+    // Killed outright mid-run: the next run starts from the last chunk's checkpoint and
+    // finds the rows after it that were already done under the active KEK.
+    let job = spawn_cmk(&d.home(), &["--json", "rekey", "--manifest", m, "--chunk", "5"]);
+    let before = std::fs::read_to_string(&checkpoint).unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(&checkpoint).unwrap() == before {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal(&job, "-KILL");
+    let killed = job.wait_with_output().unwrap();
+    assert_eq!(killed.status.code(), None, "killed by a signal");
+
+    let out = d.cmk(&["--json", "rekey", "--manifest", m, "--chunk", "50"]);
+    assert_code(&out, 0);
+    let last = json_of(&out);
+    let resumed_after = last["resumed_after"].as_u64().unwrap();
+    assert!(resumed_after > stopped_after, "{last}");
+    assert_eq!(last["rows"].as_u64().unwrap(), ACME + 5 - resumed_after, "only rows after it");
+    assert!(!checkpoint.exists(), "a finished job leaves no checkpoint");
+
+    // Every acme row was re-wrapped exactly once across the runs: a fresh pass finds none
+    // left, and no row was half written.
+    let again = d.json(&["rekey", "--manifest", m], 0);
+    assert_eq!(again["rows"], ACME + 5);
+    assert_eq!(again["rewrapped"], 0);
+    assert_eq!(again["failed"], 0);
+    let verified = d.json(&["verify", "--manifest", m], 0);
+    assert_eq!(verified["ok"], ACME + 5);
+    let rewrapped_first = first["rewrapped"].as_u64().unwrap();
+    assert_eq!(rewrapped_first, stopped_after, "each row before the stop was re-wrapped");
+}
+
+/// The other process of the shred test: an application instance with a warm lease that reads
+/// row 1 every 50 ms and prints `ok` or the error kind (run by its parent only).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a child process of the shred test"]
+async fn warm_reader() {
+    use cmk::Encrypted;
+    use diesel::prelude::*;
+    let home = std::env::var("CMK_WARM_HOME").unwrap();
+    let embedded = cmk::embedded::Embedded::open(&home).unwrap();
+    let _renewer = embedded.cmk().spawn_renewer(Duration::from_millis(100));
+    let ctx = cmk::RequestContext::new(cmk::TenantId::new("acme").unwrap()).with_role("doctor");
+    let keys = embedded.cmk().keys_for(&ctx, Patient::CLASSES).await.unwrap();
+    let mut conn = conn(&embedded.database_path());
+    let row: SealedPatient = patients::table.find(1).first(&mut conn).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        match Patient::unseal(&row, &keys) {
+            Ok(p) => {
+                assert_eq!(p, patient(1, "acme"));
+                println!("ok");
+            }
+            Err(e) => {
+                println!("err {}", e.kind());
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_shred_a_warm_process_stops_within_one_renewal_and_a_restored_dump_stays_unreadable()
+{
+    const RENEWAL: Duration = Duration::from_secs(2);
+    let d = Deployment::with_renewal(20, Some(RENEWAL.as_secs())).await;
+    let m = d.manifest();
+    let m = m.to_str().unwrap();
+
+    // The warm process.
+    let mut reader = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "warm_reader", "--nocapture", "--test-threads", "1"])
+        .env("CMK_WARM_HOME", d.home())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<(Instant, String)>();
+    let out = reader.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line == "ok" || line.starts_with("err ") {
+                let _ = tx.send((Instant::now(), line));
+            }
+        }
+    });
+    let (_, first) = lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(first, "ok", "the reader is warm");
+
+    // A dump taken before the shred (and before a master-key rotation), restored beside the
+    // live keyring: readable now (the control).
+    let restored = d.dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    conn(&d.database())
+        .batch_execute_vacuum_into(&restored.join("cmk.sqlite3"));
+    std::fs::copy(d.home().join("operator.key"), restored.join("operator.key")).unwrap();
+    let sync_keyring = || {
+        std::fs::copy(d.home().join("keyring.json"), restored.join("keyring.json")).unwrap();
+    };
+    sync_keyring();
+    let control = json_of(&cmk_in(&restored, &["--json", "verify", "--manifest", m]));
+    assert_eq!(control["ok"], 25, "the dump reads before the shred: {control}");
+    assert_code(&d.cmk(&["keyring", "create", "acme-2"]), 0);
+    assert_code(&d.cmk(&["rotate-master", "--tenant", "acme", "--key", "local:acme-2"]), 0);
+
+    let shred = d.json(&["shred", "--tenant", "acme", "--confirm", "acme"], 0);
+    let shredded_at = Instant::now();
+    assert_eq!(shred["holds_against_backups"], true, "{shred}");
+    assert_eq!(
+        shred["master_keys_destroyed"],
+        serde_json::json!(["local:acme", "local:acme-2"])
+    );
+    let stopped = loop {
+        let (at, line) = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+        if line != "ok" {
+            // The handle it holds: its leases were revoked at the renewal that saw the shred.
+            assert_eq!(line, "err lease_ended");
+            break at;
+        }
+    };
+    let waited = stopped.saturating_duration_since(shredded_at);
+    assert!(
+        waited <= RENEWAL + Duration::from_millis(500),
+        "the warm process decrypted for {waited:?} after the shred (renewal interval {RENEWAL:?})"
+    );
+    let _ = reader.wait();
+
+    // The dump restored after the shred: acme's rows never read again; globex's still do.
+    sync_keyring();
+    let out = cmk_in(&restored, &["--json", "verify", "--manifest", m]);
+    assert_code(&out, 1);
+    let after = json_of(&out);
+    assert_eq!(after["failed"], 20, "{after}");
+    assert_eq!(after["ok"], 5, "{after}");
+    assert!(
+        after["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["tenant"] == "acme" && f["kind"] == "kms_not_found"),
+        "{after}"
+    );
+}
+
+trait VacuumInto {
+    fn batch_execute_vacuum_into(self, to: &Path);
+}
+
+impl VacuumInto for diesel::SqliteConnection {
+    fn batch_execute_vacuum_into(mut self, to: &Path) {
+        use diesel::connection::SimpleConnection;
+        self.batch_execute(&format!("VACUUM INTO '{}'", to.display()))
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_tail_follows_new_events_until_ctrl_c() {
+    let d = Deployment::new(1).await;
+    let mut tail = spawn_cmk(&d.home(), &["--json", "audit", "tail", "-n", "0", "--follow"]);
+    let out = tail.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_code(&d.cmk(&["tenant", "onboard", "--tenant", "newco"]), 0);
+    let start = Instant::now();
+    loop {
+        let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["name"] == "ADMIN_TENANT_ONBOARDED" && event["tenant"] == "newco" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+    signal(&tail, "-INT");
+    assert_code(&tail.wait_with_output().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rekey_draws_a_progress_bar_on_a_terminal_and_lines_elsewhere() {
+    let d = Deployment::new(300).await;
+    let m = d.manifest();
+    assert_code(&d.cmk(&["kek", "roll-over", "--tenant", "acme"]), 0);
+    // A pseudo-terminal through util-linux `script`.
+    let command = format!(
+        "{} --home {} rekey --manifest {} --chunk 20",
+        assert_cmd::cargo::cargo_bin("cmk").display(),
+        d.home().display(),
+        m.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("util-linux `script` runs the command on a pseudo-terminal");
+    assert_code(&out, 0);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("rekey patients [===="), "{screen}");
+    assert!(screen.contains("305/305 rows"), "{screen}");
+    assert!(screen.contains("300 re-wrapped"), "{screen}");
+    // Off a terminal: plain lines, no bar or escape codes.
+    let out = d.cmk(&["rekey", "--manifest", m.to_str().unwrap()]);
+    assert_code(&out, 0);
+    let log = stderr(&out);
+    assert!(log.contains("rekey patients: 305/305 rows"), "{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains("[="), "{log}");
+}
