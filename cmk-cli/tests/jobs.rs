@@ -37,7 +37,11 @@ fn signal(child: &Child, sig: &str) {
 fn wait_for(path: &Path) {
     let start = Instant::now();
     while !path.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "{} never appeared", path.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -56,23 +60,36 @@ async fn an_interrupted_rekey_resumes_where_it_stopped_and_rewraps_each_row_once
     let checkpoint = d.home().join("jobs/rekey-patients.json");
 
     // Ctrl-C after the first chunk: the job stops between rows and keeps its checkpoint.
-    let job = spawn_cmk(&d.home(), &["--json", "rekey", "--manifest", m, "--chunk", "5"]);
+    let job = spawn_cmk(
+        &d.home(),
+        &["--json", "rekey", "--manifest", m, "--chunk", "5"],
+    );
     wait_for(&checkpoint);
     signal(&job, "-INT");
     let out = job.wait_with_output().unwrap();
     assert_code(&out, 130);
-    assert!(stderr(&out).contains("run the same command again to resume"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("run the same command again to resume"),
+        "{}",
+        text(&out)
+    );
     let first = json_of(&out);
     assert_eq!(first["interrupted"], true);
     let stopped_after = first["rows"].as_u64().unwrap();
-    assert!(stopped_after < ACME, "the job ended before the interruption: {first}");
+    assert!(
+        stopped_after < ACME,
+        "the job ended before the interruption: {first}"
+    );
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
     assert_eq!(saved["after"].as_u64(), Some(stopped_after), "ids are 1..");
 
     // Killed outright mid-run: the next run starts from the last chunk's checkpoint and
     // finds the rows after it that were already done under the active KEK.
-    let job = spawn_cmk(&d.home(), &["--json", "rekey", "--manifest", m, "--chunk", "5"]);
+    let job = spawn_cmk(
+        &d.home(),
+        &["--json", "rekey", "--manifest", m, "--chunk", "5"],
+    );
     let before = std::fs::read_to_string(&checkpoint).unwrap();
     let start = Instant::now();
     while std::fs::read_to_string(&checkpoint).unwrap() == before {
@@ -88,7 +105,11 @@ async fn an_interrupted_rekey_resumes_where_it_stopped_and_rewraps_each_row_once
     let last = json_of(&out);
     let resumed_after = last["resumed_after"].as_u64().unwrap();
     assert!(resumed_after > stopped_after, "{last}");
-    assert_eq!(last["rows"].as_u64().unwrap(), ACME + 5 - resumed_after, "only rows after it");
+    assert_eq!(
+        last["rows"].as_u64().unwrap(),
+        ACME + 5 - resumed_after,
+        "only rows after it"
+    );
     assert!(!checkpoint.exists(), "a finished job leaves no checkpoint");
 
     // Every acme row was re-wrapped exactly once across the runs: a fresh pass finds none
@@ -100,7 +121,10 @@ async fn an_interrupted_rekey_resumes_where_it_stopped_and_rewraps_each_row_once
     let verified = d.json(&["verify", "--manifest", m], 0);
     assert_eq!(verified["ok"], ACME + 5);
     let rewrapped_first = first["rewrapped"].as_u64().unwrap();
-    assert_eq!(rewrapped_first, stopped_after, "each row before the stop was re-wrapped");
+    assert_eq!(
+        rewrapped_first, stopped_after,
+        "each row before the stop was re-wrapped"
+    );
 }
 
 /// The other process of the shred test: an application instance with a warm lease that reads
@@ -114,7 +138,11 @@ async fn warm_reader() {
     let embedded = cmk::embedded::Embedded::open(&home).unwrap();
     let _renewer = embedded.cmk().spawn_renewer(Duration::from_millis(100));
     let ctx = cmk::RequestContext::new(cmk::TenantId::new("acme").unwrap()).with_role("doctor");
-    let keys = embedded.cmk().keys_for(&ctx, Patient::CLASSES).await.unwrap();
+    let keys = embedded
+        .cmk()
+        .keys_for(&ctx, Patient::CLASSES)
+        .await
+        .unwrap();
     let mut conn = conn(&embedded.database_path());
     let row: SealedPatient = patients::table.find(1).first(&mut conn).unwrap();
     let start = Instant::now();
@@ -143,7 +171,14 @@ async fn after_shred_a_warm_process_stops_within_one_renewal_and_a_restored_dump
 
     // The warm process.
     let mut reader = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "warm_reader", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "warm_reader",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("CMK_WARM_HOME", d.home())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -165,17 +200,22 @@ async fn after_shred_a_warm_process_stops_within_one_renewal_and_a_restored_dump
     // live keyring: readable now (the control).
     let restored = d.dir.path().join("restored");
     std::fs::create_dir(&restored).unwrap();
-    conn(&d.database())
-        .batch_execute_vacuum_into(&restored.join("cmk.sqlite3"));
+    conn(&d.database()).batch_execute_vacuum_into(&restored.join("cmk.sqlite3"));
     std::fs::copy(d.home().join("operator.key"), restored.join("operator.key")).unwrap();
     let sync_keyring = || {
         std::fs::copy(d.home().join("keyring.json"), restored.join("keyring.json")).unwrap();
     };
     sync_keyring();
     let control = json_of(&cmk_in(&restored, &["--json", "verify", "--manifest", m]));
-    assert_eq!(control["ok"], 25, "the dump reads before the shred: {control}");
+    assert_eq!(
+        control["ok"], 25,
+        "the dump reads before the shred: {control}"
+    );
     assert_code(&d.cmk(&["keyring", "create", "acme-2"]), 0);
-    assert_code(&d.cmk(&["rotate-master", "--tenant", "acme", "--key", "local:acme-2"]), 0);
+    assert_code(
+        &d.cmk(&["rotate-master", "--tenant", "acme", "--key", "local:acme-2"]),
+        0,
+    );
 
     let shred = d.json(&["shred", "--tenant", "acme", "--confirm", "acme"], 0);
     let shredded_at = Instant::now();
@@ -231,7 +271,10 @@ impl VacuumInto for diesel::SqliteConnection {
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_tail_follows_new_events_until_ctrl_c() {
     let d = Deployment::new(1).await;
-    let mut tail = spawn_cmk(&d.home(), &["--json", "audit", "tail", "-n", "0", "--follow"]);
+    let mut tail = spawn_cmk(
+        &d.home(),
+        &["--json", "audit", "tail", "-n", "0", "--follow"],
+    );
     let out = tail.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel::<String>();
     std::thread::spawn(move || {

@@ -153,9 +153,15 @@ async fn list(d: &Deployment, json: bool) -> CliResult {
             "SELECT DISTINCT tenant_id FROM cmk_tenant_config ORDER BY tenant_id",
         ))
         .await?;
+    // Text, or bytes where the column is binary (MySQL keeps tenant ids in VARBINARY).
     let tenants: Vec<String> = rows
         .iter()
-        .map(|r| r.try_get_by_index::<String>(0))
+        .map(|r| {
+            r.try_get_by_index::<String>(0).or_else(|_| {
+                r.try_get_by_index::<Vec<u8>>(0)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
+        })
         .collect::<Result<_, _>>()?;
     print(json, &json!({ "tenants": tenants }), || {
         format!("{} tenants\n{}", tenants.len(), tenants.join("\n"))
