@@ -40,11 +40,16 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Kek(KekCommand),
     /// Re-wraps a tenant's registry under a new master key; no row is touched.
-    #[command(after_help = "Example:\n  cmk rotate-master --tenant acme --key local:acme-2026")]
+    #[command(
+        after_help = "Example:\n  cmk rotate-master --tenant acme --key local:acme-2026\n  cmk rotate-master --all-tenants"
+    )]
     RotateMaster {
         /// The tenant.
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "all_tenants")]
+        tenant: Option<String>,
+        /// Every configured tenant, each to a new local key of its own.
+        #[arg(long, conflicts_with_all = ["tenant", "key"])]
+        all_tenants: bool,
         /// The new master key reference (default: a new local key `TENANT-<unix time>`).
         #[arg(long)]
         key: Option<String>,

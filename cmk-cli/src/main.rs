@@ -65,9 +65,18 @@ async fn run(cli: Cli) -> CliResult {
             let d = Deployment::open(&cli.home, url, false).await?;
             cmd::admin::kek(&d, json, command).await
         }
-        Command::RotateMaster { tenant, key } => {
+        Command::RotateMaster {
+            tenant,
+            all_tenants,
+            key,
+        } => {
             let d = Deployment::open(&cli.home, url, false).await?;
-            cmd::admin::rotate_master(&d, json, &tenant, key).await
+            match tenant {
+                Some(tenant) if !all_tenants => {
+                    cmd::admin::rotate_master(&d, json, &tenant, key).await
+                }
+                _ => cmd::admin::rotate_all(&d, json).await,
+            }
         }
         Command::Shred { tenant, confirm } => {
             let d = Deployment::open(&cli.home, url, false).await?;

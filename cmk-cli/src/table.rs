@@ -471,7 +471,7 @@ impl Table {
     /// still the ones read (compare and set): returns false when the row changed meanwhile.
     pub(crate) async fn write_key_columns(
         &self,
-        db: &DatabaseConnection,
+        db: &impl ConnectionTrait,
         row: &Row,
         new: &[(usize, Vec<u8>)],
     ) -> CliResult<bool> {

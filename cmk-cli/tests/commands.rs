@@ -372,6 +372,34 @@ async fn rotate_master_rewraps_the_registry_and_touches_no_row() {
         d.json(&["verify", "--manifest", m.to_str().unwrap()], 0)["failed"],
         0
     );
+
+    // Every tenant at once, each to a new key of its own; still no row touched.
+    let all = d.json(&["rotate-master", "--all-tenants"], 0);
+    assert_eq!(all["tenants"], 2);
+    assert_eq!(rows_bytes(&d), before, "no row touched");
+    let acme = d.json(&["tenant", "show", "--tenant", "acme"], 0);
+    let globex = d.json(&["tenant", "show", "--tenant", "globex"], 0);
+    assert!(
+        acme["config"]["root_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("local:acme-17"),
+        "{acme}"
+    );
+    assert!(
+        globex["config"]["root_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("local:globex-17")
+    );
+    assert_eq!(
+        d.json(&["verify", "--manifest", m.to_str().unwrap()], 0)["ok"],
+        10
+    );
+    assert_code(
+        &d.cmk(&["rotate-master", "--all-tenants", "--tenant", "acme"]),
+        2,
+    );
 }
 
 fn rows_bytes(d: &Deployment) -> Vec<u8> {

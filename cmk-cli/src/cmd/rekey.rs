@@ -1,10 +1,12 @@
 //! `cmk rekey`: re-wraps every key column of a table that is not under its class's active
 //! KEK (KEK retirement); field ciphertexts are untouched. Resumable: a checkpoint file in
-//! HOME/jobs records the last row done, written after every chunk and on Ctrl-C; each row is
-//! one compare-and-set UPDATE, so an interruption never leaves half a row.
+//! HOME/jobs records the last row done, written after each chunk's transaction commits (Ctrl-C
+//! ends the chunk early and commits it); each row is one compare-and-set UPDATE, so an
+//! interruption never leaves half a row.
 
 use std::path::{Path, PathBuf};
 
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::json;
 
 use crate::cli::TableJob;
@@ -49,31 +51,41 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
             break;
         }
         keys.next_chunk();
+        // Keys first, outside the transaction: fetching them may write the registry (a
+        // roll-over that falls due), which must not wait on this chunk's own write lock.
+        for row in &chunk {
+            let _ = keys.get(&row.tenant).await;
+        }
+        // One transaction per chunk: one commit (one fsync) per chunk, not per row; the
+        // checkpoint moves only after the commit, so a crash redoes at most one chunk.
+        let txn = d.db.begin().await?;
+        let mut done = 0u64;
         for row in &chunk {
             if stop.requested() {
                 interrupted = true;
-                break 'chunks;
+                break;
             }
-            match rekey_row(d, &table, &mut keys, row).await? {
+            match rekey_row(&txn, &table, &mut keys, row).await? {
                 Outcome::Rewrapped => rewrapped += 1,
                 Outcome::Current => {}
                 Outcome::Changed => changed += 1,
                 Outcome::Failed(kind) => failures.push((row.id.clone(), kind)),
             }
             rows += 1;
+            done += 1;
             after = Some(row.id.clone());
         }
-        progress.advance(chunk.len() as u64);
+        txn.commit().await?;
+        progress.advance(done);
         if let Some(last) = &after {
             write_checkpoint(&checkpoint, table.name(), last)?;
+        }
+        if interrupted {
+            break 'chunks;
         }
     }
     progress.finish();
-    if interrupted {
-        if let Some(last) = &after {
-            write_checkpoint(&checkpoint, table.name(), last)?;
-        }
-    } else {
+    if !interrupted {
         // Done: the next run starts from the first row again.
         let _ = std::fs::remove_file(&checkpoint);
     }
@@ -122,7 +134,7 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
 
 /// Re-wraps the key columns of `row` that are not under the active KEK, in one UPDATE.
 async fn rekey_row(
-    d: &Deployment,
+    db: &impl ConnectionTrait,
     table: &Table,
     keys: &mut TenantKeysCache<'_>,
     row: &Row,
@@ -144,7 +156,7 @@ async fn rekey_row(
     if new.is_empty() {
         return Ok(Outcome::Current);
     }
-    Ok(if table.write_key_columns(&d.db, row, &new).await? {
+    Ok(if table.write_key_columns(db, row, &new).await? {
         Outcome::Rewrapped
     } else {
         Outcome::Changed

@@ -147,6 +147,15 @@ fn lease_text(lease: &LeasePolicy) -> String {
 }
 
 async fn list(d: &Deployment, json: bool) -> CliResult {
+    let tenants = configured(d).await?;
+    print(json, &json!({ "tenants": tenants }), || {
+        format!("{} tenants\n{}", tenants.len(), tenants.join("\n"))
+    });
+    Ok(())
+}
+
+/// Every tenant with a stored configuration, in order.
+pub(crate) async fn configured(d: &Deployment) -> CliResult<Vec<String>> {
     let rows =
         d.db.query_all_raw(Statement::from_string(
             d.db.get_database_backend(),
@@ -163,10 +172,7 @@ async fn list(d: &Deployment, json: bool) -> CliResult {
             })
         })
         .collect::<Result<_, _>>()?;
-    print(json, &json!({ "tenants": tenants }), || {
-        format!("{} tenants\n{}", tenants.len(), tenants.join("\n"))
-    });
-    Ok(())
+    Ok(tenants)
 }
 
 async fn set_policy(d: &Deployment, json: bool, args: SetPolicy) -> CliResult {
