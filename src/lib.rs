@@ -19,7 +19,7 @@ pub use cmk_core::{
     OnboardReport, Policy, RenewReport, RequestContext, Result, SearchMode, TenantConfig, TenantId,
     TenantKeys,
 };
-pub use cmk_core::{audit, clock, kms, registry, secret};
+pub use cmk_core::{audit, clock, kms, meter, registry, secret};
 
 /// What most modules of an application need: `use cmk::prelude::*;`.
 pub mod prelude {

@@ -23,6 +23,7 @@ pub mod format;
 mod hex;
 pub mod keys;
 pub mod kms;
+pub mod meter;
 pub mod rows;
 mod service;
 pub mod tenant;

@@ -138,6 +138,8 @@ struct Shared {
     stats: PipelineStats,
     /// Losses not yet reported, per tenant.
     unreported: Mutex<BTreeMap<Arc<str>, u64>>,
+    /// Events in the queue (sent, not yet taken by the worker), for the depth gauge.
+    queued: AtomicU64,
 }
 
 impl Shared {
@@ -145,6 +147,7 @@ impl Shared {
         self.stats
             .lost
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        metrics::counter!(crate::meter::AUDIT_LOST).increment(events.len() as u64);
         let mut map = self.unreported.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
             *map.entry(Arc::clone(&e.tenant)).or_default() += 1;
@@ -208,6 +211,7 @@ impl Pipeline {
             spool,
             stats: PipelineStats::default(),
             unreported: Mutex::new(BTreeMap::new()),
+            queued: AtomicU64::new(0),
         });
         let name = transport.name().to_string();
         let worker = {
@@ -264,7 +268,10 @@ impl Drop for Pipeline {
 impl EventSink for Pipeline {
     fn emit(&self, event: SecurityEvent) -> Result<(), SinkError> {
         match self.tx.try_send(Msg::Event(event)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Err(TrySendError::Full(Msg::Event(e)) | TrySendError::Disconnected(Msg::Event(e))) => {
                 self.shared
                     .spool(std::slice::from_ref(&e), false)
@@ -315,6 +322,7 @@ impl<T: Transport> Worker<T> {
                     .stats
                     .delivered
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                metrics::counter!(crate::meter::AUDIT_DELIVERED).increment(batch.len() as u64);
                 self.retry_at = None;
                 self.delay = self.config.retry_min;
                 true
@@ -438,9 +446,11 @@ impl<T: Transport> Worker<T> {
                     Err(_) => break,
                 }
             }
+            self.taken(batch.len());
             self.take(batch, false);
             self.replay(4);
             self.report_losses();
+            self.publish();
             if !waiting.is_empty() && self.rx_is_drained() {
                 for ack in waiting.drain(..) {
                     let _ = ack.send(());
@@ -456,6 +466,23 @@ impl<T: Transport> Worker<T> {
         }
     }
 
+    /// `n` events left the queue.
+    fn taken(&self, n: usize) {
+        let _ = self
+            .shared
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(n as u64))
+            });
+    }
+
+    /// The queue depth and spool size gauges, once per worker round (not per event).
+    fn publish(&self) {
+        metrics::gauge!(crate::meter::AUDIT_QUEUE_DEPTH)
+            .set(self.shared.queued.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(crate::meter::AUDIT_SPOOL_BYTES).set(self.shared.spool.bytes() as f64);
+    }
+
     /// Nothing left to take from the queue, and the spool tried (or blocked by backoff).
     fn rx_is_drained(&self) -> bool {
         !self.shared.spool.pending() || !self.may_try()
@@ -469,6 +496,7 @@ impl<T: Transport> Worker<T> {
                 rest.push(e);
             }
         }
+        self.taken(rest.len());
         // Behind whatever is spooled, with fsync: nothing emitted is lost by a shutdown.
         if !rest.is_empty() {
             let _ = self.shared.spool(&rest, true);

@@ -338,7 +338,9 @@ impl Lease {
         if let Ok(mut r) = self.revoked.lock() {
             *r = Some(why.to_string());
         }
-        self.revoked_flag.store(true, Ordering::Release);
+        if !self.revoked_flag.swap(true, Ordering::AcqRel) {
+            metrics::counter!(crate::meter::LEASE_REVOCATIONS).increment(1);
+        }
         if let Ok(mut m) = self.material.write() {
             *m = None;
         }

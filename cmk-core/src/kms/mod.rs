@@ -24,6 +24,7 @@ mod gcm_blob;
 #[cfg(feature = "kmip")]
 pub mod kmip;
 pub mod local;
+pub(crate) mod metered;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 

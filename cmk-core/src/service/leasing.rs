@@ -513,8 +513,10 @@ async fn lease_for(
         && l.ended().is_none()
         && !l.renewal_due()
     {
+        metrics::counter!(crate::meter::LEASE_HITS).increment(1);
         return Ok(l);
     }
+    metrics::counter!(crate::meter::LEASE_MISSES).increment(1);
     obtain(cmk, key, entry.clone(), timings).await
 }
 
@@ -611,6 +613,7 @@ fn lease_from_unwrap(
     cmk.leases.forget_denial(&key);
     if let Some(lease) = live {
         lease.renewed(entry);
+        metrics::counter!(crate::meter::LEASE_RENEWALS).increment(1);
         lease_event(
             sink,
             &lease.key,

@@ -175,7 +175,9 @@ impl CmkBuilder {
         Ok(Cmk {
             leases,
             views: Arc::new(Mutex::new(HashMap::new())),
-            kms: self.kms.ok_or_else(|| missing("a KMS (.kms(...))"))?,
+            kms: Arc::new(crate::kms::metered::Metered::new(
+                self.kms.ok_or_else(|| missing("a KMS (.kms(...))"))?,
+            )),
             registry: self
                 .registry
                 .ok_or_else(|| missing("a key registry (.registry(...))"))?,
