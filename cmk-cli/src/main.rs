@@ -21,7 +21,9 @@ use crate::scan::Stop;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Two workers: `verify` reads the next chunk while it checks this one on both cores.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::TransactionTrait;
 use serde_json::json;
 
 use crate::cli::TableJob;
@@ -19,10 +19,9 @@ use crate::table::{IdValue, Row, Table};
 
 /// What a row came to.
 enum Outcome {
-    Rewrapped,
+    /// These key columns (by key class), re-wrapped, to write if the row is unchanged.
+    Rewrap(Vec<(usize, Vec<u8>)>),
     Current,
-    /// Written by someone else between the read and the update (re-run to cover it).
-    Changed,
     Failed(&'static str),
 }
 
@@ -56,26 +55,29 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
         for row in &chunk {
             let _ = keys.get(&row.tenant).await;
         }
-        // One transaction per chunk: one commit (one fsync) per chunk, not per row; the
-        // checkpoint moves only after the commit, so a crash redoes at most one chunk.
-        let txn = d.db.begin().await?;
         let mut done = 0u64;
+        let mut pending: Vec<(&Row, Vec<(usize, Vec<u8>)>)> = Vec::new();
         for row in &chunk {
             if stop.requested() {
                 interrupted = true;
                 break;
             }
-            match rekey_row(&txn, &table, &mut keys, row).await? {
-                Outcome::Rewrapped => rewrapped += 1,
+            match rewrap_row(&table, &mut keys, row).await {
+                Outcome::Rewrap(new) => pending.push((row, new)),
                 Outcome::Current => {}
-                Outcome::Changed => changed += 1,
                 Outcome::Failed(kind) => failures.push((row.id.clone(), kind)),
             }
             rows += 1;
             done += 1;
             after = Some(row.id.clone());
         }
+        // One transaction per chunk: one commit (one fsync) per chunk, not per row; the
+        // checkpoint moves only after the commit, so a crash redoes at most one chunk.
+        let txn = d.db.begin().await?;
+        let written = table.write_key_columns(&txn, &pending).await?;
         txn.commit().await?;
+        rewrapped += written;
+        changed += pending.len() as u64 - written;
         progress.advance(done);
         if let Some(last) = &after {
             write_checkpoint(&checkpoint, table.name(), last)?;
@@ -132,16 +134,11 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
     Ok(())
 }
 
-/// Re-wraps the key columns of `row` that are not under the active KEK, in one UPDATE.
-async fn rekey_row(
-    db: &impl ConnectionTrait,
-    table: &Table,
-    keys: &mut TenantKeysCache<'_>,
-    row: &Row,
-) -> CliResult<Outcome> {
+/// The key columns of `row` that are not under the active KEK, re-wrapped.
+async fn rewrap_row(table: &Table, keys: &mut TenantKeysCache<'_>, row: &Row) -> Outcome {
     let keys = match keys.get(&row.tenant).await {
         Ok(keys) => keys,
-        Err(kind) => return Ok(Outcome::Failed(kind)),
+        Err(kind) => return Outcome::Failed(kind),
     };
     let view = table.view(row);
     let stored = view.stored();
@@ -150,17 +147,14 @@ async fn rekey_row(
         match keys.rekey_key_column(&table.schema, k, &stored) {
             Ok(Some(bytes)) => new.push((k, bytes)),
             Ok(None) => {}
-            Err(e) => return Ok(Outcome::Failed(e.kind())),
+            Err(e) => return Outcome::Failed(e.kind()),
         }
     }
     if new.is_empty() {
-        return Ok(Outcome::Current);
-    }
-    Ok(if table.write_key_columns(db, row, &new).await? {
-        Outcome::Rewrapped
+        Outcome::Current
     } else {
-        Outcome::Changed
-    })
+        Outcome::Rewrap(new)
+    }
 }
 
 fn checkpoint_path(d: &Deployment, table: &str, tenant: Option<&str>) -> PathBuf {
