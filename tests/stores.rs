@@ -96,10 +96,35 @@ async fn registry_is_append_only_and_the_first_writer_wins<C: StoreConnection>(
     let acme = TenantId::new("acme").unwrap();
     assert_eq!(
         registry.entries(&acme).await.unwrap(),
-        vec![first, retired, v2]
+        vec![first.clone(), retired.clone(), v2.clone()]
+    );
+    // Several at once (a master-key rotation): the one that exists comes back as the winner,
+    // the others are written, in order (on PostgreSQL the losing insert must not abort the
+    // others' transaction).
+    let v3 = entry("acme", 3, KeyState::Active, b"v3");
+    let v4 = entry("acme", 4, KeyState::Active, b"v4");
+    let outcomes = registry
+        .insert_all_if_absent(vec![
+            v3.clone(),
+            entry("acme", 2, KeyState::Active, b"late"),
+            v4.clone(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            InsertOutcome::Inserted,
+            InsertOutcome::Existing(v2.clone()),
+            InsertOutcome::Inserted
+        ]
+    );
+    assert_eq!(
+        registry.entries(&acme).await.unwrap(),
+        vec![first, retired, v2, v3, v4]
     );
     // Only an operator purge deletes, and only that tenant's rows.
-    assert_eq!(registry.purge(&acme).await.unwrap(), 3);
+    assert_eq!(registry.purge(&acme).await.unwrap(), 5);
     assert!(registry.entries(&acme).await.unwrap().is_empty());
     let upper = TenantId::new("ACME").unwrap();
     assert_eq!(registry.entries(&upper).await.unwrap().len(), 1);

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cmk_core::{Actor, TenantKeys};
+use sea_orm::DatabaseConnection;
 
 use crate::cmd::tenant::{admin_context, tenant_id};
+use crate::exit::{CliError, CliResult, Exit};
 use crate::home::Deployment;
+use crate::table::{IdValue, Row, Table};
 
 /// Raised by Ctrl-C (or SIGTERM): jobs stop after the row in hand, never inside one.
 #[derive(Clone, Default)]
@@ -102,4 +105,116 @@ impl<'a> TenantKeysCache<'a> {
             .collect();
         Ok(keys.as_actor(Actor::Service("cmk-cli".into()), roles))
     }
+}
+
+/// Each tenant's keys for one chunk, or the kind of error that refused them.
+pub(crate) type KeysByTenant = HashMap<String, Result<Arc<TenantKeys>, &'static str>>;
+
+/// The keys of every tenant with a row in `rows`, fetched before any work on the chunk (a
+/// fetch may write the registry: never inside a chunk's transaction).
+pub(crate) async fn keys_by_tenant(
+    cache: &mut TenantKeysCache<'_>,
+    rows: &[Row],
+) -> Arc<KeysByTenant> {
+    cache.next_chunk();
+    let mut keys = HashMap::new();
+    for row in rows {
+        if !keys.contains_key(&row.tenant) {
+            keys.insert(row.tenant.clone(), cache.get(&row.tenant).await);
+        }
+    }
+    Arc::new(keys)
+}
+
+/// What a job does to one row, given its tenant's keys.
+pub(crate) type RowWork<T> = fn(&Table, &Row, Result<&Arc<TenantKeys>, &'static str>) -> T;
+
+/// Runs `work` over every row of `chunk`, half on each core; results in row order.
+pub(crate) async fn on_both_cores<T: Send + 'static>(
+    table: &Arc<Table>,
+    chunk: &Arc<Vec<Row>>,
+    keys: &Arc<KeysByTenant>,
+    work: RowWork<T>,
+) -> CliResult<Vec<T>> {
+    let half = chunk.len().div_ceil(2);
+    let run = |range: std::ops::Range<usize>| {
+        let (table, chunk, keys) = (Arc::clone(table), Arc::clone(chunk), Arc::clone(keys));
+        tokio::task::spawn_blocking(move || {
+            chunk[range]
+                .iter()
+                .map(|row| {
+                    let row_keys = match keys.get(&row.tenant) {
+                        Some(Ok(k)) => Ok(k),
+                        Some(Err(kind)) => Err(*kind),
+                        None => Err("no_keys"),
+                    };
+                    work(&table, row, row_keys)
+                })
+                .collect::<Vec<T>>()
+        })
+    };
+    let (first, second) = tokio::join!(run(0..half), run(half..chunk.len()));
+    let mut out = joined(first)?;
+    out.extend(joined(second)?);
+    Ok(out)
+}
+
+/// Reads chunk after chunk, the next one while the caller works on this one.
+pub(crate) struct Prefetch {
+    table: Arc<Table>,
+    db: DatabaseConnection,
+    tenant: Option<String>,
+    limit: u64,
+    next: Option<tokio::task::JoinHandle<CliResult<Vec<Row>>>>,
+}
+
+impl Prefetch {
+    pub(crate) fn new(
+        table: &Arc<Table>,
+        db: &DatabaseConnection,
+        tenant: Option<String>,
+        limit: u64,
+        after: Option<IdValue>,
+    ) -> Prefetch {
+        let mut p = Prefetch {
+            table: Arc::clone(table),
+            db: db.clone(),
+            tenant,
+            limit: limit.max(1),
+            next: None,
+        };
+        p.start(after);
+        p
+    }
+
+    fn start(&mut self, after: Option<IdValue>) {
+        let (table, db, tenant, limit) = (
+            Arc::clone(&self.table),
+            self.db.clone(),
+            self.tenant.clone(),
+            self.limit,
+        );
+        self.next = Some(tokio::spawn(async move {
+            table
+                .chunk(&db, after.as_ref(), tenant.as_deref(), limit)
+                .await
+        }));
+    }
+
+    /// The next chunk (empty at the end), starting the read of the one after it.
+    pub(crate) async fn next(&mut self) -> CliResult<Arc<Vec<Row>>> {
+        let chunk = match self.next.take() {
+            Some(handle) => joined(handle.await)??,
+            None => Vec::new(),
+        };
+        if let Some(last) = chunk.last() {
+            self.start(Some(last.id.clone()));
+        }
+        Ok(Arc::new(chunk))
+    }
+}
+
+/// A task's result, or a clear error if it panicked.
+fn joined<T>(r: Result<T, tokio::task::JoinError>) -> CliResult<T> {
+    r.map_err(|e| CliError::new(Exit::Failure, format!("a worker task failed: {e}")))
 }

@@ -11,7 +11,7 @@ use cmk_core::registry::{InsertOutcome, KeyRegistry, RegistryEntry};
 use cmk_core::sql::RegistryRecord;
 use sea_orm::{
     ActiveValue, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    SqlErr,
+    SqlErr, TransactionTrait,
 };
 
 use crate::tables::registry::{ActiveModel, Column, Entity, Model};
@@ -57,25 +57,24 @@ fn from_model(m: Model) -> cmk_core::Result<RegistryEntry> {
     })
 }
 
-#[async_trait::async_trait]
-impl KeyRegistry for SeaOrmRegistry {
-    async fn insert_if_absent(&self, entry: RegistryEntry) -> cmk_core::Result<InsertOutcome> {
-        let r = RegistryRecord::try_from(&entry)?;
-        let row = ActiveModel {
-            seq: ActiveValue::NotSet,
-            tenant_id: ActiveValue::Set(r.tenant_id.clone()),
-            purpose: ActiveValue::Set(r.purpose.clone()),
-            policy: ActiveValue::Set(r.policy.clone()),
-            kek_id: ActiveValue::Set(r.kek_id),
-            version: ActiveValue::Set(r.version),
-            cmk_ref: ActiveValue::Set(r.cmk_ref.clone()),
-            state: ActiveValue::Set(r.state.clone()),
-            wrapped: ActiveValue::Set(r.wrapped),
-            created_at: ActiveValue::Set(r.created_at),
-        };
-        if inserted(Entity::insert(row).exec_without_returning(&self.db).await)? {
-            return Ok(InsertOutcome::Inserted);
-        }
+fn active_model(r: &RegistryRecord) -> ActiveModel {
+    ActiveModel {
+        seq: ActiveValue::NotSet,
+        tenant_id: ActiveValue::Set(r.tenant_id.clone()),
+        purpose: ActiveValue::Set(r.purpose.clone()),
+        policy: ActiveValue::Set(r.policy.clone()),
+        kek_id: ActiveValue::Set(r.kek_id),
+        version: ActiveValue::Set(r.version),
+        cmk_ref: ActiveValue::Set(r.cmk_ref.clone()),
+        state: ActiveValue::Set(r.state.clone()),
+        wrapped: ActiveValue::Set(r.wrapped.clone()),
+        created_at: ActiveValue::Set(r.created_at),
+    }
+}
+
+impl SeaOrmRegistry {
+    /// The entry that won the uniqueness key `r` (after a unique violation).
+    async fn winner(&self, r: RegistryRecord) -> cmk_core::Result<InsertOutcome> {
         let winner = Entity::find()
             .filter(Column::TenantId.eq(r.tenant_id))
             .filter(Column::Purpose.eq(r.purpose))
@@ -92,6 +91,59 @@ impl KeyRegistry for SeaOrmRegistry {
                 cmk_core::Error::Registry("a concurrent writer's entry vanished".into())
             })?;
         Ok(InsertOutcome::Existing(from_model(winner)?))
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyRegistry for SeaOrmRegistry {
+    async fn insert_if_absent(&self, entry: RegistryEntry) -> cmk_core::Result<InsertOutcome> {
+        let r = RegistryRecord::try_from(&entry)?;
+        if inserted(
+            Entity::insert(active_model(&r))
+                .exec_without_returning(&self.db)
+                .await,
+        )? {
+            return Ok(InsertOutcome::Inserted);
+        }
+        self.winner(r).await
+    }
+
+    async fn insert_all_if_absent(
+        &self,
+        entries: Vec<RegistryEntry>,
+    ) -> cmk_core::Result<Vec<InsertOutcome>> {
+        let records: Vec<RegistryRecord> = entries
+            .iter()
+            .map(RegistryRecord::try_from)
+            .collect::<cmk_core::Result<_>>()?;
+        let txn = self.db.begin().await.map_err(db)?;
+        let mut fresh = Vec::with_capacity(records.len());
+        for r in &records {
+            // A savepoint each: on PostgreSQL a unique violation would abort the whole
+            // transaction; rolled back to the savepoint, the others still commit.
+            let savepoint = txn.begin().await.map_err(db)?;
+            let ok = inserted(
+                Entity::insert(active_model(r))
+                    .exec_without_returning(&savepoint)
+                    .await,
+            )?;
+            if ok {
+                savepoint.commit().await.map_err(db)?;
+            } else {
+                savepoint.rollback().await.map_err(db)?;
+            }
+            fresh.push(ok);
+        }
+        txn.commit().await.map_err(db)?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        for (r, ok) in records.into_iter().zip(fresh) {
+            outcomes.push(if ok {
+                InsertOutcome::Inserted
+            } else {
+                self.winner(r).await?
+            });
+        }
+        Ok(outcomes)
     }
 
     async fn entries(&self, tenant: &TenantId) -> cmk_core::Result<Vec<RegistryEntry>> {

@@ -122,26 +122,33 @@ pub(crate) async fn rotate_master(
     Ok(())
 }
 
-/// Rotates every configured tenant to a new local key of its own. A failure stops the run
-/// (rotation resumes where it stopped when run again: re-wrapped entries are skipped).
+/// Rotates every configured tenant to a new local key of its own (all the keys are made in
+/// one write of the keyring first). A failure stops the run; run it again to rotate the
+/// rest (each run rotates every tenant anew: use `--tenant` to finish one).
 pub(crate) async fn rotate_all(d: &Deployment, json: bool) -> CliResult {
-    let (mut tenants, mut entries) = (0usize, 0usize);
-    for tenant in crate::cmd::tenant::configured(d).await? {
-        let tenant = tenant_id(&tenant)?;
-        let new_key = new_local_key(d, &tenant)?;
+    let tenants = crate::cmd::tenant::configured(d).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let names: Vec<String> = tenants.iter().map(|t| format!("{t}-{now}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let keys = d.kms.create_keys(&refs)?;
+    let mut entries = 0usize;
+    for (tenant, new_key) in tenants.iter().zip(&keys) {
+        let tenant = tenant_id(tenant)?;
         let report = d
             .cmk
-            .rotate_master_key(&admin_context(&tenant), &new_key)
+            .rotate_master_key(&admin_context(&tenant), new_key)
             .await?;
-        tenants += 1;
         entries += report.rewrapped;
     }
+    let count = tenants.len();
     print(
         json,
-        &json!({ "tenants": tenants, "rewrapped": entries }),
+        &json!({ "tenants": count, "rewrapped": entries }),
         || {
             format!(
-                "{tenants} tenants rotated to new master keys: {entries} registry entries re-wrapped; no row touched"
+                "{count} tenants rotated to new master keys: {entries} registry entries re-wrapped; no row touched"
             )
         },
     );

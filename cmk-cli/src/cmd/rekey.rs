@@ -1,11 +1,15 @@
 //! `cmk rekey`: re-wraps every key column of a table that is not under its class's active
 //! KEK (KEK retirement); field ciphertexts are untouched. Resumable: a checkpoint file in
-//! HOME/jobs records the last row done, written after each chunk's transaction commits (Ctrl-C
-//! ends the chunk early and commits it); each row is one compare-and-set UPDATE, so an
-//! interruption never leaves half a row.
+//! HOME/jobs records the last row done, written after each chunk's transaction commits; Ctrl-C
+//! stops between chunks. Each chunk's rows are re-wrapped on both cores (the next chunk is read
+//! meanwhile) and written in compare-and-set UPDATEs, so an interruption never leaves half a
+//! row.
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use cmk_core::TenantKeys;
 use sea_orm::TransactionTrait;
 use serde_json::json;
 
@@ -14,7 +18,7 @@ use crate::exit::{CliError, CliResult, Exit};
 use crate::home::{Deployment, create_private_dir};
 use crate::output::print;
 use crate::progress::Progress;
-use crate::scan::{Stop, TenantKeysCache};
+use crate::scan::{Prefetch, Stop, TenantKeysCache, keys_by_tenant, on_both_cores};
 use crate::table::{IdValue, Row, Table};
 
 /// What a row came to.
@@ -42,34 +46,32 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
     let (mut rows, mut rewrapped, mut changed) = (0u64, 0u64, 0u64);
     let mut failures: Vec<(IdValue, &'static str)> = Vec::new();
     let mut interrupted = false;
-    'chunks: loop {
-        let chunk = table
-            .chunk(&d.db, after.as_ref(), tenant, job.table.chunk.max(1))
-            .await?;
+    let table = Arc::new(table);
+    let mut chunks = Prefetch::new(
+        &table,
+        &d.db,
+        job.table.tenant.clone(),
+        job.table.chunk,
+        after.clone(),
+    );
+    loop {
+        let chunk = chunks.next().await?;
         if chunk.is_empty() {
             break;
         }
-        keys.next_chunk();
-        // Keys first, outside the transaction: fetching them may write the registry (a
-        // roll-over that falls due), which must not wait on this chunk's own write lock.
-        for row in &chunk {
-            let _ = keys.get(&row.tenant).await;
+        if stop.requested() {
+            interrupted = true;
+            break;
         }
-        let mut done = 0u64;
+        let chunk_keys = keys_by_tenant(&mut keys, &chunk).await;
+        let outcomes = on_both_cores(&table, &chunk, &chunk_keys, rewrap_row).await?;
         let mut pending: Vec<(&Row, Vec<(usize, Vec<u8>)>)> = Vec::new();
-        for row in &chunk {
-            if stop.requested() {
-                interrupted = true;
-                break;
-            }
-            match rewrap_row(&table, &mut keys, row).await {
+        for (row, outcome) in chunk.iter().zip(outcomes) {
+            match outcome {
                 Outcome::Rewrap(new) => pending.push((row, new)),
                 Outcome::Current => {}
                 Outcome::Failed(kind) => failures.push((row.id.clone(), kind)),
             }
-            rows += 1;
-            done += 1;
-            after = Some(row.id.clone());
         }
         // One transaction per chunk: one commit (one fsync) per chunk, not per row; the
         // checkpoint moves only after the commit, so a crash redoes at most one chunk.
@@ -78,12 +80,11 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
         txn.commit().await?;
         rewrapped += written;
         changed += pending.len() as u64 - written;
-        progress.advance(done);
+        rows += chunk.len() as u64;
+        after = chunk.last().map(|r| r.id.clone());
+        progress.advance(chunk.len() as u64);
         if let Some(last) = &after {
             write_checkpoint(&checkpoint, table.name(), last)?;
-        }
-        if interrupted {
-            break 'chunks;
         }
     }
     progress.finish();
@@ -135,8 +136,8 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
 }
 
 /// The key columns of `row` that are not under the active KEK, re-wrapped.
-async fn rewrap_row(table: &Table, keys: &mut TenantKeysCache<'_>, row: &Row) -> Outcome {
-    let keys = match keys.get(&row.tenant).await {
+fn rewrap_row(table: &Table, row: &Row, keys: Result<&Arc<TenantKeys>, &'static str>) -> Outcome {
+    let keys = match keys {
         Ok(keys) => keys,
         Err(kind) => return Outcome::Failed(kind),
     };

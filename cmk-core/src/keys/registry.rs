@@ -197,6 +197,24 @@ pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
     /// constraint other than the uniqueness key, poisoned lock).
     async fn insert_if_absent(&self, entry: RegistryEntry) -> crate::Result<InsertOutcome>;
 
+    /// Inserts each entry as [`KeyRegistry::insert_if_absent`] does; a store with
+    /// transactions commits them together (one commit, one sync to disk), so that a
+    /// master-key rotation costs one commit per tenant, not one per entry. The default
+    /// inserts them one by one.
+    ///
+    /// # Errors
+    /// As [`KeyRegistry::insert_if_absent`]; a transactional store then has written none.
+    async fn insert_all_if_absent(
+        &self,
+        entries: Vec<RegistryEntry>,
+    ) -> crate::Result<Vec<InsertOutcome>> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            outcomes.push(self.insert_if_absent(entry).await?);
+        }
+        Ok(outcomes)
+    }
+
     /// Every entry of a tenant, in insertion order.
     ///
     /// # Errors

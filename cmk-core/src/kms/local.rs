@@ -415,37 +415,61 @@ impl LocalKms {
     /// when the keyring file or its lock file cannot be read or written;
     /// [`crate::Error::InvalidConfig`] when the file on disk is not a well-formed keyring.
     pub fn create_key(&self, name: &str) -> crate::Result<KeyRef> {
-        if invalid_name(name) {
-            return Err(crate::Error::invalid_name(
-                "local key name",
-                name,
-                "1 to 128 bytes of A-Z, a-z, 0-9, `-_./`",
-            ));
+        let mut created = self.create_keys(&[name])?;
+        created
+            .pop()
+            .ok_or_else(|| crate::Error::InvalidInput("no key created".into()))
+    }
+
+    /// Creates several keys as [`LocalKms::create_key`] does, in one write of the keyring
+    /// (one sync to disk): all of them or, on any error, none.
+    ///
+    /// # Errors
+    /// As [`LocalKms::create_key`], for any of the names (or a name given twice).
+    pub fn create_keys(&self, names: &[&str]) -> crate::Result<Vec<KeyRef>> {
+        let mut materials = Vec::with_capacity(names.len());
+        for name in names {
+            if invalid_name(name) {
+                return Err(crate::Error::invalid_name(
+                    "local key name",
+                    name,
+                    "1 to 128 bytes of A-Z, a-z, 0-9, `-_./`",
+                ));
+            }
+            materials.push(SecretKey::random()?);
         }
-        let material = SecretKey::random()?;
         self.change(|ring| {
-            if ring.keys.contains_key(name) {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(name) = names
+                .iter()
+                .find(|n| ring.keys.contains_key(**n) || !seen.insert(**n))
+            {
                 return Err(crate::Error::InvalidInput(format!(
                     "local key `{name}` exists already"
                 )));
             }
-            let mut versions = BTreeMap::new();
-            versions.insert(
-                1,
-                LocalVersion {
-                    material: Some(material),
-                },
-            );
-            ring.keys.insert(
-                name.to_string(),
-                LocalKey {
-                    enabled: true,
-                    versions,
-                },
-            );
+            for (name, material) in names.iter().zip(materials) {
+                let mut versions = BTreeMap::new();
+                versions.insert(
+                    1,
+                    LocalVersion {
+                        material: Some(material),
+                    },
+                );
+                ring.keys.insert(
+                    name.to_string(),
+                    LocalKey {
+                        enabled: true,
+                        versions,
+                    },
+                );
+            }
             Ok(())
         })?;
-        KeyRef::new(format!("local:{name}"))
+        names
+            .iter()
+            .map(|name| KeyRef::new(format!("local:{name}")))
+            .collect()
     }
 
     /// Adds a new version that becomes primary for wraps; older versions still unwrap.
@@ -852,6 +876,30 @@ fn persist(path: &Path, ring: &Keyring) -> crate::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn several_keys_are_created_in_one_write_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = LocalKms::open(dir.path().join("keyring.json")).unwrap();
+        kms.create_key("acme").unwrap();
+        let refs = kms.create_keys(&["a-2", "b-2"]).unwrap();
+        assert_eq!(refs[1].as_str(), "local:b-2");
+        let blob = kms
+            .wrap(&refs[0], &[7; 32], &KmsContext::from_bytes(b"c"))
+            .await
+            .unwrap();
+        // Another process sees both (they were written to the file).
+        let other = LocalKms::open(dir.path().join("keyring.json")).unwrap();
+        let back = other
+            .unwrap(&refs[0], &blob, &KmsContext::from_bytes(b"c"))
+            .await;
+        assert_eq!(back.unwrap().expose_secret(), &[7; 32]);
+        // One name taken, or given twice: none is created.
+        assert!(kms.create_keys(&["c-2", "acme"]).is_err());
+        assert!(kms.create_keys(&["d-2", "d-2"]).is_err());
+        let names: Vec<String> = other.list().unwrap().into_iter().map(|k| k.name).collect();
+        assert_eq!(names, ["a-2", "acme", "b-2"]);
+    }
 
     #[tokio::test]
     async fn wrap_unwrap_and_aad_binding() {

@@ -55,7 +55,7 @@ async fn rotate_inner(cmk: &Cmk, ctx: &RequestContext, new_key: &KeyRef) -> Resu
     }
     // Prove the new key before anything depends on it.
     cmk.prove_key(ctx, new_key).await?;
-    let mut rewrapped = 0;
+    let mut entries = Vec::new();
     for v in view.views.iter().filter(|v| v.state != KeyState::Destroyed) {
         let Some(old) = &v.wrapped_by else { continue };
         if &old.cmk_ref == new_key {
@@ -80,16 +80,21 @@ async fn rotate_inner(cmk: &Cmk, ctx: &RequestContext, new_key: &KeyRef) -> Resu
             .wrap(new_key, material.expose_secret(), &new_context)
             .await
             .map_err(|e| cmk.kms_error(ctx, new_key, e))?;
-        let entry = RegistryEntry {
+        entries.push(RegistryEntry {
             cmk_ref: new_key.clone(),
             wrapped,
             state: KeyState::Active,
             ..old.clone()
-        };
-        if cmk.registry.insert_if_absent(entry).await? == InsertOutcome::Inserted {
-            rewrapped += 1;
-        }
+        });
     }
+    // One commit for the tenant's entries (a store with transactions); then the switch.
+    let rewrapped = cmk
+        .registry
+        .insert_all_if_absent(entries)
+        .await?
+        .iter()
+        .filter(|o| **o == InsertOutcome::Inserted)
+        .count();
     let mut config = (*view.config).clone();
     config.revision += 1;
     config.root_key = new_key.clone();
