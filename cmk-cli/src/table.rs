@@ -80,6 +80,15 @@ impl IdValue {
         bytes.map(IdValue::Bytes)
     }
 
+    /// The PostgreSQL type of the id's parameter.
+    fn pg_type(&self) -> &'static str {
+        match self {
+            IdValue::Int(_) => "bigint",
+            IdValue::Text(_) => "text",
+            IdValue::Bytes(_) => "bytea",
+        }
+    }
+
     pub(crate) fn label(&self) -> String {
         match &self.to_json() {
             serde_json::Value::String(s) => s.clone(),
@@ -493,8 +502,100 @@ impl Table {
         Ok(written)
     }
 
-    /// `UPDATE t SET k = CASE id WHEN .. THEN .. END, .. WHERE (id = .. AND k = old ..) OR ..`
+    /// One compare-and-set UPDATE of `rows` (same changed key columns). SQLite and
+    /// PostgreSQL join the table to a VALUES list of (id, new, old...) (an index join);
+    /// MySQL, whose VALUES rows differ between MySQL and MariaDB, takes CASE and OR.
     async fn update_batch(
+        &self,
+        db: &impl ConnectionTrait,
+        columns: &[usize],
+        rows: &[&(&Row, Vec<(usize, Vec<u8>)>)],
+    ) -> CliResult<u64> {
+        if self.backend == DbBackend::MySql {
+            return self.update_batch_case(db, columns, rows).await;
+        }
+        let pg = self.backend == DbBackend::Postgres;
+        let mut values: Vec<Value> = Vec::with_capacity(rows.len() * (1 + 2 * columns.len()));
+        let mut tuples = Vec::with_capacity(rows.len());
+        for (i, (row, new)) in rows.iter().enumerate() {
+            // PostgreSQL types a VALUES column from its first row: cast that row's values.
+            let cast = |what: &str| {
+                if pg && i == 0 {
+                    format!("::{what}")
+                } else {
+                    String::new()
+                }
+            };
+            values.push(row.id.sql());
+            let mut marks = vec![format!(
+                "{}{}",
+                self.placeholder(values.len()),
+                cast(row.id.pg_type())
+            )];
+            for (c, &k) in columns.iter().enumerate() {
+                values.push(new[c].1.clone().into());
+                marks.push(format!(
+                    "{}{}",
+                    self.placeholder(values.len()),
+                    cast("bytea")
+                ));
+                // Re-wrapped columns were never NULL (a NULL key column has nothing to wrap).
+                values.push(row.key_columns[k].clone().unwrap_or_default().into());
+                marks.push(format!(
+                    "{}{}",
+                    self.placeholder(values.len()),
+                    cast("bytea")
+                ));
+            }
+            tuples.push(format!("({})", marks.join(", ")));
+        }
+        // VALUES columns: id, then new and old per key column. SQLite names them column1..;
+        // PostgreSQL takes the names from the alias list.
+        let name = |n: usize| format!("v{n}");
+        let col = |n: usize| {
+            if pg {
+                format!("v.{}", name(n))
+            } else {
+                format!("v.column{n}")
+            }
+        };
+        let alias = if pg {
+            let names: Vec<String> = (1..=1 + 2 * columns.len()).map(name).collect();
+            format!("v({})", names.join(", "))
+        } else {
+            "v".to_string()
+        };
+        let mut sets = Vec::with_capacity(columns.len());
+        let mut conditions = vec![format!(
+            "{}.{} = {}",
+            self.quote(self.name()),
+            self.quote(&self.id_column),
+            col(1)
+        )];
+        for (c, &k) in columns.iter().enumerate() {
+            let column = self.quote(&self.manifest.key_columns[k].column);
+            sets.push(format!("{column} = {}", col(2 + 2 * c)));
+            conditions.push(format!(
+                "{}.{column} = {}",
+                self.quote(self.name()),
+                col(3 + 2 * c)
+            ));
+        }
+        let sql = format!(
+            "UPDATE {} SET {} FROM (VALUES {}) AS {alias} WHERE {}",
+            self.quote(self.name()),
+            sets.join(", "),
+            tuples.join(", "),
+            conditions.join(" AND ")
+        );
+        let done = db
+            .execute_raw(Statement::from_sql_and_values(self.backend, sql, values))
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// `UPDATE t SET k = CASE id WHEN .. THEN .. END, .. WHERE (id = .. AND k = old ..) OR ..`
+    async fn update_batch_case(
         &self,
         db: &impl ConnectionTrait,
         columns: &[usize],
