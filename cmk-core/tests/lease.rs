@@ -497,6 +497,57 @@ async fn kek_retirement_moves_to_decrypt_only_rewraps_key_columns_then_destroys(
 }
 
 #[tokio::test]
+async fn a_row_is_rekeyed_in_one_call_with_one_event_naming_the_classes_rewrapped() {
+    let fx = Fixture::new(&["acme"]).await;
+    let c = ctx("acme");
+    let schema = RowSchema::new(
+        "notes",
+        vec![
+            FieldSpec::new("body", class("private")),
+            FieldSpec::new("title", class("public")),
+        ],
+    )
+    .unwrap();
+    let keys = fx.cmk.keys_for(&c, &["private", "public"]).await.unwrap();
+    let row = Stored::from_sealed(
+        "acme",
+        &keys.seal(&schema, None, &[Some(b"b"), Some(b"t")]).unwrap(),
+    );
+    fx.cmk.roll_over_kek(&c, "private").await.unwrap();
+    let keys = fx.cmk.keys_for(&c, &["private", "public"]).await.unwrap();
+    fx.sink.take();
+    let columns = row
+        .with(None, |r| keys.rekey_key_columns(&schema, r))
+        .unwrap();
+    assert_eq!(columns.len(), 2);
+    assert!(columns[0].is_some(), "private moved to version 2");
+    assert!(columns[1].is_none(), "public is current");
+    let events: Vec<_> = fx
+        .sink
+        .take()
+        .into_iter()
+        .filter(|e| e.name.as_str() == "DATA_REKEY")
+        .collect();
+    assert_eq!(events.len(), 1, "one event for the row");
+    assert_eq!(&*events[0].classes, ["private".to_string()]);
+    // The re-wrapped row reads, and a second pass has nothing to do (and says nothing).
+    let mut moved = row.clone();
+    moved.key_columns[0] = columns[0].clone();
+    assert!(moved.with(None, |r| keys.unseal(&schema, r)).is_ok());
+    fx.sink.take();
+    let again = moved
+        .with(None, |r| keys.rekey_key_columns(&schema, r))
+        .unwrap();
+    assert_eq!(again, vec![None, None]);
+    assert!(
+        !fx.sink
+            .take()
+            .iter()
+            .any(|e| e.name.as_str() == "DATA_REKEY")
+    );
+}
+
+#[tokio::test]
 async fn shredding_stops_every_instance_within_one_renewal_and_defeats_a_restored_backup() {
     let fx = Fixture::new(&["acme"]).await;
     let c = ctx("acme");

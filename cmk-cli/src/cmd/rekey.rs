@@ -143,14 +143,14 @@ fn rewrap_row(table: &Table, row: &Row, keys: Result<&Arc<TenantKeys>, &'static 
     };
     let view = table.view(row);
     let stored = view.stored();
-    let mut new = Vec::new();
-    for k in 0..row.key_columns.len() {
-        match keys.rekey_key_column(&table.schema, k, &stored) {
-            Ok(Some(bytes)) => new.push((k, bytes)),
-            Ok(None) => {}
-            Err(e) => return Outcome::Failed(e.kind()),
-        }
-    }
+    let new: Vec<(usize, Vec<u8>)> = match keys.rekey_key_columns(&table.schema, &stored) {
+        Ok(columns) => columns
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, c)| c.map(|bytes| (k, bytes)))
+            .collect(),
+        Err(e) => return Outcome::Failed(e.kind()),
+    };
     if new.is_empty() {
         Outcome::Current
     } else {

@@ -541,6 +541,21 @@ impl TenantKeys {
         crate::rows::rekey::rekey_key_column(self, schema, key_class, row)
     }
 
+    /// Every key column of `row` not under its class's active KEK, re-wrapped (one entry per
+    /// key class: `None` where the column is NULL or already current), with one `DATA_REKEY`
+    /// event per row naming the classes re-wrapped, where [`TenantKeys::rekey_key_column`]
+    /// emits one per column.
+    ///
+    /// # Errors
+    /// As [`TenantKeys::rekey_key_column`], for any key column; then none is returned.
+    pub fn rekey_key_columns(
+        self: &Arc<Self>,
+        schema: &RowSchema,
+        row: &StoredRow<'_>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        crate::rows::rekey::rekey_key_columns(self, schema, row)
+    }
+
     /// For an update that leaves key class `key_class`'s values as they were: that class's
     /// key column of the stored row `old`, re-wrapped into the new write whose key columns
     /// `fresh` sealing just made (their write id and KEK version), so the class keeps its

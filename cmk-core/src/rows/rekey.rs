@@ -43,6 +43,41 @@ pub(crate) fn rekey_key_column(
     result
 }
 
+/// Every key column of `row` not under its class's active KEK, re-wrapped (`None` where a
+/// column is NULL or current), with one `DATA_REKEY` event naming the classes re-wrapped.
+pub(crate) fn rekey_key_columns(
+    keys: &Arc<TenantKeys>,
+    schema: &RowSchema,
+    row: &StoredRow<'_>,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let ctx = &keys.ctx;
+    let result: Result<Vec<Option<Vec<u8>>>> = (0..schema.key_classes().len())
+        .map(|k| rekey_inner(keys, ctx, schema, k, row))
+        .collect();
+    let rewrapped: Vec<String> = match &result {
+        Ok(columns) => columns
+            .iter()
+            .zip(schema.key_classes())
+            .filter(|(c, _)| c.is_some())
+            .map(|(_, class)| class.to_string())
+            .collect(),
+        Err(_) => schema.key_classes().iter().map(|c| c.to_string()).collect(),
+    };
+    if !rewrapped.is_empty() {
+        let touched = crate::rows::seal::Touched::Some(Vec::new(), rewrapped);
+        crate::rows::seal::audit(
+            keys,
+            ctx,
+            schema,
+            row.row_id,
+            EventName::DataRekey,
+            &result,
+            touched,
+        )?;
+    }
+    result
+}
+
 fn rekey_inner(
     keys: &Arc<TenantKeys>,
     ctx: &RequestContext,
