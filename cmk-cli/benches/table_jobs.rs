@@ -6,7 +6,8 @@
 //!
 //! Each command runs as its own process (the release binary), timed by wall clock; its CPU
 //! time (user + system, from /proc/self/stat's children fields) says how busy the two cores
-//! were. Run: `cargo bench -p cmk-cli --bench table_jobs`.
+//! were. Run: `cargo bench -p cmk-cli --bench table_jobs` (CMK_BENCH_DIR=DIR keeps the
+//! deployments in DIR).
 
 #![allow(missing_docs)]
 
@@ -291,9 +292,12 @@ async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let rows = env_or("CMK_BENCH_ROWS", if bench { 1_000_000 } else { 2_000 });
     let tenants = env_or("CMK_BENCH_TENANTS", if bench { 1_000 } else { 20 });
-    let dir = tempfile::tempdir().unwrap();
+    // CMK_BENCH_DIR keeps the homes (to profile a command on them afterwards).
+    let kept = std::env::var("CMK_BENCH_DIR").ok();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = kept.as_deref().map_or(temp.path(), Path::new);
 
-    let home = dir.path().join("tenants");
+    let home = dir.join("tenants");
     tenants_home(&home, tenants).await;
     let t = cmk(&home, &["rotate-master", "--all-tenants"]);
     assert_eq!(t.json["tenants"].as_u64(), Some(tenants));
@@ -305,7 +309,7 @@ async fn main() {
         t.cpu.as_secs_f64()
     );
 
-    let home = dir.path().join("rows");
+    let home = dir.join("rows");
     table_home(&home, rows as i64).await;
     rekey_and_verify(&home, rows, "SQLite", None);
     match std::env::var("CMK_TEST_POSTGRES_URL") {

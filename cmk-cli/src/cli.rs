@@ -56,12 +56,12 @@ pub(crate) enum Command {
     },
     /// Re-wraps every key column of a table under its class's active KEK (KEK retirement).
     #[command(
-        after_help = "Example:\n  cmk kek roll-over --tenant acme\n  cmk rekey --manifest manifests/patients.manifest.json\n\nResumable: an interrupted run (Ctrl-C, a crash) continues from its checkpoint."
+        after_help = "Example:\n  cmk kek roll-over --tenant acme\n  cmk rekey --table patients\n  cmk rekey --manifest /srv/app/manifests/patients.manifest.json\n\nResumable: an interrupted run (Ctrl-C, a crash) continues from its checkpoint."
     )]
     Rekey(TableJob),
     /// Unseals every row of a table; lists failures by row id and kind.
     #[command(
-        after_help = "Example:\n  cmk verify --manifest manifests/patients.manifest.json --json\n\nExits 1 when any row fails."
+        after_help = "Example:\n  cmk verify --table patients --json\n  cmk verify --manifest /srv/app/manifests/patients.manifest.json\n\nExits 1 when any row fails."
     )]
     Verify(TableArgs),
     /// Crypto-shreds a tenant: every key destroyed; its rows never read again.
@@ -224,15 +224,36 @@ pub(crate) enum KekCommand {
 /// The table a command reads.
 #[derive(Debug, Args)]
 pub(crate) struct TableArgs {
-    /// The table's manifest (`Model::manifest()`, `cmk::model::write_manifests`).
+    /// The table, by name: its manifest is HOME/manifests/TABLE.manifest.json (where
+    /// `cmk::model::write_manifests` puts it).
+    #[arg(
+        long,
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    pub(crate) table: Option<String>,
+    /// The table's manifest file (`Model::manifest()`, `cmk::model::write_manifests`).
     #[arg(long)]
-    pub(crate) manifest: PathBuf,
+    pub(crate) manifest: Option<PathBuf>,
     /// Only this tenant's rows.
     #[arg(long)]
     pub(crate) tenant: Option<String>,
     /// Rows per query.
     #[arg(long, default_value_t = 500)]
     pub(crate) chunk: u64,
+}
+
+impl TableArgs {
+    /// The manifest file: given, or the table's in HOME/manifests.
+    pub(crate) fn manifest_path(&self, home: &std::path::Path) -> PathBuf {
+        match (&self.manifest, &self.table) {
+            (Some(path), _) => path.clone(),
+            (None, Some(table)) => home
+                .join("manifests")
+                .join(format!("{table}.manifest.json")),
+            (None, None) => PathBuf::new(),
+        }
+    }
 }
 
 /// A resumable job over a table.

@@ -169,7 +169,9 @@ async fn connect(url: &str) -> CliResult<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .max_connections(4)
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // A 64 MiB page cache per SQLite connection: a table pass re-reads fewer pages.
+        .map_sqlx_sqlite_opts(|o| o.pragma("cache_size", "-65536"));
     Database::connect(options).await.map_err(|e| {
         // The URL may hold a password: name only its scheme.
         let scheme = url.split(':').next().unwrap_or("?");

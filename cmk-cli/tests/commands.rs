@@ -233,6 +233,16 @@ async fn verify_reads_every_row_and_lists_a_planted_tampered_row() {
     assert_eq!(clean["failed"], 0);
     let acme = d.json(&["verify", "--manifest", m, "--tenant", "acme"], 0);
     assert_eq!(acme["rows"], 40);
+    // By table name: its manifest in HOME/manifests; one of the two is required.
+    assert_eq!(d.json(&["verify", "--table", "patients"], 0)["rows"], 45);
+    let out = d.cmk(&["verify", "--table", "nosuch"]);
+    assert_code(&out, 6);
+    assert!(
+        stderr(&out).contains("nosuch.manifest.json"),
+        "{}",
+        text(&out)
+    );
+    assert_code(&d.cmk(&["verify"]), 2);
 
     // Row 7's email flipped in one byte; row 9's ssn moved onto row 8.
     flip_byte(&d, 7, 20);

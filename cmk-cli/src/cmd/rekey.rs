@@ -30,7 +30,8 @@ enum Outcome {
 }
 
 pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) -> CliResult {
-    let table = Table::load(&job.table.manifest, d.db.get_database_backend())?;
+    let manifest = job.table.manifest_path(&d.paths.dir);
+    let table = Table::load(&manifest, d.db.get_database_backend())?;
     table.probe(&d.db).await?;
     let tenant = job.table.tenant.as_deref();
     let checkpoint = checkpoint_path(d, table.name(), tenant);

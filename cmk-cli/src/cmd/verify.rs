@@ -35,7 +35,8 @@ struct Failure {
 }
 
 pub(crate) async fn run(d: &Deployment, json: bool, args: TableArgs, stop: &Stop) -> CliResult {
-    let table = Arc::new(Table::load(&args.manifest, d.db.get_database_backend())?);
+    let manifest = args.manifest_path(&d.paths.dir);
+    let table = Arc::new(Table::load(&manifest, d.db.get_database_backend())?);
     table.probe(&d.db).await?;
     let total = table.count(&d.db, None, args.tenant.as_deref()).await?;
     let mut progress = Progress::new(format!("verify {}", table.name()), total);
