@@ -18,7 +18,7 @@ pub(crate) enum Exit {
     TamperedConfig = 7,
     NoKeyColumns = 8,
     Shredded = 9,
-    /// Ctrl-C: the job stopped between rows and kept its checkpoint.
+    /// Ctrl-C: the job stopped between chunks and kept its checkpoint.
     Interrupted = 130,
 }
 

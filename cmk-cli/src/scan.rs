@@ -1,5 +1,6 @@
 //! What the table jobs share: each tenant's keys, fetched once per chunk, and the stop flag
-//! Ctrl-C raises between rows.
+//! Ctrl-C raises between chunks, and the machinery that reads a chunk ahead and works on
+//! both cores.
 
 use std::collections::HashMap;
 use std::sync::Arc;
