@@ -97,6 +97,9 @@ impl IdValue {
     }
 }
 
+/// A row and its re-wrapped key columns (by key class), to write if the row is unchanged.
+pub(crate) type Rewrapped<'a> = (&'a Row, Vec<(usize, Vec<u8>)>);
+
 /// One stored row.
 pub(crate) struct Row {
     pub(crate) id: IdValue,
@@ -483,7 +486,7 @@ impl Table {
     pub(crate) async fn write_key_columns(
         &self,
         db: &impl ConnectionTrait,
-        rows: &[(&Row, Vec<(usize, Vec<u8>)>)],
+        rows: &[Rewrapped<'_>],
     ) -> CliResult<u64> {
         let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<usize>> = Default::default();
         for (i, (_, new)) in rows.iter().enumerate() {
@@ -509,7 +512,7 @@ impl Table {
         &self,
         db: &impl ConnectionTrait,
         columns: &[usize],
-        rows: &[&(&Row, Vec<(usize, Vec<u8>)>)],
+        rows: &[&Rewrapped<'_>],
     ) -> CliResult<u64> {
         if self.backend == DbBackend::MySql {
             return self.update_batch_case(db, columns, rows).await;
@@ -599,7 +602,7 @@ impl Table {
         &self,
         db: &impl ConnectionTrait,
         columns: &[usize],
-        rows: &[&(&Row, Vec<(usize, Vec<u8>)>)],
+        rows: &[&Rewrapped<'_>],
     ) -> CliResult<u64> {
         let mut values: Vec<Value> = Vec::new();
         let mark = |v: Value, values: &mut Vec<Value>| {
@@ -715,7 +718,7 @@ mod tests {
         db.execute_unprepared("UPDATE t SET private_keys = x'33' WHERE id = 3")
             .await
             .unwrap();
-        let new: Vec<(&Row, Vec<(usize, Vec<u8>)>)> = rows
+        let new: Vec<Rewrapped<'_>> = rows
             .iter()
             .map(|r| {
                 (

@@ -19,7 +19,7 @@ use crate::home::{Deployment, create_private_dir};
 use crate::output::print;
 use crate::progress::Progress;
 use crate::scan::{Prefetch, Stop, TenantKeysCache, keys_by_tenant, on_both_cores};
-use crate::table::{IdValue, Row, Table};
+use crate::table::{IdValue, Rewrapped, Row, Table};
 
 /// What a row came to.
 enum Outcome {
@@ -66,7 +66,7 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
         }
         let chunk_keys = keys_by_tenant(&mut keys, &chunk).await;
         let outcomes = on_both_cores(&table, &chunk, &chunk_keys, rewrap_row).await?;
-        let mut pending: Vec<(&Row, Vec<(usize, Vec<u8>)>)> = Vec::new();
+        let mut pending: Vec<Rewrapped<'_>> = Vec::new();
         for (row, outcome) in chunk.iter().zip(outcomes) {
             match outcome {
                 Outcome::Rewrap(new) => pending.push((row, new)),
