@@ -53,32 +53,12 @@ pub(crate) async fn kek(d: &Deployment, json: bool, command: KekCommand) -> CliR
             tenant,
             class,
             version,
-        } => {
-            let tenant = tenant_id(&tenant)?;
-            d.cmk
-                .retire_kek(&admin_context(&tenant), &class, version)
-                .await?;
-            print(
-                json,
-                &json!({ "tenant": tenant.as_str(), "class": class, "retired": version }),
-                || format!("tenant {tenant}: {class} KEK v{version} is decrypt-only"),
-            );
-        }
+        } => kek_state(d, json, &tenant, &class, version, false).await?,
         KekCommand::Destroy {
             tenant,
             class,
             version,
-        } => {
-            let tenant = tenant_id(&tenant)?;
-            d.cmk
-                .destroy_kek(&admin_context(&tenant), &class, version)
-                .await?;
-            print(
-                json,
-                &json!({ "tenant": tenant.as_str(), "class": class, "destroyed": version }),
-                || format!("tenant {tenant}: {class} KEK v{version} destroyed"),
-            );
-        }
+        } => kek_state(d, json, &tenant, &class, version, true).await?,
     }
     Ok(())
 }
@@ -89,6 +69,32 @@ fn new_local_key(d: &Deployment, tenant: &TenantId) -> CliResult<KeyRef> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     Ok(d.kms.create_key(&format!("{tenant}-{now}"))?)
+}
+
+/// Retires a KEK version (decrypt-only) or, with `destroy`, destroys a decrypt-only one.
+async fn kek_state(
+    d: &Deployment,
+    json: bool,
+    tenant: &str,
+    class: &str,
+    version: u32,
+    destroy: bool,
+) -> CliResult {
+    let tenant = tenant_id(tenant)?;
+    let ctx = admin_context(&tenant);
+    let (key, state) = if destroy {
+        d.cmk.destroy_kek(&ctx, class, version).await?;
+        ("destroyed", "destroyed")
+    } else {
+        d.cmk.retire_kek(&ctx, class, version).await?;
+        ("retired", "decrypt-only")
+    };
+    print(
+        json,
+        &json!({ "tenant": tenant.as_str(), "class": class, key: version }),
+        || format!("tenant {tenant}: {class} KEK v{version} is {state}"),
+    );
+    Ok(())
 }
 
 pub(crate) async fn rotate_master(

@@ -20,25 +20,10 @@ pub(crate) fn rekey_key_column(
     key_class: usize,
     row: &StoredRow<'_>,
 ) -> Result<Option<Vec<u8>>> {
-    let ctx = &keys.ctx;
-    let result = rekey_inner(keys, ctx, schema, key_class, row);
+    let result = rekey_inner(keys, &keys.ctx, schema, key_class, row);
     if !matches!(result, Ok(None)) {
-        let class = schema
-            .key_classes()
-            .get(key_class)
-            .map(|c| c.to_string())
-            .into_iter()
-            .collect();
-        let touched = crate::rows::seal::Touched::Some(Vec::new(), class);
-        crate::rows::seal::audit(
-            keys,
-            ctx,
-            schema,
-            row.row_id,
-            EventName::DataRekey,
-            &result,
-            touched,
-        )?;
+        let class = schema.key_classes().get(key_class).map(|c| c.to_string());
+        audit_rekey(keys, schema, row, class.into_iter().collect(), &result)?;
     }
     result
 }
@@ -50,32 +35,43 @@ pub(crate) fn rekey_key_columns(
     schema: &RowSchema,
     row: &StoredRow<'_>,
 ) -> Result<Vec<Option<Vec<u8>>>> {
-    let ctx = &keys.ctx;
     let result: Result<Vec<Option<Vec<u8>>>> = (0..schema.key_classes().len())
-        .map(|k| rekey_inner(keys, ctx, schema, k, row))
+        .map(|k| rekey_inner(keys, &keys.ctx, schema, k, row))
         .collect();
+    let classes = schema.key_classes().iter();
     let rewrapped: Vec<String> = match &result {
         Ok(columns) => columns
             .iter()
-            .zip(schema.key_classes())
+            .zip(classes)
             .filter(|(c, _)| c.is_some())
             .map(|(_, class)| class.to_string())
             .collect(),
-        Err(_) => schema.key_classes().iter().map(|c| c.to_string()).collect(),
+        Err(_) => classes.map(|c| c.to_string()).collect(),
     };
     if !rewrapped.is_empty() {
-        let touched = crate::rows::seal::Touched::Some(Vec::new(), rewrapped);
-        crate::rows::seal::audit(
-            keys,
-            ctx,
-            schema,
-            row.row_id,
-            EventName::DataRekey,
-            &result,
-            touched,
-        )?;
+        audit_rekey(keys, schema, row, rewrapped, &result)?;
     }
     result
+}
+
+/// The `DATA_REKEY` event of a row whose `classes` were re-wrapped (or failed).
+fn audit_rekey<T>(
+    keys: &Arc<TenantKeys>,
+    schema: &RowSchema,
+    row: &StoredRow<'_>,
+    classes: Vec<String>,
+    result: &Result<T>,
+) -> Result<()> {
+    let touched = crate::rows::seal::Touched::Some(Vec::new(), classes);
+    crate::rows::seal::audit(
+        keys,
+        &keys.ctx,
+        schema,
+        row.row_id,
+        EventName::DataRekey,
+        result,
+        touched,
+    )
 }
 
 fn rekey_inner(
