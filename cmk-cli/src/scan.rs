@@ -58,7 +58,7 @@ async fn wait_for_signal() {
 
 /// Each tenant's keys for one chunk of rows, with every reader role of its configuration
 /// (the tool reads every class), or the kind of error that refused them.
-pub(crate) struct TenantKeysCache<'a> {
+struct TenantKeysCache<'a> {
     d: &'a Deployment,
     classes: Vec<String>,
     purpose: &'static str,
@@ -66,7 +66,7 @@ pub(crate) struct TenantKeysCache<'a> {
 }
 
 impl<'a> TenantKeysCache<'a> {
-    pub(crate) fn new(d: &'a Deployment, classes: Vec<String>, purpose: &'static str) -> Self {
+    fn new(d: &'a Deployment, classes: Vec<String>, purpose: &'static str) -> Self {
         TenantKeysCache {
             d,
             classes,
@@ -76,11 +76,11 @@ impl<'a> TenantKeysCache<'a> {
     }
 
     /// Forgets the handles, so a long job takes renewed leases (and sees a revocation).
-    pub(crate) fn next_chunk(&mut self) {
+    fn next_chunk(&mut self) {
         self.keys.clear();
     }
 
-    pub(crate) async fn get(&mut self, tenant: &str) -> Result<Arc<TenantKeys>, &'static str> {
+    async fn get(&mut self, tenant: &str) -> Result<Arc<TenantKeys>, &'static str> {
         if let Some(keys) = self.keys.get(tenant) {
             return keys.clone();
         }
@@ -109,14 +109,11 @@ impl<'a> TenantKeysCache<'a> {
 }
 
 /// Each tenant's keys for one chunk, or the kind of error that refused them.
-pub(crate) type KeysByTenant = HashMap<String, Result<Arc<TenantKeys>, &'static str>>;
+type KeysByTenant = HashMap<String, Result<Arc<TenantKeys>, &'static str>>;
 
 /// The keys of every tenant with a row in `rows`, fetched before any work on the chunk (a
 /// fetch may write the registry: never inside a chunk's transaction).
-pub(crate) async fn keys_by_tenant(
-    cache: &mut TenantKeysCache<'_>,
-    rows: &[Row],
-) -> Arc<KeysByTenant> {
+async fn keys_by_tenant(cache: &mut TenantKeysCache<'_>, rows: &[Row]) -> Arc<KeysByTenant> {
     cache.next_chunk();
     let mut keys = HashMap::new();
     for row in rows {
@@ -131,7 +128,7 @@ pub(crate) async fn keys_by_tenant(
 pub(crate) type RowWork<T> = fn(&Table, &Row, Result<&Arc<TenantKeys>, &'static str>) -> T;
 
 /// Runs `work` over every row of `chunk`, half on each core; results in row order.
-pub(crate) async fn on_both_cores<T: Send + 'static>(
+async fn on_both_cores<T: Send + 'static>(
     table: &Arc<Table>,
     chunk: &Arc<Vec<Row>>,
     keys: &Arc<KeysByTenant>,
@@ -161,7 +158,7 @@ pub(crate) async fn on_both_cores<T: Send + 'static>(
 }
 
 /// Reads chunk after chunk, the next one while the caller works on this one.
-pub(crate) struct Prefetch {
+struct Prefetch {
     table: Arc<Table>,
     db: DatabaseConnection,
     tenant: Option<String>,
@@ -170,7 +167,7 @@ pub(crate) struct Prefetch {
 }
 
 impl Prefetch {
-    pub(crate) fn new(
+    fn new(
         table: &Arc<Table>,
         db: &DatabaseConnection,
         tenant: Option<String>,
@@ -203,7 +200,7 @@ impl Prefetch {
     }
 
     /// The next chunk (empty at the end), starting the read of the one after it.
-    pub(crate) async fn next(&mut self) -> CliResult<Arc<Vec<Row>>> {
+    async fn next(&mut self) -> CliResult<Arc<Vec<Row>>> {
         let chunk = match self.next.take() {
             Some(handle) => joined(handle.await)??,
             None => Vec::new(),
@@ -218,4 +215,59 @@ impl Prefetch {
 /// A task's result, or a clear error if it panicked.
 fn joined<T>(r: Result<T, tokio::task::JoinError>) -> CliResult<T> {
     r.map_err(|e| CliError::new(Exit::Failure, format!("a worker task failed: {e}")))
+}
+
+/// One pass of a job over a table: chunks read ahead, each worked on both cores with its
+/// tenants' keys.
+pub(crate) struct TablePass<'a> {
+    table: Arc<Table>,
+    chunks: Prefetch,
+    keys: TenantKeysCache<'a>,
+}
+
+/// What the next step of a pass brought.
+pub(crate) enum Step<T> {
+    /// A chunk and each row's result, in row order.
+    Chunk(Arc<Vec<Row>>, Vec<T>),
+    /// No rows left.
+    Done,
+    /// Ctrl-C: the chunks before were done whole.
+    Interrupted,
+}
+
+impl<'a> TablePass<'a> {
+    /// A pass over the rows after `after` (of `tenant` only, if given), `limit` per chunk,
+    /// its key requests made for `purpose`.
+    pub(crate) fn new(
+        d: &'a Deployment,
+        table: &Arc<Table>,
+        tenant: Option<String>,
+        limit: u64,
+        after: Option<IdValue>,
+        purpose: &'static str,
+    ) -> Self {
+        TablePass {
+            table: Arc::clone(table),
+            chunks: Prefetch::new(table, &d.db, tenant, limit, after),
+            keys: TenantKeysCache::new(d, table.classes(), purpose),
+        }
+    }
+
+    /// Works on the next chunk, unless the rows are done or Ctrl-C was pressed.
+    pub(crate) async fn next<T: Send + 'static>(
+        &mut self,
+        stop: &Stop,
+        work: RowWork<T>,
+    ) -> CliResult<Step<T>> {
+        let chunk = self.chunks.next().await?;
+        if chunk.is_empty() {
+            return Ok(Step::Done);
+        }
+        if stop.requested() {
+            return Ok(Step::Interrupted);
+        }
+        let keys = keys_by_tenant(&mut self.keys, &chunk).await;
+        let results = on_both_cores(&self.table, &chunk, &keys, work).await?;
+        Ok(Step::Chunk(chunk, results))
+    }
 }

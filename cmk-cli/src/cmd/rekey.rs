@@ -18,7 +18,7 @@ use crate::exit::{CliError, CliResult, Exit};
 use crate::home::{Deployment, create_private_dir};
 use crate::output::print;
 use crate::progress::Progress;
-use crate::scan::{Prefetch, Stop, TenantKeysCache, keys_by_tenant, on_both_cores};
+use crate::scan::{Step, Stop, TablePass};
 use crate::table::{IdValue, Rewrapped, Row, Table};
 
 /// What a row came to.
@@ -43,29 +43,28 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
     let resumed = after.clone();
     let total = table.count(&d.db, after.as_ref(), tenant).await?;
     let mut progress = Progress::new(format!("rekey {}", table.name()), total);
-    let mut keys = TenantKeysCache::new(d, table.classes(), "rekey");
     let (mut rows, mut rewrapped, mut changed) = (0u64, 0u64, 0u64);
     let mut failures: Vec<(IdValue, &'static str)> = Vec::new();
     let mut interrupted = false;
     let table = Arc::new(table);
-    let mut chunks = Prefetch::new(
+    let tenant_only = job.table.tenant.clone();
+    let mut pass = TablePass::new(
+        d,
         &table,
-        &d.db,
-        job.table.tenant.clone(),
+        tenant_only,
         job.table.chunk,
         after.clone(),
+        "rekey",
     );
     loop {
-        let chunk = chunks.next().await?;
-        if chunk.is_empty() {
-            break;
-        }
-        if stop.requested() {
-            interrupted = true;
-            break;
-        }
-        let chunk_keys = keys_by_tenant(&mut keys, &chunk).await;
-        let outcomes = on_both_cores(&table, &chunk, &chunk_keys, rewrap_row).await?;
+        let (chunk, outcomes) = match pass.next(stop, rewrap_row).await? {
+            Step::Chunk(chunk, outcomes) => (chunk, outcomes),
+            Step::Done => break,
+            Step::Interrupted => {
+                interrupted = true;
+                break;
+            }
+        };
         let mut pending: Vec<Rewrapped<'_>> = Vec::new();
         for (row, outcome) in chunk.iter().zip(outcomes) {
             match outcome {

@@ -10,7 +10,7 @@ use crate::exit::{CliError, CliResult, Exit};
 use crate::home::Deployment;
 use crate::output::print;
 use crate::progress::Progress;
-use crate::scan::{Prefetch, Stop, TenantKeysCache, keys_by_tenant, on_both_cores};
+use crate::scan::{Step, Stop, TablePass};
 use crate::table::{IdValue, Row, Table};
 
 /// Unseals one row: `Ok` or the kind of its failure.
@@ -40,22 +40,19 @@ pub(crate) async fn run(d: &Deployment, json: bool, args: TableArgs, stop: &Stop
     table.probe(&d.db).await?;
     let total = table.count(&d.db, None, args.tenant.as_deref()).await?;
     let mut progress = Progress::new(format!("verify {}", table.name()), total);
-    let mut keys = TenantKeysCache::new(d, table.classes(), "verify");
     let (mut rows, mut failed) = (0u64, 0u64);
     let mut failures: Vec<Failure> = Vec::new();
     let mut interrupted = false;
-    let mut chunks = Prefetch::new(&table, &d.db, args.tenant.clone(), args.chunk, None);
+    let mut pass = TablePass::new(d, &table, args.tenant.clone(), args.chunk, None, "verify");
     loop {
-        let chunk = chunks.next().await?;
-        if chunk.is_empty() {
-            break;
-        }
-        if stop.requested() {
-            interrupted = true;
-            break;
-        }
-        let chunk_keys = keys_by_tenant(&mut keys, &chunk).await;
-        let results = on_both_cores(&table, &chunk, &chunk_keys, check_row).await?;
+        let (chunk, results) = match pass.next(stop, check_row).await? {
+            Step::Chunk(chunk, results) => (chunk, results),
+            Step::Done => break,
+            Step::Interrupted => {
+                interrupted = true;
+                break;
+            }
+        };
         for (row, result) in chunk.iter().zip(results) {
             rows += 1;
             if let Err(kind) = result {
