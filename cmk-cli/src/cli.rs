@@ -59,6 +59,12 @@ pub(crate) enum Command {
         after_help = "Example:\n  cmk kek roll-over --tenant acme\n  cmk rekey --table patients\n  cmk rekey --manifest /srv/app/manifests/patients.manifest.json\n\nResumable: an interrupted run (Ctrl-C, a crash) continues from its checkpoint."
     )]
     Rekey(TableJob),
+    /// Seals the rows that still hold plaintext (every key column NULL): the backfill between
+    /// a migration's expand and contract steps.
+    #[command(
+        after_help = "Example:\n  cmk migrate --table patients --from name=name_plain --from email=email_plain --from ssn=ssn_plain\n\nEach row is sealed from its plaintext columns and written only while its key columns are\nstill NULL; the plaintext columns are not cleared (dropping them is the contract step).\nRun it again after an interruption: rows already sealed are not selected again."
+    )]
+    Migrate(Migrate),
     /// Unseals every row of a table; lists failures by row id and kind.
     #[command(
         after_help = "Example:\n  cmk verify --table patients --json\n  cmk verify --manifest /srv/app/manifests/patients.manifest.json\n\nExits 1 when any row fails."
@@ -264,6 +270,25 @@ pub(crate) struct TableJob {
     /// Ignore a checkpoint left by an interrupted run and start from the first row.
     #[arg(long)]
     pub(crate) from_start: bool,
+}
+
+/// The plaintext backfill.
+#[derive(Debug, Args)]
+pub(crate) struct Migrate {
+    #[command(flatten)]
+    pub(crate) table: TableArgs,
+    /// COLUMN=PLAINTEXT_COLUMN for every classified column: where its plaintext is read.
+    #[arg(long = "from", value_parser = column_mapping, required = true)]
+    pub(crate) from: Vec<(String, String)>,
+}
+
+fn column_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((sealed, plain)) if !sealed.is_empty() && !plain.is_empty() => {
+            Ok((sealed.to_string(), plain.to_string()))
+        }
+        _ => Err(format!("`{s}` is not COLUMN=PLAINTEXT_COLUMN")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

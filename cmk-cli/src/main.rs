@@ -92,6 +92,11 @@ async fn run(cli: Cli) -> CliResult {
             let stop = Stop::on_signals();
             cmd::rekey::run(&d, json, job, &stop).await
         }
+        Command::Migrate(args) => {
+            let d = Deployment::open(&cli.home, url, false).await?;
+            let stop = Stop::on_signals();
+            cmd::migrate::run(&d, json, args, &stop).await
+        }
         Command::Verify(args) => {
             let d = Deployment::open(&cli.home, url, false).await?;
             let stop = Stop::on_signals();

@@ -58,7 +58,7 @@ async fn wait_for_signal() {
 
 /// Each tenant's keys for one chunk of rows, with every reader role of its configuration
 /// (the tool reads every class), or the kind of error that refused them.
-struct TenantKeysCache<'a> {
+pub(crate) struct TenantKeysCache<'a> {
     d: &'a Deployment,
     classes: Vec<String>,
     purpose: &'static str,
@@ -66,7 +66,7 @@ struct TenantKeysCache<'a> {
 }
 
 impl<'a> TenantKeysCache<'a> {
-    fn new(d: &'a Deployment, classes: Vec<String>, purpose: &'static str) -> Self {
+    pub(crate) fn new(d: &'a Deployment, classes: Vec<String>, purpose: &'static str) -> Self {
         TenantKeysCache {
             d,
             classes,
@@ -76,11 +76,11 @@ impl<'a> TenantKeysCache<'a> {
     }
 
     /// Forgets the handles, so a long job takes renewed leases (and sees a revocation).
-    fn next_chunk(&mut self) {
+    pub(crate) fn next_chunk(&mut self) {
         self.keys.clear();
     }
 
-    async fn get(&mut self, tenant: &str) -> Result<Arc<TenantKeys>, &'static str> {
+    pub(crate) async fn get(&mut self, tenant: &str) -> Result<Arc<TenantKeys>, &'static str> {
         if let Some(keys) = self.keys.get(tenant) {
             return keys.clone();
         }

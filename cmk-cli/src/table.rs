@@ -417,12 +417,7 @@ impl Table {
             TenantColumn::Fixed(t) => t.clone(),
             TenantColumn::Column(_) => {
                 at += 1;
-                match r.try_get_by_index::<String>(1) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        String::from_utf8_lossy(&r.try_get_by_index::<Vec<u8>>(1)?).into_owned()
-                    }
-                }
+                text_or_bytes(r, 1)?
             }
             _ => return Err(CliError::new(Exit::MalformedFile, "unknown tenant kind")),
         };
@@ -455,6 +450,12 @@ impl Table {
             fields,
             indexes,
         })
+    }
+
+    /// The row id sealing binds, when the manifest says ids are bound.
+    pub(crate) fn bound_row_id(&self, id: &IdValue) -> Option<RowId> {
+        let bound = self.manifest.row_id.as_ref().is_some_and(|r| r.bound);
+        bound.then(|| id.row_id())
     }
 
     /// A view of `row` to unseal or rekey.
@@ -643,6 +644,190 @@ impl Table {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// A row still in plaintext: its id, tenant and the plaintext of each classified column.
+pub(crate) struct LegacyRow {
+    pub(crate) id: IdValue,
+    pub(crate) tenant: String,
+    pub(crate) values: Vec<Option<Vec<u8>>>,
+}
+
+impl Table {
+    /// The plaintext column of each classified column, in field order, from `from`
+    /// (`(column, plaintext column)`), or which are missing.
+    pub(crate) fn plaintext_columns(&self, from: &[(String, String)]) -> CliResult<Vec<String>> {
+        let path = Path::new("--from");
+        let mut plain = Vec::with_capacity(self.manifest.fields.len());
+        let mut missing = Vec::new();
+        for f in &self.manifest.fields {
+            match from.iter().find(|(c, _)| *c == f.column) {
+                Some((_, p)) => plain
+                    .push(identifier(path, p).map_err(|e| CliError::new(Exit::Usage, e.message))?),
+                None => missing.push(f.column.clone()),
+            }
+        }
+        if let Some((c, _)) = from
+            .iter()
+            .find(|(c, _)| !self.manifest.fields.iter().any(|f| f.column == *c))
+        {
+            return Err(CliError::new(
+                Exit::Usage,
+                format!("`{c}` is no classified column of `{}`", self.name()),
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(CliError::new(
+                Exit::Usage,
+                format!(
+                    "no --from for {}: say where each classified column's plaintext is",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(plain)
+    }
+
+    /// `WHERE` for rows still in plaintext (every key column NULL) after `after` of `tenant`.
+    fn legacy_filter(&self, after: Option<&IdValue>, tenant: Option<&str>) -> (String, Vec<Value>) {
+        let (filter, values) = self.filter(after, tenant);
+        let unsealed: Vec<String> = self
+            .manifest
+            .key_columns
+            .iter()
+            .map(|k| format!("{} IS NULL", self.quote(&k.column)))
+            .collect();
+        let joined = unsealed.join(" AND ");
+        if filter.is_empty() {
+            (format!(" WHERE {joined}"), values)
+        } else {
+            (format!("{filter} AND {joined}"), values)
+        }
+    }
+
+    /// How many rows of `tenant` still hold plaintext.
+    pub(crate) async fn legacy_count(
+        &self,
+        db: &DatabaseConnection,
+        tenant: Option<&str>,
+    ) -> CliResult<u64> {
+        let (filter, values) = self.legacy_filter(None, tenant);
+        let sql = format!("SELECT COUNT(*) FROM {}{filter}", self.quote(self.name()));
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(self.backend, sql, values))
+            .await?;
+        let n = row.map(|r| r.try_get_by_index::<i64>(0)).transpose()?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Up to `limit` rows after `after` whose key columns are all NULL, with `plain`'s values.
+    pub(crate) async fn legacy_chunk(
+        &self,
+        db: &DatabaseConnection,
+        after: Option<&IdValue>,
+        tenant: Option<&str>,
+        limit: u64,
+        plain: &[String],
+    ) -> CliResult<Vec<LegacyRow>> {
+        let (filter, values) = self.legacy_filter(after, tenant);
+        let mut columns = vec![self.quote(&self.id_column)];
+        if let TenantColumn::Column(c) = &self.manifest.tenant {
+            columns.push(self.quote(c));
+        }
+        columns.extend(plain.iter().map(|c| self.quote(c)));
+        let sql = format!(
+            "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}",
+            columns.join(", "),
+            self.quote(self.name()),
+            self.quote(&self.id_column)
+        );
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(self.backend, sql, values))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id = decode_id(r)?;
+                let (tenant, first) = match &self.manifest.tenant {
+                    TenantColumn::Fixed(t) => (t.clone(), 1),
+                    _ => (text_or_bytes(r, 1)?, 2),
+                };
+                let values = (first..first + plain.len())
+                    .map(|i| plaintext(r, i))
+                    .collect::<CliResult<_>>()?;
+                Ok(LegacyRow { id, tenant, values })
+            })
+            .collect()
+    }
+
+    /// Writes a sealed row over the legacy row `id` while its key columns are still NULL;
+    /// false when someone sealed it meanwhile.
+    pub(crate) async fn write_sealed(
+        &self,
+        db: &impl ConnectionTrait,
+        id: &IdValue,
+        sealed: &cmk_core::seal::SealedRow,
+    ) -> CliResult<bool> {
+        let mut values: Vec<Value> = Vec::new();
+        let mut sets = Vec::new();
+        let mut set = |column: &str, v: &Option<Vec<u8>>, values: &mut Vec<Value>| {
+            values.push(v.clone().into());
+            sets.push(format!(
+                "{} = {}",
+                self.quote(column),
+                self.placeholder(values.len())
+            ));
+        };
+        for (f, v) in self.manifest.fields.iter().zip(&sealed.fields) {
+            set(&f.column, v, &mut values);
+        }
+        for (f, v) in self.manifest.fields.iter().zip(&sealed.indexes) {
+            if let Some(index) = &f.index_column {
+                set(index, v, &mut values);
+            }
+        }
+        for (k, v) in self.manifest.key_columns.iter().zip(&sealed.key_columns) {
+            set(&k.column, v, &mut values);
+        }
+        values.push(id.sql());
+        let mut conditions = vec![format!(
+            "{} = {}",
+            self.quote(&self.id_column),
+            self.placeholder(values.len())
+        )];
+        conditions.extend(
+            self.manifest
+                .key_columns
+                .iter()
+                .map(|k| format!("{} IS NULL", self.quote(&k.column))),
+        );
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {}",
+            self.quote(self.name()),
+            sets.join(", "),
+            conditions.join(" AND ")
+        );
+        let done = db
+            .execute_raw(Statement::from_sql_and_values(self.backend, sql, values))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// A text column as a string, or a binary one as UTF-8.
+fn text_or_bytes(r: &QueryResult, i: usize) -> CliResult<String> {
+    match r.try_get_by_index::<String>(i) {
+        Ok(t) => Ok(t),
+        Err(_) => Ok(String::from_utf8_lossy(&r.try_get_by_index::<Vec<u8>>(i)?).into_owned()),
+    }
+}
+
+/// A plaintext column's bytes, whatever its type (text, bytes), or NULL.
+fn plaintext(r: &QueryResult, i: usize) -> CliResult<Option<Vec<u8>>> {
+    if let Ok(b) = r.try_get_by_index::<Option<Vec<u8>>>(i) {
+        return Ok(b);
+    }
+    Ok(r.try_get_by_index::<Option<String>>(i)?
+        .map(String::into_bytes))
 }
 
 /// Rows per compare-and-set UPDATE of re-wrapped key columns: with three key columns, 1,000

@@ -215,6 +215,52 @@ async fn run_on(admin_url: &str) {
         0,
     );
     assert_eq!(cmd(&["verify", "--manifest", m], 1)["ok"], 34);
+    // The plaintext backfill, from text columns (PostgreSQL's TEXT, MySQL's VARCHAR).
+    let legacy = match backend {
+        DbBackend::Postgres => {
+            "CREATE TABLE patients_legacy (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL,
+             name_plain TEXT, email_plain TEXT, ssn_plain TEXT, name BYTEA, email BYTEA,
+             email_bidx BYTEA, ssn BYTEA, public_keys BYTEA, private_keys BYTEA,
+             restricted_keys BYTEA)"
+        }
+        _ => {
+            "CREATE TABLE patients_legacy (id BIGINT PRIMARY KEY, tenant_id VARBINARY(255) NOT NULL,
+             name_plain VARCHAR(200), email_plain VARCHAR(200), ssn_plain VARCHAR(200),
+             name MEDIUMBLOB, email MEDIUMBLOB, email_bidx VARBINARY(64), ssn MEDIUMBLOB,
+             public_keys VARBINARY(255), private_keys VARBINARY(255),
+             restricted_keys VARBINARY(255)) ENGINE = InnoDB"
+        }
+    };
+    db.execute_unprepared(legacy).await.unwrap();
+    db.execute_unprepared(
+        "INSERT INTO patients_legacy (id, tenant_id, name_plain, email_plain, ssn_plain) VALUES
+         (1, 'acme', 'Ann', 'Ann@Example.com', NULL), (2, 'acme', 'Bob', 'bob@example.com', '1')",
+    )
+    .await
+    .unwrap();
+    let legacy_manifest = d.dir.path().join("patients_legacy.json");
+    std::fs::write(
+        &legacy_manifest,
+        std::fs::read_to_string(m)
+            .unwrap()
+            .replace("\"table\": \"patients\"", "\"table\": \"patients_legacy\""),
+    )
+    .unwrap();
+    let lm = legacy_manifest.to_str().unwrap();
+    let from = [
+        "--from",
+        "name=name_plain",
+        "--from",
+        "email=email_plain",
+        "--from",
+        "ssn=ssn_plain",
+    ];
+    let mut args = vec!["migrate", "--manifest", lm];
+    args.extend_from_slice(&from);
+    assert_eq!(cmd(&args, 0)["migrated"], 2);
+    assert_eq!(cmd(&args, 0)["rows"], 0);
+    assert_eq!(cmd(&["verify", "--manifest", lm], 0)["ok"], 2);
+
     cmd(&["shred", "--tenant", "globex", "--confirm", "globex"], 0);
     let after = cmd(&["verify", "--manifest", m], 1);
     assert_eq!(after["ok"], 29, "{after}");

@@ -25,6 +25,7 @@ fn every_command_has_help_with_an_example() {
         &["kek", "destroy"],
         &["rotate-master"],
         &["rekey"],
+        &["migrate"],
         &["verify"],
         &["shred"],
         &["audit", "tail"],

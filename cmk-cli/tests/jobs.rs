@@ -325,3 +325,149 @@ async fn rekey_draws_a_progress_bar_on_a_terminal_and_lines_elsewhere() {
     assert!(log.contains("rekey patients: 305/305 rows"), "{log}");
     assert!(!log.contains('\u{1b}') && !log.contains("[="), "{log}");
 }
+
+mod people {
+    #![allow(missing_docs, unreachable_pub)]
+    use cmk::Encrypted;
+
+    diesel::table! {
+        use diesel::sql_types::*;
+        use cmk::diesel::sql_types::*;
+        people (id) {
+            id -> BigInt,
+            tenant_id -> Text,
+            name -> CiphertextSql,
+            email -> CiphertextSql,
+            email_bidx -> BlindIndexSql,
+            ssn -> Nullable<CiphertextSql>,
+            public_keys -> Nullable<KeyColumnSql>,
+            private_keys -> Nullable<KeyColumnSql>,
+            restricted_keys -> Nullable<KeyColumnSql>,
+        }
+    }
+
+    /// The quickstart's model on a table that is being migrated from plaintext columns.
+    #[derive(Debug, Clone, PartialEq, Encrypted)]
+    #[diesel(table_name = people)]
+    #[cmk(tenant = tenant_id, id = id, ids = "app")]
+    pub struct Person {
+        pub id: i64,
+        pub tenant_id: String,
+        #[cmk(class = "public")]
+        pub name: String,
+        #[cmk(class = "private", blind_index(normalize = "casefold"))]
+        pub email: String,
+        #[cmk(class = "restricted")]
+        pub ssn: Option<String>,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_seals_plaintext_rows_once_and_leaves_their_plaintext_columns() {
+    use cmk::Encrypted;
+    use diesel::prelude::*;
+    use people::{Person, people as t};
+    let d = Deployment::new(1).await;
+    // The expand step: sealed columns added (nullable) beside the plaintext ones.
+    d.sql(
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, name BLOB,
+         email BLOB, email_bidx BLOB, ssn BLOB, public_keys BLOB, private_keys BLOB,
+         restricted_keys BLOB, name_plain TEXT, email_plain TEXT, ssn_plain TEXT);",
+    );
+    let expected = |i: i64| Person {
+        id: i,
+        tenant_id: if i <= 25 { "acme" } else { "globex" }.into(),
+        name: format!("Person {i}"),
+        email: format!("Person{i}@Example.com"),
+        ssn: (i % 3 != 0).then(|| format!("987-65-{i:04}")),
+    };
+    for i in 1..=31 {
+        let p = expected(i);
+        let ssn = p.ssn.map_or("NULL".into(), |s| format!("'{s}'"));
+        // Row 31 lacks its (non-nullable) name: it cannot be sealed yet.
+        let name = if i == 31 {
+            "NULL".into()
+        } else {
+            format!("'{}'", p.name)
+        };
+        d.sql(&format!(
+            "INSERT INTO people (id, tenant_id, name_plain, email_plain, ssn_plain)
+             VALUES ({i}, '{}', {name}, '{}', {ssn});",
+            p.tenant_id, p.email
+        ));
+    }
+    cmk::model::write_manifests(&d.home().join("manifests"), &[Person::manifest().unwrap()])
+        .unwrap();
+
+    // Every classified column needs its plaintext column.
+    let out = d.cmk(&["migrate", "--table", "people", "--from", "name=name_plain"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("email, ssn"), "{}", text(&out));
+    let from = [
+        "--from",
+        "name=name_plain",
+        "--from",
+        "email=email_plain",
+        "--from",
+        "ssn=ssn_plain",
+    ];
+    let migrate = |extra: &[&str], code: i32| {
+        let mut args = vec!["migrate", "--table", "people"];
+        args.extend_from_slice(&from);
+        args.extend_from_slice(extra);
+        d.json(&args, code)
+    };
+    let first = migrate(&["--chunk", "7"], 1);
+    assert_eq!(first["migrated"], 30, "{first}");
+    assert_eq!(first["failures"][0]["id"], 31);
+    assert_eq!(first["failures"][0]["kind"], "null_in_non_nullable_column");
+    // Sealed rows are not selected again; the fixed row is sealed by the next run.
+    d.sql("UPDATE people SET name_plain = 'Person 31' WHERE id = 31;");
+    let second = migrate(&[], 0);
+    assert_eq!(
+        (second["rows"].as_u64(), second["migrated"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(migrate(&[], 0)["rows"], 0);
+    assert_eq!(d.json(&["verify", "--table", "people"], 0)["ok"], 31);
+
+    // The application reads every row as it was, through its model.
+    let embedded = cmk::embedded::Embedded::open(d.home()).unwrap();
+    let mut conn = conn(&embedded.database_path());
+    for tenant in ["acme", "globex"] {
+        let ctx = cmk::RequestContext::new(cmk::TenantId::new(tenant).unwrap()).with_role("doctor");
+        let keys = embedded
+            .cmk()
+            .keys_for(&ctx, Person::CLASSES)
+            .await
+            .unwrap();
+        let read: Vec<Person> = keys
+            .scope(|| {
+                t::table
+                    .filter(t::tenant_id.eq(tenant))
+                    .order(t::id)
+                    .load(&mut conn)
+            })
+            .unwrap();
+        let want: Vec<Person> = (1..=31)
+            .map(expected)
+            .filter(|p| p.tenant_id == tenant)
+            .collect();
+        assert_eq!(read, want);
+    }
+    // The plaintext columns stay for the contract step to drop; the events say DATA_MIGRATE.
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let kept: Count = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM people WHERE name_plain IS NOT NULL AND email_plain IS NOT NULL",
+    )
+    .get_result(&mut conn)
+    .unwrap();
+    assert_eq!(kept.n, 31);
+    drop(embedded);
+    let tail = stdout(&d.cmk(&["--json", "audit", "tail", "-n", "200"]));
+    assert_eq!(tail.matches("\"DATA_MIGRATE\"").count(), 31, "{tail}");
+}

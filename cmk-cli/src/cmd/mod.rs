@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod keyring;
+pub(crate) mod migrate;
 pub(crate) mod rekey;
 pub(crate) mod tenant;
 pub(crate) mod verify;
