@@ -646,11 +646,21 @@ impl Table {
     }
 }
 
-/// A row still in plaintext: its id, tenant and the plaintext of each classified column.
+/// A row still in plaintext: its id, tenant and the plaintext of each classified column
+/// (wiped when dropped).
 pub(crate) struct LegacyRow {
     pub(crate) id: IdValue,
     pub(crate) tenant: String,
     pub(crate) values: Vec<Option<Vec<u8>>>,
+}
+
+impl Drop for LegacyRow {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for value in self.values.iter_mut().flatten() {
+            value.zeroize();
+        }
+    }
 }
 
 impl Table {
