@@ -379,7 +379,15 @@ impl Table {
         after: Option<&IdValue>,
         tenant: Option<&str>,
     ) -> CliResult<u64> {
-        let (filter, values) = self.filter(after, tenant);
+        self.count_where(db, self.filter(after, tenant)).await
+    }
+
+    /// How many rows match a `WHERE` and its values.
+    async fn count_where(
+        &self,
+        db: &DatabaseConnection,
+        (filter, values): (String, Vec<Value>),
+    ) -> CliResult<u64> {
         let sql = format!("SELECT COUNT(*) FROM {}{filter}", self.quote(self.name()));
         let row = db
             .query_one_raw(Statement::from_sql_and_values(self.backend, sql, values))
@@ -721,13 +729,7 @@ impl Table {
         db: &DatabaseConnection,
         tenant: Option<&str>,
     ) -> CliResult<u64> {
-        let (filter, values) = self.legacy_filter(None, tenant);
-        let sql = format!("SELECT COUNT(*) FROM {}{filter}", self.quote(self.name()));
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(self.backend, sql, values))
-            .await?;
-        let n = row.map(|r| r.try_get_by_index::<i64>(0)).transpose()?;
-        Ok(n.unwrap_or(0).max(0) as u64)
+        self.count_where(db, self.legacy_filter(None, tenant)).await
     }
 
     /// Up to `limit` rows after `after` whose key columns are all NULL, with `plain`'s values.
