@@ -201,6 +201,8 @@ impl OperatorKey {
     pub fn load_or_create(path: &std::path::Path) -> crate::Result<Self> {
         match Self::load(path) {
             Err(crate::Error::Io { .. }) if !path.exists() => {}
+            // Another process created it between the read and the check: read its key.
+            Err(crate::Error::Io { .. }) => return Self::load(path),
             loaded => return loaded,
         }
         let io = |what: &str, e: std::io::Error| {
