@@ -52,7 +52,7 @@ impl fmt::Display for CliError {
 
 /// The exit code of an error of cmk's.
 pub(crate) fn classify(e: &Error) -> Exit {
-    match e {
+    match e.underlying() {
         Error::UnknownTenant { .. } => Exit::UnknownTenant,
         Error::Database(_) | Error::Registry(_) => Exit::Database,
         Error::Kms { .. } => Exit::Kms,

@@ -167,6 +167,24 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// A tenant configuration file failed a check at a known place: the file, its line, the
+    /// tenant and the field are named; `problem` is what the check found
+    /// ([`Error::ConfigIntegrity`], [`Error::ConfigRollback`] or [`Error::InvalidConfig`]).
+    /// No value of the file is repeated: only names, numbers and the check's verdict.
+    #[error("{path}:{line}: tenant `{tenant}`, field `{field}`: {problem}")]
+    ConfigFile {
+        /// The file.
+        path: String,
+        /// Its line (1-based) where the field, or the tenant's table, is.
+        line: usize,
+        /// The tenant whose table failed.
+        tenant: String,
+        /// The field, as a dotted path within the tenant's table (`classes.secret.lease`).
+        field: String,
+        /// What the check found.
+        problem: Box<Error>,
+    },
+
     /// Caller input is invalid (not data from the database); the message says why.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -342,7 +360,7 @@ impl Error {
     /// must not tell an attacker which of their changes was noticed (the event and the log
     /// do).
     pub fn http_status(&self) -> u16 {
-        match self {
+        match self.underlying() {
             Error::InvalidInput(_) | Error::InvalidName { .. } => 400,
             Error::ValueTooLarge { .. } => 413,
             Error::AccessDenied { .. } | Error::TenantMismatch { .. } => 403,
@@ -353,6 +371,15 @@ impl Error {
             Error::Kms { source, .. } if source.kind.is_transient() => 503,
             Error::LeaseEnded { .. } | Error::AuditFailClosed(_) => 503,
             _ => 500,
+        }
+    }
+
+    /// The error itself, or for [`Error::ConfigFile`] the problem the check found there: match
+    /// on this to treat a forged record alike whichever store it came from.
+    pub fn underlying(&self) -> &Error {
+        match self {
+            Error::ConfigFile { problem, .. } => problem.underlying(),
+            e => e,
         }
     }
 
@@ -382,6 +409,7 @@ impl Error {
             Error::ConfigIntegrity { .. } => "config_integrity",
             Error::ConfigRollback { .. } => "config_rollback",
             Error::InvalidConfig(_) => "invalid_config",
+            Error::ConfigFile { problem, .. } => problem.kind(),
             Error::InvalidInput(_) => "invalid_input",
             Error::Registry(_) => "registry",
             Error::Random => "random",

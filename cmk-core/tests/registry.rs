@@ -293,6 +293,55 @@ async fn onboarding_proves_the_master_key_first_and_writes_nothing_if_it_fails()
     );
 }
 
+/// Issue 16: the configuration is saved last, so a tenant is never configured without the
+/// keys its configuration names: a master key that fails its round trip leaves no
+/// configuration (before, `configure_tenant` then `onboard` left one that every request
+/// failed on), and the retry reuses what the failed attempt provisioned.
+#[tokio::test]
+async fn configuring_and_onboarding_saves_the_configuration_only_once_its_keys_exist() {
+    let fx = Fixture::new(&[]).await;
+    let c = ctx("acme");
+    let key = fx.local.create_key("acme").unwrap();
+    let second = fx.local.create_key("acme-secret").unwrap();
+    let config = config_for("acme", key)
+        .with_class("payroll", cmk_core::Policy::new(second))
+        .unwrap();
+    fx.local.disable("acme-secret").unwrap();
+    let err = fx.cmk.configure_and_onboard(&c, &config).await.unwrap_err();
+    assert_eq!(kms_kind(&err), Some(KmsErrorKind::Denied), "{err:?}");
+    assert!(matches!(
+        fx.configs.load(c.tenant()).await,
+        Err(Error::UnknownTenant { .. })
+    ));
+    let names: Vec<String> = fx
+        .sink
+        .take()
+        .iter()
+        .map(|e| e.name.as_str().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["ADMIN_TENANT_ONBOARDED"],
+        "no configuration event: nothing saved"
+    );
+
+    fx.local.enable("acme-secret").unwrap();
+    let report = fx.cmk.configure_and_onboard(&c, &config).await.unwrap();
+    assert_eq!(report.proven_keys.len(), 2);
+    assert_eq!(fx.configs.load(c.tenant()).await.unwrap(), config);
+    let names: Vec<String> = fx
+        .sink
+        .take()
+        .iter()
+        .map(|e| e.name.as_str().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["ADMIN_TENANT_ONBOARDED", "ADMIN_TENANT_CONFIG_CHANGED"]
+    );
+    fx.cmk.keys_for(&c, &["payroll", "private"]).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_class_added_later_is_provisioned_by_onboarding_again_only() {
     let fx = Fixture::new(&["acme"]).await;

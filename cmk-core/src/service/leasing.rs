@@ -212,7 +212,7 @@ pub(crate) async fn keys_for<C: AsRef<str>>(
 /// and the operator's. The event names the error kind only: nothing of the stored records.
 pub(crate) fn alert_integrity(cmk: &Cmk, ctx: &RequestContext, e: &Error) {
     if !matches!(
-        e,
+        e.underlying(),
         Error::ConfigIntegrity { .. }
             | Error::ConfigRollback { .. }
             | Error::TenantShredded { .. }

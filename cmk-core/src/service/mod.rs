@@ -327,16 +327,7 @@ impl Cmk {
         config: &TenantConfig,
     ) -> Result<()> {
         let result = async {
-            if ctx.tenant() != &config.tenant {
-                return Err(Error::TenantMismatch {
-                    expected: ctx.tenant().to_string(),
-                    found: config.tenant.to_string(),
-                });
-            }
-            // The event sink checks the tenant's sink (an endpoint on the allow-list).
-            self.sink
-                .configure_tenant(&config.tenant, config.audit_sink.as_deref())
-                .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+            self.check_config(ctx, config)?;
             self.configs.save(config).await?;
             // This instance sees its own change at once; others within one renewal interval.
             crate::service::leasing::forget_view(self, ctx.tenant());
@@ -344,6 +335,22 @@ impl Cmk {
         }
         .await;
         self.emit(ctx, EventName::AdminTenantConfigChanged, &result);
+        result
+    }
+
+    /// Loads and verifies the context's tenant's configuration, as a request does: a record
+    /// that fails its MAC or rolls back a revision (in the database or the configuration file)
+    /// also emits `ADMIN_INTEGRITY_FAILURE` to the tenant's sink and the operator's.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownTenant`] when none is stored; [`crate::Error::ConfigIntegrity`],
+    /// [`crate::Error::ConfigRollback`] or [`crate::Error::ConfigFile`] when the stored record
+    /// fails its checks; [`crate::Error::Database`] or [`crate::Error::Io`] when the store fails.
+    pub async fn tenant_config(&self, ctx: &RequestContext) -> Result<TenantConfig> {
+        let result = self.configs.load(ctx.tenant()).await;
+        if let Err(e) = &result {
+            crate::service::leasing::alert_integrity(self, ctx, e);
+        }
         result
     }
 
@@ -367,8 +374,61 @@ impl Cmk {
     }
 
     async fn onboard_inner(&self, ctx: &RequestContext) -> Result<OnboardReport> {
+        let config = self.configs.load(ctx.tenant()).await?;
+        self.provision_config(ctx, &config).await
+    }
+
+    /// Saves `config` as the context's tenant's configuration and onboards it, with the
+    /// configuration last: its master keys are proven and its missing keys provisioned first,
+    /// so the tenant is never configured without the keys its configuration names. The
+    /// configuration and the key registry may live in different stores (a file and a
+    /// database), so no one transaction can hold both; the configuration's save is the commit
+    /// point instead. A failure before it leaves only registry entries that nothing names yet,
+    /// which the next attempt reuses (they are inserted if absent). Emits
+    /// `ADMIN_TENANT_ONBOARDED` and `ADMIN_TENANT_CONFIG_CHANGED`.
+    ///
+    /// # Errors
+    /// Every error of [`Cmk::configure_tenant`] and [`Cmk::onboard`]; nothing is saved when
+    /// a master key fails its round trip.
+    pub async fn configure_and_onboard(
+        &self,
+        ctx: &RequestContext,
+        config: &TenantConfig,
+    ) -> Result<OnboardReport> {
+        let checked = self.check_config(ctx, config);
+        let onboarded = match checked {
+            Ok(()) => self.provision_config(ctx, config).await,
+            Err(e) => Err(e),
+        };
+        self.emit(ctx, EventName::AdminTenantOnboarded, &onboarded);
+        let report = onboarded?;
+        self.configure_tenant(ctx, config).await?;
+        Ok(report)
+    }
+
+    /// What [`Cmk::configure_tenant`] checks before saving.
+    fn check_config(&self, ctx: &RequestContext, config: &TenantConfig) -> Result<()> {
+        if ctx.tenant() != &config.tenant {
+            return Err(Error::TenantMismatch {
+                expected: ctx.tenant().to_string(),
+                found: config.tenant.to_string(),
+            });
+        }
+        config.validate()?;
+        // The event sink checks the tenant's sink (an endpoint on the allow-list).
+        self.sink
+            .configure_tenant(&config.tenant, config.audit_sink.as_deref())
+            .map_err(|e| Error::InvalidConfig(e.to_string()))
+    }
+
+    /// Proves every master key `config` names and provisions the keys it needs that the
+    /// registry lacks.
+    async fn provision_config(
+        &self,
+        ctx: &RequestContext,
+        config: &TenantConfig,
+    ) -> Result<OnboardReport> {
         let tenant = ctx.tenant();
-        let config = self.configs.load(tenant).await?;
         let entries = self.registry.entries(tenant).await?;
         if entries.iter().any(|e| e.purpose == Purpose::Tombstone) {
             return Err(Error::TenantShredded {
@@ -444,37 +504,40 @@ impl Cmk {
                 ..config.clone()
             } == stored
         };
-        let configured = match stored {
-            Some(stored) if same(&stored) => false,
-            stored => {
-                let next = TenantConfig {
-                    revision: stored
-                        .map_or(config.revision, |s| s.revision.max(config.revision) + 1),
-                    ..config.clone()
-                };
-                match self.configure_tenant(ctx, &next).await {
-                    Ok(()) => true,
-                    // Another instance starting at the same time saved that revision first:
-                    // fine if it saved the same configuration.
-                    Err(Error::ConfigRollback { .. })
-                        if self.configs.load(tenant).await.is_ok_and(|s| same(&s)) =>
-                    {
-                        false
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
         let entries = self.registry.entries(tenant).await?;
         if entries.iter().any(|e| e.purpose == Purpose::Tombstone) {
             return Err(Error::TenantShredded {
                 tenant: tenant.to_string(),
             });
         }
-        let onboarded = if configured || !missing_entries(config, &entries).is_empty() {
-            Some(self.onboard(ctx).await?)
-        } else {
-            None
+        let (configured, onboarded) = match stored {
+            Some(stored) if same(&stored) => {
+                let onboarded = if missing_entries(config, &entries).is_empty() {
+                    None
+                } else {
+                    Some(self.onboard(ctx).await?)
+                };
+                (false, onboarded)
+            }
+            stored => {
+                let next = TenantConfig {
+                    revision: stored
+                        .map_or(config.revision, |s| s.revision.max(config.revision) + 1),
+                    ..config.clone()
+                };
+                // Keys first, the configuration last (the commit point).
+                match self.configure_and_onboard(ctx, &next).await {
+                    Ok(report) => (true, Some(report)),
+                    // Another instance starting at the same time saved that revision first:
+                    // fine if it saved the same configuration.
+                    Err(Error::ConfigRollback { .. })
+                        if self.configs.load(tenant).await.is_ok_and(|s| same(&s)) =>
+                    {
+                        (false, None)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         };
         Ok(EnsureReport {
             configured,

@@ -4,7 +4,11 @@
 
 pub mod config;
 pub mod context;
+#[cfg(feature = "config-file")]
+pub mod file;
 mod floor;
 pub mod policy;
 
 pub use config::*;
+#[cfg(feature = "config-file")]
+pub use file::FileConfigStore;
