@@ -42,6 +42,9 @@ pub mod tenant {
         ConfigVerifier, MemoryConfigStore, OperatorKey, SignedTenantConfig, TenantConfig,
         TenantConfigStore,
     };
+    /// The TOML file store (feature `config-file`): one signed table per tenant.
+    #[cfg(feature = "config-file")]
+    pub use cmk_core::tenant::file::FileConfigStore;
 }
 
 /// Models: the trait the derive implements, partial reads, field encodings and row ids.

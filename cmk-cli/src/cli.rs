@@ -16,6 +16,10 @@ pub(crate) struct Cli {
     /// postgres://..., mysql://...); default: sqlite in HOME/cmk.sqlite3.
     #[arg(long, global = true, env = "CMK_DATABASE_URL")]
     pub(crate) database_url: Option<String>,
+    /// Keep tenant configurations in this TOML file (one signed table per tenant) instead of
+    /// the database's cmk_tenant_config table.
+    #[arg(long, global = true, env = "CMK_CONFIG_FILE")]
+    pub(crate) config_file: Option<PathBuf>,
     /// Machine-readable output (one JSON document, or JSON Lines for `audit tail`).
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -25,7 +29,7 @@ pub(crate) struct Cli {
 
 pub(crate) const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure (verify: a row failed); \
 2 usage; 3 unknown tenant; 4 database unreachable or failing; 5 KMS unreachable or refusing; \
-6 malformed file (manifest, keyring, operator key, checkpoint); 7 tampered or rolled-back \
+6 malformed file (manifest, keyring, operator key, checkpoint, configuration file); 7 tampered or rolled-back \
 configuration; 8 table without key columns; 9 tenant shredded; 130 interrupted (resumable).";
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +40,10 @@ pub(crate) enum Command {
     /// Tenants: onboarding, configuration, policies.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Tenant configurations: check every one; sign a table of the configuration file after
+    /// editing it by hand.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// A tenant's key-encryption keys: roll over, retire, destroy.
     #[command(subcommand)]
     Kek(KekCommand),
@@ -83,6 +91,27 @@ pub(crate) enum Command {
     /// Security events: the JSON Lines files of the application and of this tool.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Verifies every tenant's configuration (MAC, revision, fields) and names each failure's
+    /// tenant, and its file line and field.
+    #[command(
+        after_help = "Example:\n  cmk --config-file /srv/cmk/tenants.toml config check\n  cmk config check --json\n\nExits 7 when a configuration was edited or rolled back, 6 when a table is invalid."
+    )]
+    Check,
+    /// Signs a tenant's table of the configuration file after a hand edit: checks every
+    /// field, provisions the keys a new class or key needs, then writes the MAC (nothing else
+    /// in the file changes). Raise the table's revision first.
+    #[command(
+        after_help = "Example:\n  cmk --config-file /srv/cmk/tenants.toml config sign --tenant acme\n\nafter editing [tenants.acme] in /srv/cmk/tenants.toml and raising its revision."
+    )]
+    Sign {
+        /// The tenant whose table was edited.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -52,6 +52,12 @@ impl fmt::Display for CliError {
 
 /// The exit code of an error of cmk's.
 pub(crate) fn classify(e: &Error) -> Exit {
+    // An invalid table of the configuration file is a malformed file; a forged one is not.
+    if let (Error::ConfigFile { .. }, Error::InvalidConfig(_) | Error::InvalidName { .. }) =
+        (e, e.underlying())
+    {
+        return Exit::MalformedFile;
+    }
     match e.underlying() {
         Error::UnknownTenant { .. } => Exit::UnknownTenant,
         Error::Database(_) | Error::Registry(_) => Exit::Database,
@@ -66,6 +72,11 @@ impl From<Error> for CliError {
     fn from(e: Error) -> Self {
         let exit = classify(&e);
         let hint = match exit {
+            Exit::TamperedConfig if matches!(e, Error::ConfigFile { .. }) => {
+                " (the table changed since cmk signed it, or an older file was put back: if you \
+                 edited it, review the change, raise its revision and run `cmk config sign`; \
+                 otherwise restore the file from a backup)"
+            }
             Exit::TamperedConfig => {
                 " (the stored configuration was edited or rolled back outside cmk: restore it \
                  from a backup, or re-apply it with `cmk tenant set-policy`)"

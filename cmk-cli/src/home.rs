@@ -8,7 +8,7 @@ use std::time::Duration;
 use cmk_core::audit::{JsonLinesFile, Pipeline, PipelineConfig};
 use cmk_core::kms::KmsRouter;
 use cmk_core::kms::local::LocalKms;
-use cmk_core::tenant::{ConfigVerifier, OperatorKey};
+use cmk_core::tenant::{ConfigVerifier, FileConfigStore, OperatorKey, TenantConfigStore};
 use cmk_core::{Cmk, CmkSettings};
 use cmk_seaorm::{SeaOrmConfigStore, SeaOrmRegistry};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
@@ -26,6 +26,9 @@ pub(crate) const APP_EVENTS: &str = "events.jsonl";
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
     pub(crate) dir: PathBuf,
+    /// The TOML file of tenant configurations, when they are kept there rather than in the
+    /// database (`--config-file`).
+    pub(crate) config_file: Option<PathBuf>,
 }
 
 impl Paths {
@@ -74,7 +77,8 @@ pub(crate) struct Deployment {
     pub(crate) paths: Paths,
     pub(crate) db: DatabaseConnection,
     pub(crate) kms: Arc<LocalKms>,
-    pub(crate) configs: Arc<SeaOrmConfigStore>,
+    /// The configuration file, when `--config-file` names one.
+    pub(crate) config_file: Option<Arc<FileConfigStore>>,
     pub(crate) registry: Arc<SeaOrmRegistry>,
     pub(crate) cmk: Cmk,
     pipeline: Arc<Pipeline>,
@@ -85,10 +89,9 @@ impl Deployment {
     /// (onboarding), a missing home, operator key, database file or cmk table is created;
     /// otherwise a missing one is an error, so that a mistyped `--home` never makes a new
     /// operator key under which every stored configuration would look forged.
-    pub(crate) async fn open(dir: &Path, url: Option<&str>, create: bool) -> CliResult<Self> {
-        let paths = Paths {
-            dir: dir.to_path_buf(),
-        };
+    pub(crate) async fn open(paths: &Paths, url: Option<&str>, create: bool) -> CliResult<Self> {
+        let paths = paths.clone();
+        let dir = paths.dir.as_path();
         if create {
             create_private_dir(dir)?;
         } else if !dir.is_dir() {
@@ -133,7 +136,14 @@ impl Deployment {
                 )
             })?,
         );
-        let configs = Arc::new(SeaOrmConfigStore::new(db.clone(), verifier));
+        // Where tenant configurations live: the file, or the database's table.
+        let (configs, config_file): (Arc<dyn TenantConfigStore>, _) = match &paths.config_file {
+            Some(file) => {
+                let file = Arc::new(FileConfigStore::new(file, verifier));
+                (file.clone(), Some(file))
+            }
+            None => (Arc::new(SeaOrmConfigStore::new(db.clone(), verifier)), None),
+        };
         let registry = Arc::new(SeaOrmRegistry::new(db.clone()));
         let router = KmsRouter::new().with(kms.clone());
         let cmk = Cmk::builder()
@@ -147,7 +157,7 @@ impl Deployment {
             paths,
             db,
             kms,
-            configs,
+            config_file,
             registry,
             cmk,
             pipeline,

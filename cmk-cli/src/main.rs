@@ -48,6 +48,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> CliResult {
     let paths = Paths {
         dir: cli.home.clone(),
+        config_file: cli.config_file.clone(),
     };
     let url = cli.database_url.as_deref();
     let json = cli.json;
@@ -63,11 +64,11 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Tenant(command) => {
             let create = matches!(command, cli::TenantCommand::Onboard { .. });
-            let d = Deployment::open(&cli.home, url, create).await?;
+            let d = Deployment::open(&paths, url, create).await?;
             cmd::tenant::run(&d, json, command).await
         }
         Command::Kek(command) => {
-            let d = Deployment::open(&cli.home, url, false).await?;
+            let d = Deployment::open(&paths, url, false).await?;
             cmd::admin::kek(&d, json, command).await
         }
         Command::RotateMaster {
@@ -75,7 +76,7 @@ async fn run(cli: Cli) -> CliResult {
             all_tenants,
             key,
         } => {
-            let d = Deployment::open(&cli.home, url, false).await?;
+            let d = Deployment::open(&paths, url, false).await?;
             match tenant {
                 Some(tenant) if !all_tenants => {
                     cmd::admin::rotate_master(&d, json, &tenant, key).await
@@ -84,21 +85,25 @@ async fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Shred { tenant, confirm } => {
-            let d = Deployment::open(&cli.home, url, false).await?;
+            let d = Deployment::open(&paths, url, false).await?;
             cmd::admin::shred(&d, json, &tenant, confirm.as_deref()).await
         }
         Command::Rekey(job) => {
-            let d = Deployment::open(&cli.home, url, false).await?;
+            let d = Deployment::open(&paths, url, false).await?;
             let stop = Stop::on_signals();
             cmd::rekey::run(&d, json, job, &stop).await
         }
         Command::Migrate(args) => {
-            let d = Deployment::open(&cli.home, url, false).await?;
+            let d = Deployment::open(&paths, url, false).await?;
             let stop = Stop::on_signals();
             cmd::migrate::run(&d, json, args, &stop).await
         }
+        Command::Config(command) => {
+            let d = Deployment::open(&paths, url, false).await?;
+            cmd::config::run(&d, json, command).await
+        }
         Command::Verify(args) => {
-            let d = Deployment::open(&cli.home, url, false).await?;
+            let d = Deployment::open(&paths, url, false).await?;
             let stop = Stop::on_signals();
             cmd::verify::run(&d, json, args, &stop).await
         }

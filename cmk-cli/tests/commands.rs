@@ -29,6 +29,8 @@ fn every_command_has_help_with_an_example() {
         &["verify"],
         &["shred"],
         &["audit", "tail"],
+        &["config", "check"],
+        &["config", "sign"],
     ];
     let dir = tempfile::tempdir().unwrap();
     for command in commands {

@@ -2,7 +2,6 @@
 
 use cmk_core::TenantId;
 use cmk_core::kms::KeyRef;
-use cmk_core::tenant::TenantConfigStore;
 use serde_json::json;
 
 use crate::cli::KekCommand;
@@ -19,7 +18,7 @@ pub(crate) async fn kek(d: &Deployment, json: bool, command: KekCommand) -> CliR
             let classes: Vec<String> = match class {
                 Some(c) => vec![c],
                 None => {
-                    let config = d.configs.load(&tenant).await?;
+                    let config = d.cmk.tenant_config(&ctx).await?;
                     config
                         .policies
                         .keys()

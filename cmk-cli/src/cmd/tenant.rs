@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 
 use cmk_core::kms::KeyRef;
 use cmk_core::registry::KeyRegistry;
-use cmk_core::tenant::TenantConfigStore;
 use cmk_core::{
     AuditMode, Class, LeasePolicy, Policy, RequestContext, SearchMode, TenantConfig, TenantId,
 };
@@ -52,21 +51,19 @@ fn local_key_of(d: &Deployment, tenant: &TenantId) -> CliResult<KeyRef> {
 async fn onboard(d: &Deployment, json: bool, tenant: &str, key: Option<String>) -> CliResult {
     let tenant = tenant_id(tenant)?;
     let ctx = admin_context(&tenant);
-    let configured = match d.configs.load(&tenant).await {
-        Ok(_) => false,
+    let (configured, report) = match d.cmk.tenant_config(&ctx).await {
+        Ok(_) => (false, d.cmk.onboard(&ctx).await?),
         Err(cmk_core::Error::UnknownTenant { .. }) => {
             let key = match key {
                 Some(key) => key_ref(&key)?,
                 None => local_key_of(d, &tenant)?,
             };
-            d.cmk
-                .configure_tenant(&ctx, &TenantConfig::new(tenant.clone(), key))
-                .await?;
-            true
+            // Keys first, the configuration last: never a tenant configured without keys.
+            let config = TenantConfig::new(tenant.clone(), key);
+            (true, d.cmk.configure_and_onboard(&ctx, &config).await?)
         }
         Err(e) => return Err(e.into()),
     };
-    let report = d.cmk.onboard(&ctx).await?;
     let proven: Vec<&str> = report.proven_keys.iter().map(KeyRef::as_str).collect();
     print(
         json,
@@ -86,7 +83,7 @@ async fn onboard(d: &Deployment, json: bool, tenant: &str, key: Option<String>) 
 
 async fn show(d: &Deployment, json: bool, tenant: &str) -> CliResult {
     let tenant = tenant_id(tenant)?;
-    let config = d.configs.load(&tenant).await?;
+    let config = d.cmk.tenant_config(&admin_context(&tenant)).await?;
     let entries = d.registry.entries(&tenant).await?;
     // Versions and states only: the wrapped material stays in the registry.
     let keys: Vec<_> = entries
@@ -156,6 +153,11 @@ async fn list(d: &Deployment, json: bool) -> CliResult {
 
 /// Every tenant with a stored configuration, in order.
 pub(crate) async fn configured(d: &Deployment) -> CliResult<Vec<String>> {
+    if let Some(file) = &d.config_file {
+        let mut tenants = file.tenants()?;
+        tenants.sort();
+        return Ok(tenants);
+    }
     let rows =
         d.db.query_all_raw(Statement::from_string(
             d.db.get_database_backend(),
@@ -179,7 +181,8 @@ async fn set_policy(d: &Deployment, json: bool, args: SetPolicy) -> CliResult {
     let tenant = tenant_id(&args.tenant)?;
     let class =
         Class::new(args.class.clone()).map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
-    let mut config = d.configs.load(&tenant).await?;
+    let ctx = admin_context(&tenant);
+    let mut config = d.cmk.tenant_config(&ctx).await?;
     let mut policy = match config.policies.get(&class) {
         Some(p) => p.clone(),
         None => Policy::new(config.root_key.clone()),
@@ -230,10 +233,9 @@ async fn set_policy(d: &Deployment, json: bool, args: SetPolicy) -> CliResult {
     config
         .validate()
         .map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
-    let ctx = admin_context(&tenant);
-    d.cmk.configure_tenant(&ctx, &config).await?;
-    // A new class, or a new master key for one, needs its keys provisioned.
-    let report = d.cmk.onboard(&ctx).await?;
+    // A new class, or a new master key for one, has its keys provisioned before the
+    // configuration naming them is saved.
+    let report = d.cmk.configure_and_onboard(&ctx, &config).await?;
     print(
         json,
         &json!({ "tenant": tenant.as_str(), "class": class.as_str(), "revision": config.revision,

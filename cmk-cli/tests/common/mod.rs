@@ -165,6 +165,7 @@ pub fn cmk_in(home: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("CMK_HOME")
         .env_remove("CMK_DATABASE_URL")
+        .env_remove("CMK_CONFIG_FILE")
         .output()
         .unwrap()
 }

@@ -395,13 +395,7 @@ impl Cmk {
         ctx: &RequestContext,
         config: &TenantConfig,
     ) -> Result<OnboardReport> {
-        let checked = self.check_config(ctx, config);
-        let onboarded = match checked {
-            Ok(()) => self.provision_config(ctx, config).await,
-            Err(e) => Err(e),
-        };
-        self.emit(ctx, EventName::AdminTenantOnboarded, &onboarded);
-        let report = onboarded?;
+        let report = self.onboard_config(ctx, config).await?;
         self.configure_tenant(ctx, config).await?;
         Ok(report)
     }
@@ -419,6 +413,26 @@ impl Cmk {
         self.sink
             .configure_tenant(&config.tenant, config.audit_sink.as_deref())
             .map_err(|e| Error::InvalidConfig(e.to_string()))
+    }
+
+    /// Onboards `config` before it is saved: checks it, proves every master key it names and
+    /// provisions the keys it needs that the registry lacks; the caller saves it afterwards
+    /// (`cmk config sign` does, for a configuration file edited by hand). Emits
+    /// `ADMIN_TENANT_ONBOARDED`.
+    ///
+    /// # Errors
+    /// Those of [`Cmk::configure_and_onboard`] before its save.
+    pub async fn onboard_config(
+        &self,
+        ctx: &RequestContext,
+        config: &TenantConfig,
+    ) -> Result<OnboardReport> {
+        let result = match self.check_config(ctx, config) {
+            Ok(()) => self.provision_config(ctx, config).await,
+            Err(e) => Err(e),
+        };
+        self.emit(ctx, EventName::AdminTenantOnboarded, &result);
+        result
     }
 
     /// Proves every master key `config` names and provisions the keys it needs that the

@@ -53,6 +53,7 @@ const PREAMBLE: &str = "\
 # Tenant configurations of cmk: one [tenants.<id>] table per tenant (docs/CONFIG.md).
 # Each table is signed: after editing one by hand, raise its revision and run
 # `cmk config sign --tenant <id>`; an unsigned change is refused.
+
 ";
 
 /// A [`TenantConfigStore`] over one TOML file.
@@ -99,24 +100,43 @@ impl FileConfigStore {
         })
     }
 
-    /// Verifies the table of `tenant` as an operator edited it (it fails its MAC since the
-    /// edit), then signs it in place: only its `mac` changes, the rest of the file is kept
-    /// byte for byte. The revision must be above every revision this store's verifier has
-    /// seen (a floor file remembers them across restarts). Returns the configuration signed,
-    /// for the operator to review.
+    /// Reads the table of `tenant` as an operator edited it, checking every field (the
+    /// errors name the field and line) but not the MAC, which an edit breaks: what
+    /// [`FileConfigStore::sign_edited`] would sign, for review (and for onboarding the keys a
+    /// new class needs before the table is signed).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`] when the file has no table for `tenant`;
+    /// [`Error::ConfigFile`] when the table is invalid; [`Error::Io`] when the file cannot be
+    /// read.
+    pub fn read_edited(&self, tenant: &TenantId) -> crate::Result<TenantConfig> {
+        let text = self.read_text()?;
+        let doc = self.parse(&text)?;
+        Ok(self.read_tenant(&doc, &text, tenant)?.config)
+    }
+
+    /// Signs the hand-edited table of `reviewed.tenant` in place, if it still reads as
+    /// `reviewed` (from [`FileConfigStore::read_edited`]): only its `mac` changes, the rest of
+    /// the file is kept byte for byte. The revision must be above every revision this store's
+    /// verifier has seen (a floor file remembers them across restarts).
     ///
     /// Sign only what you have read: whoever can run this with the operator key can make any
     /// edit authentic.
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`] when the file has no table for `tenant`; [`Error::ConfigFile`]
-    /// when the table is invalid (the field and line are named) or its revision is not above
-    /// the floor; [`Error::Io`] when the file cannot be read or written.
-    pub fn sign_edited(&self, tenant: &TenantId) -> crate::Result<TenantConfig> {
+    /// [`Error::UnknownTenant`] when the file has no table for the tenant;
+    /// [`Error::ConfigFile`] when the table is invalid or its revision is not above the
+    /// floor; [`Error::Conflict`] when it changed since it was reviewed; [`Error::Io`] when
+    /// the file cannot be read or written.
+    pub fn sign_edited(&self, reviewed: &TenantConfig) -> crate::Result<()> {
+        let tenant = &reviewed.tenant;
         let _lock = self.lock()?;
         let text = self.read_text()?;
         let doc = self.parse(&text)?;
         let read = self.read_tenant(&doc, &text, tenant)?;
+        if &read.config != reviewed {
+            return Err(Error::Conflict);
+        }
         let loc = self.locator(&text, tenant.as_str());
         let record = self
             .verifier
@@ -137,8 +157,7 @@ impl FileConfigStore {
                 table.insert("mac", value(crate::hex::encode(&record.mac)));
             }
         }
-        self.write_text(&doc.to_string())?;
-        Ok(read.config)
+        self.write_text(&doc.to_string())
     }
 
     fn locator<'a>(&'a self, raw: &'a str, tenant: &'a str) -> Locator<'a> {
