@@ -460,7 +460,7 @@ impl Cmk {
         for key in &keys {
             self.prove_key(ctx, key).await?;
         }
-        let wanted = missing_entries(&config, &entries);
+        let wanted = missing_entries(config, &entries);
         let mut written = 0;
         for (purpose, policy, id, cmk_ref) in wanted {
             if self

@@ -226,7 +226,8 @@ async fn an_operators_edit_is_signed_in_place_once_its_revision_is_raised() {
         );
     std::fs::write(s.path(), &edited).unwrap();
     // Without a new revision the edit is refused, at the revision's line.
-    let (field, line, problem) = located(s.sign_edited(&acme_id).unwrap_err());
+    let reviewed = s.read_edited(&acme_id).unwrap();
+    let (field, line, problem) = located(s.sign_edited(&reviewed).unwrap_err());
     assert_eq!(
         (field.as_str(), line),
         ("revision", line_of(&edited, "revision = 1"))
@@ -237,8 +238,13 @@ async fn an_operators_edit_is_signed_in_place_once_its_revision_is_raised() {
     );
     let edited = edited.replacen("revision = 1", "revision = 2", 1);
     std::fs::write(s.path(), &edited).unwrap();
-    let signed = s.sign_edited(&acme_id).unwrap();
-    assert_eq!(signed.revision, 2);
+    let reviewed = s.read_edited(&acme_id).unwrap();
+    assert_eq!(reviewed.revision, 2);
+    // A table changed after its review is not signed.
+    let mut stale = reviewed.clone();
+    stale.audit_sink = Some("elsewhere".into());
+    assert!(matches!(s.sign_edited(&stale), Err(Error::Conflict)));
+    s.sign_edited(&reviewed).unwrap();
     let after = std::fs::read_to_string(s.path()).unwrap();
     // Only the MAC changed: the operator's comments and layout are kept.
     let without_mac = |t: &str| {
@@ -362,4 +368,50 @@ async fn a_tenant_without_a_table_is_unknown() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::UnknownTenant { .. }), "{e:?}");
+}
+
+/// Hostile bytes: a valid file cut or with bytes changed anywhere, or arbitrary text, never
+/// makes a load panic and never reads as the signed configuration unless unchanged.
+#[test]
+fn damaged_files_never_panic_nor_read_as_signed() {
+    use proptest::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let s = store(&dir);
+    rt.block_on(s.save(&acme())).unwrap();
+    let valid = std::fs::read(s.path()).unwrap();
+    let acme_id = TenantId::new("acme").unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 256,
+        ..Default::default()
+    });
+    let strategy = (
+        0..valid.len(),
+        any::<u8>(),
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    );
+    runner
+        .run(&strategy, |(at, byte, cut, junk)| {
+            let mut bytes = valid.clone();
+            if cut {
+                bytes.truncate(at);
+            } else {
+                bytes[at] = byte;
+            }
+            if junk.len() > 48 {
+                bytes = junk;
+            }
+            std::fs::write(s.path(), &bytes).unwrap();
+            let loaded = rt.block_on(store(&dir).load(&acme_id));
+            if let Ok(config) = loaded {
+                // Only a change the MAC does not cover (layout, a comment) may still read,
+                // and then as exactly the signed configuration.
+                prop_assert_eq!(config, acme());
+            }
+            Ok(())
+        })
+        .unwrap();
 }
