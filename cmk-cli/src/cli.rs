@@ -20,6 +20,10 @@ pub(crate) struct Cli {
     /// the database's cmk_tenant_config table.
     #[arg(long, global = true, env = "CMK_CONFIG_FILE")]
     pub(crate) config_file: Option<PathBuf>,
+    /// The KMS providers besides the local keyring (AWS KMS, PKCS#11, KMIP); default:
+    /// HOME/kms.toml when it exists.
+    #[arg(long, global = true, env = "CMK_KMS_CONFIG")]
+    pub(crate) kms_config: Option<PathBuf>,
     /// Machine-readable output (one JSON document, or JSON Lines for `audit tail`).
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -37,6 +41,9 @@ pub(crate) enum Command {
     /// The local KMS's keyring (HOME/keyring.json).
     #[command(subcommand)]
     Keyring(KeyringCommand),
+    /// The KMS providers of HOME/kms.toml: list them, create a master key in one.
+    #[command(subcommand)]
+    Kms(KmsCommand),
     /// Tenants: onboarding, configuration, policies.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -91,6 +98,25 @@ pub(crate) enum Command {
     /// Security events: the JSON Lines files of the application and of this tool.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KmsCommand {
+    /// The providers configured (where they are; never a credential or PIN).
+    #[command(after_help = "Example:\n  cmk kms list --json")]
+    List,
+    /// Creates a master key in a provider and prints its key reference.
+    #[command(
+        after_help = "Example:\n  cmk kms create-key --provider pkcs11 --label acme-2026\n  cmk tenant onboard --tenant acme --key pkcs11:cmk/acme-2026"
+    )]
+    CreateKey {
+        /// `aws`, `pkcs11` or `kmip`, as configured in kms.toml.
+        #[arg(long)]
+        provider: String,
+        /// The key's label (PKCS#11) or description (AWS KMS).
+        #[arg(long)]
+        label: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,6 +29,8 @@ pub(crate) struct Paths {
     /// The TOML file of tenant configurations, when they are kept there rather than in the
     /// database (`--config-file`).
     pub(crate) config_file: Option<PathBuf>,
+    /// The providers file named by `--kms-config` (default: HOME/kms.toml if it exists).
+    pub(crate) kms_config: Option<PathBuf>,
 }
 
 impl Paths {
@@ -50,6 +52,21 @@ impl Paths {
             "sqlite://{file}?mode={}",
             if create { "rwc" } else { "rw" }
         ))
+    }
+
+    /// The providers the deployment's kms.toml configures, connected.
+    pub(crate) async fn providers(
+        &self,
+    ) -> CliResult<Vec<(crate::providers::ProviderSpec, crate::providers::Provider)>> {
+        let Some(file) = crate::providers::file_of(&self.dir, self.kms_config.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        let mut connected = Vec::new();
+        for spec in crate::providers::load(&file)? {
+            let provider = crate::providers::Provider::connect(&spec).await?;
+            connected.push((spec, provider));
+        }
+        Ok(connected)
     }
 
     /// The local keyring (created empty if missing).
@@ -145,7 +162,10 @@ impl Deployment {
             None => (Arc::new(SeaOrmConfigStore::new(db.clone(), verifier)), None),
         };
         let registry = Arc::new(SeaOrmRegistry::new(db.clone()));
-        let router = KmsRouter::new().with(kms.clone());
+        let mut router = KmsRouter::new().with(kms.clone());
+        for (_, provider) in paths.providers().await? {
+            router = router.with(provider.kms);
+        }
         let cmk = Cmk::builder()
             .kms(Arc::new(router))
             .registry(registry.clone())

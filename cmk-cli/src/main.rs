@@ -12,6 +12,7 @@ mod exit;
 mod home;
 mod output;
 mod progress;
+mod providers;
 mod scan;
 mod table;
 
@@ -49,6 +50,7 @@ async fn run(cli: Cli) -> CliResult {
     let paths = Paths {
         dir: cli.home.clone(),
         config_file: cli.config_file.clone(),
+        kms_config: cli.kms_config.clone(),
     };
     let url = cli.database_url.as_deref();
     let json = cli.json;
@@ -98,6 +100,7 @@ async fn run(cli: Cli) -> CliResult {
             let stop = Stop::on_signals();
             cmd::migrate::run(&d, json, args, &stop).await
         }
+        Command::Kms(command) => cmd::kms::run(&paths, json, command).await,
         Command::Config(command) => {
             let d = Deployment::open(&paths, url, false).await?;
             cmd::config::run(&d, json, command).await

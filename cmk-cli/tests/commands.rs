@@ -30,6 +30,8 @@ fn every_command_has_help_with_an_example() {
         &["shred"],
         &["audit", "tail"],
         &["config", "check"],
+        &["kms", "list"],
+        &["kms", "create-key"],
         &["config", "sign"],
     ];
     let dir = tempfile::tempdir().unwrap();

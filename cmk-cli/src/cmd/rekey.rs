@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cmk_core::TenantKeys;
-use sea_orm::TransactionTrait;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde_json::json;
 
 use crate::cli::TableJob;
@@ -21,10 +21,13 @@ use crate::progress::Progress;
 use crate::scan::{Step, Stop, TablePass};
 use crate::table::{IdValue, Rewrapped, Row, Table};
 
+/// A row's key columns re-wrapped: (key class, new key column).
+type NewColumns = Vec<(usize, Vec<u8>)>;
+
 /// What a row came to.
 enum Outcome {
     /// These key columns (by key class), re-wrapped, to write if the row is unchanged.
-    Rewrap(Vec<(usize, Vec<u8>)>),
+    Rewrap(NewColumns),
     Current,
     Failed(&'static str),
 }
@@ -56,8 +59,26 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
         after.clone(),
         "rekey",
     );
+    // Chunk n is written (its own connection, its own transaction) while chunk n + 1 is
+    // read and re-wrapped: the write and the re-wrapping share the two cores instead of
+    // taking turns. A chunk's checkpoint is written once its transaction has committed.
+    let mut writing: Option<tokio::task::JoinHandle<CliResult<Written>>> = None;
     loop {
-        let (chunk, outcomes) = match pass.next(stop, rewrap_row).await? {
+        let step = pass.next(stop, rewrap_row).await;
+        if let Some(handle) = writing.take() {
+            let done = handle
+                .await
+                .map_err(|e| CliError::new(Exit::Failure, format!("a write task failed: {e}")))??;
+            rewrapped += done.written;
+            changed += done.pending - done.written;
+            rows += done.rows;
+            progress.advance(done.rows);
+            if let Some(last) = &done.last {
+                write_checkpoint(&checkpoint, table.name(), last)?;
+            }
+            after = done.last;
+        }
+        let (chunk, outcomes) = match step? {
             Step::Chunk(chunk, outcomes) => (chunk, outcomes),
             Step::Done => break,
             Step::Interrupted => {
@@ -65,27 +86,23 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
                 break;
             }
         };
-        let mut pending: Vec<Rewrapped<'_>> = Vec::new();
+        let mut news: Vec<Option<NewColumns>> = Vec::with_capacity(chunk.len());
         for (row, outcome) in chunk.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Rewrap(new) => pending.push((row, new)),
-                Outcome::Current => {}
-                Outcome::Failed(kind) => failures.push((row.id.clone(), kind)),
-            }
+            news.push(match outcome {
+                Outcome::Rewrap(new) => Some(new),
+                Outcome::Current => None,
+                Outcome::Failed(kind) => {
+                    failures.push((row.id.clone(), kind));
+                    None
+                }
+            });
         }
-        // One transaction per chunk: one commit (one fsync) per chunk, not per row; the
-        // checkpoint moves only after the commit, so a crash redoes at most one chunk.
-        let txn = d.db.begin().await?;
-        let written = table.write_key_columns(&txn, &pending).await?;
-        txn.commit().await?;
-        rewrapped += written;
-        changed += pending.len() as u64 - written;
-        rows += chunk.len() as u64;
-        after = chunk.last().map(|r| r.id.clone());
-        progress.advance(chunk.len() as u64);
-        if let Some(last) = &after {
-            write_checkpoint(&checkpoint, table.name(), last)?;
-        }
+        writing = Some(tokio::spawn(write_chunk(
+            d.db.clone(),
+            Arc::clone(&table),
+            chunk,
+            news,
+        )));
     }
     progress.finish();
     if !interrupted {
@@ -133,6 +150,38 @@ pub(crate) async fn run(d: &Deployment, json: bool, job: TableJob, stop: &Stop) 
         ));
     }
     Ok(())
+}
+
+/// What one chunk's write came to.
+struct Written {
+    rows: u64,
+    pending: u64,
+    written: u64,
+    last: Option<IdValue>,
+}
+
+/// Writes a chunk's re-wrapped key columns in one transaction: one commit (one fsync) per
+/// chunk, not per row, so a crash redoes at most the chunks whose checkpoint was not written.
+async fn write_chunk(
+    db: DatabaseConnection,
+    table: Arc<Table>,
+    chunk: Arc<Vec<Row>>,
+    news: Vec<Option<NewColumns>>,
+) -> CliResult<Written> {
+    let pending: Vec<Rewrapped<'_>> = chunk
+        .iter()
+        .zip(news)
+        .filter_map(|(row, new)| new.map(|new| (row, new)))
+        .collect();
+    let txn = db.begin().await?;
+    let written = table.write_key_columns(&txn, &pending).await?;
+    txn.commit().await?;
+    Ok(Written {
+        rows: chunk.len() as u64,
+        pending: pending.len() as u64,
+        written,
+        last: chunk.last().map(|r| r.id.clone()),
+    })
 }
 
 /// The key columns of `row` that are not under the active KEK, re-wrapped.

@@ -166,6 +166,7 @@ pub fn cmk_in(home: &Path, args: &[&str]) -> Output {
         .env_remove("CMK_HOME")
         .env_remove("CMK_DATABASE_URL")
         .env_remove("CMK_CONFIG_FILE")
+        .env_remove("CMK_KMS_CONFIG")
         .output()
         .unwrap()
 }

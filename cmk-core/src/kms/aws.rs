@@ -183,6 +183,31 @@ impl AwsKms {
     pub fn client(&self) -> &aws_sdk_kms::Client {
         &self.client
     }
+
+    /// Creates a symmetric encryption key (`SYMMETRIC_DEFAULT`) described by `description`,
+    /// for an operator's tool; returns its reference, `PROVIDER:<key id>` (this client's
+    /// provider name).
+    ///
+    /// # Errors
+    /// A [`KmsError`] classified as for every other call (denied, throttled, unavailable), or
+    /// [`KmsErrorKind::Invalid`] when the response names no key.
+    pub async fn create_key(&self, description: &str) -> Result<KeyRef, KmsError> {
+        let out = self
+            .client
+            .create_key()
+            .description(description)
+            .send()
+            .await
+            .map_err(|e| classify("CreateKey", e))?;
+        let invalid = || {
+            KmsError::new(
+                KmsErrorKind::Invalid,
+                "AWS KMS CreateKey: no key id in the response",
+            )
+        };
+        let id = out.key_metadata().map(|m| m.key_id()).ok_or_else(invalid)?;
+        KeyRef::new(format!("{}:{id}", self.name)).map_err(|_| invalid())
+    }
 }
 
 impl AwsKms {
