@@ -241,6 +241,37 @@ async fn partial_views_withhold_classes_the_actor_may_not_read() {
     assert!(matches!(&owned[0], Ok(p) if p.id == 7) && matches!(owned[1], Err(Error::Tampered)));
 }
 
+/// A model whose tenant and id columns the ORM's attributes rename.
+#[derive(Debug, Clone, PartialEq, Encrypted)]
+#[cmk(table = "notes", tenant = tenant_id, id = id, ids = "app")]
+struct Note {
+    #[diesel(column_name = note_id)]
+    id: i64,
+    #[sea_orm(column_name = "org")]
+    tenant_id: String,
+    #[cmk(class = "private")]
+    body: String,
+}
+
+/// The manifest names the tenant and id columns as stored, not the fields: a reader told
+/// `tenant_id` and `id` (the manifest before this change) would find no such columns.
+#[test]
+fn the_manifest_names_the_columns_the_orm_renamed() {
+    let manifest = Note::manifest().unwrap();
+    assert_eq!(
+        manifest.tenant,
+        cmk::model::TenantColumn::Column("org".into())
+    );
+    let id = manifest.row_id.unwrap();
+    assert_eq!((id.column.as_str(), id.bound), ("note_id", true));
+    let note = Note {
+        id: 1,
+        tenant_id: "acme".into(),
+        body: "b".into(),
+    };
+    assert_eq!(note.body, "b");
+}
+
 /// The manifest of a model (issue 16, schema manifests): every classified column with its
 /// class, encoding, nullability, search and index column, the key columns with their KEK ids,
 /// the tenant and id columns. It is the example of docs/FORMAT.md §12, byte for byte.

@@ -192,6 +192,45 @@ impl Model {
     }
 }
 
+impl Field {
+    /// The column the field is stored in: the `column_name` of its `#[diesel(...)]` (an
+    /// identifier or a string) or `#[sea_orm(...)]` (a string), else its own name. The
+    /// manifest names the tenant and id columns with it, so that a reader finds renamed ones.
+    pub(crate) fn column(&self) -> String {
+        self.diesel
+            .iter()
+            .chain(&self.sea_orm)
+            .find_map(column_name_of)
+            .unwrap_or_else(|| self.ident.to_string())
+    }
+}
+
+/// `column_name = x` or `column_name = "x"` in one ORM attribute, if it holds one.
+fn column_name_of(attr: &Attribute) -> Option<String> {
+    let mut found = None;
+    // An entry this parser does not know ends the search, which then falls back to the
+    // field's name: the ORM itself reports a malformed attribute.
+    let _ = attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("column_name") {
+            let value = meta.value()?;
+            found = Some(if value.peek(syn::LitStr) {
+                value.parse::<syn::LitStr>()?.value()
+            } else {
+                value.parse::<Ident>()?.to_string()
+            });
+        } else if meta.input.peek(syn::Token![=]) {
+            let value = meta.value()?;
+            if value.peek(syn::Lit) {
+                value.parse::<syn::Lit>()?;
+            } else {
+                value.parse::<syn::Path>()?;
+            }
+        }
+        Ok(())
+    });
+    found
+}
+
 /// The named fields, or an error for any other shape of input.
 fn named_fields<'a>(cx: &Ctxt, input: &'a DeriveInput) -> Option<&'a syn::FieldsNamed> {
     match &input.data {

@@ -69,7 +69,9 @@ fn manifest_fn(g: &Gen<'_>) -> TokenStream {
     let p = &g.p;
     let tenant = match g.m.tenant() {
         Some(TenantSource::Field(f)) => {
-            let name = f.to_string();
+            let name = g
+                .field(f)
+                .map_or_else(|| f.to_string(), |field| field.column());
             quote!(#p::TenantColumn::Column(::std::string::String::from(#name)))
         }
         Some(TenantSource::Fixed(lit)) => {
@@ -79,7 +81,10 @@ fn manifest_fn(g: &Gen<'_>) -> TokenStream {
     };
     let row_id = match &g.m.attrs.id {
         Some(id) => {
-            let (name, bound) = (id.to_string(), g.m.app_ids());
+            let name = g
+                .field(id)
+                .map_or_else(|| id.to_string(), |field| field.column());
+            let bound = g.m.app_ids();
             quote!(::core::option::Option::Some(#p::RowIdColumn::new(#name, #bound)))
         }
         None => quote!(::core::option::Option::None),
