@@ -18,7 +18,9 @@ use crate::exit::{CliError, CliResult, Exit};
 /// This tool's own event file and spool: the spool is one process's (it is locked), and a
 /// JSON Lines file is written by one process (docs of `JsonLinesFile`).
 pub(crate) const CLI_EVENTS: &str = "cli-events.jsonl";
-const CLI_SPOOL: &str = "cli-spool";
+pub(crate) const CLI_SPOOL: &str = "cli-spool";
+/// The application's spool under the embedded preset.
+pub(crate) const APP_SPOOL: &str = "spool";
 /// The application's event file under the embedded preset.
 pub(crate) const APP_EVENTS: &str = "events.jsonl";
 

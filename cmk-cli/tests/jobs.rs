@@ -471,3 +471,60 @@ async fn migrate_seals_plaintext_rows_once_and_leaves_their_plaintext_columns() 
     let tail = stdout(&d.cmk(&["--json", "audit", "tail", "-n", "200"]));
     assert_eq!(tail.matches("\"DATA_MIGRATE\"").count(), 31, "{tail}");
 }
+
+/// `audit tail` shows the events still waiting in a spool (the issue: "over the JSON Lines
+/// sink and the spool"), while the application holds the spool's lock, each event once even
+/// when its delivery has been written and the spool's cursor not moved yet.
+#[tokio::test]
+async fn audit_tail_shows_events_waiting_in_a_spool_once() {
+    use cmk::event::{EventName, Outcome, SecurityEvent};
+    let d = Deployment::new(1).await;
+    // The application, running: its spool open (locked), two events not delivered.
+    let spool = cmk::audit::spool::Spool::open(d.home().join("spool"), 1 << 20).unwrap();
+    let ctx = cmk::RequestContext::new(cmk::TenantId::new("acme").unwrap())
+        .with_request_id("waiting-in-the-spool");
+    let waiting = [
+        SecurityEvent::new(&ctx, EventName::DataDecrypt, Outcome::Success),
+        SecurityEvent::new(&ctx, EventName::DataEncrypt, Outcome::Success),
+    ];
+    spool.append(&waiting, true).unwrap();
+    let ids: Vec<String> = waiting.iter().map(|e| e.id.to_string()).collect();
+    let tail = |d: &Deployment| -> Vec<serde_json::Value> {
+        let out = d.cmk(&["--json", "audit", "tail", "-n", "1000"]);
+        assert_code(&out, 0);
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| ids.iter().any(|id| e["id"] == id.as_str()))
+            .collect()
+    };
+    let shown = tail(&d);
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(
+        shown.iter().all(|e| e["delivery"] == "spooled"),
+        "{shown:?}"
+    );
+    // The first is delivered (written to the file) but the cursor has not moved yet: it is
+    // shown once, as delivered.
+    let mut line = Vec::new();
+    cmk::audit::format::json_line(&waiting[0], &mut line);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.home().join("events.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, &line).unwrap();
+    let shown = tail(&d);
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    let first = shown.iter().find(|e| e["id"] == ids[0].as_str()).unwrap();
+    assert!(first.get("delivery").is_none(), "{first}");
+    // The text form says which are waiting.
+    let text = stdout(&d.cmk(&["audit", "tail", "-n", "1000"]));
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("(spooled: not delivered yet)"))
+            .count(),
+        1,
+        "{text}"
+    );
+    drop(spool);
+}

@@ -1,7 +1,10 @@
 //! `cmk audit tail`: the last security events of the application's file and this tool's,
-//! merged by time; `--follow` keeps printing new ones. Events not yet delivered wait in the
-//! spools and reach these files when their writer next runs.
+//! and those still waiting in their spools (not delivered yet: the sink was down or the
+//! writer stopped first), merged by time; `--follow` keeps printing new ones. An event is
+//! printed once, even when it is in a spool and its file at once (delivery is at least once);
+//! a spooled one is marked `"delivery":"spooled"`.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::exit::{CliError, CliResult, Exit};
-use crate::home::{APP_EVENTS, CLI_EVENTS, Paths};
+use crate::home::{APP_EVENTS, APP_SPOOL, CLI_EVENTS, CLI_SPOOL, Paths};
 use crate::scan::Stop;
 
 /// A file being followed: where its next line starts.
@@ -33,7 +36,10 @@ pub(crate) async fn tail(
             offset: 0,
         })
         .collect();
-    if !files.iter().any(|f| f.path.exists()) && !follow {
+    let spools_exist = [APP_SPOOL, CLI_SPOOL]
+        .iter()
+        .any(|n| paths.dir.join(n).exists());
+    if !files.iter().any(|f| f.path.exists()) && !spools_exist && !follow {
         return Err(CliError::new(
             Exit::Usage,
             format!(
@@ -42,15 +48,16 @@ pub(crate) async fn tail(
             ),
         ));
     }
+    let mut seen = HashSet::new();
     let mut events = Vec::new();
     for f in &mut files {
         events.extend(read_new(f)?);
     }
-    events.retain(|e| matches_tenant(e, tenant));
-    events.sort_by_key(|e| e["timestamp_ms"].as_u64().unwrap_or(0));
+    events.extend(spooled(paths)?);
+    let mut events = unseen(events, &mut seen, tenant);
     let skip = events.len().saturating_sub(lines);
-    for e in &events[skip..] {
-        show(json, e);
+    for e in events.drain(skip..) {
+        show(json, &e);
     }
     while follow && !stop.requested() {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -58,13 +65,42 @@ pub(crate) async fn tail(
         for f in &mut files {
             new.extend(read_new(f)?);
         }
-        new.retain(|e| matches_tenant(e, tenant));
-        new.sort_by_key(|e| e["timestamp_ms"].as_u64().unwrap_or(0));
-        for e in &new {
-            show(json, e);
+        new.extend(spooled(paths)?);
+        for e in unseen(new, &mut seen, tenant) {
+            show(json, &e);
         }
     }
     Ok(())
+}
+
+/// The events not printed yet (by id) of `tenant`, by time; the ids are recorded as printed.
+fn unseen(mut events: Vec<Value>, seen: &mut HashSet<String>, tenant: Option<&str>) -> Vec<Value> {
+    // A delivered copy comes first, so it is the one kept.
+    events.sort_by_key(|e| e.get("delivery").is_some());
+    events.retain(|e| {
+        matches_tenant(e, tenant) && seen.insert(e["id"].as_str().unwrap_or_default().to_string())
+    });
+    events.sort_by_key(|e| e["timestamp_ms"].as_u64().unwrap_or(0));
+    events
+}
+
+/// The events waiting in the application's spool and this tool's, read without their locks.
+fn spooled(paths: &Paths) -> CliResult<Vec<Value>> {
+    let mut out = Vec::new();
+    for name in [APP_SPOOL, CLI_SPOOL] {
+        let dir = paths.dir.join(name);
+        let events = cmk_core::audit::spool::undelivered(&dir)
+            .map_err(|e| CliError::new(Exit::Failure, format!("reading {}: {e}", dir.display())))?;
+        for event in events {
+            let mut line = Vec::new();
+            cmk_core::audit::format::json_line(&event, &mut line);
+            if let Ok(Value::Object(mut e)) = serde_json::from_slice::<Value>(&line) {
+                e.insert("delivery".into(), Value::from("spooled"));
+                out.push(Value::Object(e));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn matches_tenant(e: &Value, tenant: Option<&str>) -> bool {
@@ -119,8 +155,13 @@ fn show(json: bool, e: &Value) {
         Some("success") => "ok".to_string(),
         _ => format!("FAILED {}", e["outcome"]["error"].as_str().unwrap_or("")),
     };
+    let spooled = if e.get("delivery").is_some() {
+        " (spooled: not delivered yet)"
+    } else {
+        ""
+    };
     println!(
-        "{} {:<28} tenant={} actor={} {}",
+        "{} {:<28} tenant={} actor={} {}{spooled}",
         e["timestamp_ms"]
             .as_u64()
             .map_or("-".into(), |ms| ms.to_string()),

@@ -124,6 +124,46 @@ fn read_cursor(dir: &Path) -> Option<Position> {
     })
 }
 
+/// The events a spool holds that its sink has not taken yet (those after its cursor), read
+/// without the spool's lock, for an operator's tool beside the process that owns it: a line
+/// still being appended is left out, and a segment the owner deletes meanwhile (delivered) is
+/// skipped. A spool that does not exist holds none.
+///
+/// # Errors
+/// An I/O error when the directory or a segment cannot be read.
+pub fn undelivered(dir: &Path) -> io::Result<Vec<SecurityEvent>> {
+    let seqs = match segments(dir) {
+        Ok(seqs) => seqs,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let cursor = read_cursor(dir);
+    let mut out = Vec::new();
+    for seq in seqs {
+        let start = match cursor {
+            Some(c) if seq < c.seq => continue,
+            Some(c) if seq == c.seq => c.offset,
+            _ => 0,
+        };
+        let bytes = match fs::read(segment_path(dir, seq)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let body = usize::try_from(start)
+            .ok()
+            .and_then(|start| bytes.get(start..))
+            .unwrap_or_default();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            match line.strip_suffix(b"\n") {
+                Some(line) => out.extend(parse_json_line(line)),
+                None => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Cuts a torn last line (a write a crash interrupted) off the end of a segment.
 fn trim_torn_tail(path: &Path) -> io::Result<u64> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
@@ -409,6 +449,29 @@ mod tests {
         (0..n)
             .map(|_| SecurityEvent::new(&ctx, EventName::DataDecrypt, Outcome::Success))
             .collect()
+    }
+
+    #[test]
+    fn undelivered_events_are_read_beside_the_owner_without_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(undelivered(&dir.path().join("none")).unwrap().is_empty());
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.append(&events(5), true).unwrap();
+        let (peeked, to, _) = spool.peek(2).unwrap();
+        spool.commit(to).unwrap();
+        // The owner still holds the lock; the reader sees the three after the cursor.
+        let pending = undelivered(dir.path()).unwrap();
+        assert_eq!(pending.len(), 3);
+        assert_ne!(pending[0].id, peeked[0].id);
+        assert_ne!(pending[0].id, peeked[1].id);
+        // A line being appended (no newline yet) is left out.
+        let last = segments(dir.path()).unwrap().pop().unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(segment_path(dir.path(), last))
+            .unwrap();
+        f.write_all(b"{\"schema\":\"cmk.sec").unwrap();
+        assert_eq!(undelivered(dir.path()).unwrap().len(), 3);
     }
 
     #[test]
