@@ -19,6 +19,14 @@ fn with_file(d: &Deployment, args: &[&str], code: i32) -> serde_json::Value {
     d.json(&all, code)
 }
 
+/// `cmk --config-file HOME/tenants.toml args...`, whatever its exit.
+fn raw_with_file(d: &Deployment, args: &[&str]) -> std::process::Output {
+    let file = file_of(d);
+    let mut all = vec!["--config-file", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    d.cmk(&all)
+}
+
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).unwrap() + 1
 }
@@ -110,14 +118,7 @@ async fn configurations_in_a_file_are_written_checked_refused_and_signed() {
         "{error}"
     );
     assert_eq!(refused["tenants"][0]["kind"], "config_integrity");
-    let shown = d.cmk(&[
-        "--config-file",
-        file_of(&d).to_str().unwrap(),
-        "tenant",
-        "show",
-        "--tenant",
-        "initech",
-    ]);
+    let shown = raw_with_file(&d, &["tenant", "show", "--tenant", "initech"]);
     assert_code(&shown, 7);
     assert!(
         stderr(&shown).contains("cmk config sign"),
@@ -127,14 +128,7 @@ async fn configurations_in_a_file_are_written_checked_refused_and_signed() {
     assert_eq!(events(&d, "ADMIN_INTEGRITY_FAILURE"), before + 2);
 
     // Signing the edit needs a new revision; then the edit stands, comments kept.
-    let unsigned = d.cmk(&[
-        "--config-file",
-        file_of(&d).to_str().unwrap(),
-        "config",
-        "sign",
-        "--tenant",
-        "initech",
-    ]);
+    let unsigned = raw_with_file(&d, &["config", "sign", "--tenant", "initech"]);
     assert_code(&unsigned, 2);
     assert!(
         stderr(&unsigned).contains("raise the revision"),

@@ -528,3 +528,55 @@ async fn audit_tail_shows_events_waiting_in_a_spool_once() {
     );
     drop(spool);
 }
+
+/// KEK retirement end to end through the command: roll over, rekey, retire, destroy, in that
+/// order only; afterwards every row still reads (none was left under the destroyed version)
+/// and the version is gone from the tenant's keys.
+#[tokio::test]
+async fn a_kek_is_retired_and_destroyed_only_after_its_rows_moved() {
+    let d = Deployment::with_renewal(20, Some(3)).await;
+    let kek = |verb: &str| {
+        d.cmk(&[
+            "--json",
+            "kek",
+            verb,
+            "--tenant",
+            "acme",
+            "--class",
+            "public",
+            "--version",
+            "1",
+        ])
+    };
+    let rolled = d.json(
+        &["kek", "roll-over", "--tenant", "acme", "--class", "public"],
+        0,
+    );
+    assert_eq!(rolled["rolled_over"][0]["version"], 2, "{rolled}");
+    // Too early: version 2 has not been active for one renewal interval (3 s) yet.
+    let early = kek("retire");
+    assert_code(&early, 1);
+    assert!(stderr(&early).contains("renewal"), "{}", text(&early));
+    // Destroying an active version is refused: it must be retired first.
+    let active = kek("destroy");
+    assert_code(&active, 1);
+    std::thread::sleep(std::time::Duration::from_millis(3_200));
+    let rekeyed = d.json(&["rekey", "--table", "patients", "--tenant", "acme"], 0);
+    assert_eq!(rekeyed["rewrapped"], 20, "{rekeyed}");
+    let retired = kek("retire");
+    assert_code(&retired, 0);
+    let destroyed = kek("destroy");
+    assert_code(&destroyed, 0);
+    let verified = d.json(&["verify", "--table", "patients"], 0);
+    assert_eq!(verified["ok"], 25, "{verified}");
+    let shown = d.json(&["tenant", "show", "--tenant", "acme"], 0);
+    // The registry is append-only: version 1's states follow each other, the last destroyed.
+    let states: Vec<&str> = shown["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["class"] == "public" && k["version"] == 1)
+        .map(|k| k["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active", "decrypt-only", "destroyed"], "{shown}");
+}

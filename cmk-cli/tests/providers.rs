@@ -38,6 +38,23 @@ fn run(d: &Deployment, args: &[&str], code: i32) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
 }
 
+/// `cmk kms create-key`: the new key's reference.
+fn create_key(d: &Deployment, provider: &str, label: &str) -> String {
+    let created = run(
+        d,
+        &[
+            "kms",
+            "create-key",
+            "--provider",
+            provider,
+            "--label",
+            label,
+        ],
+        0,
+    );
+    created["key"].as_str().unwrap().to_string()
+}
+
 /// The whole round on one provider named `provider`, configured by `kms_toml`.
 async fn exercise(provider: &str, kms_toml: &str, secret: Option<&str>) {
     let d = Deployment::new(4).await;
@@ -56,19 +73,7 @@ async fn exercise(provider: &str, kms_toml: &str, secret: Option<&str>) {
         assert!(!listed.to_string().contains(secret), "{listed}");
     }
 
-    let first = run(
-        &d,
-        &[
-            "kms",
-            "create-key",
-            "--provider",
-            provider,
-            "--label",
-            "cli-initech",
-        ],
-        0,
-    );
-    let first = first["key"].as_str().unwrap().to_string();
+    let first = create_key(&d, provider, "cli-initech");
     assert!(first.starts_with(&format!("{provider}:")), "{first}");
     let onboarded = run(
         &d,
@@ -90,19 +95,7 @@ async fn exercise(provider: &str, kms_toml: &str, secret: Option<&str>) {
     );
 
     // The quickstart's tenant moves onto the provider; its rows read through it.
-    let second = run(
-        &d,
-        &[
-            "kms",
-            "create-key",
-            "--provider",
-            provider,
-            "--label",
-            "cli-acme",
-        ],
-        0,
-    );
-    let second = second["key"].as_str().unwrap().to_string();
+    let second = create_key(&d, provider, "cli-acme");
     let rotated = run(
         &d,
         &["rotate-master", "--tenant", "acme", "--key", &second],

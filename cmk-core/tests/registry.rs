@@ -313,14 +313,12 @@ async fn configuring_and_onboarding_saves_the_configuration_only_once_its_keys_e
         fx.configs.load(c.tenant()).await,
         Err(Error::UnknownTenant { .. })
     ));
-    let names: Vec<String> = fx
-        .sink
-        .take()
-        .iter()
-        .map(|e| e.name.as_str().to_string())
-        .collect();
+    let names = |fx: &Fixture| -> Vec<String> {
+        let events = fx.sink.take();
+        events.iter().map(|e| e.name.as_str().to_string()).collect()
+    };
     assert_eq!(
-        names,
+        names(&fx),
         ["ADMIN_TENANT_ONBOARDED"],
         "no configuration event: nothing saved"
     );
@@ -329,14 +327,8 @@ async fn configuring_and_onboarding_saves_the_configuration_only_once_its_keys_e
     let report = fx.cmk.configure_and_onboard(&c, &config).await.unwrap();
     assert_eq!(report.proven_keys.len(), 2);
     assert_eq!(fx.configs.load(c.tenant()).await.unwrap(), config);
-    let names: Vec<String> = fx
-        .sink
-        .take()
-        .iter()
-        .map(|e| e.name.as_str().to_string())
-        .collect();
     assert_eq!(
-        names,
+        names(&fx),
         ["ADMIN_TENANT_ONBOARDED", "ADMIN_TENANT_CONFIG_CHANGED"]
     );
     fx.cmk.keys_for(&c, &["payroll", "private"]).await.unwrap();

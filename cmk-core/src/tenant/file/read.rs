@@ -150,17 +150,28 @@ impl<'t> Fields<'t> {
         }
     }
 
-    fn string(&self, loc: &Locator<'_>, name: &str) -> crate::Result<Option<&'t str>> {
-        match self.value(loc, name, "a string")? {
+    /// The value at `name` as `get` reads it, or an error saying it must be `what`.
+    fn typed<T>(
+        &self,
+        loc: &Locator<'_>,
+        name: &str,
+        what: &str,
+        get: impl Fn(&'t Value) -> Option<T>,
+    ) -> crate::Result<Option<T>> {
+        match self.value(loc, name, what)? {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| {
+            Some(v) => get(v).map(Some).ok_or_else(|| {
                 loc.invalid(
                     self.line_of(loc, name),
                     &self.path(name),
-                    "must be a string",
+                    format!("must be {what}"),
                 )
             }),
         }
+    }
+
+    fn string(&self, loc: &Locator<'_>, name: &str) -> crate::Result<Option<&'t str>> {
+        self.typed(loc, name, "a string", Value::as_str)
     }
 
     fn integer(&self, loc: &Locator<'_>, name: &str, max: u64) -> crate::Result<Option<u64>> {
@@ -185,16 +196,7 @@ impl<'t> Fields<'t> {
     }
 
     fn boolean(&self, loc: &Locator<'_>, name: &str) -> crate::Result<Option<bool>> {
-        match self.value(loc, name, "true or false")? {
-            None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-                loc.invalid(
-                    self.line_of(loc, name),
-                    &self.path(name),
-                    "must be true or false",
-                )
-            }),
-        }
+        self.typed(loc, name, "true or false", Value::as_bool)
     }
 
     fn key_ref(&self, loc: &Locator<'_>, name: &str) -> crate::Result<Option<KeyRef>> {
