@@ -182,7 +182,10 @@ async fn configurations_in_a_file_are_written_checked_refused_and_signed() {
     // An invalid field: a malformed file, named with its line and field.
     let typo = after.replacen("readers = [\"cfo\"]", "reders = [\"cfo\"]", 1);
     std::fs::write(file_of(&d), &typo).unwrap();
+    // cmk never signs an invalid table: this one changed after its signature, an alert too.
+    let before = events(&d, "ADMIN_INTEGRITY_FAILURE");
     let invalid = with_file(&d, &["config", "check"], 6);
+    assert_eq!(events(&d, "ADMIN_INTEGRITY_FAILURE"), before + 1);
     let error = invalid["tenants"][0]["error"].as_str().unwrap();
     let typo_line = line_of(&typo, "reders");
     assert!(

@@ -209,16 +209,20 @@ pub(crate) async fn keys_for<C: AsRef<str>>(
 /// When `e` says the tenant's configuration or key registry failed an integrity check (a
 /// record failing its MAC, a rolled-back revision, a shred tombstone or destroyed state, which
 /// a database writer may have forged), emits `ADMIN_INTEGRITY_FAILURE` to the tenant's sink
-/// and the operator's. The event names the error kind only: nothing of the stored records.
+/// and the operator's. Any refusal of a configuration file's table counts: cmk never signs an
+/// invalid one, so an invalid table was changed after its signature as surely as one whose
+/// MAC fails. The event names the error kind only: nothing of the stored records.
 pub(crate) fn alert_integrity(cmk: &Cmk, ctx: &RequestContext, e: &Error) {
-    if !matches!(
-        e.underlying(),
-        Error::ConfigIntegrity { .. }
-            | Error::ConfigRollback { .. }
-            | Error::TenantShredded { .. }
-            | Error::KeysDestroyed { .. }
-            | Error::Tampered
-    ) {
+    if !matches!(e, Error::ConfigFile { .. })
+        && !matches!(
+            e.underlying(),
+            Error::ConfigIntegrity { .. }
+                | Error::ConfigRollback { .. }
+                | Error::TenantShredded { .. }
+                | Error::KeysDestroyed { .. }
+                | Error::Tampered
+        )
+    {
         return;
     }
     let event = SecurityEvent::new(ctx, EventName::AdminIntegrityFailure, failure(e.kind()));
