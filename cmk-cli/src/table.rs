@@ -32,6 +32,8 @@ pub(crate) enum IdValue {
     Int(i64),
     Text(String),
     Bytes(Vec<u8>),
+    /// PostgreSQL's `uuid` (elsewhere a UUID is a 16-byte binary, [`IdValue::Bytes`]).
+    Uuid([u8; 16]),
 }
 
 impl IdValue {
@@ -43,6 +45,7 @@ impl IdValue {
                 Ok(uuid) => RowId::Uuid(uuid),
                 Err(_) => RowId::Text(String::from_utf8_lossy(b).into_owned()),
             },
+            IdValue::Uuid(u) => RowId::Uuid(*u),
         }
     }
 
@@ -51,6 +54,7 @@ impl IdValue {
             IdValue::Int(i) => (*i).into(),
             IdValue::Text(s) => s.clone().into(),
             IdValue::Bytes(b) => b.clone().into(),
+            IdValue::Uuid(u) => sea_orm::prelude::Uuid::from_bytes(*u).into(),
         }
     }
 
@@ -62,6 +66,9 @@ impl IdValue {
             IdValue::Bytes(b) => {
                 json!({ "hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>() })
             }
+            IdValue::Uuid(u) => {
+                json!({ "uuid": sea_orm::prelude::Uuid::from_bytes(*u).to_string() })
+            }
         }
     }
 
@@ -71,6 +78,10 @@ impl IdValue {
         }
         if let Some(s) = v.as_str() {
             return Some(IdValue::Text(s.to_string()));
+        }
+        if let Some(uuid) = v.get("uuid") {
+            let parsed = sea_orm::prelude::Uuid::parse_str(uuid.as_str()?).ok()?;
+            return Some(IdValue::Uuid(parsed.into_bytes()));
         }
         let hex = v.get("hex")?.as_str()?;
         let bytes: Option<Vec<u8>> = (0..hex.len())
@@ -86,6 +97,7 @@ impl IdValue {
             IdValue::Int(_) => "bigint",
             IdValue::Text(_) => "text",
             IdValue::Bytes(_) => "bytea",
+            IdValue::Uuid(_) => "uuid",
         }
     }
 
@@ -857,7 +869,12 @@ fn decode_id(r: &QueryResult) -> CliResult<IdValue> {
     if let Ok(s) = r.try_get_by_index::<String>(0) {
         return Ok(IdValue::Text(s));
     }
-    Ok(IdValue::Bytes(r.try_get_by_index::<Vec<u8>>(0)?))
+    if let Ok(b) = r.try_get_by_index::<Vec<u8>>(0) {
+        return Ok(IdValue::Bytes(b));
+    }
+    // PostgreSQL's uuid type (a 16-byte binary elsewhere was read above).
+    let uuid = r.try_get_by_index::<sea_orm::prelude::Uuid>(0)?;
+    Ok(IdValue::Uuid(uuid.into_bytes()))
 }
 
 #[cfg(test)]

@@ -261,6 +261,60 @@ async fn run_on(admin_url: &str) {
     assert_eq!(cmd(&args, 0)["rows"], 0);
     assert_eq!(cmd(&["verify", "--manifest", lm], 0)["ok"], 2);
 
+    if backend == DbBackend::Postgres {
+        // PostgreSQL's `uuid` ids (UUIDv7, as applications use them): sealed by migrate,
+        // paged by id two at a time, read, rolled over and re-wrapped.
+        db.execute_unprepared(
+            "CREATE TABLE patients_uuid (id UUID PRIMARY KEY, tenant_id TEXT NOT NULL,
+             name_plain TEXT, email_plain TEXT, ssn_plain TEXT, name BYTEA, email BYTEA,
+             email_bidx BYTEA, ssn BYTEA, public_keys BYTEA, private_keys BYTEA,
+             restricted_keys BYTEA)",
+        )
+        .await
+        .unwrap();
+        db.execute_unprepared(
+            "INSERT INTO patients_uuid (id, tenant_id, name_plain, email_plain, ssn_plain) VALUES
+             ('018f3a6e-7c10-7000-8000-000000000001', 'acme', 'Ann', 'ann@example.com', NULL),
+             ('018f3a6e-7c10-7000-8000-000000000002', 'acme', 'Bob', 'bob@example.com', '2'),
+             ('018f3a6e-7c10-7000-8000-000000000003', 'acme', 'Cy', 'cy@example.com', '3')",
+        )
+        .await
+        .unwrap();
+        let uuid_manifest = d.dir.path().join("patients_uuid.json");
+        std::fs::write(
+            &uuid_manifest,
+            std::fs::read_to_string(m)
+                .unwrap()
+                .replace("\"table\": \"patients\"", "\"table\": \"patients_uuid\""),
+        )
+        .unwrap();
+        let um = uuid_manifest.to_str().unwrap();
+        let mut args = vec!["migrate", "--manifest", um, "--chunk", "2"];
+        args.extend_from_slice(&from);
+        assert_eq!(cmd(&args, 0)["migrated"], 3);
+        assert_eq!(
+            cmd(&["verify", "--manifest", um, "--chunk", "2"], 0)["ok"],
+            3
+        );
+        cmd(&["kek", "roll-over", "--tenant", "acme"], 0);
+        let rekeyed = cmd(&["rekey", "--manifest", um, "--chunk", "2"], 0);
+        assert_eq!(rekeyed["rewrapped"], 3, "{rekeyed}");
+        assert_eq!(cmd(&["verify", "--manifest", um], 0)["ok"], 3);
+        // A flipped byte is reported by the row's UUID.
+        db.execute_unprepared(
+            "UPDATE patients_uuid SET name = set_byte(name, 30, get_byte(name, 30) # 64)
+             WHERE id = '018f3a6e-7c10-7000-8000-000000000002'",
+        )
+        .await
+        .unwrap();
+        let report = cmd(&["verify", "--manifest", um], 1);
+        assert_eq!(
+            report["failures"][0]["id"],
+            serde_json::json!({ "uuid": "018f3a6e-7c10-7000-8000-000000000002" }),
+            "{report}"
+        );
+    }
+
     cmd(&["shred", "--tenant", "globex", "--confirm", "globex"], 0);
     let after = cmd(&["verify", "--manifest", m], 1);
     assert_eq!(after["ok"], 29, "{after}");
