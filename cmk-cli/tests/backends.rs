@@ -133,6 +133,17 @@ async fn copy(
     }
 }
 
+/// The quickstart's manifest for another table of the same columns, written beside it.
+fn manifest_of(d: &Deployment, table: &str) -> std::path::PathBuf {
+    let path = d.dir.path().join(format!("{table}.json"));
+    let text = std::fs::read_to_string(d.manifest()).unwrap().replace(
+        "\"table\": \"patients\"",
+        &format!("\"table\": \"{table}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 async fn run_on(admin_url: &str) {
     let d = Deployment::new(30).await;
     let url = fresh_database(admin_url).await;
@@ -238,14 +249,7 @@ async fn run_on(admin_url: &str) {
     )
     .await
     .unwrap();
-    let legacy_manifest = d.dir.path().join("patients_legacy.json");
-    std::fs::write(
-        &legacy_manifest,
-        std::fs::read_to_string(m)
-            .unwrap()
-            .replace("\"table\": \"patients\"", "\"table\": \"patients_legacy\""),
-    )
-    .unwrap();
+    let legacy_manifest = manifest_of(&d, "patients_legacy");
     let lm = legacy_manifest.to_str().unwrap();
     let from = [
         "--from",
@@ -280,14 +284,7 @@ async fn run_on(admin_url: &str) {
         )
         .await
         .unwrap();
-        let uuid_manifest = d.dir.path().join("patients_uuid.json");
-        std::fs::write(
-            &uuid_manifest,
-            std::fs::read_to_string(m)
-                .unwrap()
-                .replace("\"table\": \"patients\"", "\"table\": \"patients_uuid\""),
-        )
-        .unwrap();
+        let uuid_manifest = manifest_of(&d, "patients_uuid");
         let um = uuid_manifest.to_str().unwrap();
         let mut args = vec!["migrate", "--manifest", um, "--chunk", "2"];
         args.extend_from_slice(&from);
